@@ -1,0 +1,1 @@
+"""Click commands, one module each; every module exposes ``command``. No science here."""
