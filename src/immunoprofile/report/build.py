@@ -1,0 +1,296 @@
+"""Assemble the report: load a run, compute QC tables, draw figures, render one HTML file."""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .._io import atomic_path, write_csv_atomic, write_text_atomic
+from ..errors import InputError
+from .collect import RunData, collect_run
+from .plots import curve_grid, figure_png, forest_plot, trajectory_grid
+from .qc import flow_sample_qc, plate_qc, robust_outliers
+
+__all__ = ["build_report", "ReportSummary"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportSummary:
+    """What was built: the HTML path, its size in bytes, seconds taken, PNGs written."""
+
+    path: Path
+    size_bytes: int
+    seconds: float
+    plots: list[Path]
+
+
+def _anchor(text: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-") or "x"
+
+
+def _tsv_link(frame: pd.DataFrame, name: str) -> str:
+    """A download link carrying the table itself (data URI), so the numbers travel with the file."""
+    data = frame.to_csv(sep="\t", index=False, lineterminator="\n").encode("utf-8")
+    encoded = base64.b64encode(data).decode("ascii")
+    return (f'<a class="tsv" download="{html.escape(name)}" '
+            f'href="data:text/tab-separated-values;base64,{encoded}">TSV</a>')
+
+
+def _table_html(frame: pd.DataFrame, *, row_ids: list[str] | None = None,
+                flagged: list[bool] | None = None, link_col: str | None = None,
+                link_prefix: str = "") -> str:
+    """A plain HTML table; optional per-row anchors linking a column to the detail section."""
+    head = "".join(f"<th class='text'>{html.escape(str(c))}</th>" if frame[c].dtype == object
+                   else f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    rows = []
+    for i, (_, row) in enumerate(frame.iterrows()):
+        cells = []
+        for column in frame.columns:
+            value = row[column]
+            if isinstance(value, float):
+                text = "" if np.isnan(value) else (f"{value:.4g}" if abs(value) < 1e4 else
+                                                   f"{value:.0f}")
+            else:
+                text = html.escape(str(value))
+            if link_col == column:
+                text = f"<a href='#{link_prefix}{_anchor(row[column])}'>{text}</a>"
+            css = " class='text'" if frame[column].dtype == object else ""
+            cells.append(f"<td{css}>{text}</td>")
+        cls = " class='flagged'" if flagged and flagged[i] else ""
+        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _b64(png: bytes) -> str:
+    return base64.b64encode(png).decode("ascii")
+
+
+def build_report(run_dir: str | Path, out: str | Path | None = None, *,
+                 max_gating_samples: int = 200, gating: bool = True) -> ReportSummary:
+    """Build the self-contained HTML report of a run directory.
+
+    Parameters
+    ----------
+    run_dir
+        A directory holding the outputs of ``gate``, ``cytokines``, ``assemble`` and/or
+        ``compare`` (any subset; missing stages are left out of the report).
+    out
+        Where to write the HTML (default ``RUN_DIR/report.html``).
+    max_gating_samples
+        At most this many samples get a gating figure (outliers first, then file order).
+    gating
+        Draw per-sample gating figures (re-reads the FCS files named in the provenance).
+
+    Returns
+    -------
+    ReportSummary
+    """
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    started = time.perf_counter()
+    data = collect_run(run_dir)
+    run_root = Path(run_dir)
+    out_path = Path(out) if out is not None else run_root / "report.html"
+    plots_dir = run_root / "plots"
+    written: list[Path] = []
+
+    def save_png(name: str, png: bytes, table: pd.DataFrame | None = None) -> str:
+        path = plots_dir / f"{name}.png"
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(png)
+        written.append(path)
+        if table is not None:
+            write_csv_atomic(plots_dir / f"{name}.tsv", table, sep="\t")
+        return _b64(png)
+
+    context: dict[str, Any] = {"title": "immunoprofile report", "cards": [], "failures": []}
+    _summary(data, context)
+    outliers = pd.DataFrame(columns=["sample_id", "population"])
+    if data.populations is not None and len(data.populations):
+        outliers = robust_outliers(data.populations)
+        qc = flow_sample_qc(data.populations, outliers)
+        write_csv_atomic(run_root / "flow_qc_mqc.tsv", qc.drop(columns=["file"], errors="ignore"),
+                         sep="\t")
+        context["sample_qc"] = {"html": _table_html(qc, flagged=list(qc["flag"] != "ok"),
+                                                    link_col="sample_id", link_prefix="sample-"),
+                                "tsv": _tsv_link(qc, "flow_sample_qc.tsv")}
+        if gating:
+            context["gating"], context["gating_note"] = _gating_figures(
+                data, outliers, save_png, max_gating_samples)
+    if data.curves is not None or data.concentrations is not None:
+        pqc = plate_qc(data.curves, data.concentrations)
+        write_csv_atomic(run_root / "cytokine_qc_mqc.tsv", pqc, sep="\t")
+        context["plate_qc"] = {"html": _table_html(pqc, link_col="plate", link_prefix="plate-"),
+                               "tsv": _tsv_link(pqc, "plate_qc.tsv")}
+        context["plates"] = _curve_figures(data, save_png)
+    context["results"] = _results(data, save_png)
+    context["provenance"] = _provenance(data)
+    env = Environment(loader=PackageLoader("immunoprofile.report", "templates"),
+                      autoescape=select_autoescape(["html", "j2"]))
+    page = env.get_template("report.html.j2").render(**context)
+    write_text_atomic(out_path, page)
+    seconds = time.perf_counter() - started
+    size = out_path.stat().st_size
+    log.info("report written to %s (%.1f MB, %.1f s)", out_path, size / 1e6, seconds)
+    return ReportSummary(out_path, size, seconds, written)
+
+
+def _summary(data: RunData, context: dict[str, Any]) -> None:
+    cards = context["cards"]
+    failures = context["failures"]
+    for stage, failed in (("flow", data.flow_failed), ("cytokines", data.cytokine_failed)):
+        if failed is not None:
+            failures.extend({"stage": stage, **row} for row in failed.to_dict("records"))
+    if data.populations is not None:
+        cards.append({"value": data.populations["sample_id"].nunique(),
+                      "label": "flow samples gated"})
+        cards.append({"value": data.populations["population"].nunique(), "label": "populations"})
+    if data.concentrations is not None:
+        cards.append({"value": data.concentrations["plate"].nunique(), "label": "plates"})
+        cards.append({"value": data.concentrations["analyte"].nunique(), "label": "analytes"})
+    cards.append({"value": len(failures), "label": "failed inputs", "bad": bool(failures)})
+    if data.comparisons is not None and "q" in data.comparisons:
+        hits = int((data.comparisons["q"] < 0.05).sum())
+        cards.append({"value": hits, "label": "contrasts with q < 0.05"})
+    prov = data.flow_provenance
+    context["subtitle"] = (f"run directory {data.run_dir.resolve()} · immunoprofile "
+                           f"{prov.get('versions', {}).get('immunoprofile', '')}").strip(" ·")
+
+
+def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int):
+    from .gating_plots import gating_figure, locate_inputs
+
+    strategy_path, files, compensation = locate_inputs(data.flow_provenance)
+    if strategy_path is None or not strategy_path.is_file():
+        return [], "(Gating figures left out: the strategy file named in the provenance is absent.)"
+    from ..flow.compensation import resolve_compensation
+    from ..flow.engine import evaluate
+    from ..flow.fcs import read_fcs
+    from ..flow.strategy import load_strategy
+
+    strategy = load_strategy(strategy_path)
+    flagged = set(outliers["sample_id"])
+    samples = data.populations[["sample_id", "file"]].drop_duplicates("sample_id")
+    samples = samples.assign(o=~samples["sample_id"].isin(flagged)).sort_values(
+        ["o", "sample_id"], kind="stable")
+    figures, missing = [], 0
+    for sample_id, file in zip(samples["sample_id"], samples["file"]):
+        if len(figures) >= limit:
+            break
+        path = Path(str(file))
+        path = path if path.is_file() else files.get(path.name, path)
+        if not path.is_file():
+            missing += 1
+            continue
+        try:
+            fcs = read_fcs(path)
+            spill = resolve_compensation(compensation, fcs)
+            result = evaluate(strategy, fcs, spillover=spill if spill is not None else "none")
+            fig = gating_figure(str(sample_id), fcs, strategy, result, spill,
+                                outlier=sample_id in flagged)
+        except InputError as exc:
+            log.warning("gating figure of %s skipped: %s", sample_id, exc)
+            missing += 1
+            continue
+        png = figure_png(fig, dpi=72)
+        figures.append({"sample_id": sample_id, "anchor": _anchor(sample_id),
+                        "png": save_png(f"gating_{_anchor(sample_id)}", png)})
+    note = f"({missing} samples without a figure: file not found or unreadable.)" if missing else ""
+    return figures, note
+
+
+def _curve_figures(data: RunData, save_png) -> list[dict[str, Any]]:
+    if data.curves is None or data.concentrations is None:
+        return []
+    out = []
+    for plate in sorted(data.curves["plate"].unique(), key=str):
+        curves = data.curves[data.curves["plate"] == plate]
+        wells = data.concentrations[data.concentrations["plate"] == plate]
+        png = figure_png(curve_grid(str(plate), curves, wells))
+        name = f"curves_{_anchor(plate)}"
+        out.append({"plate": plate, "anchor": _anchor(plate), "png": save_png(name, png, curves),
+                    "tsv": _tsv_link(curves, f"{name}.tsv")})
+    return out
+
+
+def _study_tidy(study_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    import anndata as ad
+
+    adata = ad.read_h5ad(study_path)
+    X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X, dtype=float)
+    obs = adata.obs.reset_index(drop=True)
+    frame = pd.DataFrame(X, columns=list(adata.var_names))
+    frame["subject_id"] = obs["subject_id"].astype(str).to_numpy()
+    frame["study_day"] = pd.to_numeric(obs["study_day"], errors="coerce").to_numpy()
+    frame["period"] = obs["period"].astype(str).to_numpy() if "period" in obs else "unknown"
+    tidy = frame.melt(id_vars=["subject_id", "study_day", "period"], var_name="feature",
+                      value_name="value").dropna(subset=["value", "study_day"])
+    return tidy, adata.var.reset_index(names="feature")
+
+
+def _pick(features: list[str], comparisons: pd.DataFrame | None, n: int) -> list[str]:
+    if comparisons is not None and "q" in comparisons:
+        q = comparisons.groupby("feature")["q"].min()
+        return sorted(features, key=lambda f: (q.get(f, np.inf), f))[:n]
+    return features[:n]
+
+
+def _results(data: RunData, save_png) -> dict[str, Any] | None:
+    figures = []
+    if data.study_path is not None:
+        tidy, var = _study_tidy(data.study_path)
+        ftype = var.get("feature_type", pd.Series(["unknown"] * len(var)))
+        groups = [
+            ("Cell populations (% of parent) per subject", "frequency", False, 12),
+            ("Cytokines (concentration) per subject", "concentration", True, 12),
+        ]
+        for title, kind, log_y, n in groups:
+            feats = var.loc[ftype == kind, "feature"].tolist()
+            if kind == "frequency":
+                feats = [f for f in feats if f.endswith("pct_parent")] or feats
+            feats = _pick(feats, data.comparisons, n)
+            if not feats:
+                continue
+            sub = tidy[tidy["feature"].isin(feats)]
+            png = figure_png(trajectory_grid(sub, feats, title=title, log_y=log_y))
+            name = f"trajectories_{kind}"
+            figures.append({"title": title, "png": save_png(name, png, sub),
+                            "tsv": _tsv_link(sub, f"{name}.tsv")})
+    result: dict[str, Any] = {"figures": figures}
+    if data.comparisons is not None and len(data.comparisons):
+        comp = data.comparisons
+        png = figure_png(forest_plot(comp))
+        figures.append({"title": "Period contrasts (forest plot, features with the smallest q)",
+                        "png": save_png("forest", png, comp), "tsv": _tsv_link(comp, "forest.tsv")})
+        shown = [c for c in ("feature", "family", "contrast", "n", "estimate", "ci_low", "ci_high",
+                             "fold_change", "p_wilcoxon", "p_ttest", "p_mixed", "q", "direction",
+                             "note") if c in comp]
+        table = comp[shown].copy()
+        result["table"] = _table_html(table, flagged=list(table.get("q", pd.Series(
+            np.ones(len(table)))).fillna(1) < 0.05))
+        result["table_tsv"] = _tsv_link(comp, "comparisons.tsv")
+        n_max = int(pd.to_numeric(comp.get("n"), errors="coerce").max()) if "n" in comp else 0
+        floor = 2.0 / 2 ** n_max if n_max else float("nan")
+        result["note"] = (f"With at most {n_max} paired subjects the exact two-sided Wilcoxon p "
+                          f"cannot go below {floor:.4f}; q = Benjamini–Hochberg within family. "
+                          "Highlighted rows: q < 0.05.")
+    return result if (figures or "table" in result) else None
+
+
+def _provenance(data: RunData) -> dict[str, Any]:
+    prov = data.flow_provenance or {}
+    inputs = [{"name": i.get("name", ""), "sha256": i.get("sha256", "")}
+              for i in prov.get("inputs", [])]
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(prov.get("versions", {}).items()))
+    return {"inputs": inputs, "versions": versions}

@@ -1,0 +1,53 @@
+"""The HTML report from a run directory: summary first, plots embedded, numbers beside."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+
+from immunoprofile.errors import InputError
+from immunoprofile.report import build_report
+from immunoprofile.report.qc import plate_qc, robust_outliers
+
+
+def test_report_is_self_contained_with_summary_first(synthetic_run):
+    summary = build_report(synthetic_run, gating=False)
+    page = summary.path.read_text()
+    assert summary.path == synthetic_run / "report.html"
+    # Summary comes before every detail section.
+    assert page.index('id="summary"') < page.index('id="curves"') < page.index('id="results"')
+    # No network access needed: no external src/href other than data URIs and anchors.
+    external = re.findall(r'(?:src|href)="(?!data:|#)([^"]+)"', page)
+    assert external == []
+    images = re.findall(r'<img [^>]*src="data:image/png;base64,', page)
+    assert len(images) == 4  # curves P1, two trajectory grids, forest plot
+    assert "bad.fcs: data segment truncated" in page
+    assert (synthetic_run / "plots" / "curves_P1.png").stat().st_size > 1000
+    assert (synthetic_run / "plots" / "forest.tsv").is_file()
+    mqc = pd.read_csv(synthetic_run / "flow_qc_mqc.tsv", sep="\t")
+    assert list(mqc["sample_id"]) == [f"S{i:02d}" for i in range(10)]
+    assert mqc.set_index("sample_id").at["S09", "flag"] == "outlier"
+    assert (synthetic_run / "cytokine_qc_mqc.tsv").is_file()
+
+
+def test_outlier_is_found_by_robust_z(synthetic_run):
+    pops = pd.read_csv(synthetic_run / "flow" / "populations.csv")
+    out = robust_outliers(pops)
+    assert set(out["sample_id"]) == {"S09"}
+    assert "/Cells/Singlets/Live" in set(out["population"])
+
+
+def test_plate_qc_counts_flags(synthetic_run):
+    curves = pd.read_csv(synthetic_run / "cytokines" / "standard_curves.csv")
+    conc = pd.read_csv(synthetic_run / "cytokines" / "concentrations.csv")
+    row = plate_qc(curves, conc).iloc[0]
+    assert row["analytes"] == 2 and row["standards dropped"] == 1 and row["failed fits"] == 0
+    assert row["low-bead wells"] == 1  # well B2 on both analytes
+    assert row["% out of range"] == pytest.approx(100 * 2 / 12, abs=0.05)
+
+
+def test_empty_run_dir_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="no immunoprofile outputs"):
+        build_report(tmp_path)
