@@ -1,0 +1,432 @@
+"""Gate one FCS file into a small summary, and write a batch of summaries as the ``gate`` outputs.
+
+Contract: :func:`gate_sample` reads, compensates, gates and summarises one file and returns a small,
+picklable :class:`SampleGating` (no per-event data, except the optional membership Parquet it
+writes itself); :func:`write_gate_outputs` turns the summaries of a batch into
+``populations.csv``, ``flow.h5ad``, ``provenance.json`` and ``failed.tsv``, all written atomically
+and deterministically (same inputs, same bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from ..provenance import build_provenance, sha256_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    import anndata
+    import pandas as pd
+
+    from .gates import Strategy
+
+__all__ = [
+    "SampleGating", "KEYWORDS", "gate_sample", "gate_task", "write_gate_outputs",
+    "gate_outputs_frame", "gate_anndata", "resolve_spillover", "expand_fcs_inputs",
+    "sample_ids_from_manifest", "GATE_SCHEMA_VERSION",
+]
+
+#: Layout version of ``flow.h5ad`` / ``populations.csv`` (bump when columns change meaning).
+GATE_SCHEMA_VERSION = "1"
+
+#: FCS keywords carried into ``obs`` (those present in a file; the rest are left blank).
+KEYWORDS: tuple[str, ...] = ("$DATE", "$BTIM", "$ETIM", "$CYT", "$CYTSN", "$FIL", "$TOT",
+                             "$SRC", "$OP", "$INST", "$PROJ", "$VOL")
+
+# Statistics that become AnnData features, in this order, with their feature_type.
+_FEATURE_TYPES = {"count": "count", "pct_parent": "frequency", "pct_total": "frequency",
+                  "mfi": "mfi"}
+
+
+@dataclass
+class SampleGating:
+    """The gating summary of one FCS file (small; crosses process boundaries).
+
+    Attributes
+    ----------
+    sample_id
+        The sample's id (file stem unless a manifest maps it).
+    file
+        The file's name (the path is in provenance).
+    sha256
+        SHA-256 of the file's bytes.
+    stats
+        :func:`immunoprofile.flow.stats.population_stats` table with a ``file`` column added.
+    keywords
+        The :data:`KEYWORDS` present in the file, as strings.
+    n_events
+        Events in the file (the data set that was gated).
+    warnings
+        Anything repaired or noteworthy while reading and gating.
+    """
+
+    sample_id: str
+    file: str
+    sha256: str
+    stats: pd.DataFrame
+    keywords: dict[str, str] = field(default_factory=dict)
+    n_events: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve_spillover(compensation: Any, fcs: Any = None) -> Any:
+    """Turn a ``--comp`` choice into the ``spillover`` argument of ``engine.evaluate``.
+
+    Parameters
+    ----------
+    compensation
+        ``"fcs"`` (the file's own spillover: ``None`` for the engine), ``"none"`` (no
+        compensation), a path to a FlowJo/CSV matrix, or an already-parsed ``Spillover``.
+    fcs
+        The file being gated (for libraries that resolve per file).
+
+    Returns
+    -------
+    None, "none" or Spillover
+    """
+    if compensation is None or (isinstance(compensation, str) and compensation.lower() == "fcs"):
+        return None
+    if isinstance(compensation, str) and compensation.lower() == "none":
+        return "none"
+    if isinstance(compensation, (str, os.PathLike)):
+        from .compensation import read_compensation_csv
+
+        path = Path(compensation)
+        if not path.is_file():
+            raise InputError(path, "compensation matrix file not found "
+                                   "(--comp takes fcs, none or a matrix file)")
+        return read_compensation_csv(path)
+    return compensation  # a Spillover object already
+
+
+def _keywords(text: Mapping[str, Any]) -> dict[str, str]:
+    upper = {str(k).upper(): v for k, v in text.items()}
+    return {k: " ".join(str(upper[k]).split()) for k in KEYWORDS if k in upper}
+
+
+def gate_sample(
+    path: str | os.PathLike[str],
+    strategy: Strategy | str | os.PathLike[str],
+    *,
+    compensation: Any = "fcs",
+    sample_id: str | None = None,
+    membership_path: str | os.PathLike[str] | None = None,
+    group: str | None = None,
+) -> SampleGating:
+    """Read, compensate, gate and summarise one FCS file.
+
+    Parameters
+    ----------
+    path
+        The FCS file.
+    strategy
+        A :class:`~immunoprofile.flow.gates.Strategy`, or a strategy file (Gating-ML, FlowJo
+        workspace or YAML) loaded with ``load_strategy``.
+    compensation
+        ``"fcs"`` (the file's spillover), ``"none"``, a matrix file, or a ``Spillover``.
+    sample_id
+        The sample's id; the file stem when ``None``.
+    membership_path
+        When given, write a Parquet file there: one boolean column per population path, one row
+        per event, in file order.
+    group
+        FlowJo sample group, when ``strategy`` is a workspace path.
+
+    Returns
+    -------
+    SampleGating
+    """
+    from .engine import evaluate
+    from .fcs import read_fcs
+    from .stats import population_stats
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "FCS file not found")
+    if not hasattr(strategy, "gates"):
+        from .strategy import load_strategy
+
+        strategy = load_strategy(strategy, group=group)
+    sid = sample_id if sample_id is not None else path.stem
+    digest = sha256_file(path)
+    fcs = read_fcs(path)
+    spillover = resolve_spillover(compensation, fcs)
+    result = evaluate(strategy, fcs, spillover=spillover)
+    stats = population_stats(result, fcs, spillover=spillover, sample_id=sid)
+    stats = stats.copy()
+    if "file" in stats.columns:
+        stats["file"] = path.name
+    else:
+        stats.insert(1, "file", path.name)
+    if membership_path is not None:
+        _write_membership(membership_path, result)
+    warnings = [str(w) for w in getattr(fcs, "warnings", [])]
+    warnings += [str(w) for w in getattr(result, "warnings", [])]
+    return SampleGating(sample_id=str(sid), file=path.name, sha256=digest, stats=stats,
+                        keywords=_keywords(fcs.text), n_events=int(fcs.n_events),
+                        warnings=warnings)
+
+
+def gate_task(path: str, strategy: Any, compensation: Any, sample_id: str | None,
+              membership_path: str | None) -> SampleGating:
+    """Positional wrapper of :func:`gate_sample` for :func:`immunoprofile.executors.run_tasks`."""
+    return gate_sample(path, strategy, compensation=compensation, sample_id=sample_id,
+                       membership_path=membership_path)
+
+
+def _write_membership(destination: str | os.PathLike[str], result: Any) -> None:
+    import pandas as pd
+
+    from .._io import write_parquet_atomic
+
+    columns = {result.paths[pid]: result.masks[pid].astype(bool, copy=False)
+               for pid in result.paths}
+    write_parquet_atomic(destination, pd.DataFrame(columns))
+
+
+# ----- batch outputs ---------------------------------------------------------------------------
+
+def gate_outputs_frame(samples: Sequence[SampleGating]) -> pd.DataFrame:
+    """The tidy ``populations.csv`` table: samples sorted by id, populations in strategy order."""
+    import pandas as pd
+
+    ordered = sorted(samples, key=lambda s: (s.sample_id, s.file))
+    if not ordered:
+        return pd.DataFrame(columns=["sample_id", "file", "population", "parent", "count",
+                                     "pct_parent", "pct_total"])
+    frame = pd.concat([s.stats for s in ordered], ignore_index=True, sort=False)
+    lead = ["sample_id", "file", "population", "parent", "count", "pct_parent", "pct_total"]
+    rest = [c for c in frame.columns if c not in lead]
+    stat_order = {"mfi": 0, "gmean": 1, "rcv": 2}
+    rest.sort(key=lambda c: (stat_order.get(c.split("_", 1)[0], 3), _marker_rank(frame, c)))
+    return frame[[c for c in lead if c in frame.columns] + rest]
+
+
+def _marker_rank(frame: pd.DataFrame, column: str) -> int:
+    # keep the first-seen order of markers (panel order), not alphabetical
+    markers = list(dict.fromkeys(c.split("_", 1)[1] for c in frame.columns if "_" in c
+                                 and c.split("_", 1)[0] in ("mfi", "gmean", "rcv")))
+    name = column.split("_", 1)[1] if "_" in column else column
+    return markers.index(name) if name in markers else len(markers)
+
+
+def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None = None,
+                 provenance: Mapping[str, Any] | None = None,
+                 failures: Sequence[tuple[str, str]] = ()) -> anndata.AnnData:
+    """The ``flow.h5ad`` AnnData: obs = samples, var = population × statistic features.
+
+    ``var`` columns: ``population`` (ordered categorical, strategy order), ``statistic``
+    (count, pct_parent, pct_total, mfi), ``feature_type`` (count, frequency, mfi), ``marker``
+    (blank unless mfi), ``parent``. ``var_names`` read ``/Cells/Singlets/CD3+|pct_parent`` and
+    ``/Cells/Singlets/CD3+|mfi_CD4``. Everything of ours is under ``uns["immunoprofile"]``.
+    """
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    table = gate_outputs_frame(samples)
+    ordered = sorted(samples, key=lambda s: (s.sample_id, s.file))
+    populations = list(dict.fromkeys(table["population"])) if len(table) else []
+    parents = dict(zip(table["population"], table["parent"])) if len(table) else {}
+    stat_columns = [c for c in ("count", "pct_parent", "pct_total") if c in table.columns]
+    stat_columns += [c for c in table.columns if c.startswith("mfi_")]
+
+    var_rows = []
+    for pop in populations:
+        for column in stat_columns:
+            statistic, marker = (("mfi", column[4:]) if column.startswith("mfi_")
+                                 else (column, ""))
+            var_rows.append({"name": f"{pop}|{column}", "population": pop,
+                             "parent": "" if pd.isna(parents.get(pop)) else str(parents[pop]),
+                             "statistic": statistic, "feature_type": _FEATURE_TYPES[statistic],
+                             "marker": marker, "column": column})
+    var = pd.DataFrame(var_rows, columns=["name", "population", "parent", "statistic",
+                                          "feature_type", "marker", "column"])
+    var.index = pd.Index(var.pop("name").astype(str), name=None)
+    sample_ids = [s.sample_id for s in ordered]
+    X = np.full((len(ordered), len(var)), np.nan, dtype=np.float64)
+    if len(table) and len(var):
+        row_of = {sid: i for i, sid in enumerate(sample_ids)}
+        long = table.melt(id_vars=["sample_id", "population"], value_vars=stat_columns,
+                          var_name="column", value_name="value")
+        names = long["population"].astype(str) + "|" + long["column"].astype(str)
+        col_of = {name: j for j, name in enumerate(var.index)}
+        rows = long["sample_id"].map(row_of).to_numpy()
+        cols = names.map(col_of).to_numpy()
+        X[rows.astype(int), cols.astype(int)] = pd.to_numeric(long["value"],
+                                                              errors="coerce").to_numpy(float)
+    var = var.drop(columns="column")
+    var["population"] = pd.Categorical(var["population"], categories=populations, ordered=True)
+    var["statistic"] = pd.Categorical(var["statistic"],
+                                      categories=["count", "pct_parent", "pct_total", "mfi"],
+                                      ordered=True)
+    var["feature_type"] = pd.Categorical(var["feature_type"],
+                                         categories=["count", "frequency", "mfi"])
+    for column in ("parent", "marker"):
+        var[column] = var[column].astype(str)
+
+    obs = pd.DataFrame({
+        "file": [s.file for s in ordered],
+        "sha256": [s.sha256 for s in ordered],
+        "n_events": np.array([s.n_events for s in ordered], dtype=np.int64),
+        "n_warnings": np.array([len(s.warnings) for s in ordered], dtype=np.int64),
+    }, index=pd.Index(sample_ids, name=None))
+    for key in KEYWORDS:
+        if any(key in s.keywords for s in ordered):
+            obs[key] = [s.keywords.get(key, "") for s in ordered]
+    for column in obs.columns:
+        if obs[column].dtype == object:
+            obs[column] = obs[column].astype(str)
+
+    uns: dict[str, Any] = {
+        "schema_version": GATE_SCHEMA_VERSION,
+        "assay": "flow",
+        # JSON strings: gate ids and paths may contain "/", which must never be a uns key.
+        "strategy_json": json.dumps(strategy.to_dict() if strategy is not None else {},
+                                    sort_keys=True, default=str),
+        "population_order": np.array(populations, dtype=object).astype(str),
+        "warnings_json": json.dumps({s.sample_id: s.warnings for s in ordered}, sort_keys=True),
+        "failed_json": json.dumps([list(f) for f in sorted(failures)]),
+    }
+    if provenance is not None:
+        uns["provenance_json"] = json.dumps(_stable_provenance(provenance), sort_keys=True,
+                                            default=str)
+    return ad.AnnData(X=X, obs=obs, var=var, uns={"immunoprofile": uns})
+
+
+def _stable_provenance(provenance: Mapping[str, Any]) -> dict[str, Any]:
+    # Inside the h5ad keep only what does not change from run to run (no timestamp).
+    return {k: v for k, v in provenance.items() if k != "created"}
+
+
+def write_gate_outputs(
+    out_dir: str | os.PathLike[str],
+    samples: Sequence[SampleGating],
+    failures: Sequence[tuple[str, str]],
+    *,
+    strategy: Strategy | None,
+    parameters: Mapping[str, Any],
+    inputs: Sequence[str | os.PathLike[str]] = (),
+    command: str | None = None,
+) -> dict[str, Path]:
+    """Write the outputs of a gating batch, each atomically.
+
+    Parameters
+    ----------
+    out_dir
+        Output folder (created).
+    samples
+        The successful samples (any order; outputs are sorted by sample id).
+    failures
+        ``(input, reason)`` pairs; written to ``failed.tsv`` when any (a stale ``failed.tsv``
+        from an earlier run is removed when there are none).
+    strategy
+        The strategy used (summarised in provenance and ``uns``).
+    parameters
+        Options that shaped the results (compensation, group ...).
+    inputs
+        Files that went in (FCS files, strategy, matrices), recorded with their SHA-256.
+    command
+        The command line, for provenance.
+
+    Returns
+    -------
+    dict
+        Output name -> path written.
+    """
+    from .._io import write_csv_atomic, write_h5ad_atomic, write_json_atomic, write_text_atomic
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    table = gate_outputs_frame(samples)
+    write_csv_atomic(out / "populations.csv", table)
+    written["populations"] = out / "populations.csv"
+    extra = {
+        "strategy": strategy.to_dict() if strategy is not None else None,
+        "samples": {s.sample_id: {"file": s.file, "sha256": s.sha256, "n_events": s.n_events,
+                                  "warnings": s.warnings}
+                    for s in sorted(samples, key=lambda s: s.sample_id)},
+        "failed": [{"input": str(i), "reason": r} for i, r in sorted(failures)],
+    }
+    provenance = build_provenance(inputs=inputs, parameters=dict(parameters), command=command,
+                                  extra=json.loads(json.dumps(extra, default=str)))
+    adata = gate_anndata(samples, strategy=strategy, provenance=provenance, failures=failures)
+    write_h5ad_atomic(out / "flow.h5ad", adata)
+    written["h5ad"] = out / "flow.h5ad"
+    write_json_atomic(out / "provenance.json", provenance)
+    written["provenance"] = out / "provenance.json"
+    failed_path = out / "failed.tsv"
+    if failures:
+        lines = ["input\treason"] + [f"{_one_line(i)}\t{_one_line(r)}"
+                                     for i, r in sorted(failures)]
+        write_text_atomic(failed_path, "\n".join(lines) + "\n")
+        written["failed"] = failed_path
+    elif failed_path.exists():
+        failed_path.unlink()  # a stale list from an earlier run would be a lie now
+    return written
+
+
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).replace("\t", " ").split())
+
+
+# ----- inputs ----------------------------------------------------------------------------------
+
+def expand_fcs_inputs(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Files as given; folders expanded to their ``*.fcs`` files (sorted, case-insensitive).
+
+    Raises
+    ------
+    InputError
+        When an item does not exist or a folder holds no FCS file.
+    """
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() == ".fcs")
+            if not found:
+                raise InputError(path, "folder contains no .fcs files")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise InputError(path, "no such file or folder")
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    return unique
+
+
+def sample_ids_from_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Map FCS file names to sample ids using a manifest's ``file`` and ``sample_id`` columns.
+
+    Rows whose ``assay`` (when present) is not ``flow`` are ignored. Keys are file names
+    (basename), so the manifest may give paths relative to anywhere.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise InputError(path, f"cannot read manifest ({' '.join(str(exc).split())})") from exc
+    missing = [c for c in ("sample_id", "file") if c not in frame.columns]
+    if missing:
+        raise InputError(path, f"manifest lacks column(s) {', '.join(missing)}")
+    if "assay" in frame.columns:
+        frame = frame[frame["assay"].str.lower().isin(["flow", ""])]
+    mapping: dict[str, str] = {}
+    for sid, file in zip(frame["sample_id"], frame["file"]):
+        if not file:
+            continue
+        name = Path(file).name
+        if name in mapping and mapping[name] != sid:
+            raise InputError(path, f"file {name!r} is listed for two sample ids "
+                                   f"({mapping[name]!r}, {sid!r})")
+        mapping[name] = sid
+    return mapping

@@ -1,0 +1,161 @@
+"""Content-addressed cache of per-sample results, so a re-run redoes only what changed.
+
+Contract: an entry's key is the SHA-256 of (input file hashes, parameters, package version); an
+entry is a folder of Parquet tables plus ``meta.json`` (never pickle), built in a temporary folder
+and renamed into place in one step, so a run killed mid-way leaves complete entries or none.
+A damaged or unreadable entry counts as a miss and is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+    from ..flow.batch import SampleGating
+
+__all__ = ["CACHE_FORMAT", "cache_key", "ResultCache"]
+
+#: Bump when the stored layout or the meaning of cached results changes.
+CACHE_FORMAT = "1"
+
+
+def cache_key(*, kind: str, input_hashes: Mapping[str, str], parameters: Mapping[str, Any],
+              version: str | None = None) -> str:
+    """The key of one cached result.
+
+    Parameters
+    ----------
+    kind
+        What is cached (``"flow"``, ``"plate"``): different kinds never share keys.
+    input_hashes
+        Role -> SHA-256 of each input file (``{"fcs": ..., "strategy": ...}``).
+    parameters
+        Every option that shapes the result (JSON-serialisable).
+    version
+        The package version (defaults to the installed immunoprofile's).
+
+    Returns
+    -------
+    str
+        64 hex digits.
+    """
+    if version is None:
+        from .. import __version__ as version
+    payload = json.dumps({"format": CACHE_FORMAT, "kind": kind, "inputs": dict(input_hashes),
+                          "parameters": dict(parameters), "version": version},
+                         sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class ResultCache:
+    """A folder of cache entries: ``<root>/<kind>/<key[:2]>/<key>/{*.parquet, meta.json}``.
+
+    Parameters
+    ----------
+    root
+        The cache folder (created on first write).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+
+    def entry_dir(self, kind: str, key: str) -> Path:
+        """Where the entry for ``key`` lives."""
+        return self.root / kind / key[:2] / key
+
+    # ----- generic tables + metadata ------------------------------------------------------
+    def get(self, kind: str, key: str) -> tuple[dict[str, pd.DataFrame], dict[str, Any]] | None:
+        """``(tables, meta)`` of a complete entry, or ``None`` (a miss)."""
+        import pandas as pd
+        import pyarrow as pa
+
+        entry = self.entry_dir(kind, key)
+        meta_path = entry / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            tables = {name: pd.read_parquet(entry / f"{name}.parquet", engine="pyarrow")
+                      for name in meta.get("tables", [])}
+        except (OSError, ValueError, pa.ArrowException):
+            # absent, or damaged by something outside our atomic writes: rebuild it
+            self.misses += 1
+            return None
+        if meta.get("key") != key:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return tables, meta.get("meta", {})
+
+    def put(self, kind: str, key: str, tables: Mapping[str, pd.DataFrame],
+            meta: Mapping[str, Any]) -> Path:
+        """Store an entry atomically (a folder renamed into place); returns its folder."""
+        from .._io import write_json_atomic, write_parquet_atomic
+
+        final = self.entry_dir(kind, key)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=final.parent))
+        try:
+            for name, frame in tables.items():
+                write_parquet_atomic(staging / f"{name}.parquet", frame)
+            # meta.json last: an entry counts only when it is there
+            write_json_atomic(staging / "meta.json", {"key": key, "tables": sorted(tables),
+                                                      "meta": dict(meta)})
+            if final.exists() and not (final / "meta.json").exists():
+                shutil.rmtree(final)  # a damaged older entry
+            try:
+                os.rename(staging, final)
+            except OSError:
+                if not (final / "meta.json").exists():
+                    raise
+                # another worker stored the same content first: keep theirs
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        return final
+
+    def clean_stale(self) -> int:
+        """Remove staging folders left by killed runs; returns how many were removed."""
+        removed = 0
+        if not self.root.is_dir():
+            return 0
+        for staging in self.root.glob("*/*/.*.tmp"):
+            with contextlib.suppress(OSError):
+                if staging.is_dir():
+                    shutil.rmtree(staging)
+                else:
+                    staging.unlink()
+                removed += 1
+        return removed
+
+    # ----- flow samples -------------------------------------------------------------------
+    def get_gating(self, key: str) -> SampleGating | None:
+        """A cached :class:`~immunoprofile.flow.batch.SampleGating`, or ``None``."""
+        from ..flow.batch import SampleGating
+
+        found = self.get("flow", key)
+        if found is None:
+            return None
+        tables, meta = found
+        return SampleGating(sample_id=meta["sample_id"], file=meta["file"],
+                            sha256=meta["sha256"], stats=tables["stats"],
+                            keywords=dict(meta.get("keywords", {})),
+                            n_events=int(meta.get("n_events", 0)),
+                            warnings=list(meta.get("warnings", [])))
+
+    def put_gating(self, key: str, sample: SampleGating) -> Path:
+        """Store a :class:`~immunoprofile.flow.batch.SampleGating`."""
+        meta = {"sample_id": sample.sample_id, "file": sample.file, "sha256": sample.sha256,
+                "keywords": sample.keywords, "n_events": sample.n_events,
+                "warnings": sample.warnings}
+        return self.put("flow", key, {"stats": sample.stats}, meta)

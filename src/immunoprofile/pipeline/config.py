@@ -1,0 +1,411 @@
+"""Pipeline configs: one YAML file describing a study run, validated by pydantic models.
+
+Contract: :func:`load_config` returns a :class:`PipelineConfig` whose paths are absolute (relative
+ones are resolved against the config's folder), or raises :class:`ConfigError` listing *every*
+problem at once, each with file, line, dotted path, the bad value, the allowed values and a
+did-you-mean hint. :func:`config_json_schema` is the JSON Schema of the format.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
+                      ValidationInfo, field_validator)
+
+from ..errors import InputError
+
+__all__ = [
+    "CONFIG_SCHEMA_VERSION", "Problem", "ConfigError", "PipelineConfig", "InputsConfig",
+    "FlowOptions", "CytokineOptions", "VisitWindow", "DesignConfig", "CompareOptions", "ReportOptions",
+    "OutputsConfig", "ExecutorConfig", "load_config", "parse_config", "config_json_schema",
+]
+
+#: The config format version this code reads.
+CONFIG_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a config or its inputs (one line when printed).
+
+    Attributes
+    ----------
+    file
+        The file at fault (the config, the manifest, an FCS file ...).
+    message
+        What is wrong, with the bad value, allowed values and a hint where known.
+    line
+        1-based line in ``file`` when known.
+    where
+        Dotted path inside the config (``executor.kind``), or a row/column locator.
+    """
+
+    file: str
+    message: str
+    line: int | None = None
+    where: str | None = None
+
+    def __str__(self) -> str:
+        location = self.file if self.line is None else f"{self.file}:{self.line}"
+        where = f" {self.where}:" if self.where else ""
+        return " ".join(f"{location}:{where} {self.message}".split())
+
+
+class ConfigError(InputError):
+    """A config with one or more problems; :attr:`problems` lists them all."""
+
+    def __init__(self, path: str | os.PathLike[str], problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        n = len(self.problems)
+        first = "; ".join(str(p) for p in self.problems[:3])
+        more = f" (and {n - 3} more)" if n > 3 else ""
+        super().__init__(path, f"{n} problem(s) in config: {first}{more}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.problems))
+
+    def __str__(self) -> str:  # the problems already name the file
+        return self.reason
+
+
+# ----- path handling ---------------------------------------------------------------------------
+
+def _resolve(value: Path, info: ValidationInfo) -> Path:
+    base = (info.context or {}).get("base_dir")
+    path = Path(os.path.expanduser(str(value)))
+    if not path.is_absolute() and base is not None:
+        path = Path(base) / path
+    return Path(os.path.normpath(path))
+
+
+#: A path in the config: relative to the config's folder.
+ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class InputsConfig(_Model):
+    """Input files. Flow files and plate files default to the manifest's ``file`` column."""
+
+    manifest: ConfigPath = Field(description="Sample manifest CSV (sample_id, subject_id, visit, "
+                                             "study_day, period, assay, file, plate, well).")
+    strategy: ConfigPath | None = Field(None, description="Gating strategy (Gating-ML, FlowJo "
+                                                          ".wsp or YAML).")
+    flow: list[ConfigPath] = Field(default_factory=list,
+                                   description="FCS files or folders; default: manifest rows "
+                                               "with assay flow.")
+    plates: list[ConfigPath] = Field(default_factory=list,
+                                     description="Plate export files or folders.")
+    layout: ConfigPath | None = Field(None, description="Plate layout CSV, when the exports "
+                                                        "lack one.")
+    standards: ConfigPath | None = Field(None, description="Standard concentrations CSV.")
+    clinical: ConfigPath | None = Field(None, description="Clinical table CSV (by subject_id, "
+                                                          "visit).")
+
+
+class FlowOptions(_Model):
+    """Options of the gate stage."""
+
+    enabled: bool = True
+    compensation: str = Field("fcs", description="fcs (the file's spillover), none, or a matrix "
+                                                 "CSV path (relative to the config).")
+    group: str | None = Field(None, description="FlowJo sample group (workspaces only).")
+    membership: bool = Field(False, description="Write per-event membership Parquet files.")
+
+    @field_validator("compensation")
+    @classmethod
+    def _compensation(cls, value: str, info: ValidationInfo) -> str:
+        if value.lower() in ("fcs", "none"):
+            return value.lower()
+        return str(_resolve(Path(value), info))
+
+
+class CytokineOptions(_Model):
+    """Options of the cytokine stage (standard curves and quantification)."""
+
+    enabled: bool = True
+    model: Literal["5pl", "4pl"] = "5pl"
+    weights: Literal["1/y2", "1/y", "power", "none"] = "1/y2"
+    power: float = Field(1.8, gt=0, description="Exponent for weights: power.")
+    lloq_policy: Literal["flag", "lloq", "half_lloq", "nan"] = Field(
+        "flag", description="Values below the LLOQ: keep and flag, set to LLOQ, LLOQ/2, or NaN.")
+    min_beads: int = Field(35, ge=0, description="Wells with fewer beads are flagged low_beads.")
+    max_cv: float = Field(20.0, gt=0, description="Replicate %CV above this is flagged high_cv.")
+    repair: bool = Field(True, description="Repair known export defects (logged).")
+
+
+class VisitWindow(_Model):
+    """A protocol visit: nominal study day and the tolerated days before/after it."""
+
+    day: int
+    before: int = Field(3, ge=0)
+    after: int = Field(3, ge=0)
+
+
+class DesignConfig(_Model):
+    """Study design (the protocol); anything left out keeps the trial's default design."""
+
+    baseline_visit: str | None = Field(None, description="Each subject's pre-dose reference "
+                                                         "visit (default week0).")
+    end_of_treatment_visit: str | None = None
+    periods: dict[Literal["run-in", "treatment", "post-treatment"], tuple[int, int]] | None = \
+        Field(None, description="period -> [first study day, last study day], in order.")
+    visits: dict[str, VisitWindow] | None = Field(None, description="visit -> window, in "
+                                                                    "protocol order.")
+    tolerance_days: int | None = Field(None, ge=0)
+
+    def to_study_design(self) -> Any:
+        """The :class:`immunoprofile.study.design.StudyDesign` this describes."""
+        from ..study.design import DEFAULT_DESIGN, Period, Visit
+
+        changes: dict[str, Any] = {}
+        if self.periods:
+            changes["periods"] = tuple(Period(n, a, b) for n, (a, b) in self.periods.items())
+        if self.visits:
+            changes["visits"] = tuple(Visit(n, v.day, v.before, v.after)
+                                      for n, v in self.visits.items())
+        for key in ("baseline_visit", "end_of_treatment_visit", "tolerance_days"):
+            if getattr(self, key) is not None:
+                changes[key] = getattr(self, key)
+        return DEFAULT_DESIGN.with_changes(**changes) if changes else DEFAULT_DESIGN
+
+
+class CompareOptions(_Model):
+    """Options of the period comparison."""
+
+    enabled: bool = True
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="Passed to study.compare.compare_periods.")
+
+
+class ReportOptions(_Model):
+    """The HTML report (built when the report module is present)."""
+
+    enabled: bool = True
+    title: str | None = None
+
+
+class OutputsConfig(_Model):
+    """Where results go."""
+
+    dir: ConfigPath = Field(Path("output"), description="Output folder (relative to the config).")
+    cache_dir: ConfigPath | None = Field(None, description="Per-sample cache; default "
+                                                           "<dir>/.cache.")
+
+
+class ExecutorConfig(_Model):
+    """How per-sample tasks run."""
+
+    kind: Literal["process", "serial", "dask"] = "process"
+    jobs: int = Field(1, ge=1, description="Workers (process pool or local Dask cluster).")
+    address: str | None = Field(None, pattern=r"^(tcp|tls|inproc|ucx)://\S+$",
+                                description="Dask scheduler address; none starts a local "
+                                            "cluster.")
+
+
+class PipelineConfig(_Model):
+    """A whole study run."""
+
+    schema_version: Literal[1] = Field(description="Config format version (1).")
+    name: str = ""
+    description: str = ""
+    inputs: InputsConfig
+    flow: FlowOptions = Field(default_factory=FlowOptions)
+    cytokine: CytokineOptions = Field(default_factory=CytokineOptions)
+    design: DesignConfig = Field(default_factory=DesignConfig)
+    compare: CompareOptions = Field(default_factory=CompareOptions)
+    report: ReportOptions = Field(default_factory=ReportOptions)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    source: str | None = Field(None, exclude=True, description="(set by load_config)")
+
+    @property
+    def out_dir(self) -> Path:
+        """The output folder."""
+        return self.outputs.dir
+
+    @property
+    def cache_dir(self) -> Path:
+        """The cache folder (``<outputs.dir>/.cache`` unless set)."""
+        return self.outputs.cache_dir or self.outputs.dir / ".cache"
+
+
+# ----- loading with all-errors-at-once reporting -------------------------------------------------
+
+def config_json_schema() -> dict[str, Any]:
+    """The JSON Schema of pipeline configs (``immunoprofile schema``)."""
+    schema = PipelineConfig.model_json_schema(mode="validation")
+    schema["properties"].pop("source", None)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "immunoprofile pipeline config"
+    return schema
+
+
+def load_config(path: str | os.PathLike[str]) -> PipelineConfig:
+    """Read and validate a pipeline config.
+
+    Parameters
+    ----------
+    path
+        The YAML file. Relative paths inside it are resolved against its folder.
+
+    Returns
+    -------
+    PipelineConfig
+
+    Raises
+    ------
+    ConfigError
+        Listing every problem (file, line, dotted path, value, allowed values, hint).
+    InputError
+        When the file is missing or is not YAML at all.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "config file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read config ({exc})") from exc
+    return parse_config(text, source=path)
+
+
+def parse_config(text: str, *, source: str | os.PathLike[str]) -> PipelineConfig:
+    """Validate config ``text`` as if read from ``source`` (its folder is the base for paths)."""
+    source = Path(source)
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [Problem(str(source), f"not valid YAML: {problem}",
+                                           line)]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(source, [Problem(str(source), "a config must be a mapping of keys "
+                                                        "(schema_version, inputs, ...)", 1)])
+    problems = _duplicate_keys(root, source)
+    base = source.resolve().parent
+    try:
+        config = PipelineConfig.model_validate(data, context={"base_dir": base})
+    except ValidationError as exc:
+        problems += [_problem_from_error(err, root, source) for err in exc.errors()]
+        problems.sort(key=lambda p: (p.line or 0, p.where or ""))
+        raise ConfigError(source, problems) from None
+    if problems:
+        raise ConfigError(source, problems)
+    return config.model_copy(update={"source": str(source.resolve())})
+
+
+def _duplicate_keys(node: Any, source: Path, where: str = "") -> list[Problem]:
+    problems: list[Problem] = []
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            name = str(key.value)
+            here = f"{where}.{name}" if where else name
+            if name in seen:
+                problems.append(Problem(str(source), f"key given twice (first on line "
+                                                     f"{seen[name]}); the last one would win",
+                                        key.start_mark.line + 1, here))
+            seen.setdefault(name, key.start_mark.line + 1)
+            problems += _duplicate_keys(value, source, here)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            problems += _duplicate_keys(item, source, f"{where}[{i}]")
+    return problems
+
+
+def _locate(root: Any, loc: tuple[Any, ...]) -> tuple[int | None, list[Any]]:
+    """Follow ``loc`` through the YAML node tree: (1-based line of the deepest node, real path)."""
+    node = root
+    line = root.start_mark.line + 1 if root is not None else None
+    real: list[Any] = []
+    for item in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next(((k, v) for k, v in node.value if str(k.value) == str(item)), None)
+            if match is None:
+                if isinstance(item, str) and "[" in item:
+                    continue  # a pydantic union/validator tag, not a key
+                real.append(item)  # a missing key: report on its parent's line
+                break
+            real.append(item)
+            node = match[1]
+            line = match[0].start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode) and isinstance(item, int):
+            if item >= len(node.value):
+                break
+            real.append(item)
+            node = node.value[item]
+            line = node.start_mark.line + 1
+        else:
+            if not (isinstance(item, str) and "[" in item):
+                real.append(item)
+            break
+    return line, real
+
+
+def _dotted(parts: list[Any]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _allowed_fields(loc: list[Any]) -> list[str]:
+    """Field names allowed at the model that ``loc`` (a parent path) points to."""
+    model: Any = PipelineConfig
+    for item in loc:
+        if isinstance(item, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(item)
+        if field is None:
+            return []
+        annotation = field.annotation
+        model = next((a for a in (annotation, *getattr(annotation, "__args__", ()))
+                      if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return [name for name in getattr(model, "model_fields", {}) if name != "source"]
+
+
+def _problem_from_error(err: dict[str, Any], root: Any, source: Path) -> Problem:
+    line, real = _locate(root, tuple(err.get("loc", ())))
+    kind = err.get("type", "")
+    value = err.get("input")
+    where = _dotted(real) or None
+    message = err.get("msg", "invalid value")
+    hint = ""
+    if kind == "extra_forbidden":
+        key = str(real[-1]) if real else "?"
+        allowed = _allowed_fields(real[:-1])
+        message = f"unknown key {key!r}"
+        if allowed:
+            message += f" (allowed: {', '.join(allowed)})"
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+    elif kind == "missing":
+        message = "required key missing"
+    else:
+        allowed = re.findall(r"'([^']*)'", str((err.get("ctx") or {}).get("expected", "")))
+        shown = value if not isinstance(value, (dict, list)) else type(value).__name__
+        if allowed:
+            message = f"invalid value {shown!r} (allowed: {', '.join(allowed)})"
+        else:
+            message = f"{message} (got {shown!r})"
+        if allowed and isinstance(value, str):
+            close = difflib.get_close_matches(value, allowed, n=1, cutoff=0.5)
+            if not close:
+                close = [a for a in allowed if a.lower() == value.lower()]
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+    return Problem(str(source), message + hint, line, where)

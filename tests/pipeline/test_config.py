@@ -1,0 +1,129 @@
+"""Pipeline config loading: path resolution, all-errors-at-once reporting, JSON Schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from immunoprofile.errors import InputError
+from immunoprofile.pipeline.config import (ConfigError, PipelineConfig, config_json_schema,
+                                           load_config)
+
+GOOD = """\
+schema_version: 1
+name: mini
+inputs:
+  manifest: data/manifest.csv
+  strategy: /abs/strategy.yaml
+  plates: [plates]
+flow:
+  compensation: comp/matrix.csv
+executor:
+  kind: dask
+  jobs: 2
+outputs:
+  dir: ../out
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / "configs" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    base = (tmp_path / "configs").resolve()
+    assert cfg.inputs.manifest == base / "data" / "manifest.csv"
+    assert cfg.inputs.strategy == Path("/abs/strategy.yaml")
+    assert cfg.inputs.plates == [base / "plates"]
+    assert cfg.flow.compensation == str(base / "comp" / "matrix.csv")
+    assert cfg.out_dir == tmp_path.resolve() / "out"
+    assert cfg.cache_dir == tmp_path.resolve() / "out" / ".cache"
+    assert cfg.executor.kind == "dask" and cfg.executor.jobs == 2
+    assert cfg.cytokine.model == "5pl"  # defaults filled in
+
+
+def test_every_problem_reported_at_once_with_line_path_value_and_hint(tmp_path: Path) -> None:
+    text = """\
+schema_version: 1
+inputs:
+  manifest: m.csv
+  stratgy: s.yaml
+cytokine:
+  model: 5PL
+  weights: 1/y^2
+executor:
+  kind: dsk
+  jobs: 0
+outputz:
+  dir: out
+"""
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    problems = info.value.problems
+    got = {(p.line, p.where) for p in problems}
+    assert got == {(4, "inputs.stratgy"), (6, "cytokine.model"), (7, "cytokine.weights"),
+                   (9, "executor.kind"), (10, "executor.jobs"), (11, "outputz")}
+    by_where = {p.where: str(p) for p in problems}
+    assert "did you mean 'strategy'?" in by_where["inputs.stratgy"]
+    assert "'5PL'" in by_where["cytokine.model"] and "did you mean '5pl'?" in by_where[
+        "cytokine.model"]
+    assert "allowed: process, serial, dask" in by_where["executor.kind"]
+    assert "did you mean 'dask'?" in by_where["executor.kind"]
+    assert "did you mean 'outputs'?" in by_where["outputz"]
+    assert all(str(p).startswith(f"{path}:") for p in problems)
+    assert isinstance(info.value, InputError)  # exit code 2 through the CLI
+
+
+def test_missing_required_and_wrong_schema_version(tmp_path: Path) -> None:
+    path = write(tmp_path, "schema_version: 2\nname: x\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    wheres = {p.where: p for p in info.value.problems}
+    assert set(wheres) == {"schema_version", "inputs"}
+    assert wheres["schema_version"].line == 1
+    assert "required key missing" in wheres["inputs"].message
+
+
+def test_duplicate_keys_are_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "schema_version: 1\ninputs:\n  manifest: a.csv\n  manifest: b.csv\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.line == 4 and problem.where == "inputs.manifest"
+
+
+@pytest.mark.parametrize("text", ["schema_version: [1\n", "- a\n- b\n", ""])
+def test_not_yaml_or_not_a_mapping_is_one_clear_error(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text))
+    assert len(info.value.problems) == 1
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_json_schema_is_json_and_forbids_unknown_keys() -> None:
+    schema = config_json_schema()
+    json.dumps(schema)
+    assert schema["additionalProperties"] is False
+    assert "source" not in schema["properties"]
+    assert set(schema["required"]) == {"schema_version", "inputs"}
+    executor = schema["$defs"]["ExecutorConfig"]["properties"]["kind"]
+    assert executor["enum"] == ["process", "serial", "dask"]
+
+
+def test_example_trial_config_loads() -> None:
+    root = Path(__file__).resolve().parents[2]
+    cfg = load_config(root / "pipelines" / "example_trial.yaml")
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.inputs.manifest == root / "example_data" / "manifest.csv"
+    assert cfg.out_dir == root / "demo_output"
