@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..flow import gates as G
-from .plots import _STYLE, plt
+from .plots import _STYLE, plt, styled
 
 __all__ = ["gating_figure", "dimension_values", "locate_inputs"]
 
@@ -147,6 +147,7 @@ def _draw_gate(ax, gate: G.Gate, strategy: G.Strategy, counts: dict[str, int],
     ax.set_ylim(ylim)
 
 
+@styled
 def gating_figure(sample_id: str, fcs, strategy: G.Strategy, result, spillover, *,
                   outlier: bool = False, max_panels: int = 16) -> plt.Figure:
     """One compact row-wrapped grid: a panel per drawable gate over its parent's events."""

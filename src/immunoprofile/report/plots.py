@@ -16,12 +16,24 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["figure_png", "curve_grid", "trajectory_grid", "forest_plot", "PERIOD_COLOURS"]
+__all__ = ["styled", "figure_png", "curve_grid", "trajectory_grid", "forest_plot", "PERIOD_COLOURS"]
 
 PERIOD_COLOURS = {"run-in": "#e8eef7", "treatment": "#fbe9d7", "post-treatment": "#e6f2e6"}
 _STYLE = {"font.size": 7, "axes.titlesize": 7.5, "axes.labelsize": 7, "xtick.labelsize": 6,
-          "ytick.labelsize": 6, "legend.fontsize": 6, "axes.spines.top": False,
+          "ytick.labelsize": 6, "legend.fontsize": 6, "figure.titlesize": 8, "axes.spines.top": False,
           "axes.spines.right": False}
+
+
+def styled(fn):
+    """Run a figure-building function inside the report's compact matplotlib style."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with plt.rc_context(_STYLE):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def figure_png(fig: plt.Figure, *, dpi: int = 90) -> bytes:
@@ -47,6 +59,7 @@ def _logistic(x: np.ndarray, A: float, B: float, C: float, D: float, F: float) -
     return A + (B - A) / (1.0 + (x / C) ** D) ** F
 
 
+@styled
 def curve_grid(plate: str, curves: pd.DataFrame, wells: pd.DataFrame) -> plt.Figure:
     """One panel per analyte of a plate: fitted curve, standards (used/dropped), samples placed
     on the curve, LLOQ/ULOQ lines. Axes are log–log (concentration vs Net MFI)."""
@@ -100,6 +113,7 @@ def curve_grid(plate: str, curves: pd.DataFrame, wells: pd.DataFrame) -> plt.Fig
     return fig
 
 
+@styled
 def trajectory_grid(tidy: pd.DataFrame, features: list[str], *, title: str,
                     log_y: bool = False) -> plt.Figure:
     """Per feature, one line per subject across study days, periods shaded.
@@ -130,6 +144,7 @@ def trajectory_grid(tidy: pd.DataFrame, features: list[str], *, title: str,
     return fig
 
 
+@styled
 def forest_plot(comparisons: pd.DataFrame, *, max_features: int = 25) -> plt.Figure:
     """Paired period contrasts (estimate with 95 % CI) for the features with the smallest q."""
     df = comparisons.dropna(subset=["estimate"]).copy()
