@@ -81,6 +81,23 @@ def test_spillover_object_with_attributes(tmp_path):
     assert fd.text["spillover"] == "2,PE-A,BV421-A,1.0,0.5,0.25,1.0"
 
 
+def test_read_back_with_immunoprofile_reader(tmp_path):
+    from immunoprofile.flow.fcs import read_fcs
+
+    events = _events()
+    matrix = np.array([[1.0, 0.1], [0.05, 1.0]])
+    path = write_fcs(tmp_path / "r.fcs", events, CHANNELS, MARKERS,
+                     spillover=(["BV421-A", "PE-A"], matrix))
+    fcs = read_fcs(path)
+    assert fcs.version.endswith("3.1")  # "FCS3.1" as in the HEADER
+    assert list(fcs.channels) == CHANNELS
+    assert list(fcs.markers) == MARKERS
+    assert np.array_equal(fcs.events, events)
+    assert fcs.channel_index("CD4") == 3
+    assert tuple(fcs.spillover.channels) == ("BV421-A", "PE-A")
+    np.testing.assert_array_equal(fcs.spillover.matrix, matrix)
+
+
 def test_deterministic_bytes(tmp_path):
     events = _events()
     a = write_fcs(tmp_path / "a.fcs", events, CHANNELS, MARKERS, text={"$DATE": "01-JAN-2026"})
