@@ -1,0 +1,196 @@
+"""Kit standards tables: expected concentrations of standards and controls, per analyte.
+
+Contract: ``read_standards(path) -> DataFrame`` reads a CSV/TSV with columns
+``analyte, standard, expected_conc, unit`` and optional ``control_low, control_high`` (one row per
+analyte × standard or control name, e.g. ``IL-6, Standard1, 5850, pg/mL``); ``apply_standards(plate,
+table)`` writes them onto a :class:`PlateData`: the table wins over the file's expected
+concentrations, every difference is warned about, wells named like a table entry become standards
+(or controls, when the entry has a control range).
+
+Matching is by sample name (case and surrounding blanks ignored) and analyte (exact, else ignoring
+case and punctuation, so ``IL-1b`` matches ``IL1B``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+from typing import TYPE_CHECKING, Any
+
+from ...errors import InputError
+from . import PlateData, classify_sample, read_text, to_float, well_sort_key
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["read_standards", "apply_standards", "STANDARDS_COLUMNS"]
+
+STANDARDS_COLUMNS = ("analyte", "standard", "expected_conc", "unit", "control_low", "control_high")
+_ALIASES = {
+    "analyte": "analyte", "cytokine": "analyte", "bead": "analyte",
+    "standard": "standard", "sample": "standard", "name": "standard", "reagent": "standard",
+    "level": "standard",
+    "expected_conc": "expected_conc", "expected": "expected_conc", "concentration": "expected_conc",
+    "expected concentration": "expected_conc", "exp conc": "expected_conc", "conc": "expected_conc",
+    "unit": "unit", "units": "unit",
+    "control_low": "control_low", "low": "control_low", "control range - low": "control_low",
+    "control_high": "control_high", "high": "control_high", "control range - high": "control_high",
+}
+
+
+def _norm_analyte(name: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", str(name).lower())
+
+
+def read_standards(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a kit standards table.
+
+    Parameters
+    ----------
+    path
+        CSV or TSV (delimiter detected) with a header row; columns ``analyte, standard,
+        expected_conc, unit`` and optionally ``control_low, control_high`` (synonyms such as
+        ``Units``, ``Expected``, ``Reagent`` are accepted).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns :data:`STANDARDS_COLUMNS`; ``expected_conc`` float (NaN allowed only for controls
+        given as a range).
+
+    Raises
+    ------
+    InputError
+        Missing columns, non-numeric or non-positive concentrations, duplicate entries (all
+        problems listed in one line).
+    """
+    import pandas as pd
+
+    text = read_text(path)
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise InputError(path, "empty standards table")
+    delimiter = "\t" if lines[0].count("\t") > lines[0].count(",") else \
+        (";" if lines[0].count(";") > lines[0].count(",") else ",")
+    try:
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
+    except csv.Error as exc:
+        raise InputError(path, f"malformed standards table ({exc})") from None
+    header = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in rows[0]]
+    missing = [c for c in ("analyte", "standard", "expected_conc") if c not in header]
+    if missing:
+        raise InputError(path, f"standards table lacks column(s) {', '.join(missing)} (need "
+                               "analyte, standard, expected_conc[, unit, control_low, control_high])")
+    idx = {c: header.index(c) for c in STANDARDS_COLUMNS if c in header}
+    records: list[dict[str, Any]] = []
+    problems: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for n, row in enumerate(rows[1:], start=2):
+        def cell(col: str) -> str:
+            i = idx.get(col)
+            return row[i].strip() if i is not None and i < len(row) else ""
+        analyte, standard = cell("analyte"), cell("standard")
+        if not analyte or not standard:
+            problems.append(f"line {n}: analyte and standard are required")
+            continue
+        rec = {"analyte": analyte, "standard": standard, "unit": cell("unit")}
+        for col in ("expected_conc", "control_low", "control_high"):
+            raw = cell(col)
+            value = to_float(raw)
+            if raw and not math.isfinite(value):
+                problems.append(f"line {n}: {col} {raw!r} is not a number")
+            elif math.isfinite(value) and value < 0:
+                problems.append(f"line {n}: {col} {raw!r} is negative")
+            rec[col] = value
+        if not math.isfinite(rec["expected_conc"]) and not (
+                math.isfinite(rec["control_low"]) or math.isfinite(rec["control_high"])):
+            problems.append(f"line {n}: no expected_conc for {standard}/{analyte}")
+        key = (_norm_analyte(analyte), standard.lower())
+        if key in seen:
+            problems.append(f"line {n}: duplicate entry {standard}/{analyte}")
+        seen.add(key)
+        records.append(rec)
+    if problems:
+        raise InputError(path, "; ".join(problems[:10]) + (" …" if len(problems) > 10 else ""))
+    if not records:
+        raise InputError(path, "standards table has a header but no rows")
+    return pd.DataFrame.from_records(records, columns=list(STANDARDS_COLUMNS))
+
+
+def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
+    """Write a standards table onto a plate (in place); the table wins over the file.
+
+    Parameters
+    ----------
+    plate
+        The plate; ``wells.expected_conc``, ``unit``, ``sample_type``, ``warnings`` and
+        ``metadata["control_ranges"]``/``metadata["standards_table"]`` are updated.
+    table
+        From :func:`read_standards`.
+    """
+    df = plate.wells
+    plate_analytes = list(dict.fromkeys(df["analyte"]))
+    exact = {a: a for a in plate_analytes}
+    loose = {}
+    for a in plate_analytes:
+        loose.setdefault(_norm_analyte(a), a)
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    unmatched: list[str] = []
+    for rec in table.to_dict("records"):
+        a = exact.get(rec["analyte"]) or loose.get(_norm_analyte(rec["analyte"]))
+        if a is None:
+            unmatched.append(str(rec["analyte"]))
+            continue
+        entries[(a, str(rec["standard"]).strip().lower())] = rec
+    if unmatched:
+        names = sorted(set(unmatched))
+        plate.warnings.append("standards table analyte(s) not on the plate: " + ", ".join(names[:10])
+                              + (" …" if len(names) > 10 else ""))
+    differences: list[str] = []
+    matched = 0
+    ranges = plate.metadata.setdefault("control_ranges", {})
+    names_lower = df["sample"].str.strip().str.lower()
+    for i in range(len(df)):
+        rec = entries.get((df.at[i, "analyte"], names_lower.iat[i]))
+        if rec is None:
+            continue
+        matched += 1
+        new = rec["expected_conc"]
+        old = df.at[i, "expected_conc"]
+        if math.isfinite(new):
+            if math.isfinite(old) and not math.isclose(old, new, rel_tol=1e-6):
+                differences.append(f"{df.at[i, 'well']} {df.at[i, 'sample']}/{df.at[i, 'analyte']}: "
+                                   f"file {old:g}, table {new:g}")
+            df.at[i, "expected_conc"] = new
+        if rec["unit"]:
+            df.at[i, "unit"] = rec["unit"]
+        is_control = math.isfinite(rec["control_low"]) or math.isfinite(rec["control_high"])
+        if df.at[i, "sample_type"] not in ("standard", "control"):
+            kind = classify_sample(df.at[i, "sample"])
+            df.at[i, "sample_type"] = kind if kind in ("standard", "control") else \
+                ("control" if is_control else "standard")
+        if is_control:
+            ranges.setdefault(df.at[i, "sample"], {})[df.at[i, "analyte"]] = [
+                rec["control_low"], rec["control_high"]]
+    if not ranges:
+        plate.metadata.pop("control_ranges", None)
+    # the analyte's unit is one per plate: spread the table's unit to the unknowns too
+    units = {a: rec["unit"] for (a, _), rec in entries.items() if rec["unit"]}
+    for a, unit in units.items():
+        df.loc[df["analyte"] == a, "unit"] = unit
+    if differences:
+        differences.sort(key=lambda s: well_sort_key(s.split(" ")[0]))
+        plate.warnings.append(
+            f"standards table differs from the file's expected concentrations for "
+            f"{len(differences)} value(s); the table is used: " + "; ".join(differences[:6])
+            + (" …" if len(differences) > 6 else ""))
+    std_missing = df.loc[(df["sample_type"] == "standard") & df["expected_conc"].isna(), "sample"]
+    if len(std_missing):
+        names = sorted(set(std_missing))
+        plate.warnings.append("standard well(s) without an expected concentration in the file or "
+                              "table: " + ", ".join(names[:10]) + (" …" if len(names) > 10 else ""))
+    plate.metadata["standards_table"] = {"entries": int(len(table)), "values_matched": matched,
+                                         "differences": len(differences)}
