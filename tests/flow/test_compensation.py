@@ -161,3 +161,16 @@ def test_compensate_errors() -> None:
         compensate(np.zeros((2, 3)), ["A", "B"], s)
     with pytest.raises(InputError, match="'Z' is not in the events"):
         compensate(np.zeros((2, 2)), ["A", "B"], s, columns=["Z"])
+
+
+def test_non_finite_values_stay_in_their_column() -> None:
+    s = Spillover(("A", "B"), np.array([[1.0, 0.1], [0.2, 1.0]]))
+    raw = np.array([[10.0, 5.0, np.inf], [1.0, np.nan, 2.0], [3.0, 4.0, 5.0]], dtype=np.float32)
+    out = compensate(raw, ["A", "B", "Time"], s)
+    exact = raw[:, :2].astype(np.float64) @ np.linalg.inv(s.matrix)
+    np.testing.assert_allclose(out[0, :2], exact[0], rtol=1e-6)  # inf in Time does not leak
+    assert out[0, 2] == np.inf
+    assert np.isnan(out[1, :2]).all() and out[1, 2] == 2.0  # NaN in B spreads only through S
+    np.testing.assert_allclose(out[2, :2], exact[2], rtol=1e-6)
+    sub = compensate(raw, ["A", "B", "Time"], s, columns=["Time", "A"])
+    assert sub[0, 0] == np.inf and np.isfinite(sub[0, 1])

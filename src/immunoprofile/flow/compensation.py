@@ -328,20 +328,43 @@ def compensate(events: np.ndarray, channel_names: Sequence[str], spillover: Spil
 
     out_cols = list(range(len(names))) if columns is None else [col_index(c) for c in columns]
     if spillover is None:
+        if columns is None:
+            return np.array(ev, dtype=dtype, order="C", copy=True)
         return np.ascontiguousarray(ev[:, out_cols], dtype=dtype)
     missing = [c for c in spillover.channels if c not in pos]
     if missing:
         raise InputError(None, f"spillover channels not in the events: {', '.join(missing)}")
     idx = [pos[c] for c in spillover.channels]
+    return _apply(ev, idx, spillover.inverse, out_cols, dtype)
+
+
+def _apply(ev: np.ndarray, idx: list[int], inv: np.ndarray, out_cols: list[int],
+           dtype: np.dtype) -> np.ndarray:
+    """All requested output columns in one product ``ev @ M``.
+
+    ``M[:, k]`` holds ``inv[:, j]`` on the spillover rows for a compensated column and a single 1
+    for a passed-through column, so the C-ordered events are streamed once (no column gathers or
+    scattered writes, which cost several times the product itself). A non-finite value anywhere in
+    a row would leak into other columns as ``0 * inf``; such rare rows are recomputed exactly.
+    """
     where = {col: j for j, col in enumerate(idx)}
-    comp_out = [k for k, col in enumerate(out_cols) if col in where]
-    if columns is None:
-        out = np.array(ev, dtype=dtype, order="C", copy=True)
-    else:
-        out = np.ascontiguousarray(ev[:, out_cols], dtype=dtype)
-    if comp_out:
-        inv = spillover.inverse[:, [where[out_cols[k]] for k in comp_out]].astype(dtype)
-        sub = np.ascontiguousarray(ev[:, idx], dtype=dtype)
-        res = sub @ inv
-        out[:, comp_out] = res
+    m = np.zeros((ev.shape[1], len(out_cols)), dtype=np.float64)
+    for k, col in enumerate(out_cols):
+        if col in where:
+            m[idx, k] = inv[:, where[col]]
+        else:
+            m[col, k] = 1.0
+    src = ev if ev.dtype == dtype else ev.astype(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are repaired below
+        out = np.ascontiguousarray(src @ m.astype(dtype))
+    if not np.isfinite(out).all():
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=1))
+        rows = src[bad]
+        fixed = rows[:, out_cols].astype(dtype, copy=True)
+        comp_k = [k for k, col in enumerate(out_cols) if col in where]
+        if comp_k:
+            sel = inv[:, [where[out_cols[k]] for k in comp_k]].astype(dtype)
+            with np.errstate(invalid="ignore", over="ignore"):
+                fixed[:, comp_k] = rows[:, idx] @ sel
+        out[bad] = fixed
     return out

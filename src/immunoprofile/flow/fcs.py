@@ -9,9 +9,9 @@ reason -- never a MemoryError from a header that lies about its size.
 Parser notes (the *why* behind the choices)
 -------------------------------------------
 - Written on numpy alone: flowio cannot read 24-bit integers, blank HEADER offsets or FCS 3.2
-  ``$PnDATATYPE``. Uniform layouts are read with a single ``np.frombuffer(...).astype`` pass (as fast
-  as ``np.fromfile``); mixed widths, 24-bit integers and odd byte orders go through a per-column
-  vectorised byte assembly.
+  ``$PnDATATYPE``. Uniform layouts are read with one ``readinto`` plus at most one ``astype``
+  pass (as fast as ``np.fromfile``); mixed widths, 24-bit integers and odd byte orders go
+  through a per-column vectorised byte assembly.
 - Integer data are masked with ``next_power_of_two($PnR) - 1`` when that is below ``2**$PnB`` (FCS
   3.1 §3.3.32), as flowio/FlowKit do.
 - ``$PnE f1,f2`` with ``f1 > 0`` gives ``10**(f1 * x / $PnR) * f2`` (``f2 == 0`` is read as 1, as
@@ -23,10 +23,11 @@ Parser notes (the *why* behind the choices)
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -193,7 +194,7 @@ def _header_int(path: str, raw: bytes, what: str) -> int | None:
     return int(s)
 
 
-def _parse_header(path: str, buf: memoryview, base: int) -> _Header:
+def _parse_header(path: str, buf: _File, base: int) -> _Header:
     if len(buf) - base < _HEADER_LEN:
         if base == 0:
             raise InputError(path, f"not an FCS file: only {len(buf)} bytes, shorter than an "
@@ -291,7 +292,7 @@ def _parse_text(path: str, raw_bytes: bytes, what: str, warnings: list[str]) -> 
     return text
 
 
-def _read_dataset_meta(path: str, buf: memoryview, base: int) -> _Dataset:
+def _read_dataset_meta(path: str, buf: _File, base: int) -> _Dataset:
     header = _parse_header(path, buf, base)
     warnings: list[str] = []
     if header.version not in _VERSIONS:
@@ -331,7 +332,7 @@ def _int_kw(text: Mapping[str, str], key: str) -> int | None:
         return int(f) if math.isfinite(f) and f == int(f) else None
 
 
-def _walk_datasets(path: str, buf: memoryview, stop_at: int | None = None) -> list[_Dataset]:
+def _walk_datasets(path: str, buf: _File, stop_at: int | None = None) -> list[_Dataset]:
     """HEADER+TEXT of every data set chained by ``$NEXTDATA`` (up to ``stop_at`` if given)."""
     sets = [_read_dataset_meta(path, buf, 0)]
     seen = {0}
@@ -484,9 +485,9 @@ def _np_kind(kind: str, nbytes: int) -> str:
     return {"I": "u", "F": "f", "D": "f"}[kind] + str(nbytes)
 
 
-def _decode(path: str, buf: memoryview, start: int, n: int, params: list[_Param],
+def _decode(path: str, data: np.ndarray, n: int, params: list[_Param],
             byteord: str, dtype: np.dtype) -> np.ndarray:
-    """Decode ``n`` rows starting at ``start`` into an ``n × p`` array of ``dtype``."""
+    """Decode the DATA bytes (``n`` rows, uint8, owned) into an ``n × p`` array of ``dtype``."""
     p = len(params)
     row = sum(q.nbytes for q in params)
     if p == 0:
@@ -498,17 +499,19 @@ def _decode(path: str, buf: memoryview, start: int, n: int, params: list[_Param]
         order, perm = _byte_perm(path, byteord, first.nbytes)
         if order != "perm":
             # Fast path: one strided read, byte swap and cast in a single astype pass.
-            raw = np.frombuffer(buf, dtype=np.dtype(_np_kind(first.kind, first.nbytes))
-                                .newbyteorder(order), count=n * p, offset=start).reshape(n, p)
+            raw = data.view(np.dtype(_np_kind(first.kind, first.nbytes))
+                            .newbyteorder(order)).reshape(n, p)
             masks = [q.mask for q in params]
             if first.kind == "I" and any(m is not None for m in masks):
                 full = (1 << (8 * first.nbytes)) - 1
                 mvec = np.array([full if m is None else m for m in masks],
                                 dtype=raw.dtype.newbyteorder("="))
                 return np.bitwise_and(raw, mvec).astype(dtype, order="C")
+            if raw.dtype == dtype:  # native layout: the buffer we read into is the result
+                return raw
             return raw.astype(dtype, order="C")
     # General path: per column byte assembly from a (n, row) uint8 view.
-    raw8 = np.frombuffer(buf, dtype=np.uint8, count=n * row, offset=start).reshape(n, row)
+    raw8 = data.reshape(n, row)
     out = np.empty((n, p), dtype=dtype)
     off = 0
     for j, q in enumerate(params):
@@ -592,20 +595,56 @@ def _locate_data(path: str, ds: _Dataset, size: int, row: int,
                            f"({tot} events × {row} bytes), file has {have}")
 
 
-def _open(path: str | os.PathLike[str]) -> tuple[str, memoryview]:
+class _File:
+    """Random access to a file without loading it: HEADER/TEXT by slices, DATA into an array.
+
+    DATA is read with ``readinto`` straight into the numpy buffer that becomes (or feeds) the
+    event matrix, so a native-order float32 file costs one copy, like ``np.fromfile``.
+    """
+
+    def __init__(self, path: str, fh: Any, size: int) -> None:
+        self.path, self._fh, self.size = path, fh, size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, sl: slice) -> bytes:
+        start, stop = max(0, sl.start or 0), min(self.size, sl.stop)
+        if stop <= start:
+            return b""
+        self._fh.seek(start)
+        return self._fh.read(stop - start)
+
+    def read_array(self, start: int, nbytes: int) -> np.ndarray:
+        """``nbytes`` from ``start`` as a writable uint8 array (caller checked the size)."""
+        out = np.empty(nbytes, dtype=np.uint8)
+        self._fh.seek(start)
+        got = self._fh.readinto(memoryview(out))
+        if got != nbytes:
+            raise InputError(self.path, f"data segment truncated: expected {nbytes} bytes, "
+                                        f"file has {got}")
+        return out
+
+
+@contextlib.contextmanager
+def _open(path: str | os.PathLike[str]) -> Iterator[tuple[str, _File]]:
     p = os.fspath(path)
     try:
-        with open(p, "rb") as fh:
-            data = fh.read()
+        fh = open(p, "rb")
     except FileNotFoundError:
         raise InputError(p, "file not found") from None
     except IsADirectoryError:
         raise InputError(p, "is a directory, not an FCS file") from None
     except OSError as exc:
         raise InputError(p, f"cannot read file: {exc.strerror or exc}") from None
-    if not data:
-        raise InputError(p, "file is empty")
-    return p, memoryview(data)
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size == 0:
+            raise InputError(p, "file is empty")
+        try:
+            yield p, _File(p, fh, size)
+        except OSError as exc:  # e.g. the file vanished or a network share dropped mid-read
+            raise InputError(p, f"cannot read file: {exc.strerror or exc}") from None
 
 
 def _spillover(path: str, text: Mapping[str, str], warnings: list[str]) -> Spillover | None:
@@ -621,7 +660,7 @@ def _spillover(path: str, text: Mapping[str, str], warnings: list[str]) -> Spill
     return None
 
 
-def _select(path: str, buf: memoryview, dataset: int) -> tuple[_Dataset, int]:
+def _select(path: str, buf: _File, dataset: int) -> tuple[_Dataset, int]:
     if not isinstance(dataset, int) or dataset < 0:
         raise InputError(path, f"dataset must be a non-negative index, got {dataset!r}")
     sets = _walk_datasets(path, buf)
@@ -659,9 +698,9 @@ def read_fcs_metadata(path: str | os.PathLike[str], *, dataset: int = 0) -> FCSM
     InputError
         When the file is not FCS, its TEXT is unreadable or its DATA cannot be where it claims.
     """
-    p, buf = _open(path)
-    ds, n_sets = _select(p, buf, dataset)
-    params, label, _start, n, warnings = _meta(p, ds, len(buf), n_sets)
+    with _open(path) as (p, buf):
+        ds, n_sets = _select(p, buf, dataset)
+        params, label, _start, n, warnings = _meta(p, ds, len(buf), n_sets)
     return FCSMetadata(path=p, version=ds.header.version, text=dict(ds.text),
                        channels=[q.name for q in params], markers=[q.marker for q in params],
                        ranges=[q.range for q in params], datatype=label,
@@ -696,15 +735,16 @@ def read_fcs(path: str | os.PathLike[str], *, dataset: int = 0,
     out_dtype = np.dtype(dtype)
     if out_dtype.kind != "f":
         raise InputError(None, f"read_fcs dtype must be a float type, got {out_dtype}")
-    p, buf = _open(path)
-    ds, n_sets = _select(p, buf, dataset)
-    params, label, start, n, warnings = _meta(p, ds, len(buf), n_sets)
-    byteord = ds.text.get("$BYTEORD", "").strip()
-    if not byteord:
-        if any(q.nbytes > 1 for q in params):
-            warnings.append("$BYTEORD is missing; assumed little-endian (1,2,3,4)")
-        byteord = "1,2,3,4"
-    events = _decode(p, buf, start, n, params, byteord, out_dtype)
+    with _open(path) as (p, buf):
+        ds, n_sets = _select(p, buf, dataset)
+        params, label, start, n, warnings = _meta(p, ds, len(buf), n_sets)
+        byteord = ds.text.get("$BYTEORD", "").strip()
+        if not byteord:
+            if any(q.nbytes > 1 for q in params):
+                warnings.append("$BYTEORD is missing; assumed little-endian (1,2,3,4)")
+            byteord = "1,2,3,4"
+        data = buf.read_array(start, n * sum(q.nbytes for q in params))
+    events = _decode(p, data, n, params, byteord, out_dtype)
     _scale(ds.text, params, events, warnings)
     return FCSData(path=p, version=ds.header.version, text=dict(ds.text),
                    channels=[q.name for q in params], markers=[q.marker for q in params],
