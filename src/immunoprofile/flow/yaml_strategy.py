@@ -1,0 +1,678 @@
+"""The readable YAML gating-strategy format (``docs/strategy_yaml.md``) <-> :class:`Strategy`.
+
+Contract: :func:`read_yaml_strategy` loads a strategy file with ``yaml.safe_load`` and returns a
+``Strategy`` (``format="yaml"``) or raises one :class:`InputError` that names the file, the gate
+path and the offending key or value (unknown keys come with a did-you-mean hint).
+:func:`write_yaml_strategy` writes a strategy whose dimensions are plain channels back out.
+Gate ids are the population path joined by ``::`` (as for FlowJo workspaces); dimensions keep the
+channel or marker name as written, the engine resolves it per file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .gates import (
+    FCS_SPILLOVER,
+    UNCOMPENSATED,
+    BooleanGate,
+    Dimension,
+    EllipseGate,
+    Gate,
+    PolygonGate,
+    Quadrant,
+    QuadrantDivider,
+    QuadrantGate,
+    RatioDimension,
+    RectangleGate,
+    Strategy,
+)
+
+__all__ = ["read_yaml_strategy", "write_yaml_strategy", "parse_yaml_strategy", "FORMAT_TAG",
+           "MAX_GATES"]
+
+#: Value of the optional top-level ``format`` key.
+FORMAT_TAG = "immunoprofile-strategy/1"
+#: Refuse strategies with more gates than this (YAML aliases can multiply a small file).
+MAX_GATES = 10_000
+_MAX_DEPTH = 64
+
+_TOP_KEYS = ("format", "name", "description", "compensation", "transforms", "gates")
+_COMMON = ("name", "type", "children")
+_GATE_KEYS: dict[str, tuple[str, ...]] = {
+    "rectangle": (*_COMMON, "bounds"),
+    "range": (*_COMMON, "channel", "min", "max"),
+    "polygon": (*_COMMON, "x", "y", "vertices"),
+    "ellipse": (*_COMMON, "x", "y", "mean", "covariance", "distance_square"),
+    "quadrant": (*_COMMON, "x", "y", "at", "quadrants"),
+    "boolean": (*_COMMON, "op", "of", "parent"),
+}
+_TRANSFORM_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    # type: (required, optional)
+    "linear": (("T",), ("A",)),
+    "log": (("T", "M"), ()),
+    "asinh": (("T", "M"), ("A",)),
+    "hyperlog": (("T", "W", "M"), ("A",)),
+    "logicle": (("T", "W", "M"), ("A",)),
+    "biex": (("negative", "width", "positive", "max_value"), ("length",)),
+}
+# Channels never compensated (scatter and time); everything else follows ``compensation``.
+_NOT_FLUORESCENCE = re.compile(r"^(FSC|SSC|TIME)([-_ ].*)?$", re.IGNORECASE)
+_SEP = "::"
+
+
+class _Problem(Exception):
+    """Internal: a located problem, turned into one InputError line at the top."""
+
+
+def _hint(key: str, allowed: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
+
+
+def _check_keys(where: str, mapping: Mapping[Any, Any], allowed: tuple[str, ...]) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise _Problem(f"{where}: unknown key {key!r}{_hint(str(key), allowed)}")
+
+
+def _number(where: str, key: str, value: Any, *, allow_none: bool = False) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _Problem(f"{where}: {key} must be a number, got {value!r}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise _Problem(f"{where}: {key} must be finite, got {value!r}")
+    return out
+
+
+def _name(where: str, key: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or str(value) == "":
+        raise _Problem(f"{where}: {key} must be a non-empty name, got {value!r}")
+    return str(value)
+
+
+def _pair(where: str, key: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise _Problem(f"{where}: {key} must be a pair [x, y], got {value!r}")
+    return (_number(where, key, value[0]), _number(where, key, value[1]))  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------
+def read_yaml_strategy(path: str | os.PathLike[str]) -> Strategy:
+    """Read a YAML gating strategy (format: ``docs/strategy_yaml.md``).
+
+    Parameters
+    ----------
+    path
+        The ``.yaml`` file. A ``compensation:`` CSV path is relative to this file's folder.
+
+    Returns
+    -------
+    Strategy
+        ``format="yaml"``; gate ids are population paths joined by ``::``.
+
+    Raises
+    ------
+    InputError
+        Unreadable file, unsafe or invalid YAML, or any invalid key/value (the message names the
+        gate path and the key).
+    """
+    import yaml
+
+    p = os.fspath(path)
+    try:
+        with open(p, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        raise InputError(p, "file not found") from None
+    except OSError as exc:
+        raise InputError(p, f"cannot read file ({exc.strerror or exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(p, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(p, f"invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise InputError(p, "invalid YAML: nested too deeply") from None
+    return parse_yaml_strategy(doc, source=p, base_dir=Path(p).resolve().parent)
+
+
+def parse_yaml_strategy(doc: Any, *, source: str | None = None,
+                        base_dir: str | os.PathLike[str] | None = None) -> Strategy:
+    """Build a :class:`Strategy` from an already loaded YAML document (a mapping).
+
+    Parameters
+    ----------
+    doc
+        The loaded document.
+    source
+        Its file, for messages and ``Strategy.source``.
+    base_dir
+        Folder that a relative ``compensation`` CSV path is relative to (default: cwd).
+
+    Returns
+    -------
+    Strategy
+    """
+    try:
+        return _Builder(source, Path(base_dir) if base_dir is not None else Path.cwd()).build(doc)
+    except _Problem as exc:
+        raise InputError(source, str(exc)) from None
+    except RecursionError:
+        raise InputError(source, "strategy nested too deeply") from None
+
+
+class _Builder:
+    def __init__(self, source: str | None, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+        self.transforms: dict[str, Any] = {}
+        self.transform_specs: dict[str, Any] = {}
+        self.compensations: dict[str, Any] = {}
+        self.compensation = FCS_SPILLOVER
+        self.gates: list[Gate] = []
+        self.names: dict[str, tuple[str, ...]] = {}   # population id -> names from the root
+        self.booleans: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
+        self.count = 0
+        self.not_populations: set[str] = set()
+
+    # top level --------------------------------------------------------------------------------
+    def build(self, doc: Any) -> Strategy:
+        if not isinstance(doc, Mapping):
+            raise _Problem("a strategy file must be a YAML mapping with a 'gates' list, got "
+                           f"{type(doc).__name__}")
+        _check_keys("top level", doc, _TOP_KEYS)
+        fmt = doc.get("format", FORMAT_TAG)
+        if fmt != FORMAT_TAG:
+            raise _Problem(f"format: unsupported {fmt!r} (expected {FORMAT_TAG!r})")
+        self.read_compensation(doc.get("compensation", "fcs"))
+        self.read_transforms(doc.get("transforms"))
+        gates = doc.get("gates")
+        if not isinstance(gates, list) or not gates:
+            raise _Problem("gates: must be a non-empty list of gates")
+        self.read_level(gates, (), None, "gates", 0)
+        self.resolve_booleans()
+        from .flowjo import order_gates
+
+        try:
+            ordered = order_gates(self.gates)
+        except ValueError as exc:
+            raise _Problem(f"gates: {exc}") from None
+        meta: dict[str, Any] = {"compensation": doc.get("compensation", "fcs")}
+        for key in ("name", "description"):
+            if key in doc:
+                if not isinstance(doc[key], (str, int, float)) or isinstance(doc[key], bool):
+                    raise _Problem(f"{key}: must be text, got {doc[key]!r}")
+                meta[key] = str(doc[key])
+        return Strategy(gates=ordered, transforms=self.transforms,
+                        compensations=self.compensations, source=self.source, format="yaml",
+                        meta=meta)
+
+    def read_compensation(self, value: Any) -> None:
+        if not isinstance(value, str) or not value.strip():
+            raise _Problem(f"compensation: must be 'fcs', 'none' or a CSV path, got {value!r}")
+        if value.lower() == "fcs":
+            self.compensation = FCS_SPILLOVER
+        elif value.lower() == "none":
+            self.compensation = UNCOMPENSATED
+        else:
+            from .compensation import read_compensation_csv
+
+            csv = Path(value)
+            if not csv.is_absolute():
+                csv = self.base_dir / csv
+            if not csv.is_file():
+                raise _Problem(f"compensation: matrix file {value!r} not found (looked for "
+                               f"{csv})")
+            try:
+                spill = read_compensation_csv(csv)
+            except InputError as exc:
+                raise _Problem(f"compensation: {exc}") from None
+            self.compensation = f"csv:{csv.name}"
+            self.compensations[self.compensation] = spill
+
+    def read_transforms(self, value: Any) -> None:
+        if value is None:
+            return
+        if not isinstance(value, Mapping):
+            raise _Problem(f"transforms: must be a mapping of channel -> transform, got "
+                           f"{type(value).__name__}")
+        from . import transforms as tr
+
+        for key, spec in value.items():
+            chan = _name("transforms", "channel", key)
+            where = f"transforms/{chan}"
+            if spec is None or (isinstance(spec, str) and spec.lower() == "none"):
+                self.transform_specs[chan] = "none"
+                continue
+            if not isinstance(spec, Mapping):
+                raise _Problem(f"{where}: must be 'none' or a mapping with a 'type', got {spec!r}")
+            kind = spec.get("type")
+            kinds = (*_TRANSFORM_PARAMS, "none")
+            if not isinstance(kind, str) or kind not in kinds:
+                raise _Problem(f"{where}: unknown transform type {kind!r}"
+                               f"{_hint(str(kind), kinds)}")
+            if kind == "none":
+                _check_keys(where, spec, ("type",))
+                self.transform_specs[chan] = "none"
+                continue
+            required, optional = _TRANSFORM_PARAMS[kind]
+            _check_keys(where, spec, ("type", *required, *optional))
+            missing = [k for k in required if k not in spec]
+            if missing:
+                raise _Problem(f"{where}: {kind} transform needs {', '.join(missing)}")
+            params = {k: _number(where, k, spec[k]) for k in (*required, *optional) if k in spec}
+            try:
+                if kind == "linear":
+                    obj = tr.LinearTransform(params["T"], params.get("A", 0.0))
+                elif kind == "log":
+                    obj = tr.LogTransform(params["T"], params["M"])
+                elif kind == "asinh":
+                    obj = tr.AsinhTransform(params["T"], params["M"], params.get("A", 0.0))
+                elif kind == "hyperlog":
+                    obj = tr.HyperlogTransform(params["T"], params["W"], params["M"],
+                                               params.get("A", 0.0))
+                elif kind == "logicle":
+                    obj = tr.LogicleTransform(params["T"], params["W"], params["M"],
+                                              params.get("A", 0.0))
+                else:
+                    obj = tr.FlowJoBiexTransform(params["negative"], params["width"],
+                                                 params["positive"], params["max_value"],
+                                                 length=int(params.get("length", 256)))
+            except (ValueError, ZeroDivisionError, OverflowError, ArithmeticError) as exc:
+                raise _Problem(f"{where}: invalid {kind} parameters ({exc})") from None
+            self.transforms[chan] = obj
+            self.transform_specs[chan] = dict(spec)
+
+    # dimensions -------------------------------------------------------------------------------
+    def dim(self, where: str, key: str, value: Any) -> Dimension:
+        chan = _name(where, key, value)
+        spec = self.transform_specs.get(chan, self.transform_specs.get("default"))
+        if spec is None or spec == "none":
+            xform = None
+        else:
+            xform = chan if chan in self.transforms else "default"
+        comp = UNCOMPENSATED if _NOT_FLUORESCENCE.match(chan) else self.compensation
+        return Dimension(channel=chan, compensation=comp, transform=xform)
+
+    # gates ------------------------------------------------------------------------------------
+    def read_level(self, items: Any, parent_names: tuple[str, ...], parent_id: str | None,
+                   where: str, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            raise _Problem(f"{where}: gates nested deeper than {_MAX_DEPTH} levels")
+        if not isinstance(items, list):
+            raise _Problem(f"{where}: children must be a list of gates, got "
+                           f"{type(items).__name__}")
+        for index, item in enumerate(items):
+            self.count += 1
+            if self.count > MAX_GATES:
+                raise _Problem(f"{where}: more than {MAX_GATES} gates")
+            if not isinstance(item, Mapping):
+                raise _Problem(f"{where}[{index}]: a gate must be a mapping, got {item!r}")
+            if "name" not in item:
+                raise _Problem(f"{where}[{index}]: gate has no 'name'")
+            name = _name(f"{where}[{index}]", "name", item["name"])
+            gpath = "/" + "/".join((*parent_names, name))
+            kind = item.get("type")
+            if not isinstance(kind, str) or kind not in _GATE_KEYS:
+                raise _Problem(f"{gpath}: unknown gate type {kind!r}"
+                               f"{_hint(str(kind), tuple(_GATE_KEYS))}")
+            _check_keys(gpath, item, _GATE_KEYS[kind])
+            if kind == "boolean":
+                if "children" in item:
+                    raise _Problem(f"{gpath}: boolean gates cannot have children in this format; "
+                                   "give the children 'parent:' paths instead")
+                # Resolved after the whole tree is known (operands may come later).
+                self.booleans.append((gpath, dict(item), parent_names))
+                continue
+            names = (*parent_names, name)
+            gid = self.claim(names, gpath)
+            gate, child_parent = self.shape(kind, item, gid, name, parent_id, gpath)
+            self.gates.append(gate)
+            if kind == "quadrant":
+                continue  # quadrant children are read in shape()
+            if "children" in item and item["children"] is not None:
+                self.read_level(item["children"], names, child_parent, gpath, depth + 1)
+
+    def claim(self, names: tuple[str, ...], gpath: str) -> str:
+        gid = _SEP.join(names)
+        if gid in self.names:
+            raise _Problem(f"{gpath}: duplicate gate name among siblings")
+        self.names[gid] = names
+        return gid
+
+    def shape(self, kind: str, item: Mapping[str, Any], gid: str, name: str,
+              parent: str | None, gpath: str) -> tuple[Gate, str]:
+        def need(key: str) -> Any:
+            if key not in item:
+                raise _Problem(f"{gpath}: {kind} gate needs '{key}'")
+            return item[key]
+
+        if kind == "rectangle":
+            bounds = need("bounds")
+            if not isinstance(bounds, Mapping) or not bounds:
+                raise _Problem(f"{gpath}: bounds must map channel -> [min, max], got {bounds!r}")
+            dims, mins, maxs = [], [], []
+            for chan, pair in bounds.items():
+                dims.append(self.dim(gpath, "bounds", chan))
+                if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                    raise _Problem(f"{gpath}: bounds of {chan!r} must be [min, max] (null = "
+                                   f"open), got {pair!r}")
+                lo = _number(gpath, f"bounds {chan!r} min", pair[0], allow_none=True)
+                hi = _number(gpath, f"bounds {chan!r} max", pair[1], allow_none=True)
+                self.check_interval(gpath, str(chan), lo, hi)
+                mins.append(lo)
+                maxs.append(hi)
+            return RectangleGate(id=gid, parent=parent, name=name, dims=tuple(dims),
+                                 mins=tuple(mins), maxs=tuple(maxs)), gid
+        if kind == "range":
+            dim = self.dim(gpath, "channel", need("channel"))
+            lo = _number(gpath, "min", item.get("min"), allow_none=True)
+            hi = _number(gpath, "max", item.get("max"), allow_none=True)
+            if lo is None and hi is None:
+                raise _Problem(f"{gpath}: range gate needs 'min' and/or 'max'")
+            self.check_interval(gpath, dim.channel, lo, hi)
+            return RectangleGate(id=gid, parent=parent, name=name, dims=(dim,), mins=(lo,),
+                                 maxs=(hi,)), gid
+        if kind == "polygon":
+            dx, dy = self.dim(gpath, "x", need("x")), self.dim(gpath, "y", need("y"))
+            verts = need("vertices")
+            if not isinstance(verts, list) or len(verts) < 3:
+                raise _Problem(f"{gpath}: vertices must be a list of at least 3 [x, y] pairs")
+            vertices = tuple(_pair(gpath, f"vertices[{i}]", v) for i, v in enumerate(verts))
+            return PolygonGate(id=gid, parent=parent, name=name, dims=(dx, dy),
+                               vertices=vertices), gid
+        if kind == "ellipse":
+            dx, dy = self.dim(gpath, "x", need("x")), self.dim(gpath, "y", need("y"))
+            mean = _pair(gpath, "mean", need("mean"))
+            cov = need("covariance")
+            if not isinstance(cov, list) or len(cov) != 2:
+                raise _Problem(f"{gpath}: covariance must be a 2x2 matrix [[a, b], [b, c]]")
+            rows = tuple(_pair(gpath, f"covariance[{i}]", r) for i, r in enumerate(cov))
+            a, b, c = rows[0][0], rows[0][1], rows[1][1]
+            if not math.isclose(rows[0][1], rows[1][0], rel_tol=1e-9, abs_tol=1e-12):
+                raise _Problem(f"{gpath}: covariance must be symmetric, got {cov!r}")
+            if not (a > 0 and a * c - b * b > 0):
+                raise _Problem(f"{gpath}: covariance must be positive definite, got {cov!r}")
+            dsq = _number(gpath, "distance_square", item.get("distance_square", 1.0))
+            if dsq is None or dsq <= 0:
+                raise _Problem(f"{gpath}: distance_square must be > 0, got {dsq!r}")
+            return EllipseGate(id=gid, parent=parent, name=name, dims=(dx, dy), mean=mean,
+                               covariance=rows, distance_square=dsq), gid
+        # quadrant
+        dx, dy = self.dim(gpath, "x", need("x")), self.dim(gpath, "y", need("y"))
+        at = _pair(gpath, "at", need("at"))
+        quads = need("quadrants")
+        if not isinstance(quads, Mapping) or not quads:
+            raise _Problem(f"{gpath}: quadrants must map name -> [x side, y side] (+ or -)")
+        parent_names = self.names[gid][:-1]
+        dividers = (QuadrantDivider(id=f"{gid}{_SEP}x", dimension=dx, values=(at[0],)),
+                    QuadrantDivider(id=f"{gid}{_SEP}y", dimension=dy, values=(at[1],)))
+        quadrants: list[Quadrant] = []
+        seen_sides: dict[tuple[str, str], str] = {}
+        pending_children: list[tuple[Any, tuple[str, ...], str, str]] = []
+        for qname_raw, spec in quads.items():
+            qname = _name(gpath, "quadrant name", qname_raw)
+            qpath = "/" + "/".join((*parent_names, qname))
+            children = None
+            if isinstance(spec, Mapping):
+                _check_keys(qpath, spec, ("position", "children"))
+                children = spec.get("children")
+                spec = spec.get("position")
+            sides = self.sides(qpath, spec)
+            if sides in seen_sides:
+                raise _Problem(f"{qpath}: same quadrant {list(sides)} as {seen_sides[sides]!r}")
+            seen_sides[sides] = qname
+            qnames = (*parent_names, qname)
+            qid = self.claim(qnames, qpath)
+            offset_x = 1.0 if sides[0] == "+" else -1.0
+            offset_y = 1.0 if sides[1] == "+" else -1.0
+            quadrants.append(Quadrant(id=qid, name=qname, positions=(
+                (dividers[0].id, at[0] + offset_x), (dividers[1].id, at[1] + offset_y))))
+            if children is not None:
+                pending_children.append((children, qnames, qid, qpath))
+        gate = QuadrantGate(id=gid, parent=parent, name=name, dividers=dividers,
+                            quadrants=tuple(quadrants))
+        # The quadrant gate itself is no population (its quadrants are): operands and
+        # parents cannot name it. Its children come after it thanks to order_gates().
+        self.not_populations.add(gid)
+        for children, qnames, qid, qpath in pending_children:
+            self.read_level(children, qnames, qid, qpath, len(qnames))
+        return gate, gid
+
+    @staticmethod
+    def sides(where: str, spec: Any) -> tuple[str, str]:
+        ok = ("+", "-")
+        if not isinstance(spec, (list, tuple)) or len(spec) != 2 or \
+                any(s not in ok for s in spec):
+            raise _Problem(f"{where}: quadrant position must be [x side, y side] with + or -, "
+                           f"got {spec!r}")
+        return (spec[0], spec[1])
+
+    @staticmethod
+    def check_interval(where: str, chan: str, lo: float | None, hi: float | None) -> None:
+        if lo is not None and hi is not None and lo >= hi:
+            raise _Problem(f"{where}: min {lo} must be below max {hi} on {chan!r}")
+
+    # booleans ---------------------------------------------------------------------------------
+    def lookup(self, where: str, ref: str) -> str:
+        """A population id from a full path (``/A/B``) or a unique bare name."""
+        ref = ref.strip()
+        if ref.startswith("/"):
+            names = tuple(part for part in ref.split("/") if part)
+            gid = _SEP.join(names)
+            if gid in self.names and gid not in self.not_populations:
+                return gid
+            close = difflib.get_close_matches(ref, ["/" + "/".join(n) for n in
+                                                    self.names.values()], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise _Problem(f"{where}: boolean operand {ref!r} not found{hint}")
+        hits = [gid for gid, names in self.names.items()
+                if names[-1] == ref and gid not in self.not_populations]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            paths = ", ".join("/" + "/".join(self.names[h]) for h in hits)
+            raise _Problem(f"{where}: boolean operand {ref!r} is ambiguous ({paths}); use a path")
+        close = difflib.get_close_matches(ref, sorted({n[-1] for n in self.names.values()}), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise _Problem(f"{where}: boolean operand {ref!r} not found{hint}")
+
+    def resolve_booleans(self) -> None:
+        # Boolean gates may refer to each other: register every id first, then resolve.
+        planned: list[tuple[str, dict[str, Any], tuple[str, ...], str | None, str]] = []
+        for gpath, item, parent_names, in self.booleans:
+            name = str(item["name"])
+            parent_id: str | None = _SEP.join(parent_names) if parent_names else None
+            if item.get("parent") is not None:
+                parent_ref = item["parent"]
+                if not isinstance(parent_ref, str):
+                    raise _Problem(f"{gpath}: parent must be a population path, got "
+                                   f"{parent_ref!r}")
+                parent_id = self.lookup(gpath, parent_ref)
+                parent_names = self.names[parent_id]
+            gpath = "/" + "/".join((*parent_names, name))
+            gid = self.claim((*parent_names, name), gpath)
+            planned.append((gpath, item, parent_names, parent_id, gid))
+        for gpath, item, _names, parent_id, gid in planned:
+            op = item.get("op")
+            if op not in ("and", "or", "not"):
+                raise _Problem(f"{gpath}: op must be and, or or not, got {op!r}")
+            of = item.get("of")
+            if isinstance(of, str):
+                of = [of]
+            if not isinstance(of, list) or not of:
+                raise _Problem(f"{gpath}: 'of' must list the operand populations")
+            operands = []
+            for ref in of:
+                if not isinstance(ref, str) or not ref.strip():
+                    raise _Problem(f"{gpath}: boolean operand must be a population path or "
+                                   f"name, got {ref!r}")
+                text = ref.strip()
+                complement = False
+                if text.lower().startswith("not "):
+                    complement, text = True, text[4:]
+                target = self.lookup(gpath, text)
+                if target == gid:
+                    raise _Problem(f"{gpath}: boolean gate refers to itself")
+                operands.append((target, complement))
+            if op == "not" and len(operands) != 1:
+                raise _Problem(f"{gpath}: op 'not' takes exactly one operand, got "
+                               f"{len(operands)}")
+            if op in ("and", "or") and len(operands) < 2:
+                raise _Problem(f"{gpath}: op {op!r} needs at least two operands")
+            self.gates.append(BooleanGate(id=gid, parent=parent_id, name=str(item["name"]),
+                                          op=op, operands=tuple(operands)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Writing
+# ----------------------------------------------------------------------------------------------
+def _transform_spec(obj: Any) -> dict[str, Any]:
+    from . import transforms as tr
+
+    kinds = [(tr.LinearTransform, "linear", ("T", "A")), (tr.LogTransform, "log", ("T", "M")),
+             (tr.AsinhTransform, "asinh", ("T", "M", "A")),
+             (tr.HyperlogTransform, "hyperlog", ("T", "W", "M", "A")),
+             (tr.LogicleTransform, "logicle", ("T", "W", "M", "A")),
+             (tr.FlowJoBiexTransform, "biex",
+              ("negative", "width", "positive", "max_value", "length"))]
+    for cls, kind, params in kinds:
+        if type(obj) is cls:
+            spec: dict[str, Any] = {"type": kind}
+            for p in params:
+                value = getattr(obj, p)
+                spec[p] = int(value) if p == "length" else float(value)
+            return spec
+    raise ValueError(f"transform {obj!r} has no YAML form")
+
+
+def write_yaml_strategy(strategy: Strategy, path: str | os.PathLike[str]) -> None:
+    """Write a strategy in the YAML format (atomically).
+
+    Only strategies whose dimensions are plain channels (no ratio dimensions), all under the same
+    compensation (file spillover or none; scatter/time uncompensated), with one transform per
+    channel can be written; anything else raises ``ValueError`` naming the gate.
+
+    Parameters
+    ----------
+    strategy
+        The strategy (from any source).
+    path
+        Output ``.yaml`` file.
+    """
+    import yaml
+
+    from .._io import atomic_open
+
+    comps: set[str] = set()
+    chan_xform: dict[str, Any] = {}
+
+    def dim_name(gate: Gate, dim: Any) -> str:
+        if isinstance(dim, RatioDimension):
+            raise ValueError(f"gate {gate.id!r}: ratio dimensions have no YAML form")
+        if dim.compensation not in (FCS_SPILLOVER, UNCOMPENSATED):
+            raise ValueError(f"gate {gate.id!r}: compensation {dim.compensation!r} (a stored "
+                             "matrix) has no YAML form")
+        if not _NOT_FLUORESCENCE.match(dim.channel):
+            comps.add(dim.compensation)
+        elif dim.compensation != UNCOMPENSATED:
+            raise ValueError(f"gate {gate.id!r}: scatter/time channel {dim.channel!r} is "
+                             "compensated")
+        spec = "none" if dim.transform is None else \
+            _transform_spec(strategy.transforms[dim.transform])
+        if chan_xform.setdefault(dim.channel, spec) != spec:
+            raise ValueError(f"gate {gate.id!r}: channel {dim.channel!r} is used with two "
+                             "different transforms")
+        return dim.channel
+
+    def children_of(pid: str | None) -> list[Gate]:
+        return [g for g in strategy.gates.values() if g.parent == pid]
+
+    def ref(pid: str) -> str:
+        return strategy.path_of(pid)
+
+    def emit(gate: Gate) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": gate.name}
+        if isinstance(gate, BooleanGate):
+            out["type"] = "boolean"
+            out["op"] = gate.op
+            out["of"] = [("not " if comp else "") + ref(op) for op, comp in gate.operands]
+            if gate.parent is not None:
+                out["parent"] = ref(gate.parent)
+            return out
+        if isinstance(gate, RectangleGate):
+            if len(gate.dims) == 1:
+                out.update(type="range", channel=dim_name(gate, gate.dims[0]))
+                if gate.mins[0] is not None:
+                    out["min"] = gate.mins[0]
+                if gate.maxs[0] is not None:
+                    out["max"] = gate.maxs[0]
+            else:
+                out["type"] = "rectangle"
+                out["bounds"] = {dim_name(gate, d): [lo, hi] for d, lo, hi in
+                                 zip(gate.dims, gate.mins, gate.maxs)}
+        elif isinstance(gate, PolygonGate):
+            out.update(type="polygon", x=dim_name(gate, gate.dims[0]),
+                       y=dim_name(gate, gate.dims[1]),
+                       vertices=[[float(x), float(y)] for x, y in gate.vertices])
+        elif isinstance(gate, EllipseGate):
+            if len(gate.dims) != 2:
+                raise ValueError(f"gate {gate.id!r}: only 2-D ellipses have a YAML form")
+            out.update(type="ellipse", x=dim_name(gate, gate.dims[0]),
+                       y=dim_name(gate, gate.dims[1]), mean=[float(v) for v in gate.mean],
+                       covariance=[[float(v) for v in row] for row in gate.covariance],
+                       distance_square=float(gate.distance_square))
+        elif isinstance(gate, QuadrantGate):
+            if len(gate.dividers) != 2 or any(len(d.values) != 1 for d in gate.dividers):
+                raise ValueError(f"gate {gate.id!r}: only 2-divider, one-cut quadrant gates "
+                                 "have a YAML form")
+            dx, dy = gate.dividers
+            quads: dict[str, Any] = {}
+            for q in gate.quadrants:
+                pos = dict(q.positions)
+                sides = ["+" if pos[dx.id] >= dx.values[0] else "-",
+                         "+" if pos[dy.id] >= dy.values[0] else "-"]
+                kids = [emit(c) for c in children_of(q.id) if not isinstance(c, BooleanGate)]
+                quads[q.name or q.id] = {"position": sides, "children": kids} if kids else sides
+            out.update(type="quadrant", x=dim_name(gate, dx.dimension),
+                       y=dim_name(gate, dy.dimension), at=[dx.values[0], dy.values[0]],
+                       quadrants=quads)
+            return out
+        else:
+            raise ValueError(f"gate {gate.id!r}: {type(gate).__name__} has no YAML form")
+        kids = [emit(c) for c in children_of(gate.id) if not isinstance(c, BooleanGate)]
+        if kids:
+            out["children"] = kids
+        return out
+
+    tree = [emit(g) for g in children_of(None) if not isinstance(g, BooleanGate)]
+    tree += [emit(g) for g in strategy.gates.values() if isinstance(g, BooleanGate)]
+    if len(comps) > 1:
+        raise ValueError("gates use different compensations; the YAML form has one")
+    comp = "none" if comps == {UNCOMPENSATED} else "fcs"
+    doc: dict[str, Any] = {"format": FORMAT_TAG}
+    if strategy.meta.get("name"):
+        doc["name"] = str(strategy.meta["name"])
+    doc["compensation"] = comp
+    doc["transforms"] = {chan: spec for chan, spec in sorted(chan_xform.items())}
+    doc["gates"] = tree
+    with atomic_open(path, "w") as fh:
+        yaml.safe_dump(doc, fh, sort_keys=False, allow_unicode=True, default_flow_style=None)
