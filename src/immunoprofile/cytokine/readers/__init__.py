@@ -209,12 +209,13 @@ def head_bytes(path: str | os.PathLike[str], n: int = 8192) -> bytes:
 
 
 def build_wells(records: list[dict[str, Any]], *, path: str | os.PathLike[str],
-                warnings: list[str]) -> pd.DataFrame:
+                warnings: list[str], metadata: dict[str, Any] | None = None) -> pd.DataFrame:
     """Records (dicts with any of :data:`WELL_COLUMNS`) → the sorted, typed wells table.
 
     Fills defaults (dilution 1, unit ""), derives ``sample_type`` from ``sample`` when missing and
     ``net_mfi`` (median minus the mean median of the plate's background wells) where the file gave
-    none.
+    none; ``metadata["net_mfi"]`` records whether net MFI is the file's (``"file"``), ours
+    (``"derived"``, recomputed when a layout changes the backgrounds) or both (``"mixed"``).
     """
     import numpy as np
     import pandas as pd
@@ -248,7 +249,10 @@ def build_wells(records: list[dict[str, Any]], *, path: str | os.PathLike[str],
     df.loc[~np.isfinite(df["bead_region"].astype(float)), "bead_region"] = np.nan
     df["bead_region"] = df["bead_region"].round().astype("Int64")
     df["unit"] = df["unit"].fillna("").astype(str)
-    fill_net_mfi(df, warnings)
+    had_net = int(df["net_mfi"].notna().sum())
+    filled = fill_net_mfi(df, warnings)
+    if metadata is not None:
+        metadata["net_mfi"] = "file" if not filled else ("derived" if not had_net else "mixed")
     # deterministic order: plate (file order), well position, analyte (file order)
     plate_order = {p: i for i, p in enumerate(dict.fromkeys(df["plate"]))}
     analyte_order = {a: i for i, a in enumerate(dict.fromkeys(df["analyte"]))}
@@ -263,16 +267,17 @@ def build_wells(records: list[dict[str, Any]], *, path: str | os.PathLike[str],
     return df.iloc[order].reset_index(drop=True)
 
 
-def fill_net_mfi(df: pd.DataFrame, warnings: list[str]) -> None:
+def fill_net_mfi(df: pd.DataFrame, warnings: list[str]) -> int:
     """Where ``net_mfi`` is missing: median minus the mean median of background wells (in place).
 
-    A file that reports Net MFI keeps its values (xPONENT computes exactly this).
+    A file that reports Net MFI keeps its values (xPONENT computes exactly this). Returns the
+    number of values filled.
     """
     import numpy as np
 
     need = df["net_mfi"].isna() & df["median_mfi"].notna()
     if not need.any():
-        return
+        return 0
     bg = df[df["sample_type"] == "background"]
     bg_mean = bg.groupby(["plate", "analyte"], sort=False)["median_mfi"].mean()
     keys = list(zip(df.loc[need, "plate"], df.loc[need, "analyte"]))
@@ -285,6 +290,16 @@ def fill_net_mfi(df: pd.DataFrame, warnings: list[str]) -> None:
                         + "; net_mfi = median_mfi there")
         means[no_bg] = 0.0
     df.loc[need, "net_mfi"] = df.loc[need, "median_mfi"].to_numpy(dtype=float) - means
+    return int(need.sum())
+
+
+def refresh_derived_net_mfi(plate: PlateData) -> None:
+    """Recompute net MFI we derived (not the file's) after backgrounds changed (e.g. a layout)."""
+    if plate.metadata.get("net_mfi") != "derived":
+        return
+    plate.wells["net_mfi"] = float("nan")
+    plate.warnings[:] = [w for w in plate.warnings if not w.startswith("no background wells for")]
+    fill_net_mfi(plate.wells, plate.warnings)
 
 
 def build_vendor(records: list[dict[str, Any]]) -> pd.DataFrame | None:

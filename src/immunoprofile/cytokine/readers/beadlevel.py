@@ -100,7 +100,8 @@ def read_beadlevel(path: str | os.PathLike[str], *,
         })
     if not records:
         raise InputError(path, "bead-level export without classified bead events (RID > 0)")
-    wells = build_wells(records, path=path, warnings=warnings)
-    meta = {"n_events": int(rid_arr.size), "n_unclassified": int((rid_arr == 0).sum())}
+    meta: dict[str, Any] = {"n_events": int(rid_arr.size),
+                            "n_unclassified": int((rid_arr == 0).sum())}
+    wells = build_wells(records, path=path, warnings=warnings, metadata=meta)
     return PlateData(wells=wells, metadata=meta, warnings=warnings, path=os.fspath(path),
                      format="beadlevel")

@@ -276,7 +276,7 @@ def read_xponent(path: str | os.PathLike[str]) -> PlateData:
                 value, flag = parse_vendor_value(raw)
                 vendor.append({"plate": plate, "well": well, "analyte": a,
                                "concentration": value, "flag": flag, "raw": raw})
-    wells = build_wells(records, path=path, warnings=warnings)
+    wells = build_wells(records, path=path, warnings=warnings, metadata=metadata)
     return PlateData(wells=wells, metadata=metadata, warnings=warnings,
                      vendor=build_vendor(vendor), path=os.fspath(path), format="xponent")
 
@@ -373,7 +373,7 @@ def read_intelliflex_flat(path: str | os.PathLike[str]) -> PlateData:
                       ("MODEL NAME", "instrument"), ("PLATE NAME", "batch")):
         if key in index:
             meta[name] = get(rows[1], index[key])
-    wells = build_wells(records, path=path, warnings=warnings)
+    wells = build_wells(records, path=path, warnings=warnings, metadata=meta)
     return PlateData(wells=wells, metadata=meta, warnings=warnings, path=os.fspath(path),
                      format="intelliflex_flat")
 
