@@ -1,0 +1,67 @@
+"""``immunoprofile assemble``: manifest + flow/cytokine results + clinical table → study AnnData.
+
+The command only parses options, calls :func:`immunoprofile.study.matrix.assemble` and writes
+the study (``.h5ad``, optionally ``.zarr``), one matrix per visit, the subject × period means,
+the same data as tidy Parquet, and ``provenance.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from .common import Verbosity, common_options
+
+__all__ = ["command"]
+
+
+@click.command("assemble")
+@click.option("--manifest", "manifest", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Sample manifest CSV.")
+@click.option("--flow", "flow_dir", default=None, type=click.Path(path_type=Path),
+              help="Output folder of `immunoprofile gate` (populations.csv).")
+@click.option("--cytokines", "cytokine_dir", default=None, type=click.Path(path_type=Path),
+              help="Output folder of `immunoprofile cytokines` (concentrations.csv).")
+@click.option("--clinical", "clinical", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Clinical CSV: subject_id, visit, scorad, doses_received, age, sex.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Study file to write (e.g. study.h5ad); the other outputs go beside it.")
+@click.option("--zarr", "zarr", is_flag=True, help="Also write the study as a .zarr store.")
+@click.option("--cytokine-value", default="concentration", show_default=True,
+              type=click.Choice(["concentration", "concentration_reported"]),
+              help="Which concentrations.csv column is the value.")
+@common_options
+def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, clinical: Path | None,
+            out: Path, zarr: bool, cytokine_value: str, verbosity: Verbosity) -> None:
+    """Join flow and cytokine results with the manifest (and clinical table) into one AnnData."""
+    from .._io import write_json_atomic, write_parquet_atomic
+    from ..errors import InputError
+    from ..provenance import build_provenance
+    from ..study.matrix import assemble, period_means, split_by_visit, to_tidy, write_study
+
+    if flow_dir is None and cytokine_dir is None:
+        raise InputError(None, "give --flow and/or --cytokines (nothing to assemble)")
+    adata = assemble(manifest, flow_dir=flow_dir, cytokine_dir=cytokine_dir, clinical=clinical,
+                     cytokine_value=cytokine_value)
+    out = out if out.suffix else out.with_suffix(".h5ad")
+    folder = out.parent
+    written = [write_study(adata, out)]
+    if zarr:
+        written.append(write_study(adata, out.with_suffix(".zarr"), zarr=True))
+    for visit, sub in split_by_visit(adata).items():
+        written.append(write_study(sub, folder / "study_by_visit" / f"{visit}.h5ad"))
+    written.append(write_study(period_means(adata), folder / "period_means.h5ad"))
+    tidy_path = out.with_suffix(".parquet")
+    write_parquet_atomic(tidy_path, to_tidy(adata))
+    written.append(tidy_path)
+    inner = json.loads(adata.uns["immunoprofile"]["provenance_json"])
+    write_json_atomic(folder / "provenance.json", build_provenance(
+        inputs=[p["path"] for p in inner.get("inputs", [])],
+        parameters={**inner.get("parameters", {}), "zarr": zarr},
+        extra={"outputs": sorted(str(p) for p in written)}))
+    n_missing = int((adata.obs["missing_reason"].astype(str) != "").sum())
+    click.echo(f"assemble: {adata.n_obs} subject-visits ({adata.obs['subject_id'].nunique()} subjects, "
+               f"{n_missing} with missing data, reasons in obs['missing_reason']) × {adata.n_vars} "
+               f"features → {out}")

@@ -1,0 +1,735 @@
+"""Study matrices: flow statistics and cytokine concentrations joined with the manifest into AnnData.
+
+Contract: :func:`assemble` returns ONE AnnData per study with obs = every subject × protocol visit
+(``"S01|week4"``; missing visits stay as NaN rows with a recorded reason, never dropped or imputed),
+var = features, ``X`` = the primary value and layers ``raw``, ``transformed``, ``flag`` (integer
+codes, table in ``uns["immunoprofile"]["flag_codes"]``) and ``change_from_baseline``. Everything
+else here (:func:`split_by_visit`, :func:`period_means`, :func:`to_tidy`, :func:`write_study`) reads
+or writes that object.
+
+Layer conventions (also stored in ``uns["immunoprofile"]["transforms"]``):
+
+* frequencies (percent): ``logit(p / 100)`` with ``p`` clipped to [0.01 %, 99.99 %] so 0 % and
+  100 % stay finite;
+* MFI: ``asinh(x / 150)`` (150 is the usual cofactor for conventional fluorescence);
+* counts: ``log10(x + 1)``;
+* concentrations: ``log10(max(x, floor))`` where ``floor`` (``var["log_floor"]``) is half the
+  smallest positive concentration of that analyte in the study; replicate results that could not
+  be back-calculated because the signal lay below the curve (flag ``below_curve``, or ``<LLOQ``
+  without a number) are set to that floor in the transformed layer, above the curve to twice the
+  largest observed value, so rank tests see them as the extremes they are; ``raw`` keeps NaN.
+* ``change_from_baseline`` = transformed − transformed at the baseline visit (week 0) of the same
+  subject.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._io import write_h5ad_atomic
+from ..errors import InputError
+from ..provenance import build_provenance
+from .clinical import clinical_summary, read_clinical
+from .design import DEFAULT_DESIGN, StudyDesign
+from .manifest import read_manifest, validate_manifest
+
+if TYPE_CHECKING:  # pragma: no cover
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+__all__ = [
+    "assemble", "split_by_visit", "period_means", "to_tidy", "write_study", "read_study",
+    "flag_labels", "FLAG_MISSING", "SCHEMA_VERSION", "DEFAULT_DRUG_READOUTS", "MFI_COFACTOR",
+    "FREQUENCY_CLIP_PCT",
+]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+MFI_COFACTOR = 150.0
+FREQUENCY_CLIP_PCT = 0.01
+# Anakinra is recombinant IL-1Ra: an IL-1RA bead measures the drug, not the disease.
+DEFAULT_DRUG_READOUTS: tuple[str, ...] = ("IL-1RA", "IL-1ra", "IL1RA", "IL-1Ra", "IL1ra")
+
+# Fixed codes of the flag layer; observed cytokine flag combinations get codes from 10 upward.
+FLAG_MISSING: dict[int, str] = {
+    0: "ok",
+    1: "missing: visit not attended",
+    2: "missing: after dropout",
+    3: "missing: assay not scheduled at this visit",
+    4: "missing: sample listed in the manifest but absent from the results",
+    5: "missing: value not available for this sample",
+}
+_FIRST_OBSERVED_CODE = 10
+
+_FLOW_UNITS = {"frequency": "%", "mfi": "MFI", "count": "events"}
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+# --------------------------------------------------------------------------------------------
+def _find(base: str | os.PathLike[str], name: str) -> Path:
+    """``base`` itself when it is the file, else ``base/name``; InputError when neither exists."""
+    p = Path(base)
+    if p.is_file():
+        return p
+    if (p / name).is_file():
+        return p / name
+    raise InputError(p, f"no {name} here (expected the output folder of the previous step)")
+
+
+def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, keep_default_na=True, encoding="utf-8-sig")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"not a readable CSV: {exc}") from exc
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(missing)}")
+    return frame
+
+
+def _stem(value: object) -> str:
+    text = str(value)
+    name = text.replace("\\", "/").rsplit("/", 1)[-1]
+    return name[:-4] if name.lower().endswith(".fcs") else name
+
+
+def _flow_features(pops: pd.DataFrame, ids: dict[str, str], statistics: tuple[str, ...],
+                   path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Long flow table (manifest sample_id, feature, value) and the var rows of the features."""
+    import numpy as np
+    import pandas as pd
+
+    # Join on sample_id; fall back to the file stem (gate without --manifest names samples by stem).
+    stem_to_id = {_stem(f): s for f, s in ids.items()}
+    known = set(ids.values())
+    key = pops["sample_id"].astype(str)
+    mapped = key.where(key.isin(known))
+    if "file" in pops.columns:
+        mapped = mapped.fillna(pops["file"].map(_stem).map(stem_to_id))
+    mapped = mapped.fillna(key.map(stem_to_id))
+    unmatched = sorted(set(key[mapped.isna()]))
+    pops = pops.assign(_sid=mapped).dropna(subset=["_sid"])
+
+    stat_cols: list[tuple[str, str, str, str]] = []  # column, feature_type, statistic, marker
+    for col in pops.columns:
+        if col in ("pct_parent", "pct_total") and col in statistics:
+            stat_cols.append((col, "frequency", col, ""))
+        elif col == "count" and "count" in statistics:
+            stat_cols.append((col, "count", "count", ""))
+        elif col.startswith("mfi_") and "mfi" in statistics:
+            stat_cols.append((col, "mfi", "median", col[4:]))
+        elif col.startswith("gmean_") and "gmean" in statistics:
+            stat_cols.append((col, "mfi", "gmean", col[6:]))
+        elif col.startswith("rcv_") and "rcv" in statistics:
+            stat_cols.append((col, "mfi", "rcv", col[4:]))
+    if not stat_cols:
+        raise InputError(path, f"none of the requested statistics {statistics} are columns here")
+    populations = list(dict.fromkeys(pops["population"].astype(str)))  # file order = strategy order
+    parents = pops.drop_duplicates("population").set_index("population")["parent"] \
+        if "parent" in pops.columns else pd.Series(dtype=str)
+    long_parts, var_rows = [], []
+    for col, ftype, stat, marker in stat_cols:
+        values = pd.to_numeric(pops[col], errors="coerce")
+        if values.notna().sum() == 0:
+            continue  # e.g. an MFI column for a marker that only exists in other files
+        names = pops["population"].astype(str) + "|" + col
+        long_parts.append(pd.DataFrame({"sample_id": pops["_sid"].to_numpy(),
+                                        "feature": names.to_numpy(),
+                                        "value": values.to_numpy(dtype=float)}))
+        for pop in populations:
+            var_rows.append({
+                "feature": f"{pop}|{col}", "feature_type": ftype, "assay": "flow",
+                "population": pop, "parent": str(parents.get(pop, "")) if len(parents) else "",
+                "marker": marker, "analyte": "", "statistic": stat, "unit": _FLOW_UNITS[ftype],
+                "drug_readout": False, "_order": (populations.index(pop), len(var_rows)),
+            })
+    long = pd.concat(long_parts, ignore_index=True) if long_parts else \
+        pd.DataFrame(columns=["sample_id", "feature", "value"])
+    var = pd.DataFrame(var_rows)
+    # Population in strategy order, then statistic in a fixed order.
+    var = var.sort_values("_order", key=lambda s: s.map(lambda t: t[0]), kind="stable") \
+        .drop(columns="_order").drop_duplicates("feature")
+    present = set(long["feature"])
+    var = var[var["feature"].isin(present)]
+    return long, var, unmatched
+
+
+def _combine_flags(flags: pd.Series) -> str:
+    tokens = sorted({t.strip() for f in flags.dropna().astype(str) for t in f.split(";") if t.strip()})
+    if len(tokens) > 1 and "ok" in tokens:
+        tokens.remove("ok")
+    return ";".join(tokens) if tokens else "ok"
+
+
+def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_column: str,
+                       drug_readouts: tuple[str, ...], path: Path
+                       ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Replicate-mean long table, var rows and the QC rows (plate samples not in the manifest)."""
+    import numpy as np
+    import pandas as pd
+
+    if value_column not in conc.columns:
+        raise InputError(path, f"no column {value_column!r}")
+    conc = conc.copy()
+    conc["sample_id"] = conc["sample_id"].astype(str)
+    conc["analyte"] = conc["analyte"].astype(str)
+    conc["value"] = pd.to_numeric(conc[value_column], errors="coerce")
+    if "flag" not in conc.columns:
+        conc["flag"] = "ok"
+    if "unit" not in conc.columns:
+        conc["unit"] = ""
+    conc["unit"] = conc["unit"].fillna("").astype(str)
+    if "plate" not in conc.columns:
+        conc["plate"] = ""
+    conc["plate"] = conc["plate"].fillna("").astype(str)
+    known = dict(zip(manifest_cyto["sample_id"], manifest_cyto["plate"].astype(str)))
+    in_manifest = conc["sample_id"].isin(known)
+    # The manifest names the plate: the same name on another plate (a re-run) is not this sample.
+    plate_ok = conc.apply(lambda r: not known.get(r["sample_id"]) or not r["plate"]
+                          or known[r["sample_id"]] == r["plate"], axis=1) if len(conc) else in_manifest
+    data = conc[in_manifest & plate_ok]
+    qc = conc[~in_manifest]
+    if "sample_type" in qc.columns:
+        qc = qc[~qc["sample_type"].astype(str).isin(["standard", "background"])]
+    grouped = data.groupby(["sample_id", "analyte"], sort=True)
+    long = grouped.agg(value=("value", "mean"), flag=("flag", _combine_flags),
+                       n_replicates=("value", "size"),
+                       n_values=("value", "count"), unit=("unit", "first")).reset_index()
+    long["feature"] = long["analyte"] + "|" + long["unit"].where(long["unit"] != "", "conc")
+    drug = {d.lower() for d in drug_readouts}
+    var = (long.drop_duplicates("feature")[["feature", "analyte", "unit"]]
+               .sort_values("feature", kind="stable"))
+    var = var.assign(feature_type="concentration", assay="cytokine", population="", parent="",
+                     marker="", statistic="concentration",
+                     drug_readout=var["analyte"].str.lower().isin(drug))
+    qc_cols = [c for c in ("sample_id", "plate", "well", "sample_type", "analyte", "value", "flag")
+               if c in qc.columns]
+    qc = qc[qc_cols].rename(columns={"value": "concentration"}).sort_values(
+        [c for c in ("sample_id", "plate", "well", "analyte") if c in qc_cols], kind="stable")
+    return long, var, qc.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# transforms
+# --------------------------------------------------------------------------------------------
+def _transform(raw: np.ndarray, var: pd.DataFrame, flag_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The transformed layer and the per-feature log floor (NaN except concentrations)."""
+    import numpy as np
+
+    out = np.full_like(raw, np.nan, dtype=float)
+    floors = np.full(raw.shape[1], np.nan)
+    for j, ftype in enumerate(var["feature_type"].to_numpy()):
+        x = raw[:, j]
+        if ftype == "frequency":
+            p = np.clip(x / 100.0, FREQUENCY_CLIP_PCT / 100.0, 1 - FREQUENCY_CLIP_PCT / 100.0)
+            out[:, j] = np.log(p / (1 - p))
+        elif ftype == "mfi":
+            out[:, j] = np.arcsinh(x / MFI_COFACTOR)
+        elif ftype == "count":
+            out[:, j] = np.log10(np.clip(x, 0, None) + 1.0)
+        elif ftype == "concentration":
+            positive = x[np.isfinite(x) & (x > 0)]
+            floor = float(positive.min() / 2.0) if positive.size else 1e-3
+            top = float(positive.max() * 2.0) if positive.size else np.nan
+            floors[j] = floor
+            with np.errstate(invalid="ignore"):
+                col = np.log10(np.maximum(x, floor))
+            flags = flag_text[:, j]
+            below = np.isnan(x) & np.array(["below_curve" in f or "<LLOQ" in f for f in flags])
+            above = np.isnan(x) & np.array(["above_curve" in f or ">ULOQ" in f for f in flags])
+            col[below] = np.log10(floor)
+            if np.isfinite(top):
+                col[above] = np.log10(top)
+            out[:, j] = col
+    return out, floors
+
+
+# --------------------------------------------------------------------------------------------
+# assemble
+# --------------------------------------------------------------------------------------------
+def assemble(
+    manifest: str | os.PathLike[str] | pd.DataFrame,
+    *,
+    flow_dir: str | os.PathLike[str] | None = None,
+    cytokine_dir: str | os.PathLike[str] | None = None,
+    clinical: str | os.PathLike[str] | pd.DataFrame | None = None,
+    design: StudyDesign | None = None,
+    flow_statistics: tuple[str, ...] = ("pct_parent", "pct_total", "count", "mfi"),
+    cytokine_value: str = "concentration",
+    drug_readouts: tuple[str, ...] = DEFAULT_DRUG_READOUTS,
+    doses: str = "cumulative",
+) -> ad.AnnData:
+    """Join flow statistics, cytokine concentrations, the manifest and the clinical table.
+
+    Parameters
+    ----------
+    manifest
+        Path to the manifest CSV (validated by :func:`~immunoprofile.study.manifest.read_manifest`)
+        or an already validated DataFrame.
+    flow_dir
+        Output folder of ``immunoprofile gate`` (or its ``populations.csv``). Rows are matched to
+        manifest flow samples by ``sample_id``, else by the FCS file stem.
+    cytokine_dir
+        Output folder of ``immunoprofile cytokines`` (``concentrations.csv`` and, when present,
+        ``standard_curves.csv``). Replicate wells of a sample are averaged and their flags
+        combined; plate samples absent from the manifest (kit controls, bridging pools) are kept
+        as QC in ``uns["immunoprofile"]["qc_samples"]``.
+    clinical
+        Clinical CSV or DataFrame (``subject_id, visit, scorad, doses_received, age, sex``).
+    design
+        Protocol; :data:`~immunoprofile.study.design.DEFAULT_DESIGN` when ``None``.
+    flow_statistics
+        Which flow statistics become features: any of ``pct_parent``, ``pct_total``, ``count``,
+        ``mfi`` (medians), ``gmean``, ``rcv``.
+    cytokine_value
+        Which column of ``concentrations.csv`` is the value (``concentration`` = raw back-calculated
+        result; ``concentration_reported`` = after the LLOQ policy).
+    drug_readouts
+        Analytes that measure the drug (pharmacokinetic, not biomarker): ``var["drug_readout"]``.
+    doses
+        How ``doses_received`` counts (see :func:`~immunoprofile.study.clinical.clinical_summary`).
+
+    Returns
+    -------
+    AnnData
+        See the module docstring for layers; ``obs``: ``subject_id`` (categorical), ``visit`` and
+        ``period`` (ordered categoricals), ``study_day``, ``flow_sample_id``,
+        ``cytokine_sample_id``, ``missing_reason`` and the clinical columns; ``var``:
+        ``feature_type, assay, population, parent, marker, analyte, statistic, unit,
+        drug_readout, log_floor``.
+    """
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    design = design or DEFAULT_DESIGN
+    inputs: list[Path] = []
+    if isinstance(manifest, pd.DataFrame):
+        man = manifest if "period" in manifest.columns and "line" in manifest.columns \
+            else validate_manifest(manifest, design=design)
+    else:
+        inputs.append(Path(manifest))
+        man = read_manifest(manifest, design=design)
+    if flow_dir is None and cytokine_dir is None:
+        raise InputError(None, "assemble needs at least one of flow results or cytokine results")
+
+    subjects = sorted(man["subject_id"].unique())
+    visits = design.visit_names
+    obs_names = [f"{s}|{v}" for s in subjects for v in visits]
+    row_of = {name: i for i, name in enumerate(obs_names)}
+
+    long_parts: list[pd.DataFrame] = []
+    var_parts: list[pd.DataFrame] = []
+    uns: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+    results_ids: dict[str, set[str]] = {"flow": set(), "cytokine": set()}
+    assays_used: list[str] = []
+
+    if flow_dir is not None:
+        pops_path = _find(flow_dir, "populations.csv")
+        inputs.append(pops_path)
+        pops = _read_csv(pops_path, ("sample_id", "population"))
+        mflow = man[man["assay"] == "flow"]
+        ids = dict(zip(mflow["file"], mflow["sample_id"]))
+        ids.update({s: s for s in mflow["sample_id"]})
+        flong, fvar, unmatched = _flow_features(pops, ids, tuple(flow_statistics), pops_path)
+        if unmatched:
+            log.warning("%d flow sample(s) not in the manifest were left out: %s", len(unmatched),
+                        ", ".join(unmatched[:10]))
+        long_parts.append(flong.assign(flag="ok"))
+        var_parts.append(fvar)
+        results_ids["flow"] = set(flong["sample_id"])
+        gating = pops.drop_duplicates("population")[
+            [c for c in ("population", "parent") if c in pops.columns]].astype(str).reset_index(drop=True)
+        uns["gating"] = gating
+        uns["flow_unmatched_samples"] = np.array(unmatched, dtype=object) if unmatched \
+            else np.array([], dtype=str)
+        prov = pops_path.parent / "provenance.json"
+        if prov.is_file():
+            uns["flow_provenance_json"] = prov.read_text(encoding="utf-8")
+        assays_used.append("flow")
+
+    if cytokine_dir is not None:
+        conc_path = _find(cytokine_dir, "concentrations.csv")
+        inputs.append(conc_path)
+        conc = _read_csv(conc_path, ("sample_id", "analyte"))
+        clong, cvar, qc = _cytokine_features(conc, man[man["assay"] == "cytokine"], cytokine_value,
+                                             tuple(drug_readouts), conc_path)
+        long_parts.append(clong[["sample_id", "feature", "value", "flag"]])
+        var_parts.append(cvar)
+        results_ids["cytokine"] = set(clong["sample_id"])
+        uns["qc_samples"] = _uns_frame(qc)
+        uns["cytokine_value"] = cytokine_value
+        curves_path = conc_path.parent / "standard_curves.csv"
+        if curves_path.is_file():
+            inputs.append(curves_path)
+            uns["standard_curves"] = _uns_frame(_read_csv(curves_path, ()))
+        prov = conc_path.parent / "provenance.json"
+        if prov.is_file():
+            uns["cytokine_provenance_json"] = prov.read_text(encoding="utf-8")
+        assays_used.append("cytokine")
+
+    var = pd.concat(var_parts, ignore_index=True) if var_parts else pd.DataFrame()
+    if var.empty:
+        raise InputError(None, "no feature values matched a manifest sample")
+    var = var.set_index("feature")
+    var.index.name = None
+    feat_col = {f: j for j, f in enumerate(var.index)}
+
+    # obs skeleton: one row per subject × visit, whether sampled or not.
+    obs = pd.DataFrame({"subject_id": [s for s in subjects for _ in visits],
+                        "visit": [v for _ in subjects for v in visits]}, index=obs_names)
+    obs["study_day"] = np.nan
+    obs["period"] = [design.period_for_visit(v) for v in obs["visit"]]
+    for assay in ("flow", "cytokine"):
+        obs[f"{assay}_sample_id"] = ""
+    sample_row: dict[tuple[str, str], int] = {}
+    for rec in man.itertuples(index=False):
+        i = row_of[f"{rec.subject_id}|{rec.visit}"]
+        sample_row[(rec.assay, rec.sample_id)] = i
+        obs.iloc[i, obs.columns.get_loc(f"{rec.assay}_sample_id")] = rec.sample_id
+        if np.isnan(obs.iloc[i, obs.columns.get_loc("study_day")]) or rec.assay == "flow":
+            obs.iloc[i, obs.columns.get_loc("study_day")] = rec.study_day
+        if rec.period:
+            obs.iloc[i, obs.columns.get_loc("period")] = rec.period
+
+    n_obs, n_var = len(obs_names), len(var)
+    raw = np.full((n_obs, n_var), np.nan)
+    flag_text = np.full((n_obs, n_var), "", dtype=object)
+    for part, assay in zip(long_parts, assays_used):
+        rows = part["sample_id"].map(lambda s, a=assay: sample_row.get((a, s), -1)).to_numpy()
+        cols = part["feature"].map(feat_col).to_numpy()
+        keep = rows >= 0
+        raw[rows[keep], cols[keep]] = part["value"].to_numpy(dtype=float)[keep]
+        flag_text[rows[keep], cols[keep]] = part["flag"].astype(str).to_numpy()[keep]
+
+    # Why a value is missing: per assay, per subject × visit (the flag layer holds it per cell).
+    attended = {s: [v for v in visits if any(obs.loc[f"{s}|{v}", f"{a}_sample_id"]
+                                             for a in ("flow", "cytokine"))] for s in subjects}
+    last_index = {s: max((visits.index(v) for v in attended[s]), default=-1) for s in subjects}
+    scheduled = {a: set(man.loc[man["assay"] == a, "visit"]) for a in ("flow", "cytokine")}
+    reasons = []
+    missing_code = np.zeros((n_obs, n_var), dtype=np.int32)
+    assay_of_col = var["assay"].to_numpy()
+    for i, (s, v) in enumerate(zip(obs["subject_id"], obs["visit"])):
+        parts = []
+        for assay in assays_used:
+            sid = obs.iloc[i, obs.columns.get_loc(f"{assay}_sample_id")]
+            if not sid:
+                if visits.index(v) > last_index[s]:
+                    code = 2
+                elif v not in scheduled[assay]:
+                    code = 3
+                else:
+                    code = 1
+            elif sid not in results_ids[assay]:
+                code = 4
+            else:
+                code = 0
+            if code:
+                parts.append(f"{assay}: {FLAG_MISSING[code][len('missing: '):]}")
+            cols = assay_of_col == assay
+            missing_code[i, cols] = code
+        reasons.append("; ".join(parts))
+    obs["missing_reason"] = reasons
+
+    # Flag codes: fixed missing codes, then every observed flag combination (sorted, stable).
+    observed = sorted({f for f in flag_text.ravel() if f and f != "ok"})
+    labels = {**FLAG_MISSING, **{_FIRST_OBSERVED_CODE + k: f for k, f in enumerate(observed)}}
+    code_of = {lab: c for c, lab in labels.items() if c >= _FIRST_OBSERVED_CODE}
+    flag = missing_code.copy()
+    present = flag_text != ""
+    observed_codes = np.vectorize(lambda f: code_of.get(f, 0), otypes=[np.int32])(flag_text)
+    flag[present] = observed_codes[present]
+    flag[present & np.isnan(raw) & (flag == 0)] = 5
+    flag[~present & (flag == 0)] = 5  # sample measured, this feature not (e.g. absent gate)
+
+    transformed, floors = _transform(raw, var, np.where(present, flag_text, "").astype(str))
+    var["log_floor"] = floors
+    base_rows = np.array([row_of[f"{s}|{design.baseline_visit}"] for s in obs["subject_id"]])
+    change = transformed - transformed[base_rows]
+
+    # Clinical context: per visit (SCORAD, doses) and per subject (derived endpoints).
+    if clinical is not None:
+        if not isinstance(clinical, pd.DataFrame):
+            inputs.append(Path(clinical))
+        clin = read_clinical(clinical, design=design)
+        summary = clinical_summary(clin, design=design, doses=doses)  # type: ignore[arg-type]
+        per_visit = clin.set_index(["subject_id", "visit"])
+        keys = list(zip(obs["subject_id"], obs["visit"]))
+        for col in ("scorad", "doses_received"):
+            obs[col] = [float(per_visit[col].get(k, np.nan)) for k in keys]
+        for col in summary.columns:
+            values = summary[col].reindex(obs["subject_id"].to_numpy())
+            obs[col] = values.to_numpy() if values.dtype != "boolean" else values.array
+        unknown = sorted(set(clin["subject_id"]) - set(subjects))
+        if unknown:
+            log.info("clinical rows for subjects without samples ignored: %s", ", ".join(unknown))
+
+    obs["subject_id"] = pd.Categorical(obs["subject_id"], categories=subjects)
+    obs["visit"] = pd.Categorical(obs["visit"], categories=visits, ordered=True)
+    obs["period"] = pd.Categorical(obs["period"], categories=design.period_names, ordered=True)
+    _strings_to_categoricals(obs)
+    _strings_to_categoricals(var)
+
+    uns.update({
+        "design": design.to_dict(),
+        "assays": np.array(assays_used, dtype=object),
+        "flag_codes": pd.DataFrame({"code": np.array(list(labels), dtype=np.int64),
+                                    "label": list(labels.values())}),
+        "transforms": {
+            "frequency": f"logit(p/100), p clipped to [{FREQUENCY_CLIP_PCT}, {100 - FREQUENCY_CLIP_PCT}] %",
+            "mfi": f"asinh(x/{MFI_COFACTOR:g})",
+            "count": "log10(x+1)",
+            "concentration": "log10(max(x, log_floor)); log_floor = half the smallest positive value "
+                             "of the analyte; below-curve results at the floor, above-curve at twice "
+                             "the largest value (transformed layer only)",
+            "change_from_baseline": f"transformed - transformed at {design.baseline_visit}",
+            "mfi_cofactor": MFI_COFACTOR,
+            "frequency_clip_pct": FREQUENCY_CLIP_PCT,
+        },
+        "provenance_json": json.dumps(build_provenance(
+            inputs=[p for p in inputs if p.is_file()],
+            parameters={"flow_statistics": list(flow_statistics), "cytokine_value": cytokine_value,
+                        "drug_readouts": list(drug_readouts), "doses": doses,
+                        "design": design.to_dict()},
+            command="immunoprofile.study.assemble"), sort_keys=True, default=str),
+    })
+    adata = ad.AnnData(X=raw.copy(), obs=obs, var=var)
+    adata.layers["raw"] = raw
+    adata.layers["transformed"] = transformed
+    adata.layers["flag"] = flag
+    adata.layers["change_from_baseline"] = change
+    adata.uns["immunoprofile"] = uns
+    return adata
+
+
+def _uns_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """A DataFrame that h5ad/zarr store cleanly: numeric columns stay, the rest become str."""
+    import pandas as pd
+
+    out = frame.reset_index(drop=True).copy()
+    out.columns = [str(c).replace("/", "_") for c in out.columns]
+    for col in out.columns:
+        if not (pd.api.types.is_numeric_dtype(out[col]) or pd.api.types.is_bool_dtype(out[col])):
+            out[col] = out[col].map(lambda v: "" if v is None or (isinstance(v, float) and v != v)
+                                    else str(v))
+    return out
+
+
+def _strings_to_categoricals(frame: pd.DataFrame) -> None:
+    """Do what h5ad writing would do anyway, but deliberately (sorted categories, in place)."""
+    import pandas as pd
+
+    for col in frame.columns:
+        if frame[col].dtype == object and all(isinstance(v, str) for v in frame[col]):
+            frame[col] = pd.Categorical(frame[col], categories=sorted(set(frame[col])))
+
+
+def flag_labels(adata: ad.AnnData) -> np.ndarray:
+    """The flag layer decoded to strings (same shape as ``X``)."""
+    import numpy as np
+
+    table = adata.uns["immunoprofile"]["flag_codes"]
+    lookup = dict(zip(np.asarray(table["code"]).tolist(), np.asarray(table["label"]).tolist()))
+    codes = np.asarray(adata.layers["flag"])
+    return np.vectorize(lambda c: lookup.get(int(c), f"code {int(c)}"), otypes=[object])(codes)
+
+
+# --------------------------------------------------------------------------------------------
+# derived views
+# --------------------------------------------------------------------------------------------
+def split_by_visit(adata: ad.AnnData) -> dict[str, ad.AnnData]:
+    """One AnnData per visit (protocol order), each with the study's var, layers and uns."""
+    out = {}
+    for visit in adata.obs["visit"].cat.categories:
+        mask = (adata.obs["visit"] == visit).to_numpy()
+        if mask.any():
+            out[str(visit)] = adata[mask].copy()
+    return out
+
+
+def period_means(adata: ad.AnnData, *, layer: str = "transformed") -> ad.AnnData:
+    """Subject × period summary: the mean of ``layer`` over each subject's visits in each period.
+
+    Parameters
+    ----------
+    adata
+        A study AnnData from :func:`assemble`.
+    layer
+        The layer averaged into ``X`` (the transformed scale by default: means of logs/logits).
+
+    Returns
+    -------
+    AnnData
+        obs ``"S01|run-in"`` … with ``subject_id``, ``period`` (ordered) and the subject-level
+        clinical columns; ``X`` = mean of ``layer``; layers ``raw_mean`` (mean of the raw values)
+        and ``n_visits`` (visits with a value, per feature).
+    """
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+
+    periods = list(adata.obs["period"].cat.categories)
+    subjects = list(adata.obs["subject_id"].cat.categories) \
+        if hasattr(adata.obs["subject_id"], "cat") else sorted(set(adata.obs["subject_id"]))
+    values = np.asarray(adata.layers[layer], dtype=float)
+    raw = np.asarray(adata.layers["raw"], dtype=float)
+    subj = adata.obs["subject_id"].astype(str).to_numpy()
+    per = adata.obs["period"].astype(str).to_numpy()
+    n_var = adata.n_vars
+    rows, mean, raw_mean, count = [], [], [], []
+    for s in subjects:
+        for p in periods:
+            mask = (subj == s) & (per == p)
+            block, rblock = values[mask], raw[mask]
+            n = np.isfinite(block).sum(axis=0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mean.append(np.where(n > 0, np.nansum(block, axis=0) / np.maximum(n, 1), np.nan))
+                rn = np.isfinite(rblock).sum(axis=0)
+                raw_mean.append(np.where(rn > 0, np.nansum(rblock, axis=0) / np.maximum(rn, 1), np.nan))
+            count.append(n.astype(float) if mask.any() else np.zeros(n_var))
+            rows.append((s, p))
+    obs = pd.DataFrame({"subject_id": [r[0] for r in rows], "period": [r[1] for r in rows]},
+                       index=[f"{s}|{p}" for s, p in rows])
+    subject_cols = [c for c in ("age", "sex", "total_doses", "evaluable", "scorad_baseline",
+                                "scorad_end_of_treatment", "scorad_pct_change", "responder")
+                    if c in adata.obs.columns]
+    if subject_cols:
+        first = adata.obs.drop_duplicates("subject_id").set_index(
+            adata.obs.drop_duplicates("subject_id")["subject_id"].astype(str))
+        for col in subject_cols:
+            vals = first[col].reindex(obs["subject_id"].to_numpy())
+            obs[col] = vals.array if str(vals.dtype) in ("boolean", "category") else vals.to_numpy()
+    if "scorad" in adata.obs.columns:
+        sc = pd.DataFrame({"s": subj, "p": per, "v": adata.obs["scorad"].to_numpy(dtype=float)})
+        means = sc.groupby(["s", "p"])["v"].mean()
+        obs["scorad_mean"] = [float(means.get((s, p), np.nan)) for s, p in rows]
+    obs["subject_id"] = pd.Categorical(obs["subject_id"], categories=subjects)
+    obs["period"] = pd.Categorical(obs["period"], categories=periods, ordered=True)
+    out = ad.AnnData(X=np.vstack(mean), obs=obs, var=adata.var.copy())
+    out.layers["raw_mean"] = np.vstack(raw_mean)
+    out.layers["n_visits"] = np.vstack(count)
+    uns = dict(adata.uns.get("immunoprofile", {}))
+    uns["period_means"] = {"layer": layer, "statistic": "mean over the subject's visits in the period"}
+    out.uns["immunoprofile"] = uns
+    return out
+
+
+def to_tidy(adata: ad.AnnData) -> pd.DataFrame:
+    """The study in long form: one row per subject × visit × feature (missing rows kept).
+
+    Columns: ``obs_name, subject_id, visit, period, study_day, feature, feature_type, assay,
+    population, marker, analyte, statistic, unit, value, transformed, change_from_baseline,
+    flag`` (decoded label) and ``missing_reason``. ``visit`` and ``period`` stay ordered
+    categoricals (Parquet keeps them).
+    """
+    import numpy as np
+    import pandas as pd
+
+    n_obs, n_var = adata.shape
+    obs, var = adata.obs, adata.var
+    ri = np.repeat(np.arange(n_obs), n_var)
+    ci = np.tile(np.arange(n_var), n_obs)
+    frame = pd.DataFrame({"obs_name": np.asarray(adata.obs_names)[ri]})
+    for col in ("subject_id", "visit", "period", "study_day", "missing_reason"):
+        if col in obs.columns:
+            frame[col] = obs[col].iloc[ri].reset_index(drop=True) if str(obs[col].dtype) == "category" \
+                else obs[col].to_numpy()[ri]
+    frame["feature"] = pd.Categorical(np.asarray(adata.var_names)[ci],
+                                      categories=list(adata.var_names))
+    for col in ("feature_type", "assay", "population", "marker", "analyte", "statistic", "unit"):
+        if col in var.columns:
+            frame[col] = var[col].astype(str).to_numpy()[ci]
+    frame["value"] = np.asarray(adata.layers["raw"], dtype=float).ravel()
+    frame["transformed"] = np.asarray(adata.layers["transformed"], dtype=float).ravel()
+    frame["change_from_baseline"] = np.asarray(adata.layers["change_from_baseline"], dtype=float).ravel()
+    frame["flag"] = flag_labels(adata).ravel().astype(str)
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# I/O
+# --------------------------------------------------------------------------------------------
+def _check_keys(adata: ad.AnnData) -> None:
+    """zarr refuses '/' in keys and h5ad silently nests them: refuse early, naming the key."""
+
+    def walk(mapping: Any, where: str) -> None:
+        if isinstance(mapping, dict):
+            for key, value in mapping.items():
+                if "/" in str(key):
+                    raise ValueError(f"'/' in key {where}[{key!r}] cannot be stored")
+                walk(value, f"{where}[{key!r}]")
+
+    walk(dict(adata.uns), "uns")
+    for name in (*adata.layers.keys(), *adata.obsm.keys(), *adata.varm.keys()):
+        if "/" in name:
+            raise ValueError(f"'/' in key {name!r} cannot be stored")
+
+
+def write_study(adata: ad.AnnData, out_path: str | os.PathLike[str], *, zarr: bool = False) -> Path:
+    """Write a study AnnData atomically as ``.h5ad`` (default) or ``.zarr`` (a folder).
+
+    Parameters
+    ----------
+    adata
+        From :func:`assemble`, :func:`period_means` or :func:`split_by_visit`.
+    out_path
+        Destination; for zarr a folder (replaced whole on success).
+    zarr
+        Write a zarr store instead of an HDF5 file.
+
+    Returns
+    -------
+    Path
+        The written path.
+    """
+    out = Path(out_path)
+    _check_keys(adata)
+    if not zarr:
+        write_h5ad_atomic(out, adata)
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        store = tmp / "store.zarr"
+        adata.write_zarr(store)
+        if out.exists():  # swap: old aside, new in, old removed — never a half store at `out`
+            old = tmp / "old"
+            os.replace(out, old)
+        os.replace(store, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def read_study(path: str | os.PathLike[str]) -> ad.AnnData:
+    """Read a study written by :func:`write_study` (``.h5ad`` file or ``.zarr`` folder).
+
+    Raises
+    ------
+    InputError
+        When the file is missing or is not an immunoprofile study.
+    """
+    import anndata as ad
+
+    p = Path(path)
+    if not p.exists():
+        raise InputError(p, "study file not found")
+    try:
+        adata = ad.read_zarr(p) if p.is_dir() else ad.read_h5ad(p)
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(p, f"cannot read as AnnData: {exc}") from exc
+    if "immunoprofile" not in adata.uns or "period" not in adata.obs.columns:
+        raise InputError(p, "not an immunoprofile study (no uns['immunoprofile'] / obs['period'])")
+    return adata

@@ -1,0 +1,225 @@
+"""Study AnnData: joins, missingness with reasons, layers, uns, h5ad/zarr/scanpy round trips, CLI."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from immunoprofile.errors import InputError
+from immunoprofile.study.design import DEFAULT_DESIGN
+from immunoprofile.study.matrix import (assemble, flag_labels, period_means, read_study, split_by_visit,
+                                        to_tidy, write_study)
+
+N_SUBJECTS = 8  # the synthetic trial of tests/study/conftest.py
+
+
+def cell(adata, obs, var, layer="raw"):
+    return float(adata[obs, var].layers[layer][0, 0])
+
+
+def test_obs_grid_and_ordered_categoricals(study):
+    assert study.n_obs == N_SUBJECTS * 10
+    assert study.obs_names[0] == "S01|screening" and "S03|week2" in study.obs_names
+    visit, period = study.obs["visit"], study.obs["period"]
+    assert visit.cat.ordered and list(visit.cat.categories) == DEFAULT_DESIGN.visit_names
+    assert period.cat.ordered and list(period.cat.categories) == ["run-in", "treatment", "post-treatment"]
+    assert study.obs.loc["S01|week12", "period"] == "treatment"
+    assert set(study.var["feature_type"]) == {"frequency", "mfi", "count", "concentration"}
+    assert "/Cells/CD3+/CD4+/Th2|pct_parent" in study.var_names and "IL-13|pg/mL" in study.var_names
+    il1ra = study.var.loc["IL-1RA|pg/mL"]
+    assert bool(il1ra["drug_readout"]) and il1ra["analyte"] == "IL-1RA" and il1ra["unit"] == "pg/mL"
+    th2 = study.var.loc["/Cells/CD3+/CD4+/Th2|pct_parent"]
+    assert (th2["population"], th2["statistic"], th2["unit"]) == ("/Cells/CD3+/CD4+/Th2", "pct_parent", "%")
+    assert study.var.loc["/Cells|mfi_CD4", "marker"] == "CD4"
+
+
+def test_values_come_from_the_inputs(study, trial):
+    pops = pd.read_csv(trial["flow"] / "populations.csv")
+    row = pops[(pops["sample_id"] == "S02_week4") & (pops["population"] == "/Cells/CD3+/CD4+/Th2")]
+    assert cell(study, "S02|week4", "/Cells/CD3+/CD4+/Th2|pct_parent") == pytest.approx(row["pct_parent"].item())
+    assert np.array_equal(study.X, study.layers["raw"], equal_nan=True)
+    conc = pd.read_csv(trial["cyto"] / "concentrations.csv")
+    reps = conc[(conc["sample_id"] == "S05_week8_serum") & (conc["analyte"] == "IL-13")]["concentration"]
+    assert len(reps) == 2
+    assert cell(study, "S05|week8", "IL-13|pg/mL") == pytest.approx(reps.mean())
+
+
+def test_missing_visits_stay_nan_with_reasons(study):
+    th2 = "/Cells/CD3+/CD4+/Th2|pct_parent"
+    labels = pd.DataFrame(flag_labels(study), index=study.obs_names, columns=study.var_names)
+    reason = study.obs["missing_reason"].astype(str)
+    assert np.isnan(cell(study, "S03|week2", th2))
+    assert labels.loc["S03|week2", th2] == "missing: visit not attended"
+    assert "flow: visit not attended" in reason["S03|week2"]
+    assert np.isnan(cell(study, "S08|week16", th2))
+    assert labels.loc["S08|week16", th2] == "missing: after dropout"
+    assert labels.loc["S01|week1", "IL-13|pg/mL"] == "missing: assay not scheduled at this visit"
+    assert reason["S01|week4"] == ""
+    # every attended visit has its flow values: the file-stem join found them all
+    attended = study.obs["flow_sample_id"].astype(str) != ""
+    assert attended.sum() == 80 - 1 - 4
+    assert not np.isnan(study[attended.to_numpy(), th2].X).any()
+
+
+def test_flags_combined_and_cytokine_censoring(study):
+    labels = pd.DataFrame(flag_labels(study), index=study.obs_names, columns=study.var_names)
+    assert labels.loc["S02|week0", "IL-4|pg/mL"] == "below_curve"   # odd subjects: NaN + below_curve
+    assert labels.loc["S01|week0", "IL-4|pg/mL"] == "<LLOQ"
+    assert labels.loc["S01|week0", "IL-13|pg/mL"] == "ok"
+    floor = study.var.loc["IL-4|pg/mL", "log_floor"]
+    assert floor == pytest.approx(0.4 / 2)  # half the smallest positive value
+    assert np.isnan(cell(study, "S02|week0", "IL-4|pg/mL"))
+    assert cell(study, "S02|week0", "IL-4|pg/mL", "transformed") == pytest.approx(np.log10(floor))
+    codes = study.uns["immunoprofile"]["flag_codes"]
+    assert {"ok", "<LLOQ", "below_curve"} <= set(codes["label"])
+
+
+def test_transformed_layer_and_change_from_baseline(study):
+    p = cell(study, "S04|week8", "/Cells/CD3+/CD4+/Th2|pct_parent") / 100
+    assert cell(study, "S04|week8", "/Cells/CD3+/CD4+/Th2|pct_parent", "transformed") == pytest.approx(np.log(p / (1 - p)))
+    m = cell(study, "S04|week8", "/Cells|mfi_CD4")
+    assert cell(study, "S04|week8", "/Cells|mfi_CD4", "transformed") == pytest.approx(np.arcsinh(m / 150))
+    c = cell(study, "S04|week8", "IL-13|pg/mL")
+    assert cell(study, "S04|week8", "IL-13|pg/mL", "transformed") == pytest.approx(np.log10(c))
+    n = cell(study, "S04|week8", "/Cells|count")
+    assert cell(study, "S04|week8", "/Cells|count", "transformed") == pytest.approx(np.log10(n + 1))
+    # 100 % stays finite
+    assert np.isfinite(cell(study, "S04|week8", "/Cells|pct_parent", "transformed"))
+    t = study.layers["transformed"]
+    i, b = study.obs_names.get_loc("S04|week8"), study.obs_names.get_loc("S04|week0")
+    assert np.allclose(study.layers["change_from_baseline"][i], t[i] - t[b], equal_nan=True)
+    assert np.allclose(study.layers["change_from_baseline"][b][np.isfinite(t[b])], 0)
+
+
+def test_clinical_columns(study):
+    obs = study.obs
+    assert obs.loc["S01|week12", "scorad"] < obs.loc["S01|week0", "scorad"]
+    assert str(obs["evaluable"].dtype) == "boolean"
+    assert not bool(obs.loc["S01|week0", "evaluable"]) and bool(obs.loc["S08|week0", "evaluable"])
+    assert obs.loc["S01|week4", "scorad_pct_change"] == obs.loc["S01|week24", "scorad_pct_change"]
+
+
+def test_uns_qc_curves_provenance(study):
+    uns = study.uns["immunoprofile"]
+    qc = uns["qc_samples"]
+    assert set(qc["sample_id"]) == {"Bridge"}  # the bridging pool kept as QC; standards are not samples
+    assert len(uns["standard_curves"]) == 8
+    assert set(uns["gating"]["population"]) >= {"/Cells/CD3+/CD4+/Th2"}
+    import json
+    prov = json.loads(uns["provenance_json"])
+    assert {r["name"] for r in prov["inputs"]} >= {"manifest.csv", "populations.csv", "concentrations.csv"}
+
+    def keys(d, where="uns"):
+        for k, v in d.items():
+            assert "/" not in k, f"{where}[{k}]"
+            if isinstance(v, dict):
+                keys(v, f"{where}[{k}]")
+    keys(dict(study.uns))
+
+
+def assert_same(a, b):
+    assert list(a.obs_names) == list(b.obs_names) and list(a.var_names) == list(b.var_names)
+    for layer in ("raw", "transformed", "flag", "change_from_baseline"):
+        assert np.array_equal(np.asarray(a.layers[layer]), np.asarray(b.layers[layer]), equal_nan=True)
+    for col in ("visit", "period"):
+        assert b.obs[col].cat.ordered
+        assert list(b.obs[col].cat.categories) == list(a.obs[col].cat.categories)
+        assert list(b.obs[col].astype(str)) == list(a.obs[col].astype(str))
+    assert str(b.obs["evaluable"].dtype) == "boolean"
+    pd.testing.assert_frame_equal(a.uns["immunoprofile"]["flag_codes"], b.uns["immunoprofile"]["flag_codes"],
+                                  check_dtype=False)
+
+
+def test_h5ad_round_trip_with_anndata_and_scanpy(study, tmp_path):
+    import scanpy as sc
+
+    path = write_study(study, tmp_path / "study.h5ad")
+    back = ad.read_h5ad(path)
+    assert_same(study, back)
+    via_scanpy = sc.read_h5ad(path)
+    assert_same(study, via_scanpy)
+    sub = via_scanpy[:, via_scanpy.var["feature_type"] == "concentration"]
+    assert sub.n_vars == 4
+    assert read_study(path).n_obs == study.n_obs
+
+
+def test_zarr_round_trip(study, tmp_path):
+    path = write_study(study, tmp_path / "study.zarr", zarr=True)
+    assert_same(study, ad.read_zarr(path))
+    write_study(study, path, zarr=True)  # replacing an existing store works
+    assert_same(study, read_study(path))
+
+
+def test_write_refuses_slash_in_uns_keys(study, tmp_path):
+    bad = study.copy()
+    bad.uns["immunoprofile"] = {**bad.uns["immunoprofile"], "a/b": 1}
+    with pytest.raises(ValueError, match="a/b"):
+        write_study(bad, tmp_path / "bad.h5ad")
+    assert not (tmp_path / "bad.h5ad").exists()
+
+
+def test_split_by_visit(study):
+    parts = split_by_visit(study)
+    assert list(parts) == DEFAULT_DESIGN.visit_names
+    assert all(p.n_obs == 8 and p.n_vars == study.n_vars for p in parts.values())
+    assert np.array_equal(parts["week4"].layers["raw"], study[study.obs["visit"] == "week4"].layers["raw"],
+                          equal_nan=True)
+
+
+def test_period_means(study):
+    pm = period_means(study)
+    assert pm.n_obs == 24 and pm.obs["period"].cat.ordered
+    th2 = "/Cells/CD3+/CD4+/Th2|pct_parent"
+    rows = [f"S03|{v}" for v in ("week1", "week2", "week4", "week8", "week12")]
+    expected = np.nanmean([cell(study, r, th2, "transformed") for r in rows])  # week2 missing
+    assert float(pm["S03|treatment", th2].X[0, 0]) == pytest.approx(expected)
+    assert float(pm["S03|treatment", th2].layers["n_visits"][0, 0]) == 4
+    assert np.isnan(pm["S08|post-treatment", th2].X[0, 0])
+
+
+def test_tidy_and_parquet(study, tmp_path):
+    tidy = to_tidy(study)
+    assert len(tidy) == study.n_obs * study.n_vars
+    row = tidy[(tidy["obs_name"] == "S03|week2") & (tidy["feature"] == "IL-13|pg/mL")].iloc[0]
+    assert np.isnan(row["value"]) and row["flag"] == "missing: visit not attended"
+    path = tmp_path / "study.parquet"
+    tidy.to_parquet(path, index=False)
+    back = pd.read_parquet(path)
+    assert back["visit"].cat.ordered and list(back["visit"].cat.categories) == DEFAULT_DESIGN.visit_names
+
+
+def test_sample_in_manifest_but_not_in_results(tmp_path, trial_factory):
+    paths = trial_factory(tmp_path / "t")
+    pops = pd.read_csv(paths["flow"] / "populations.csv")
+    pops[pops["sample_id"] != "S02_week4"].to_csv(paths["flow"] / "populations.csv", index=False)
+    adata = assemble(paths["manifest"], flow_dir=paths["flow"])
+    assert "flow: sample listed in the manifest" in str(adata.obs.loc["S02|week4", "missing_reason"])
+    assert adata.uns["immunoprofile"]["assays"].tolist() == ["flow"]
+
+
+def test_input_errors(trial, tmp_path):
+    with pytest.raises(InputError, match="at least one"):
+        assemble(trial["manifest"])
+    with pytest.raises(InputError, match="populations.csv"):
+        assemble(trial["manifest"], flow_dir=tmp_path)
+
+
+def test_assemble_cli_end_to_end(trial, tmp_path):
+    from immunoprofile.cli import cli
+
+    out = tmp_path / "run" / "study.h5ad"
+    result = CliRunner().invoke(cli, ["assemble", "--manifest", str(trial["manifest"]), "--flow",
+                                      str(trial["flow"]), "--cytokines", str(trial["cyto"]), "--clinical",
+                                      str(trial["clinical"]), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    run = out.parent
+    assert (run / "period_means.h5ad").is_file() and (run / "study.parquet").is_file()
+    assert (run / "provenance.json").is_file()
+    assert sorted(p.stem for p in (run / "study_by_visit").glob("*.h5ad")) == sorted(DEFAULT_DESIGN.visit_names)
+    assert read_study(out).n_obs == 80
+    bad = CliRunner().invoke(cli, ["assemble", "--manifest", str(tmp_path / "none.csv"), "--flow",
+                                   str(trial["flow"]), "--out", str(out)])
+    assert bad.exit_code == 2 and "not found" in bad.output
