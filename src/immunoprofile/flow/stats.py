@@ -1,0 +1,196 @@
+"""Per-population statistics of one gated FCS data set.
+
+Contract: :func:`population_stats` turns a gating result (boolean masks over all events) and the
+data set it came from into one tidy row per population -- count, % of parent, % of total, and per
+marker the median (MFI), geometric mean and robust CV, all on the compensated, untransformed scale.
+
+Definitions (what a reader of ``populations.csv`` should know)
+-------------------------------------------------------------
+- ``pct_parent = 100 * count / count(parent)``, ``pct_total = 100 * count / n_events``; NaN when
+  the denominator is 0 (an empty parent has no frequency, not 0 %).
+- ``mfi_<m>``: median of the compensated values of marker ``m`` in the population (NaN if empty).
+- ``gmean_<m>``: geometric mean of the population's *positive* values of ``m``
+  (``exp(mean(log x))`` over ``x > 0``); compensated data have zeros and negatives, which a
+  geometric mean cannot include. NaN when no value is positive.
+- ``rcv_<m>``: robust CV as FlowJo defines it,
+  ``100 * 0.5 * (P84.13 - P15.87) / median`` (the percentiles that bracket ±1 SD of a normal
+  distribution); NaN when the median is not positive. Percentiles use numpy's linear interpolation.
+- ``<m>`` is the channel's ``$PnS`` marker, or its ``$PnN`` when the marker is blank; scatter
+  (FSC*/SSC*/FS/SS) and time channels get no marker statistics unless asked for by ``markers``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .compensation import Spillover, compensate, resolve_compensation
+
+__all__ = ["population_stats", "marker_columns", "is_scatter_or_time"]
+
+#: The percentiles behind FlowJo's robust CV (±1 SD of a normal distribution).
+_RCV_LOW, _RCV_HIGH = 15.865525393145708, 84.13447460685429
+
+
+def is_scatter_or_time(channel: str) -> bool:
+    """Whether a ``$PnN`` is a scatter or time parameter (excluded from default marker stats).
+
+    Parameters
+    ----------
+    channel
+        The channel name.
+
+    Returns
+    -------
+    bool
+    """
+    c = channel.strip().upper()
+    return (c.startswith(("FSC", "SSC", "FS ", "SS ", "FS-", "SS-")) or c in ("FS", "SS")
+            or c.startswith("TIME"))
+
+
+def marker_columns(fcs: Any, markers: Sequence[str] | None = None) -> list[tuple[int, str]]:
+    """Channels that get marker statistics, as ``(column index, label)`` pairs.
+
+    Parameters
+    ----------
+    fcs
+        The :class:`~immunoprofile.flow.fcs.FCSData`.
+    markers
+        Channel names or markers to report; ``None`` = every channel but scatter and time.
+
+    Returns
+    -------
+    list of (int, str)
+        Column index and the label used in ``mfi_<label>`` (``$PnS``, else ``$PnN``; a label that
+        repeats is suffixed with its channel, ``CD4 [PE-H]``).
+    """
+    if markers is None:
+        idx = [i for i, c in enumerate(fcs.channels) if not is_scatter_or_time(c)]
+    else:
+        idx = []
+        for m in markers:
+            i = fcs.channel_index(m)
+            if i not in idx:
+                idx.append(i)
+    labels = [(fcs.markers[i] or fcs.channels[i]).strip() or fcs.channels[i] for i in idx]
+    out = []
+    for i, label in zip(idx, labels):
+        if labels.count(label) > 1:
+            label = f"{label} [{fcs.channels[i]}]"
+        out.append((i, label))
+    return out
+
+
+def _spillover(spillover: Spillover | str | os.PathLike[str] | None, fcs: Any) -> Spillover | None:
+    if spillover is None:
+        return None
+    return resolve_compensation(spillover, fcs)
+
+
+def population_stats(result: Any, fcs: Any, *,
+                     spillover: Spillover | str | os.PathLike[str] | None = "fcs",
+                     sample_id: str, markers: Sequence[str] | None = None) -> pd.DataFrame:
+    """Tidy statistics, one row per population of ``result``.
+
+    Parameters
+    ----------
+    result
+        A gating result with ``masks`` (population id -> boolean array over all events, file
+        order), ``paths`` (id -> population path) and ``parents`` (id -> parent id or ``None``),
+        as returned by :func:`immunoprofile.flow.engine.evaluate`.
+    fcs
+        The :class:`~immunoprofile.flow.fcs.FCSData` that was gated.
+    spillover
+        Compensation for the marker statistics: a :class:`Spillover`, ``"fcs"`` (the file's own,
+        the default), ``"none"``/``None`` (uncompensated) or a matrix CSV path.
+    sample_id
+        Written in the ``sample_id`` column.
+    markers
+        Channels/markers to summarise; ``None`` = all but scatter and time (see
+        :func:`marker_columns`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``sample_id, population, parent, count, pct_parent, pct_total, mfi_<m>..., gmean_<m>...,
+        rcv_<m>...``; ``parent`` is the parent's path (``""`` for top-level populations). Rows in
+        the result's population order (parents before children).
+
+    Raises
+    ------
+    InputError
+        When a mask does not cover the data set, a parent is unknown, or a marker is not found.
+    """
+    n_total = int(fcs.n_events)
+    cols = marker_columns(fcs, markers)
+    spill = _spillover(spillover, fcs)
+    values = compensate(fcs.events, fcs.channels, spill, columns=[i for i, _ in cols])
+    masks: Mapping[str, np.ndarray] = result.masks
+    paths: Mapping[str, str] = result.paths
+    parents: Mapping[str, str | None] = result.parents
+    path_of = lambda pid: str(paths.get(pid, pid))  # noqa: E731
+
+    counts: dict[str, int] = {}
+    rows: list[dict[str, Any]] = []
+    stats_rows: list[np.ndarray] = []
+    for pid, mask in masks.items():
+        m = np.asarray(mask)
+        if m.dtype != np.bool_ or m.shape != (n_total,):
+            raise InputError(getattr(fcs, "path", None),
+                             f"mask of population {path_of(pid)} has shape {m.shape} "
+                             f"({m.dtype}); expected {n_total} booleans")
+        counts[pid] = int(np.count_nonzero(m))
+    for pid, mask in masks.items():
+        parent = parents.get(pid)
+        if parent is None:
+            parent_count, parent_path = n_total, ""
+        elif parent in counts:
+            parent_count, parent_path = counts[parent], path_of(parent)
+        else:
+            raise InputError(getattr(fcs, "path", None),
+                             f"population {path_of(pid)} has unknown parent {parent!r}")
+        count = counts[pid]
+        rows.append({"sample_id": sample_id, "population": path_of(pid), "parent": parent_path,
+                     "count": count, "pct_parent": _pct(count, parent_count),
+                     "pct_total": _pct(count, n_total)})
+        stats_rows.append(_marker_stats(values, np.asarray(mask)) if cols else np.empty(0))
+    table = pd.DataFrame(rows, columns=["sample_id", "population", "parent", "count",
+                                        "pct_parent", "pct_total"])
+    table["count"] = table["count"].astype(np.int64)
+    table["pct_parent"] = table["pct_parent"].astype(np.float64)
+    table["pct_total"] = table["pct_total"].astype(np.float64)
+    if cols:
+        labels = [label for _, label in cols]
+        block = np.vstack(stats_rows) if stats_rows else np.empty((0, 3 * len(cols)))
+        names = ([f"mfi_{x}" for x in labels] + [f"gmean_{x}" for x in labels]
+                 + [f"rcv_{x}" for x in labels])
+        table = pd.concat([table, pd.DataFrame(block, columns=names, index=table.index)], axis=1)
+    return table
+
+
+def _pct(count: int, denominator: int) -> float:
+    return 100.0 * count / denominator if denominator > 0 else float("nan")
+
+
+def _marker_stats(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Median, geometric mean (positive values) and robust CV of each column over ``mask``."""
+    m = values.shape[1]
+    sub = values[mask]
+    if sub.shape[0] == 0:
+        return np.full(3 * m, np.nan)
+    # One partition pass gives all three percentiles per column.
+    low, med, high = np.percentile(sub, [_RCV_LOW, 50.0, _RCV_HIGH], axis=0)
+    pos = sub > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log(np.where(pos, sub, 1.0), dtype=np.float64)
+        n_pos = pos.sum(axis=0)
+        gmean = np.where(n_pos > 0, np.exp((logs * pos).sum(axis=0) / np.maximum(n_pos, 1)),
+                         np.nan)
+        rcv = np.where(med > 0, 100.0 * 0.5 * (high - low) / med, np.nan)
+    return np.concatenate([med.astype(np.float64), gmean, rcv.astype(np.float64)])
