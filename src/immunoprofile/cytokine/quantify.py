@@ -1,0 +1,707 @@
+"""Quantification and QC of multiplex plates: standard curves in, flagged concentrations out.
+
+Contract: ``quantify_plate(plate, *, options) -> PlateResult`` fits one curve per plate × analyte
+on the Net MFI of the standard wells and back-calculates every well (``inverse(net_mfi) ×
+dilution``) with QC flags; ``quantify_plates`` does it across plates with optional bridging-control
+normalisation; ``write_cytokine_outputs`` writes ``concentrations.csv``, ``standard_curves.csv``,
+``cytokines.h5ad``, ``provenance.json`` and ``failed.tsv``.
+
+Flags (several joined with ``;`` in :data:`FLAGS` order, ``ok`` when none):
+``failed_fit`` (no usable curve), ``below_curve``/``above_curve`` (Net MFI beyond the zero- or
+infinite-concentration asymptote: not invertible, concentration NaN; xPONENT's ``<``/``>``),
+``<LLOQ``/``>ULOQ`` (outside the limits of quantification), ``extrapolated`` (invertible but
+outside the standards' concentration range), ``low_beads`` (bead count < ``min_beads``),
+``high_cv`` (replicate CV > ``max_cv``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from .curves import MODELS, WEIGHTS, CurveFit, fit_curve
+
+if TYPE_CHECKING:
+    from anndata import AnnData
+
+    from .readers import PlateData
+
+__all__ = [
+    "QuantifyOptions", "PlateResult", "quantify_plate", "quantify_plates",
+    "write_cytokine_outputs", "to_anndata", "FLAGS", "LLOQ_POLICIES", "CONCENTRATION_COLUMNS",
+    "CURVE_COLUMNS", "SUMMARY_COLUMNS", "flag_code", "decode_flags", "is_drug_readout",
+]
+
+
+#: Every flag, in the order they are joined (``ok`` = none of the others).
+FLAGS: tuple[str, ...] = ("ok", "failed_fit", "below_curve", "above_curve", "<LLOQ", ">ULOQ",
+                          "extrapolated", "low_beads", "high_cv")
+#: What ``concentration_reported`` holds for results below the LLOQ (and below the curve).
+LLOQ_POLICIES: tuple[str, ...] = ("keep", "half", "sqrt2", "na")
+
+#: Columns of :attr:`PlateResult.concentrations` (the first ten are the architecture's contract).
+CONCENTRATION_COLUMNS: tuple[str, ...] = (
+    "sample_id", "plate", "well", "analyte", "mfi", "net_mfi", "concentration", "unit",
+    "dilution", "flag", "sample_type", "replicate", "count", "expected_conc", "recovery",
+    "replicate_cv", "concentration_reported", "bridging_factor",
+)
+#: Columns of :attr:`PlateResult.curves`.
+CURVE_COLUMNS: tuple[str, ...] = (
+    "plate", "analyte", "unit", "model", "weights", "A", "B", "C", "D", "F", "r2_weighted",
+    "cost", "lloq", "uloq", "n_standards_used", "standards_dropped", "converged", "message",
+    "drug_readout",
+)
+#: Columns of :attr:`PlateResult.summary` (one row per plate × sample × dilution × analyte).
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "sample_id", "plate", "sample_type", "analyte", "unit", "dilution", "n_replicates",
+    "mean_net_mfi", "concentration", "concentration_reported", "cv", "flag", "lloq", "uloq",
+    "bridging_factor",
+)
+
+
+@dataclass(frozen=True)
+class QuantifyOptions:
+    """How a plate is fitted, back-calculated and flagged.
+
+    Attributes
+    ----------
+    model
+        ``"5pl"`` (default, xPONENT "Logistic 5P") or ``"4pl"``.
+    weights
+        ``"1/y2"`` (xPONENT), ``"1/y"``, ``"power"`` (Bio-Plex, ``1/y^power``) or ``"none"``.
+    power
+        Exponent of the power-law weighting.
+    replicate_means
+        Fit the mean Net MFI per standard level instead of every standard well.
+    search
+        ``"local"`` (vendor-compatible start) or ``"global"`` (lowest cost over many starts);
+        see :func:`~immunoprofile.cytokine.curves.fit_curve`.
+    recovery_range
+        A standard level counts towards LLOQ/ULOQ when its back-calculated recovery (mean of
+        the replicate results / expected × 100) lies in this closed range (percent).
+    max_cv
+        ... and its replicate CV (percent, of the back-calculated results) is at most this;
+        also the threshold of the ``high_cv`` flag of every sample.
+    min_beads
+        Wells with fewer beads are flagged ``low_beads``.
+    drop_low_bead_standards
+        Leave standard wells with fewer than ``min_beads`` beads out of the fit (listed in
+        ``standards_dropped``). Off by default (xPONENT keeps them).
+    lloq_policy
+        ``concentration_reported`` of results below the LLOQ (``<LLOQ`` or ``below_curve``):
+        ``"keep"`` the back-calculated value (NaN below the curve), ``"half"`` LLOQ/2,
+        ``"sqrt2"`` LLOQ/√2, ``"na"`` NaN. The LLOQ is scaled by the well's dilution.
+    bridging
+        Normalise plates on a bridging control (see :func:`quantify_plates`).
+    bridging_sample
+        The bridging control's sample name (required with ``bridging``).
+    drug_readouts
+        Analytes that measure the study drug itself (anakinra is recombinant IL-1RA); matched
+        ignoring case, punctuation, a ``Hu`` prefix and a ``(region)`` suffix. They are marked
+        ``drug_readout`` in the curves table and in the AnnData ``var``.
+    """
+
+    model: str = "5pl"
+    weights: str = "1/y2"
+    power: float = 1.8
+    replicate_means: bool = False
+    search: str = "local"
+    recovery_range: tuple[float, float] = (80.0, 120.0)
+    max_cv: float = 20.0
+    min_beads: int = 35
+    drop_low_bead_standards: bool = False
+    lloq_policy: str = "keep"
+    bridging: bool = False
+    bridging_sample: str | None = None
+    drug_readouts: tuple[str, ...] = ("IL-1RA",)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.model not in MODELS:
+            problems.append(f"model {self.model!r} is not one of {', '.join(MODELS)}")
+        if self.weights not in WEIGHTS:
+            problems.append(f"weights {self.weights!r} is not one of {', '.join(WEIGHTS)}")
+        if self.search not in ("local", "global"):
+            problems.append(f"search {self.search!r} is not 'local' or 'global'")
+        if self.lloq_policy not in LLOQ_POLICIES:
+            problems.append(f"lloq_policy {self.lloq_policy!r} is not one of "
+                            f"{', '.join(LLOQ_POLICIES)}")
+        lo, hi = self.recovery_range
+        if not 0 <= lo < 100 < hi:
+            problems.append(f"recovery_range {self.recovery_range} must bracket 100 %")
+        if self.max_cv <= 0:
+            problems.append(f"max_cv {self.max_cv} must be positive")
+        if self.min_beads < 0:
+            problems.append(f"min_beads {self.min_beads} must be >= 0")
+        if not (self.power > 0 and math.isfinite(self.power)):
+            problems.append(f"power {self.power} must be positive")
+        if self.bridging and not self.bridging_sample:
+            problems.append("bridging normalisation needs the bridging sample's name")
+        if problems:
+            raise InputError(None, "invalid quantification options: " + "; ".join(problems))
+        object.__setattr__(self, "recovery_range", (float(lo), float(hi)))
+        object.__setattr__(self, "drug_readouts", tuple(self.drug_readouts))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly parameters (for provenance)."""
+        out = asdict(self)
+        out["recovery_range"] = list(self.recovery_range)
+        out["drug_readouts"] = list(self.drug_readouts)
+        return out
+
+
+@dataclass
+class PlateResult:
+    """The quantified plate(s) of one export.
+
+    Attributes
+    ----------
+    concentrations
+        One row per well × analyte, :data:`CONCENTRATION_COLUMNS`.
+    curves
+        One row per plate × analyte, :data:`CURVE_COLUMNS`.
+    summary
+        One row per plate × sample × dilution × analyte (replicate mean, CV, union of flags),
+        :data:`SUMMARY_COLUMNS`.
+    fits
+        ``(plate, analyte) -> CurveFit``.
+    path, format
+        The export read (from :class:`PlateData`).
+    warnings, repairs
+        Carried over from the reader, plus quantification warnings.
+    bridging
+        Bridging factors (``plate, analyte, bridge_concentration, target, factor``) once
+        :func:`quantify_plates` normalised, else ``None``.
+    """
+
+    concentrations: pd.DataFrame
+    curves: pd.DataFrame
+    summary: pd.DataFrame
+    fits: dict[tuple[str, str], CurveFit] = field(default_factory=dict)
+    path: str = ""
+    format: str = ""
+    warnings: list[str] = field(default_factory=list)
+    repairs: list[dict[str, Any]] = field(default_factory=list)
+    bridging: pd.DataFrame | None = None
+
+
+# ---------------------------------------------------------------------------- flags
+def flag_code(flags: str) -> int:
+    """A ``;``-joined flag string as a bit mask (bit ``i`` = ``FLAGS[i]``; ``ok`` = 0)."""
+    code = 0
+    for name in str(flags).split(";"):
+        name = name.strip()
+        if name and name != "ok":
+            code |= 1 << FLAGS.index(name)
+    return code
+
+
+def decode_flags(code: int) -> str:
+    """The inverse of :func:`flag_code`."""
+    names = [name for i, name in enumerate(FLAGS) if i and int(code) >> i & 1]
+    return ";".join(names) if names else "ok"
+
+
+def _join_flags(sets: Iterable[set[str]]) -> list[str]:
+    return [";".join(f for f in FLAGS[1:] if f in s) or "ok" for s in sets]
+
+
+def _norm_analyte(name: str) -> str:
+    text = re.sub(r"\(\s*\d+\s*\)\s*$", "", str(name)).strip().lower()
+    text = re.sub(r"^hu\s+", "", text)
+    return re.sub(r"[^a-z0-9]", "", text)
+
+
+def is_drug_readout(analyte: str, readouts: Sequence[str]) -> bool:
+    """Whether ``analyte`` names one of ``readouts`` (loose match, see QuantifyOptions)."""
+    key = _norm_analyte(analyte)
+    return any(key == _norm_analyte(r) for r in readouts)
+
+
+# ---------------------------------------------------------------------------- one plate
+def quantify_plate(plate: PlateData, *, options: QuantifyOptions | None = None) -> PlateResult:
+    """Fit standard curves and back-calculate every well of a plate export.
+
+    Parameters
+    ----------
+    plate
+        A :class:`~immunoprofile.cytokine.readers.PlateData` (its ``wells`` table is all that
+        is used, plus ``path``, ``format``, ``warnings`` and ``repairs`` carried along).
+    options
+        Fitting and QC choices; defaults to :class:`QuantifyOptions()`.
+
+    Returns
+    -------
+    PlateResult
+
+    Raises
+    ------
+    InputError
+        When the wells table lacks a required column. A curve that cannot be fitted is a
+        ``failed_fit`` flag, never an exception.
+    """
+    options = options or QuantifyOptions()
+    wells = plate.wells
+    required = {"plate", "well", "sample", "sample_type", "analyte", "median_mfi", "net_mfi",
+                "count", "dilution", "expected_conc", "unit"}
+    missing = required - set(wells.columns)
+    if missing:
+        raise InputError(getattr(plate, "path", "") or None,
+                         f"plate table lacks column(s) {', '.join(sorted(missing))}")
+    warnings = list(getattr(plate, "warnings", []) or [])
+    conc_parts, curve_rows, fits = [], [], {}
+    failed: dict[tuple[str, str], list[str]] = {}  # (plate, reason) -> analytes
+    for (plate_name, analyte), rows in wells.groupby(["plate", "analyte"], sort=False):
+        rows_out, curve_row, fit = _quantify_analyte(rows, str(plate_name), str(analyte), options)
+        conc_parts.append(rows_out)
+        curve_rows.append(curve_row)
+        fits[(str(plate_name), str(analyte))] = fit
+        if not fit.converged:
+            failed.setdefault((str(plate_name), fit.message), []).append(str(analyte))
+    for (plate_name, reason), analytes in failed.items():
+        shown = ", ".join(analytes[:8]) + (" …" if len(analytes) > 8 else "")
+        warnings.append(f"plate {plate_name}: standard curve failed for {len(analytes)} "
+                        f"analyte(s) ({shown}): {reason}; results flagged failed_fit")
+    concentrations = (pd.concat(conc_parts, ignore_index=True) if conc_parts
+                      else pd.DataFrame(columns=list(CONCENTRATION_COLUMNS)))
+    curves = pd.DataFrame(curve_rows, columns=list(CURVE_COLUMNS))
+    result = PlateResult(concentrations=concentrations, curves=curves, summary=pd.DataFrame(),
+                         fits=fits, path=str(getattr(plate, "path", "") or ""),
+                         format=str(getattr(plate, "format", "") or ""), warnings=warnings,
+                         repairs=list(getattr(plate, "repairs", []) or []))
+    result.summary = _summarise(result.concentrations, result.curves)
+    return result
+
+
+def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
+                      options: QuantifyOptions) -> tuple[pd.DataFrame, dict[str, Any], CurveFit]:
+    rows = rows.reset_index(drop=True)
+    net = rows["net_mfi"].to_numpy(dtype=float)
+    dilution = rows["dilution"].to_numpy(dtype=float)
+    dilution = np.where(np.isfinite(dilution) & (dilution > 0), dilution, 1.0)
+    count = rows["count"].to_numpy(dtype=float)
+    expected = rows["expected_conc"].to_numpy(dtype=float)
+    is_std = (rows["sample_type"] == "standard").to_numpy()
+    units = [u for u in rows["unit"].astype(str) if u and u != "nan"]
+    unit = units[0] if units else ""
+
+    # which standard wells enter the fit
+    usable = is_std & np.isfinite(expected) & (expected > 0) & np.isfinite(net)
+    if options.drop_low_bead_standards:
+        usable &= ~(np.isfinite(count) & (count < options.min_beads))
+    dropped = [str(w) for w in rows.loc[is_std & ~usable, "well"]]
+    fit = fit_curve(expected[usable], net[usable], model=options.model, weights=options.weights,
+                    power=options.power, replicate_means=options.replicate_means,
+                    search=options.search)
+
+    if fit.converged:
+        in_well = fit.inverse(net)  # assay (in-well) concentration
+        side = fit.side(net)
+    else:
+        in_well = np.full(net.shape, np.nan)
+        side = np.zeros(net.shape, dtype=np.int8)
+    concentration = in_well * dilution
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recovery = np.where(is_std & (expected > 0), 100.0 * in_well / expected, np.nan)
+
+    # replicate groups: same sample name, type and dilution on this plate
+    group_keys = list(zip(rows["sample"].astype(str), rows["sample_type"].astype(str),
+                          np.round(dilution, 9)))
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, key in enumerate(group_keys):
+        groups.setdefault(key, []).append(i)
+    replicate = np.zeros(len(rows), dtype=int)
+    cv = np.full(len(rows), np.nan)
+    for members in groups.values():
+        replicate[members] = np.arange(1, len(members) + 1)
+        cv[members] = _cv(concentration[members])
+
+    lloq, uloq, loq_note = _limits(expected, in_well, is_std & usable, group_keys, options)
+
+    flags: list[set[str]] = [set() for _ in range(len(rows))]
+    x_lo, x_hi = fit.x_min, fit.x_max
+    for i in range(len(rows)):
+        f = flags[i]
+        if not fit.converged:
+            f.add("failed_fit")
+        elif not math.isfinite(net[i]):
+            pass  # no measurement: nothing to flag but the bead count
+        elif side[i] == -1:
+            f.add("below_curve")
+        elif side[i] == 1:
+            f.add("above_curve")
+        else:
+            c = in_well[i]
+            if math.isfinite(lloq) and c < lloq:
+                f.add("<LLOQ")
+            if math.isfinite(uloq) and c > uloq:
+                f.add(">ULOQ")
+            if c < x_lo or c > x_hi:
+                f.add("extrapolated")
+        if math.isfinite(count[i]) and count[i] < options.min_beads:
+            f.add("low_beads")
+        if math.isfinite(cv[i]) and cv[i] > options.max_cv:
+            f.add("high_cv")
+
+    reported = concentration.copy()
+    below = np.array([("<LLOQ" in f) or ("below_curve" in f) for f in flags], dtype=bool)
+    if options.lloq_policy != "keep" and math.isfinite(lloq):
+        sub = {"half": lloq / 2.0, "sqrt2": lloq / math.sqrt(2.0), "na": math.nan}
+        reported = np.where(below, sub[options.lloq_policy] * dilution, reported)
+
+    out = pd.DataFrame({
+        "sample_id": rows["sample"].astype(str),
+        "plate": plate_name,
+        "well": rows["well"].astype(str),
+        "analyte": analyte,
+        "mfi": rows["median_mfi"].to_numpy(dtype=float),
+        "net_mfi": net,
+        "concentration": concentration,
+        "unit": unit,
+        "dilution": dilution,
+        "flag": _join_flags(flags),
+        "sample_type": rows["sample_type"].astype(str),
+        "replicate": replicate,
+        "count": count,
+        "expected_conc": expected,
+        "recovery": recovery,
+        "replicate_cv": cv,
+        "concentration_reported": reported,
+        "bridging_factor": 1.0,
+    })
+    message = fit.message
+    if fit.converged and loq_note:
+        message = "; ".join(m for m in (message, loq_note) if m)
+    curve_row = {
+        "plate": plate_name, "analyte": analyte, "unit": unit, "model": options.model,
+        "weights": options.weights if options.weights != "power"
+        else f"power({options.power:g})",
+        **fit.params, "r2_weighted": fit.r2_weighted, "cost": fit.cost,
+        "lloq": lloq, "uloq": uloq, "n_standards_used": int(usable.sum()),
+        "standards_dropped": ";".join(dropped), "converged": bool(fit.converged),
+        "message": message, "drug_readout": is_drug_readout(analyte, options.drug_readouts),
+    }
+    return out, curve_row, fit
+
+
+def _cv(values: np.ndarray) -> float:
+    """Replicate %CV (sd with ddof=1 / mean × 100), as xPONENT's "%CV Replicates"."""
+    v = values[np.isfinite(values)]
+    if v.size < 2:
+        return math.nan
+    mean = float(v.mean())
+    if mean == 0:
+        return math.nan
+    return float(v.std(ddof=1) / abs(mean) * 100.0)
+
+
+def _limits(expected: np.ndarray, in_well: np.ndarray, is_std: np.ndarray,
+            group_keys: list[tuple[Any, ...]], options: QuantifyOptions
+            ) -> tuple[float, float, str]:
+    """LLOQ and ULOQ: lowest/highest standard level with recovery in range and CV <= max_cv."""
+    levels: dict[float, list[int]] = {}
+    for i in np.flatnonzero(is_std):
+        levels.setdefault(float(expected[i]), []).append(int(i))
+    lo, hi = options.recovery_range
+    passing = []
+    for level, members in levels.items():
+        values = in_well[members]
+        if not np.isfinite(values).all():  # a replicate outside the curve: not quantifiable
+            continue
+        recovery = 100.0 * float(values.mean()) / level
+        cv = _cv(values)
+        if lo <= recovery <= hi and not (math.isfinite(cv) and cv > options.max_cv):
+            passing.append(level)
+    if not passing:
+        note = "no standard level within the recovery and CV limits (LLOQ/ULOQ undefined)" \
+            if levels else ""
+        return math.nan, math.nan, note
+    return min(passing), max(passing), ""
+
+
+def _summarise(conc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
+    """Replicate means, CVs and the union of flags per plate × sample × dilution × analyte."""
+    if conc.empty:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    keys = ["plate", "sample_id", "sample_type", "dilution", "analyte"]
+    codes = conc["flag"].map({f: flag_code(f) for f in conc["flag"].unique()}).astype(np.int64)
+    work = conc[keys + ["unit", "net_mfi", "concentration", "concentration_reported",
+                        "bridging_factor"]].copy()
+    for i, name in enumerate(FLAGS[1:], start=1):
+        work[f"_bit{i}"] = (codes.to_numpy() >> i) & 1
+    grouped = work.groupby(keys, sort=False, dropna=False)
+    agg = grouped.agg(
+        unit=("unit", "first"), n_replicates=("net_mfi", "size"),
+        mean_net_mfi=("net_mfi", "mean"), concentration=("concentration", "mean"),
+        concentration_reported=("concentration_reported", "mean"),
+        _sd=("concentration", "std"), _n=("concentration", "count"),
+        bridging_factor=("bridging_factor", "first"),
+        **{f"_bit{i}": (f"_bit{i}", "max") for i in range(1, len(FLAGS))},
+    ).reset_index()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cv = agg["_sd"] / agg["concentration"].abs() * 100.0
+    agg["cv"] = cv.where((agg["_n"] >= 2) & (agg["concentration"] != 0))
+    union = sum(agg[f"_bit{i}"].to_numpy(dtype=np.int64) << i for i in range(1, len(FLAGS)))
+    agg["flag"] = [decode_flags(c) for c in union]
+    limits = curves[["plate", "analyte", "lloq", "uloq"]]
+    agg = agg.merge(limits, on=["plate", "analyte"], how="left", sort=False)
+    agg["lloq"] = agg["lloq"].astype(float) * agg["dilution"]
+    agg["uloq"] = agg["uloq"].astype(float) * agg["dilution"]
+    return agg.loc[:, list(SUMMARY_COLUMNS)]
+
+
+def _nanmean(values: np.ndarray) -> float:
+    v = values[np.isfinite(values)]
+    return float(v.mean()) if v.size else math.nan
+
+
+# ---------------------------------------------------------------------------- many plates
+def quantify_plates(plates: Iterable[PlateData], options: QuantifyOptions | None = None
+                    ) -> list[PlateResult]:
+    """Quantify several plate exports, then optionally normalise them on a bridging control.
+
+    With ``options.bridging``, for each analyte the bridging sample's replicate-mean reported
+    concentration is found on every plate; its geometric mean across plates is the target and
+    each plate's ``concentration_reported`` (wells and summary) is multiplied by
+    ``target / bridge`` (``bridging_factor``). ``concentration`` stays the raw back-calculated
+    value. A plate without a usable bridging value keeps factor 1 and gets a warning.
+
+    Parameters
+    ----------
+    plates
+        PlateData objects (one export each; an export may hold several plates).
+    options
+        As for :func:`quantify_plate`.
+
+    Returns
+    -------
+    list of PlateResult
+        In input order.
+    """
+    options = options or QuantifyOptions()
+    results = [quantify_plate(p, options=options) for p in plates]
+    if options.bridging:
+        _normalise_bridging(results, str(options.bridging_sample))
+    return results
+
+
+def _normalise_bridging(results: list[PlateResult], sample: str) -> None:
+    frames = [r.summary for r in results if not r.summary.empty]
+    if not frames:
+        return
+    summary = pd.concat(frames, ignore_index=True)
+    bridge = summary[summary["sample_id"].astype(str) == sample]
+    if bridge.empty:
+        for r in results:
+            r.warnings.append(f"bridging sample {sample!r} not found on any plate; "
+                              "no normalisation")
+        return
+    # one value per plate × analyte (mean over dilutions of the same bridging sample)
+    values = bridge.groupby(["plate", "analyte"], sort=False)["concentration_reported"].mean()
+    records = []
+    for analyte in dict.fromkeys(summary["analyte"]):
+        plates = list(dict.fromkeys(summary.loc[summary["analyte"] == analyte, "plate"]))
+        per_plate = {p: float(values.get((p, analyte), math.nan)) for p in plates}
+        good = [v for v in per_plate.values() if math.isfinite(v) and v > 0]
+        target = math.exp(float(np.mean(np.log(good)))) if good else math.nan
+        for p, v in per_plate.items():
+            ok = math.isfinite(v) and v > 0 and math.isfinite(target)
+            records.append({"plate": p, "analyte": analyte, "bridge_concentration": v,
+                            "target": target, "factor": target / v if ok else 1.0})
+    factors = pd.DataFrame(records)
+    lookup = {(r.plate, r.analyte): r.factor for r in factors.itertuples()}
+    for r in results:
+        for frame in (r.concentrations, r.summary):
+            if frame.empty:
+                continue
+            f = np.array([lookup.get((p, a), 1.0) for p, a in
+                          zip(frame["plate"], frame["analyte"])], dtype=float)
+            frame["bridging_factor"] = f
+            frame["concentration_reported"] = frame["concentration_reported"] * f
+        mine = factors[factors["plate"].isin(set(r.concentrations.get("plate", [])))]
+        r.bridging = mine.reset_index(drop=True)
+        missing = mine[~(np.isfinite(mine["bridge_concentration"])
+                         & (mine["bridge_concentration"] > 0))]
+        for row in missing.itertuples():
+            r.warnings.append(f"plate {row.plate}, {row.analyte}: no usable bridging value "
+                              f"for {sample!r}; factor 1")
+
+
+# ---------------------------------------------------------------------------- outputs
+def to_anndata(results: Sequence[PlateResult], *, options: QuantifyOptions | None = None
+               ) -> AnnData:
+    """The samples × analytes AnnData of quantified plates.
+
+    ``obs`` = unknowns and controls (one row per plate × sample × dilution; columns
+    ``sample_id, plate, sample_type, dilution``), ``var`` = analytes (``analyte, unit, lloq,
+    uloq, drug_readout, feature_type="concentration", assay="cytokine"``; with several plates
+    ``lloq`` is the highest and ``uloq`` the lowest plate value), ``X`` = replicate-mean
+    ``concentration_reported`` (LLOQ policy and bridging applied), ``layers["raw"]`` = the
+    replicate-mean back-calculated concentration, ``layers["cv"]`` = replicate CV (%),
+    ``layers["flag"]`` = flags as an int32 bit mask (bit ``i`` = ``FLAGS[i]``, 0 = ok; decode
+    with :func:`decode_flags`; the table is in ``uns["immunoprofile"]["flag_bits"]``).
+    ``uns["immunoprofile"]["standard_curves"]`` holds the per-plate curves table.
+    """
+    import anndata as ad
+
+    summaries = [r.summary for r in results if not r.summary.empty]
+    curves = pd.concat([r.curves for r in results], ignore_index=True) if results else \
+        pd.DataFrame(columns=list(CURVE_COLUMNS))
+    summary = (pd.concat(summaries, ignore_index=True) if summaries
+               else pd.DataFrame(columns=list(SUMMARY_COLUMNS)))
+    summary = summary[summary["sample_type"].isin(["unknown", "control"])].copy()
+    analytes = list(dict.fromkeys(curves["analyte"].astype(str)))
+    obs_keys = list(dict.fromkeys(zip(summary["plate"], summary["sample_id"],
+                                      summary["sample_type"], summary["dilution"])))
+    # readable, unique obs names: plate|sample, plus |x<dilution> only where needed
+    counts: dict[tuple[str, str], int] = {}
+    for p, s, _, _ in obs_keys:
+        counts[(p, s)] = counts.get((p, s), 0) + 1
+    names = [f"{p}|{s}" if counts[(p, s)] == 1 else f"{p}|{s}|x{d:g}"
+             for p, s, _, d in obs_keys]
+    n_obs, n_var = len(obs_keys), len(analytes)
+    X = np.full((n_obs, n_var), np.nan)
+    raw = np.full((n_obs, n_var), np.nan)
+    cv = np.full((n_obs, n_var), np.nan)
+    flag = np.zeros((n_obs, n_var), dtype=np.int32)
+    row_of = {k: i for i, k in enumerate(obs_keys)}
+    col_of = {a: j for j, a in enumerate(analytes)}
+    missing_mask = np.ones((n_obs, n_var), dtype=bool)
+    for rec in summary.itertuples(index=False):
+        i = row_of[(rec.plate, rec.sample_id, rec.sample_type, rec.dilution)]
+        j = col_of[str(rec.analyte)]
+        X[i, j], raw[i, j], cv[i, j] = rec.concentration_reported, rec.concentration, rec.cv
+        flag[i, j] = flag_code(rec.flag)
+        missing_mask[i, j] = False
+    obs = pd.DataFrame({
+        "sample_id": [k[1] for k in obs_keys],
+        "plate": pd.Categorical([str(k[0]) for k in obs_keys],
+                                categories=list(dict.fromkeys(str(k[0]) for k in obs_keys))),
+        "sample_type": pd.Categorical([k[2] for k in obs_keys],
+                                      categories=["unknown", "control"]),
+        "dilution": np.array([float(k[3]) for k in obs_keys], dtype=float),
+    }, index=pd.Index(names, name="obs_name"))
+    obs["sample_id"] = obs["sample_id"].astype(str)
+    units, lloq, uloq, drug = [], [], [], []
+    for a in analytes:
+        c = curves[curves["analyte"].astype(str) == a]
+        u = [x for x in c["unit"].astype(str) if x]
+        units.append(u[0] if u else "")
+        lloq.append(float(np.nanmax(c["lloq"])) if c["lloq"].notna().any() else math.nan)
+        uloq.append(float(np.nanmin(c["uloq"])) if c["uloq"].notna().any() else math.nan)
+        drug.append(bool(c["drug_readout"].any()))
+    var = pd.DataFrame({
+        "analyte": analytes, "unit": units, "lloq": lloq, "uloq": uloq, "drug_readout": drug,
+        "feature_type": "concentration", "assay": "cytokine",
+    }, index=pd.Index(analytes, name="var_name"))
+    curves_uns = curves.copy()
+    for col in curves_uns.columns:  # h5ad stores plain columns; bools/objects as str/float
+        if curves_uns[col].dtype == object:
+            curves_uns[col] = curves_uns[col].astype(str)
+    adata = ad.AnnData(X=X, obs=obs, var=var,
+                       layers={"raw": raw, "cv": cv, "flag": flag})
+    adata.uns["immunoprofile"] = {
+        "schema_version": "1",
+        "assay": "cytokine",
+        "flag_bits": {name: (0 if i == 0 else 1 << i) for i, name in enumerate(FLAGS)},
+        "X": "replicate-mean concentration_reported (LLOQ policy and bridging applied)",
+        "options": _uns_safe(options.to_dict()) if options else {},
+        "standard_curves": curves_uns,
+    }
+    return adata
+
+
+def _uns_safe(d: Mapping[str, Any]) -> dict[str, Any]:
+    """Options as h5ad-storable values (None → "")."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if v is None:
+            out[k] = ""
+        elif isinstance(v, (list, tuple)):
+            out[k] = np.asarray(v) if v else np.asarray([], dtype=str)
+        else:
+            out[k] = v
+    return out
+
+
+def write_cytokine_outputs(out_dir: str | os.PathLike[str], results: Sequence[PlateResult],
+                           failures: Sequence[tuple[str, str]], *,
+                           parameters: Mapping[str, Any] | None = None,
+                           inputs: Iterable[str | os.PathLike[str]] = (),
+                           options: QuantifyOptions | None = None,
+                           command: str | None = None) -> dict[str, Path]:
+    """Write the cytokine outputs of a batch (atomically).
+
+    Parameters
+    ----------
+    out_dir
+        Output folder (created).
+    results
+        Quantified exports.
+    failures
+        ``(input, reason)`` of exports that could not be read or quantified.
+    parameters
+        Recorded in provenance (defaults to ``options.to_dict()``).
+    inputs
+        Files that went in (hashed into provenance).
+    options
+        The options used (stored in the AnnData and provenance).
+    command
+        The command line, for provenance.
+
+    Returns
+    -------
+    dict
+        Output name → path: ``concentrations``, ``standard_curves``, ``summary``, ``h5ad``,
+        ``provenance``, ``failed``.
+    """
+    from .._io import write_csv_atomic, write_h5ad_atomic, write_json_atomic
+    from ..provenance import build_provenance
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    conc = pd.concat([r.concentrations for r in results], ignore_index=True) if results else \
+        pd.DataFrame(columns=list(CONCENTRATION_COLUMNS))
+    curves = pd.concat([r.curves for r in results], ignore_index=True) if results else \
+        pd.DataFrame(columns=list(CURVE_COLUMNS))
+    summary = pd.concat([r.summary for r in results], ignore_index=True) if results else \
+        pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    paths = {
+        "concentrations": out / "concentrations.csv",
+        "standard_curves": out / "standard_curves.csv",
+        "summary": out / "summary.csv",
+        "h5ad": out / "cytokines.h5ad",
+        "provenance": out / "provenance.json",
+        "failed": out / "failed.tsv",
+    }
+    write_csv_atomic(paths["concentrations"], conc.loc[:, list(CONCENTRATION_COLUMNS)])
+    write_csv_atomic(paths["standard_curves"], curves.loc[:, list(CURVE_COLUMNS)])
+    write_csv_atomic(paths["summary"], summary.loc[:, list(SUMMARY_COLUMNS)])
+    write_h5ad_atomic(paths["h5ad"], to_anndata(results, options=options))
+    failed = pd.DataFrame(list(failures), columns=["input", "reason"])
+    write_csv_atomic(paths["failed"], failed, sep="\t")
+    extra = {
+        "plates": [{
+            "path": r.path, "format": r.format,
+            "plates": sorted(set(r.curves["plate"].astype(str))) if not r.curves.empty else [],
+            "repairs": r.repairs, "warnings": r.warnings,
+            "bridging": r.bridging.to_dict(orient="records") if r.bridging is not None else None,
+        } for r in results],
+        "failures": [{"input": str(i), "reason": str(m)} for i, m in failures],
+        "flags": list(FLAGS),
+    }
+    params = dict(parameters) if parameters is not None else (options.to_dict() if options
+                                                              else {})
+    existing = [p for p in inputs if Path(p).is_file()]
+    write_json_atomic(paths["provenance"], build_provenance(
+        inputs=existing, parameters=params, command=command, extra=extra))
+    return paths
