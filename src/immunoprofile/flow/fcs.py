@@ -36,10 +36,16 @@ import numpy as np
 from ..errors import InputError
 from .compensation import Spillover, parse_spillover
 
-__all__ = ["FCSData", "FCSMetadata", "read_fcs", "read_fcs_metadata", "SPILLOVER_KEYWORDS"]
+__all__ = ["FCSData", "FCSMetadata", "read_fcs", "read_fcs_metadata", "describe_fcs",
+           "SPILLOVER_KEYWORDS", "KEY_KEYWORDS"]
 
 #: TEXT keywords that may hold the acquisition spillover matrix, in order of preference.
 SPILLOVER_KEYWORDS = ("$SPILLOVER", "SPILLOVER", "$SPILL", "SPILL")
+
+#: Keywords a scientist looks at first (shown by ``immunoprofile inspect`` when present).
+KEY_KEYWORDS = ("$DATE", "$BTIM", "$ETIM", "$CYT", "$CYTSN", "$SRC", "$FIL", "$OP", "$INST",
+                "$SYS", "$PROJ", "$EXP", "$SMNO", "$COM", "$TIMESTEP", "$MODE", "$BYTEORD",
+                "CREATOR", "EXPERIMENT NAME", "TUBE NAME", "$VOL", "$ABRT", "$LOST")
 
 _HEADER_LEN = 58
 _MAX_DATASETS = 10_000
@@ -775,3 +781,54 @@ def _scale(text: Mapping[str, str], params: list[_Param], events: np.ndarray,
                     col *= col.dtype.type(timestep)
             elif q.gain != 1.0:
                 col /= col.dtype.type(q.gain)
+
+
+def describe_fcs(path: str | os.PathLike[str], *, dataset: int = 0) -> dict[str, Any]:
+    """A plain, JSON-ready summary of one data set (HEADER and TEXT only; DATA is not decoded).
+
+    Parameters
+    ----------
+    path
+        The FCS file.
+    dataset
+        Index of the data set in a ``$NEXTDATA`` chain.
+
+    Returns
+    -------
+    dict
+        ``file, version, datatype, n_events, n_channels, dataset, n_datasets, channels`` (list of
+        ``index, name, marker, range, bits, datatype, gain, log``), ``spillover`` (``None`` or
+        ``channels, keyword, max_offdiagonal``), ``keywords`` (:data:`KEY_KEYWORDS` present) and
+        ``warnings`` (repairs the reader would make).
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read (see :func:`read_fcs_metadata`).
+    """
+    meta = read_fcs_metadata(path, dataset=dataset)
+    text = meta.text
+    channels = []
+    for i, (name, marker, rng) in enumerate(zip(meta.channels, meta.markers, meta.ranges),
+                                           start=1):
+        gain = _float_kw(text, f"$P{i}G")
+        channels.append({
+            "index": i, "name": name, "marker": marker,
+            "range": rng if math.isfinite(rng) else None,
+            "bits": _int_kw(text, f"$P{i}B"),
+            "datatype": (text.get(f"$P{i}DATATYPE") or text.get("$DATATYPE", "")).strip().upper(),
+            "gain": gain, "log": text.get(f"$P{i}E", "").strip() or None})
+    spill = None
+    if meta.spillover is not None:
+        m = np.array(meta.spillover.matrix)
+        off = m - np.diag(np.diag(m))
+        spill = {"keyword": next(k for k in SPILLOVER_KEYWORDS if text.get(k, "").strip()),
+                 "channels": list(meta.spillover.channels),
+                 "max_offdiagonal": float(np.abs(off).max()) if m.size else 0.0,
+                 "matrix": m.tolist()}
+    return {"file": meta.path, "version": meta.version, "datatype": meta.datatype,
+            "n_events": meta.n_events, "n_channels": len(meta.channels),
+            "dataset": dataset, "n_datasets": meta.n_datasets, "channels": channels,
+            "spillover": spill,
+            "keywords": {k: text[k].strip() for k in KEY_KEYWORDS if text.get(k, "").strip()},
+            "warnings": list(meta.warnings)}
