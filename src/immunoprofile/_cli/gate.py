@@ -41,8 +41,8 @@ def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, gr
     """Compensate, transform, gate and summarise FCS FILES_OR_DIRS (folders: every *.fcs)."""
     from ..errors import InputError
     from ..executors import ExecutorSpec, run_tasks
-    from ..flow.batch import (expand_fcs_inputs, gate_task, resolve_spillover,
-                              sample_ids_from_manifest, write_gate_outputs)
+    from ..flow.batch import (expand_fcs_inputs, gate_task, sample_ids_from_manifest,
+                              write_gate_outputs)
     from ..flow.strategy import load_strategy
 
     if not strategy_path.is_file():
@@ -50,7 +50,12 @@ def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, gr
     strategy = load_strategy(strategy_path, group=group)
     comp_lower = compensation.lower()
     if comp_lower not in ("fcs", "none"):
-        resolve_spillover(compensation)  # a bad matrix is a usage error: stop before the batch
+        from ..flow.compensation import read_compensation_csv
+
+        if not Path(compensation).is_file():
+            raise InputError(compensation, "compensation matrix file not found "
+                                           "(--comp takes fcs, none or a matrix file)")
+        read_compensation_csv(compensation)  # a bad matrix is a usage error: stop now
     files = expand_fcs_inputs(inputs)
     mapping = sample_ids_from_manifest(manifest_path) if manifest_path else {}
     sample_ids = [mapping.get(f.name, f.stem) for f in files]

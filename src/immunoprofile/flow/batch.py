@@ -74,34 +74,34 @@ class SampleGating:
     warnings: list[str] = field(default_factory=list)
 
 
-def resolve_spillover(compensation: Any, fcs: Any = None) -> Any:
+def resolve_spillover(compensation: Any, fcs: Any) -> Any:
     """Turn a ``--comp`` choice into the ``spillover`` argument of ``engine.evaluate``.
 
     Parameters
     ----------
     compensation
-        ``"fcs"`` (the file's own spillover: ``None`` for the engine), ``"none"`` (no
-        compensation), a path to a FlowJo/CSV matrix, or an already-parsed ``Spillover``.
+        ``"fcs"`` (the file's own spillover), ``"none"`` (no compensation), a path to a
+        FlowJo/CSV matrix, or an already-parsed ``Spillover``.
     fcs
-        The file being gated (for libraries that resolve per file).
+        The file being gated (the matrix's channels are matched to it).
 
     Returns
     -------
     None, "none" or Spillover
+        ``None`` lets the engine use the file's own spillover (an error for gates that need it
+        when the file has none); ``"none"`` turns compensation off; a matrix has its channel
+        names matched to the file.
     """
-    if compensation is None or (isinstance(compensation, str) and compensation.lower() == "fcs"):
-        return None
-    if isinstance(compensation, str) and compensation.lower() == "none":
-        return "none"
-    if isinstance(compensation, (str, os.PathLike)):
-        from .compensation import read_compensation_csv
+    from .compensation import resolve_compensation
 
-        path = Path(compensation)
-        if not path.is_file():
-            raise InputError(path, "compensation matrix file not found "
-                                   "(--comp takes fcs, none or a matrix file)")
-        return read_compensation_csv(path)
-    return compensation  # a Spillover object already
+    if compensation is None or str(compensation).lower() == "fcs":
+        return None
+    if str(compensation).lower() == "none":
+        return "none"
+    if isinstance(compensation, (str, os.PathLike)) and not Path(compensation).is_file():
+        raise InputError(compensation, "compensation matrix file not found "
+                                       "(--comp takes fcs, none or a matrix file)")
+    return resolve_compensation(compensation, fcs)
 
 
 def _keywords(text: Mapping[str, Any]) -> dict[str, str]:
@@ -157,7 +157,9 @@ def gate_sample(
     fcs = read_fcs(path)
     spillover = resolve_spillover(compensation, fcs)
     result = evaluate(strategy, fcs, spillover=spillover)
-    stats = population_stats(result, fcs, spillover=spillover, sample_id=sid)
+    # stats reads None as "uncompensated", the engine as "the file's own": say "fcs" explicitly
+    stats = population_stats(result, fcs, spillover="fcs" if spillover is None else spillover,
+                             sample_id=sid)
     stats = stats.copy()
     if "file" in stats.columns:
         stats["file"] = path.name

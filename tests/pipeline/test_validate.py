@@ -1,0 +1,40 @@
+"""validate_config: every problem of a config and its inputs, one line each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from immunoprofile.pipeline.validate import validate_config
+
+
+def test_valid_trial_has_no_problems(tiny_trial: Path) -> None:
+    assert validate_config(tiny_trial) == []
+
+
+def test_strategy_channel_missing_and_baseline(tiny_trial: Path) -> None:
+    root = tiny_trial.parent
+    strategy = root / "strategy.yaml"
+    strategy.write_text(strategy.read_text().replace("channel: CD3", "channel: CD33"))
+    (root / "flow" / "s01_week4.fcs").unlink()
+    manifest = root / "manifest.csv"
+    manifest.write_text("\n".join(l for l in manifest.read_text().splitlines()
+                                  if not l.startswith("S03_week0")) + "\n")
+    problems = [str(p) for p in validate_config(tiny_trial)]
+    missing_channel = [p for p in problems if "CD33" in p]
+    assert len(missing_channel) == 4  # every remaining readable file says so
+    assert any("s01_week4.fcs" in p and "not found" in p for p in problems)
+    assert any("'S03' has no baseline (week0)" in p for p in problems)
+    assert all("\n" not in p for p in problems)
+
+
+def test_bad_fcs_is_one_line(tiny_trial: Path) -> None:
+    (tiny_trial.parent / "flow" / "s02_week0.fcs").write_bytes(b"FCS3.1  garbage")
+    (problem,) = validate_config(tiny_trial)
+    assert "s02_week0.fcs" in str(problem)
+
+
+def test_config_problems_stop_there(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("schema_version: 1\ninputs: {manifest: m.csv}\nexecutor: {kind: slurm}\n")
+    (problem,) = validate_config(path)
+    assert problem.line == 3 and problem.where == "executor.kind"
