@@ -454,7 +454,7 @@ def _polish(theta0: NDArray[np.float64], logx: NDArray[np.float64], y: NDArray[n
         try:
             res = least_squares(residuals, theta0, jac=jacobian, bounds=(lower, upper),
                                 method="trf", x_scale="jac", xtol=1e-15, ftol=1e-15,
-                                gtol=1e-15, max_nfev=2000)
+                                gtol=1e-15, max_nfev=1000)
         except (ValueError, np.linalg.LinAlgError):  # non-finite steps from a wild start
             return None
     cost = float(np.sum(res.fun ** 2))
