@@ -1,0 +1,338 @@
+"""Simulated T-cell / Th2 / Treg panel FCS files with known population frequencies.
+
+Contract: :func:`simulate_flow_sample` draws one tube's events in true-fluorescence space from a
+:class:`FlowParams` (the biological frequencies), applies the panel's spillover matrix and detector
+noise, and returns the *uncompensated* events plus each event's true class, from which the
+realised population frequencies (the truth the gates must recover) are counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from immunoprofile.flow.fcs_write import write_fcs
+
+__all__ = [
+    "CHANNELS", "MARKERS", "FLUOR_CHANNELS", "SPILLOVER_MATRIX", "FlowParams", "FlowSample",
+    "simulate_flow_sample", "write_flow_sample", "POPULATIONS", "population_truth",
+]
+
+# (channel $PnN, marker $PnS). Fluorochromes as on a 4-laser BD LSRFortessa T-cell panel.
+_PANEL: tuple[tuple[str, str], ...] = (
+    ("FSC-A", ""), ("FSC-H", ""), ("SSC-A", ""),
+    ("BV421-A", "CCR7"),
+    ("BV510-A", "Viability"),   # LIVE/DEAD Fixable Aqua: dead cells take up the dye, bright
+    ("BV605-A", "CD4"),
+    ("BV711-A", "CD45RA"),
+    ("FITC-A", "CD3"),
+    ("PE-A", "CRTH2"),          # CD294, the Th2 marker
+    ("PE-Cy7-A", "CD127"),
+    ("APC-A", "CD25"),
+    ("APC-H7-A", "CD8"),
+    ("Time", ""),
+)
+CHANNELS: tuple[str, ...] = tuple(c for c, _ in _PANEL)
+MARKERS: tuple[str, ...] = tuple(m for _, m in _PANEL)
+FLUOR_CHANNELS: tuple[str, ...] = CHANNELS[3:12]
+
+# Spillover (row = dye, column = detector, diagonal 1), typical magnitudes for these dyes on a
+# violet/blue/yellow-green/red Fortessa: BV421 -> BV510, BV510 -> BV605, FITC -> PE,
+# PE -> PE-Cy7 (tandem), APC -> APC-H7 and the reverse tandem leak are the large ones.
+_SPILL = {
+    ("BV421-A", "BV510-A"): 0.082, ("BV421-A", "BV605-A"): 0.012, ("BV421-A", "FITC-A"): 0.004,
+    ("BV510-A", "BV421-A"): 0.018, ("BV510-A", "BV605-A"): 0.115, ("BV510-A", "FITC-A"): 0.046,
+    ("BV510-A", "BV711-A"): 0.010,
+    ("BV605-A", "BV510-A"): 0.006, ("BV605-A", "BV711-A"): 0.094, ("BV605-A", "PE-A"): 0.021,
+    ("BV711-A", "BV605-A"): 0.021, ("BV711-A", "APC-H7-A"): 0.031, ("BV711-A", "PE-Cy7-A"): 0.012,
+    ("FITC-A", "BV510-A"): 0.017, ("FITC-A", "PE-A"): 0.152, ("FITC-A", "PE-Cy7-A"): 0.003,
+    ("PE-A", "FITC-A"): 0.011, ("PE-A", "BV605-A"): 0.034, ("PE-A", "PE-Cy7-A"): 0.024,
+    ("PE-A", "APC-A"): 0.002,
+    ("PE-Cy7-A", "PE-A"): 0.008, ("PE-Cy7-A", "APC-H7-A"): 0.043, ("PE-Cy7-A", "BV711-A"): 0.005,
+    ("APC-A", "APC-H7-A"): 0.081, ("APC-A", "PE-Cy7-A"): 0.006, ("APC-A", "BV711-A"): 0.004,
+    ("APC-H7-A", "APC-A"): 0.023, ("APC-H7-A", "PE-Cy7-A"): 0.052,
+}
+
+
+def _spillover_matrix() -> np.ndarray:
+    index = {c: i for i, c in enumerate(FLUOR_CHANNELS)}
+    matrix = np.eye(len(FLUOR_CHANNELS))
+    for (dye, detector), value in _SPILL.items():
+        matrix[index[dye], index[detector]] = value
+    return matrix
+
+
+SPILLOVER_MATRIX: np.ndarray = _spillover_matrix()
+
+# Event classes (integers in FlowSample.labels).
+DEBRIS, DOUBLET, DEAD, MONOCYTE, BASOPHIL, NON_T_LYMPH, T_CELL = range(7)
+
+#: Populations whose truth is tabulated: name -> (gate path as the example strategy names it,
+#: parent name). Paths follow the engine's convention (a quadrant replaces its gate in the path).
+_T = "/Cells/Singlets/Live/CD3+"
+POPULATIONS: dict[str, tuple[str, str]] = {
+    "CD3+": (_T, "Live"),
+    "CD4+CD8-": (f"{_T}/CD4+CD8-", "CD3+"),
+    "CD4-CD8+": (f"{_T}/CD4-CD8+", "CD3+"),
+    "CD4+CD8+": (f"{_T}/CD4+CD8+", "CD3+"),
+    "CD4-CD8-": (f"{_T}/CD4-CD8-", "CD3+"),
+    "Th2": (f"{_T}/CD4+CD8-/Th2", "CD4+CD8-"),
+    "Treg": (f"{_T}/CD4+CD8-/Treg", "CD4+CD8-"),
+    "Naive": (f"{_T}/CD4+CD8-/Naive", "CD4+CD8-"),
+    "CM": (f"{_T}/CD4+CD8-/CM", "CD4+CD8-"),
+    "EM": (f"{_T}/CD4+CD8-/EM", "CD4+CD8-"),
+    "TEMRA": (f"{_T}/CD4+CD8-/TEMRA", "CD4+CD8-"),
+    "Memory": (f"{_T}/CD4+CD8-/Memory", "CD4+CD8-"),
+}
+
+# CD45RA/CCR7 subsets of CD4 T cells: (CD45RA+, CCR7+) per subset.
+_SUBSETS = {"Naive": (True, True), "CM": (False, True), "EM": (False, False),
+            "TEMRA": (True, False)}
+# Subset mix of each CD4 lineage: conventional (not Th2, not Treg), Th2 (memory cells), Treg.
+_CONV_MIX = {"Naive": 0.45, "CM": 0.25, "EM": 0.24, "TEMRA": 0.06}
+_TH2_MIX = {"Naive": 0.0, "CM": 0.45, "EM": 0.55, "TEMRA": 0.0}
+_TREG_MIX = {"Naive": 0.30, "CM": 0.45, "EM": 0.25, "TEMRA": 0.0}
+
+
+@dataclass(frozen=True)
+class FlowParams:
+    """Biological composition of one tube (fractions 0-1).
+
+    Parameters
+    ----------
+    th2, treg
+        Th2 (CRTH2+) and Treg (CD25+CD127lo) fractions of CD4 T cells (disjoint lineages).
+    cd8
+        CD8 single-positive fraction of CD3+ T cells; ``cd4`` the CD4 single-positive fraction.
+    t_of_lymph
+        CD3+ fraction of lymphocytes.
+    dead, debris, doublets, monocytes
+        Fractions of all events.
+    """
+
+    th2: float
+    treg: float
+    cd4: float = 0.62
+    cd8: float = 0.30
+    dp: float = 0.015
+    t_of_lymph: float = 0.70
+    basophil_of_lymph: float = 0.006
+    dead: float = 0.06
+    debris: float = 0.07
+    doublets: float = 0.045
+    monocytes: float = 0.12
+    stain: float = 1.0  # per-tube staining brightness factor
+
+
+@dataclass
+class FlowSample:
+    """One simulated tube: uncompensated events and the true class of every event."""
+
+    events: np.ndarray          # n × len(CHANNELS), float32, uncompensated
+    labels: np.ndarray          # event class (DEBRIS ... T_CELL)
+    t_subset: np.ndarray        # for T cells: 0 CD4, 1 CD8, 2 DP, 3 DN; -1 otherwise
+    cd4_lineage: np.ndarray     # for CD4 T cells: 0 conventional, 1 Th2, 2 Treg; -1 otherwise
+    cd4_subset: np.ndarray      # for CD4 T cells: index into list(_SUBSETS); -1 otherwise
+
+
+def _lognormal(rng: np.random.Generator, median: float, sdlog: float, n: int) -> np.ndarray:
+    return median * np.exp(sdlog * rng.standard_normal(n))
+
+
+def _choice(rng: np.random.Generator, probs: dict[str, float] | list[float], n: int) -> np.ndarray:
+    p = np.asarray(list(probs.values()) if isinstance(probs, dict) else probs, dtype=float)
+    return rng.choice(len(p), size=n, p=p / p.sum())
+
+
+def simulate_flow_sample(rng: np.random.Generator, n_events: int, params: FlowParams) -> FlowSample:
+    """Draw one tube's events.
+
+    Parameters
+    ----------
+    rng
+        Seeded generator (the only source of randomness).
+    n_events
+        Number of events in the file.
+    params
+        Composition of the tube.
+
+    Returns
+    -------
+    FlowSample
+        Events after spillover and detector noise (what the cytometer records), with labels.
+    """
+    p = params
+    lymph = 1.0 - p.dead - p.debris - p.doublets - p.monocytes
+    class_probs = [p.debris, p.doublets, p.dead, p.monocytes, lymph * p.basophil_of_lymph,
+                   lymph * (1 - p.t_of_lymph - p.basophil_of_lymph), lymph * p.t_of_lymph]
+    labels = _choice(rng, class_probs, n_events)
+    n = n_events
+    idx = {c: i for i, c in enumerate(CHANNELS)}
+    true = np.zeros((n, len(CHANNELS)))
+
+    # Autofluorescence / unstained background of every event in every fluorescence detector.
+    for ch in FLUOR_CHANNELS:
+        true[:, idx[ch]] = _lognormal(rng, 90.0, 0.55, n)
+
+    def put(mask: np.ndarray, channel: str, median: float, sdlog: float) -> None:
+        k = int(mask.sum())
+        if k:
+            true[mask, idx[channel]] = _lognormal(rng, median * p.stain, sdlog, k)
+
+    # --- scatter (linear, 0-262144) -------------------------------------------------------------
+    fsc = np.empty(n)
+    ssc = np.empty(n)
+    scatter = {  # class -> (FSC mean, FSC sd, SSC median, SSC sdlog)
+        DEBRIS: (12_000, 7_000, 6_000, 0.75), DEAD: (42_000, 8_000, 24_000, 0.30),
+        MONOCYTE: (92_000, 11_000, 56_000, 0.20), BASOPHIL: (56_000, 6_000, 17_000, 0.22),
+        NON_T_LYMPH: (57_000, 7_000, 16_000, 0.24), T_CELL: (55_000, 6_500, 16_500, 0.24),
+        DOUBLET: (55_000, 6_500, 16_500, 0.24),
+    }
+    for cls, (fm, fs, sm, ss) in scatter.items():
+        mask = labels == cls
+        k = int(mask.sum())
+        fsc[mask] = np.abs(fm + fs * rng.standard_normal(k))
+        ssc[mask] = _lognormal(rng, sm, ss, k)
+    fsc_h = fsc * 0.87 * (1 + 0.025 * rng.standard_normal(n))
+    # Doublets: two cells passing together -> area adds up, height barely grows.
+    doublet = labels == DOUBLET
+    k = int(doublet.sum())
+    second = np.abs(55_000 + 6_500 * rng.standard_normal(k))
+    fsc_h[doublet] = np.maximum(fsc[doublet], second) * 0.87 * 1.08 * (
+        1 + 0.03 * rng.standard_normal(k))
+    fsc[doublet] += second
+    ssc[doublet] += _lognormal(rng, 16_500, 0.24, k)
+    true[:, idx["FSC-A"]] = fsc
+    true[:, idx["FSC-H"]] = fsc_h
+    true[:, idx["SSC-A"]] = ssc
+
+    # --- viability: dead cells and much debris take up the amine-reactive dye ------------------
+    put(labels == DEAD, "BV510-A", 14_000, 0.5)
+    debris = labels == DEBRIS
+    put(debris & (rng.random(n) < 0.6), "BV510-A", 6_000, 1.0)
+    put(~np.isin(labels, [DEAD, DEBRIS]), "BV510-A", 220, 0.45)
+
+    # --- lineage markers ----------------------------------------------------------------------
+    monocyte = labels == MONOCYTE
+    put(monocyte, "BV605-A", 1_800, 0.40)          # monocytes are CD4 dim
+    put(monocyte, "BV711-A", 900, 0.6)
+    basophil = labels == BASOPHIL
+    put(basophil, "PE-A", 5_000, 0.45)             # basophils are CRTH2+ but CD3-
+    put(basophil, "PE-Cy7-A", 1_500, 0.5)
+    nont = labels == NON_T_LYMPH
+    nk_like = nont & (rng.random(n) < 0.35)
+    put(nk_like, "APC-H7-A", 1_200, 0.5)            # NK cells: CD8 dim, CD3-
+    put(nont & ~nk_like, "BV711-A", 7_000, 0.4)     # B cells are CD45RA+
+    put(nont & (rng.random(n) < 0.5), "BV421-A", 1_800, 0.5)
+    put(nont, "PE-Cy7-A", 600, 0.6)
+
+    tcell = labels == T_CELL
+    t_subset = np.full(n, -1)
+    t_subset[tcell] = _choice(rng, [p.cd4, p.cd8, p.dp, max(1 - p.cd4 - p.cd8 - p.dp, 0.0)],
+                              int(tcell.sum()))
+    put(tcell, "FITC-A", 9_000, 0.33)
+    cd4 = t_subset == 0
+    cd8 = t_subset == 1
+    dp = t_subset == 2
+    put(cd4 | dp, "BV605-A", 11_000, 0.30)
+    put(cd8 | dp, "APC-H7-A", 14_000, 0.35)
+    # CD8 and double-negative T cells: CD127+ mostly, naive/memory mix (not tabulated).
+    other_t = tcell & ~cd4
+    put(other_t, "PE-Cy7-A", 2_200, 0.5)
+    ra = other_t & (rng.random(n) < 0.5)
+    put(ra, "BV711-A", 8_000, 0.4)
+    put(other_t & (rng.random(n) < 0.45), "BV421-A", 3_000, 0.4)
+
+    # CD4 lineages (disjoint): conventional, Th2 (CRTH2+, CD127+), Treg (CD25 bright, CD127 low).
+    n_cd4 = int(cd4.sum())
+    lineage = np.full(n, -1)
+    lineage[cd4] = _choice(rng, [1 - p.th2 - p.treg, p.th2, p.treg], n_cd4)
+    subset = np.full(n, -1)
+    names = list(_SUBSETS)
+    for code, mix in enumerate((_CONV_MIX, _TH2_MIX, _TREG_MIX)):
+        sel = lineage == code
+        subset[sel] = _choice(rng, [mix[s] for s in names], int(sel.sum()))
+    th2 = lineage == 1
+    treg = lineage == 2
+    put(th2, "PE-A", 4_200, 0.40)
+    put(treg, "APC-A", 3_400, 0.40)
+    put(cd4 & ~treg, "APC-A", 130, 0.55)            # activated conventional cells: CD25 dim
+    put(cd4 & ~treg, "PE-Cy7-A", 2_800, 0.40)
+    put(treg, "PE-Cy7-A", 160, 0.55)
+    for s, (ra_pos, ccr7_pos) in enumerate(_SUBSETS.values()):
+        sel = subset == s
+        if ra_pos:
+            put(sel, "BV711-A", 8_500, 0.38)
+        if ccr7_pos:
+            put(sel, "BV421-A", 3_200, 0.38)
+
+    # --- doublets carry the summed stain of two T/non-T lymphocytes --------------------------
+    if k:
+        true[doublet, idx["FITC-A"]] += _lognormal(rng, 9_000, 0.33, k) * (rng.random(k) < 0.85)
+        true[doublet, idx["BV605-A"]] += _lognormal(rng, 11_000, 0.3, k) * (rng.random(k) < 0.5)
+        true[doublet, idx["APC-H7-A"]] += _lognormal(rng, 14_000, 0.35, k) * (rng.random(k) < 0.3)
+
+    # --- optics: spillover, then photon (Poisson-like) and electronic noise -------------------
+    cols = [idx[c] for c in FLUOR_CHANNELS]
+    observed = true.copy()
+    detected = true[:, cols] @ SPILLOVER_MATRIX
+    photon = np.sqrt(3.0 * np.maximum(detected, 0.0))
+    observed[:, cols] = detected + photon * rng.standard_normal(detected.shape) \
+        + 18.0 * rng.standard_normal(detected.shape)
+    for ch in ("FSC-A", "FSC-H", "SSC-A"):
+        j = idx[ch]
+        observed[:, j] = np.clip(observed[:, j] * (1 + 0.01 * rng.standard_normal(n)), 0, 262_143)
+    # Time: acquisition order at ~2,000 events/s, in 0.01 s ticks ($TIMESTEP 0.01).
+    observed[:, idx["Time"]] = np.sort(rng.uniform(0, n / 2000.0 * 100.0, n)).round(0)
+    observed[:, cols] = np.clip(observed[:, cols], -500, 262_143)
+    return FlowSample(observed.astype(np.float32), labels, t_subset, lineage, subset)
+
+
+def population_truth(sample: FlowSample) -> dict[str, tuple[int, int]]:
+    """Realised ``(count, parent count)`` of every tabulated population, from the true classes.
+
+    The parent of ``CD3+`` is live singlet lymphocytes (T, B/NK and basophils; monocytes sit
+    above the ``Cells`` scatter gate), i.e. what the strategy's ``Live`` gate should contain.
+    """
+    live = np.isin(sample.labels, [BASOPHIL, NON_T_LYMPH, T_CELL])
+    tcell = sample.labels == T_CELL
+    cd4 = sample.t_subset == 0
+    counts: dict[str, tuple[int, int]] = {
+        "CD3+": (int(tcell.sum()), int(live.sum())),
+        "CD4+CD8-": (int(cd4.sum()), int(tcell.sum())),
+        "CD4-CD8+": (int((sample.t_subset == 1).sum()), int(tcell.sum())),
+        "CD4+CD8+": (int((sample.t_subset == 2).sum()), int(tcell.sum())),
+        "CD4-CD8-": (int((sample.t_subset == 3).sum()), int(tcell.sum())),
+        "Th2": (int((sample.cd4_lineage == 1).sum()), int(cd4.sum())),
+        "Treg": (int((sample.cd4_lineage == 2).sum()), int(cd4.sum())),
+    }
+    for s, name in enumerate(_SUBSETS):
+        counts[name] = (int((sample.cd4_subset == s).sum()), int(cd4.sum()))
+    counts["Memory"] = (int(cd4.sum()) - counts["Naive"][0], int(cd4.sum()))
+    return counts
+
+
+def expected_fractions(params: FlowParams) -> dict[str, float]:
+    """Model (expected) fraction of parent for every tabulated population."""
+    p = params
+    out = {
+        "CD3+": p.t_of_lymph,
+        "CD4+CD8-": p.cd4, "CD4-CD8+": p.cd8, "CD4+CD8+": p.dp,
+        "CD4-CD8-": max(1 - p.cd4 - p.cd8 - p.dp, 0.0),
+        "Th2": p.th2, "Treg": p.treg,
+    }
+    conv = 1 - p.th2 - p.treg
+    for name in _SUBSETS:
+        out[name] = conv * _CONV_MIX[name] + p.th2 * _TH2_MIX[name] + p.treg * _TREG_MIX[name]
+    out["Memory"] = 1.0 - out["Naive"]
+    return out
+
+
+def write_flow_sample(path: str | Path, sample: FlowSample, *, text: dict[str, str]) -> Path:
+    """Write a simulated tube as FCS 3.1 (uncompensated, with the panel's ``$SPILLOVER``)."""
+    keywords = {"$CYT": "Simulated LSRFortessa (immunoprofile.simulate)", "$TIMESTEP": "0.01",
+                **text}
+    return write_fcs(path, sample.events, CHANNELS, MARKERS, text=keywords,
+                     spillover=(FLUOR_CHANNELS, SPILLOVER_MATRIX))

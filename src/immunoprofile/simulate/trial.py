@@ -1,0 +1,559 @@
+"""The example anakinra-in-atopic-dermatitis trial, simulated end to end from one seed.
+
+Contract: :func:`simulate_trial` writes a complete, deterministic study folder (same seed → the same
+bytes): one FCS 3.1 file per subject-visit, two xPONENT 4.2 cytokine plates, the kit standards
+table, the clinical table, the sample manifest, the gating strategy (YAML and Gating-ML 2.0), the
+truth behind every simulated number and a README. The design (visits, effects, who misses what) is
+data at the top of this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from immunoprofile._io import write_csv_atomic, write_text_atomic
+from immunoprofile.simulate import clinical as _clinical
+from immunoprofile.simulate import flow as _flow
+from immunoprofile.simulate import plates as _plates
+
+__all__ = [
+    "VISITS", "PERIOD_OF_VISIT", "EXPOSURE", "CYTOKINE_VISITS", "FLOW_EFFECTS",
+    "CYTOKINE_EFFECTS", "STRATEGY_YAML", "simulate_trial", "trial_design", "resolve_markers",
+]
+
+DEFAULT_SEED = 20261124
+
+# (visit, nominal study day, earliest offset, latest offset). Day 0 = week-0 baseline (pre-dose);
+# the windows keep every visit inside its period (run-in -56…0, treatment 1…84, post 85…168).
+VISITS: tuple[tuple[str, int, int, int], ...] = (
+    ("screening", -56, 0, 4), ("week0", 0, 0, 0), ("week1", 7, -1, 1), ("week2", 14, -2, 2),
+    ("week4", 28, -2, 2), ("week8", 56, -3, 3), ("week12", 84, -3, 0), ("week16", 112, -3, 3),
+    ("week20", 140, -3, 3), ("week24", 168, -3, 0),
+)
+PERIOD_OF_VISIT: dict[str, str] = {
+    "screening": "run-in", "week0": "run-in", "week1": "treatment", "week2": "treatment",
+    "week4": "treatment", "week8": "treatment", "week12": "treatment",
+    "week16": "post-treatment", "week20": "post-treatment", "week24": "post-treatment",
+}
+# Fraction of the full pharmacodynamic effect at each visit: builds up over the first month of
+# daily dosing, then wanes over the 12 weeks after the last dose.
+EXPOSURE: dict[str, float] = {
+    "screening": 0.0, "week0": 0.0, "week1": 0.45, "week2": 0.7, "week4": 0.9, "week8": 1.0,
+    "week12": 1.0, "week16": 0.35, "week20": 0.12, "week24": 0.03,
+}
+# Serum is assayed at a subset of visits: 2 plates × 36 duplicate samples cannot hold all 75.
+CYTOKINE_VISITS: tuple[str, ...] = ("screening", "week0", "week2", "week4", "week8", "week12",
+                                    "week16", "week24")
+
+# Fold change at full effect (multiplies the subject's baseline; scaled by the subject's
+# responsiveness). Population names as in simulate.flow.POPULATIONS.
+FLOW_EFFECTS: dict[str, float] = {"Th2": 0.60, "Treg": 1.25}
+CYTOKINE_EFFECTS: dict[str, float] = {"IL-13": 0.45, "CCL17": 0.45}
+IL1RA_DRUG_FOLD = 30.0      # anakinra is recombinant IL-1Ra: the bead measures the drug
+IL1RA_ANALYTE = "IL-1RA"
+NEGATIVE_CONTROLS = {"CD4-CD8+", "IL-4", "IL-6"}
+PLATE_SHIFTS = {"plate1": (1.0, 1.0), "plate2": (0.86, 1.12)}  # (top MFI, EC50) multipliers
+
+STRATEGY_YAML = """\
+# Example gating strategy for the simulated anakinra trial, in the immunoprofile YAML format
+# (docs/strategy_yaml.md). example_data/strategy.gatingml.xml is the same strategy as Gating-ML 2.0.
+#
+# Coordinates are in transformed units: for the fluorescence channels logicle "scale" units
+# (about 0-1 over the instrument range; 0.11 is zero, 0.45 is about 1,000, 0.69 about 10,000), for
+# the linear scatter axes value / 262144.
+# Gates name channels by marker ($PnS, e.g. CD4) or by detector ($PnN, e.g. FSC-A); both are
+# resolved per file, so the strategy fits any panel that labels its markers the same way.
+format: immunoprofile-strategy/1
+name: T-cell / Th2 / Treg panel (example trial)
+compensation: fcs            # the $SPILLOVER stored in each FCS file (scatter/time never compensated)
+transforms:
+  default: {type: logicle, T: 262144, W: 0.5, M: 4.5, A: 0}   # every fluorescence channel
+  FSC-A: {type: linear, T: 262144}
+  FSC-H: {type: linear, T: 262144}
+  SSC-A: {type: linear, T: 262144}
+  Time: none
+gates:
+  # Lymphocytes by size (FSC) and granularity (SSC): excludes debris (low FSC) and monocytes
+  # (high SSC). Wide in FSC so that doublets reach the Singlets gate below.
+  - name: Cells
+    type: polygon
+    x: FSC-A
+    y: SSC-A
+    vertices: [[0.13, 0.015], [0.55, 0.015], [0.55, 0.14], [0.13, 0.14]]
+    children:
+      # A single cell has FSC-H ~ 0.87 x FSC-A; two cells passing together have twice the area but
+      # not twice the height, so doublets fall below the lower edge (FSC-H = 0.70 x FSC-A).
+      - name: Singlets
+        type: polygon
+        x: FSC-A
+        y: FSC-H
+        vertices: [[0.05, 0.035], [0.60, 0.42], [0.60, 0.63], [0.05, 0.0525]]
+        children:
+          # Dead cells take up the amine-reactive viability dye and are bright.
+          - name: Live
+            type: range
+            channel: Viability
+            max: 0.5
+            children:
+              - name: CD3+
+                type: range
+                channel: CD3
+                min: 0.45
+                children:
+                  # One population per quadrant, named by the quadrant (the gate itself is not a
+                  # population): /Cells/Singlets/Live/CD3+/CD4+CD8- etc.
+                  - name: CD4 CD8
+                    type: quadrant
+                    x: CD4
+                    y: CD8
+                    at: [0.45, 0.45]
+                    quadrants:
+                      CD4+CD8-:          # long form: this quadrant has children
+                        position: [+, -]
+                        children:
+                          - name: Th2
+                            type: range
+                            channel: CRTH2     # CD294, expressed by Th2 cells
+                            min: 0.43
+                          - name: Treg           # CD25+ CD127lo
+                            type: rectangle
+                            bounds: {CD25: [0.45, null], CD127: [null, 0.43]}
+                          - name: CD45RA CCR7
+                            type: quadrant
+                            x: CD45RA
+                            y: CCR7
+                            at: [0.45, 0.43]
+                            quadrants:
+                              Naive: [+, +]    # CD45RA+ CCR7+
+                              CM: [-, +]       # central memory
+                              EM: [-, -]       # effector memory
+                              TEMRA: [+, -]    # effector memory re-expressing CD45RA
+                      CD4-CD8+: [-, +]
+                      CD4+CD8+: [+, +]
+                      CD4-CD8-: [-, -]
+  # Memory CD4 T cells: every CD4 single-positive cell that is not naive (a boolean gate).
+  - name: Memory
+    type: boolean
+    op: and
+    of: [/Cells/Singlets/Live/CD3+/CD4+CD8-, not /Cells/Singlets/Live/CD3+/CD4+CD8-/Naive]
+    parent: /Cells/Singlets/Live/CD3+/CD4+CD8-
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class SubjectDesign:
+    """Everything drawn once per subject."""
+
+    subject_id: str
+    index: int
+    age: int
+    sex: str
+    response: float            # pharmacodynamic responsiveness (1 = typical)
+    pk: float                  # drug exposure factor (IL-1RA readout)
+    enrolled: _dt.date         # calendar date of day 0
+    visits: tuple[tuple[str, int], ...]   # attended (visit, study day)
+    missed_doses: int
+    stop_day: int | None
+    th2: float
+    treg: float
+    cd8: float
+    t_of_lymph: float
+    cytokines: dict[str, float]
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    # One independent stream per (purpose, subject, visit): adding subjects or events leaves the
+    # other files' streams untouched.
+    return np.random.default_rng([seed, *keys])
+
+
+def trial_design(*, seed: int = DEFAULT_SEED, n_subjects: int = 8) -> list[SubjectDesign]:
+    """Draw the subjects of the trial (deterministic in ``seed``).
+
+    One subject misses week 4 and one drops out after week 8 (stops dosing at day 52, not
+    evaluable: fewer than 67 doses); another misses 9 doses but stays evaluable.
+    """
+    missing_idx = min(4, n_subjects - 1)
+    dropout_idx = min(6, n_subjects - 1)
+    if dropout_idx == missing_idx and n_subjects > 1:
+        missing_idx = n_subjects - 2
+    subjects = []
+    for i in range(n_subjects):
+        rng = _rng(seed, 1, i)
+        sid = f"AD{i + 1:02d}"
+        visits: list[tuple[str, int]] = []
+        for name, nominal, lo, hi in VISITS:
+            day = nominal + int(rng.integers(lo, hi + 1))
+            if i == missing_idx and name == "week4" and n_subjects > 1:
+                continue
+            if i == dropout_idx and nominal > 56:
+                continue
+            visits.append((name, day))
+        stop_day = 52 if i == dropout_idx else None
+        missed = int(rng.integers(0, 4)) + (9 if i == 2 else 0)
+        cyto = {a.name: a.serum_median * float(np.exp(a.serum_sdlog * rng.standard_normal()))
+                for a in _plates.ANALYTES}
+        subjects.append(SubjectDesign(
+            subject_id=sid, index=i, age=int(rng.integers(10, 31)),
+            sex=str(rng.choice(["F", "M"])),
+            response=float(np.clip(np.exp(0.35 * rng.standard_normal()), 0.4, 1.7)),
+            pk=float(np.exp(0.35 * rng.standard_normal())),
+            enrolled=_dt.date(2025, 3, 3) + _dt.timedelta(days=int(rng.integers(0, 90))),
+            visits=tuple(visits), missed_doses=missed, stop_day=stop_day,
+            th2=0.065 * float(np.exp(0.25 * rng.standard_normal())),
+            treg=0.060 * float(np.exp(0.15 * rng.standard_normal())),
+            cd8=float(np.clip(0.30 * np.exp(0.15 * rng.standard_normal()), 0.15, 0.45)),
+            t_of_lymph=float(np.clip(0.70 + 0.05 * rng.standard_normal(), 0.55, 0.82)),
+            cytokines=cyto,
+        ))
+    return subjects
+
+
+def _flow_params(subject: SubjectDesign, visit: str, rng: np.random.Generator) -> _flow.FlowParams:
+    effect = EXPOSURE[visit] * subject.response
+    cd8 = subject.cd8 * float(np.exp(0.03 * rng.standard_normal()))
+    dp = 0.015
+    return _flow.FlowParams(
+        th2=subject.th2 * FLOW_EFFECTS["Th2"] ** effect * float(np.exp(0.06 * rng.standard_normal())),
+        treg=subject.treg * FLOW_EFFECTS["Treg"] ** effect
+        * float(np.exp(0.05 * rng.standard_normal())),
+        cd8=cd8, dp=dp, cd4=1.0 - cd8 - dp - 0.05,
+        t_of_lymph=float(np.clip(subject.t_of_lymph + 0.01 * rng.standard_normal(), 0.5, 0.85)),
+        dead=float(np.clip(0.06 + 0.015 * rng.standard_normal(), 0.02, 0.12)),
+        debris=float(np.clip(0.07 + 0.015 * rng.standard_normal(), 0.03, 0.12)),
+        stain=float(np.exp(0.05 * rng.standard_normal())),
+    )
+
+
+def _serum(subject: SubjectDesign, visit: str, rng: np.random.Generator) -> dict[str, float]:
+    effect = EXPOSURE[visit] * subject.response
+    out = {}
+    for analyte in _plates.ANALYTES:
+        conc = subject.cytokines[analyte.name] * float(np.exp(0.12 * rng.standard_normal()))
+        conc *= CYTOKINE_EFFECTS.get(analyte.name, 1.0) ** effect
+        if analyte.name == IL1RA_ANALYTE and PERIOD_OF_VISIT[visit] == "treatment":
+            # Trough drug level on top of endogenous IL-1Ra while dosing daily.
+            conc += subject.cytokines[analyte.name] * IL1RA_DRUG_FOLD * subject.pk
+        out[analyte.name] = float(f"{conc:.6g}")
+    return out
+
+
+def _fcs_date(day: _dt.date) -> str:
+    months = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+    return f"{day.day:02d}-{months[day.month - 1]}-{day.year}"
+
+
+def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
+                   n_events: int = 8000, n_subjects: int = 8) -> Path:
+    """Write the example trial into ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir
+        Destination folder (created; existing files of the same names are replaced).
+    seed
+        Master seed; the same seed (and sizes) gives byte-identical files.
+    n_events
+        Events per FCS file.
+    n_subjects
+        Number of subjects (at most 8 fit the two plates at the cytokine visits).
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+    """
+    import pandas as pd
+
+    if n_events < 1:
+        raise ValueError("n_events must be positive")
+    if not 1 <= n_subjects <= 8:
+        raise ValueError("n_subjects must be between 1 and 8 (two plates hold 8 subjects)")
+    out = Path(out_dir)
+    (out / "flow").mkdir(parents=True, exist_ok=True)
+    (out / "plates").mkdir(parents=True, exist_ok=True)
+    (out / "truth").mkdir(parents=True, exist_ok=True)
+    subjects = trial_design(seed=seed, n_subjects=n_subjects)
+    visit_index = {v[0]: k for k, v in enumerate(VISITS)}
+
+    manifest: list[dict] = []
+    flow_truth: list[dict] = []
+    serum: dict[str, dict[str, float]] = {}
+    cyto_truth: list[dict] = []
+    clinical_rows: list[dict] = []
+    plate_of_subject = {s.subject_id: "plate1" if s.index < (n_subjects + 1) // 2 else "plate2"
+                        for s in subjects}
+
+    for subject in subjects:
+        for visit, day in subject.visits:
+            v = visit_index[visit]
+            # --- flow ----------------------------------------------------------------------------
+            rng = _rng(seed, 2, subject.index, v)
+            params = _flow_params(subject, visit, rng)
+            sample = _flow.simulate_flow_sample(rng, n_events, params)
+            sample_id = f"{subject.subject_id}_{visit}_flow"
+            date = _fcs_date(subject.enrolled + _dt.timedelta(days=day))
+            _flow.write_flow_sample(out / "flow" / f"{sample_id}.fcs", sample, text={
+                "$DATE": date, "$FIL": f"{sample_id}.fcs", "$SRC": subject.subject_id,
+                "$SMNO": sample_id, "$PROJ": "Anakinra in atopic dermatitis (simulated)",
+                "VISIT": visit, "STUDY_DAY": str(day)})
+            manifest.append({"sample_id": sample_id, "subject_id": subject.subject_id,
+                             "visit": visit, "study_day": day, "period": PERIOD_OF_VISIT[visit],
+                             "assay": "flow", "file": f"flow/{sample_id}.fcs", "plate": "",
+                             "well": ""})
+            expected = _flow.expected_fractions(params)
+            for pop, (count, parent_count) in _flow.population_truth(sample).items():
+                path, parent = _flow.POPULATIONS[pop]
+                flow_truth.append({
+                    "sample_id": sample_id, "subject_id": subject.subject_id, "visit": visit,
+                    "population": path, "name": pop, "parent": parent,
+                    "true_pct_parent": round(100 * expected[pop], 4),
+                    "count": count, "parent_count": parent_count,
+                    "realized_pct_parent": round(100 * count / parent_count, 4)
+                    if parent_count else float("nan")})
+            # --- serum ---------------------------------------------------------------------------
+            if visit in CYTOKINE_VISITS:
+                serum_id = f"{subject.subject_id}_{visit}_serum"
+                serum[serum_id] = _serum(subject, visit, _rng(seed, 3, subject.index, v))
+                manifest.append({"sample_id": serum_id, "subject_id": subject.subject_id,
+                                 "visit": visit, "study_day": day,
+                                 "period": PERIOD_OF_VISIT[visit], "assay": "cytokine",
+                                 "file": f"plates/{plate_of_subject[subject.subject_id]}.csv",
+                                 "plate": plate_of_subject[subject.subject_id], "well": ""})
+                for analyte, conc in serum[serum_id].items():
+                    cyto_truth.append({"sample_id": serum_id, "subject_id": subject.subject_id,
+                                       "visit": visit, "analyte": analyte,
+                                       "concentration": conc, "unit": "pg/mL"})
+        clinical_rows += _clinical.simulate_clinical(
+            _rng(seed, 4, subject.index), subject_id=subject.subject_id, age=subject.age,
+            sex=subject.sex, visits=subject.visits, exposure=EXPOSURE,
+            response=float(np.clip(0.5 * subject.response - 0.05, 0.05, 0.8)),
+            missed_doses=subject.missed_doses, stop_day=subject.stop_day)
+
+    # --- plates ------------------------------------------------------------------------------
+    bridge = _plates.bridge_concentrations()
+    for a, conc in bridge.items():
+        cyto_truth.append({"sample_id": _plates.BRIDGE_NAME, "subject_id": "", "visit": "",
+                           "analyte": a, "concentration": float(f"{conc:.6g}"), "unit": "pg/mL"})
+    wells_of: dict[str, list[str]] = {}
+    for p, plate in enumerate(sorted(set(plate_of_subject.values()))):
+        names = [m["sample_id"] for m in manifest
+                 if m["assay"] == "cytokine" and m["plate"] == plate]
+        layout = _plates.plate_layout(names)
+        top, ec = PLATE_SHIFTS[plate]
+        sim = _plates.simulate_plate(
+            _rng(seed, 5, p), plate, layout, {**serum, _plates.BRIDGE_NAME: bridge},
+            top_factor=top, ec_factor=ec, date=f"6/{10 + 7 * p}/2025",
+            start_time=f"10:{14 + p:02d} AM")
+        _plates.write_xponent_csv(out / "plates" / f"{plate}.csv", sim,
+                                  batch=plate)  # readers take the batch name as plate id
+        for well in layout:
+            wells_of.setdefault(well.sample, []).append(well.well)
+    for row in manifest:
+        if row["assay"] == "cytokine":
+            row["well"] = ";".join(wells_of[row["sample_id"]])
+
+    # --- tables ------------------------------------------------------------------------------
+    order = {v[0]: k for k, v in enumerate(VISITS)}
+    man = pd.DataFrame(manifest)
+    man = man.assign(_v=man["visit"].map(order)).sort_values(
+        ["assay", "subject_id", "_v"], kind="stable").drop(columns="_v")
+    write_csv_atomic(out / "manifest.csv", man)
+    write_csv_atomic(out / "standards.csv", pd.DataFrame(_plates.standards_table()))
+    write_csv_atomic(out / "clinical.csv", pd.DataFrame(clinical_rows))
+    write_csv_atomic(out / "truth" / "flow_truth.csv", pd.DataFrame(flow_truth))
+    write_csv_atomic(out / "truth" / "cytokine_truth.csv", pd.DataFrame(cyto_truth))
+    write_csv_atomic(out / "truth" / "effects.csv", pd.DataFrame(_effects_rows()))
+    write_csv_atomic(out / "truth" / "subjects.csv", pd.DataFrame([{
+        "subject_id": s.subject_id, "age": s.age, "sex": s.sex, "response": round(s.response, 4),
+        "pk": round(s.pk, 4), "attended_visits": ";".join(v for v, _ in s.visits),
+        "stop_day": "" if s.stop_day is None else s.stop_day, "missed_doses": s.missed_doses,
+        "plate": plate_of_subject[s.subject_id]} for s in subjects]))
+    write_text_atomic(out / "strategy.yaml", STRATEGY_YAML)
+    first_fcs = out / next(m["file"] for m in manifest if m["assay"] == "flow")
+    _write_gatingml(out, first_fcs)
+    write_text_atomic(out / "README.md", _readme(seed=seed, n_events=n_events,
+                                                 n_subjects=n_subjects, subjects=subjects))
+    return out
+
+
+def _effects_rows() -> list[dict]:
+    rows = []
+
+    def add(feature: str, assay: str, kind: str, up_or_down: str, fold: float, note: str,
+            population: str = "", analyte: str = "") -> None:
+        back = {"down": "up", "up": "down", "none": "none"}[up_or_down]
+        rows.append({"feature": feature, "assay": assay, "population": population,
+                     "analyte": analyte, "statistic": kind,
+                     "runin_vs_treatment": up_or_down, "treatment_vs_posttreatment": back,
+                     "negative_control": feature in NEGATIVE_CONTROLS,
+                     "fold_at_full_effect": fold, "note": note})
+
+    pops = _flow.POPULATIONS
+    add("Th2", "flow", "pct_parent", "down", FLOW_EFFECTS["Th2"],
+        "CRTH2+ % of CD4 T cells falls ~40 % by week 12, recovers after", pops["Th2"][0])
+    add("Treg", "flow", "pct_parent", "up", FLOW_EFFECTS["Treg"],
+        "CD25+CD127lo % of CD4 T cells rises modestly on drug", pops["Treg"][0])
+    add("CD4-CD8+", "flow", "pct_parent", "none", 1.0,
+        "CD8 % of CD3 T cells: negative control, no effect simulated", pops["CD4-CD8+"][0])
+    add("CD4+CD8-", "flow", "pct_parent", "none", 1.0, "CD4 % of CD3 T cells: no effect simulated",
+        pops["CD4+CD8-"][0])
+    add("CD3+", "flow", "pct_parent", "none", 1.0, "T cells % of live lymphocytes: no effect",
+        pops["CD3+"][0])
+    for analyte in _plates.ANALYTES:
+        name = analyte.name
+        if name == IL1RA_ANALYTE:
+            add(name, "cytokine", "concentration", "up", 1 + IL1RA_DRUG_FOLD,
+                "anakinra is recombinant IL-1Ra: the bead measures the drug (PK readout)",
+                analyte=name)
+        elif name in CYTOKINE_EFFECTS:
+            add(name, "cytokine", "concentration", "down", CYTOKINE_EFFECTS[name],
+                "falls during treatment, recovers after", analyte=name)
+        else:
+            note = "negative control, no effect simulated" if name in NEGATIVE_CONTROLS else \
+                "no effect simulated"
+            if name in ("IL-4", "IL-5"):
+                note += "; mostly below LLOQ"
+            add(name, "cytokine", "concentration", "none", 1.0, note, analyte=name)
+    add("SCORAD", "clinical", "scorad", "down", 0.55,
+        "falls with each subject's responsiveness; >= 30 % in responders", )
+    return rows
+
+
+def resolve_markers(strategy: Any, fcs_path: str | os.PathLike[str]) -> Any:
+    """Return ``strategy`` with every marker-named dimension replaced by its ``$PnN`` channel.
+
+    Gating-ML names detectors, not markers; the mapping is read from one FCS file of the panel.
+    """
+    from immunoprofile.flow.fcs import read_fcs_metadata
+    from immunoprofile.flow.gates import Dimension, QuadrantGate
+
+    meta = read_fcs_metadata(fcs_path)
+
+    def fix(dim: Any) -> Any:
+        if isinstance(dim, Dimension):
+            return dataclasses.replace(dim, channel=meta.channels[meta.channel_index(dim.channel)])
+        return dim
+
+    gates = {}
+    for gid, gate in strategy.gates.items():
+        if isinstance(gate, QuadrantGate):
+            dividers = tuple(dataclasses.replace(d, dimension=fix(d.dimension))
+                             for d in gate.dividers)
+            gates[gid] = dataclasses.replace(gate, dividers=dividers)
+        elif hasattr(gate, "dims"):
+            gates[gid] = dataclasses.replace(gate, dims=tuple(fix(d) for d in gate.dims))
+        else:
+            gates[gid] = gate
+    return dataclasses.replace(strategy, gates=gates)
+
+
+def _write_gatingml(out: Path, fcs_path: Path) -> None:
+    """Write strategy.gatingml.xml: the YAML strategy with markers resolved to channels."""
+    from immunoprofile.flow.gatingml import write_gatingml
+    from immunoprofile.flow.yaml_strategy import read_yaml_strategy
+
+    strategy = resolve_markers(read_yaml_strategy(out / "strategy.yaml"), fcs_path)
+    write_gatingml(strategy, out / "strategy.gatingml.xml")
+
+
+def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[SubjectDesign]) -> str:
+    missing = [(s.subject_id, v[0]) for s in subjects for v in VISITS
+               if v[0] not in {x for x, _ in s.visits} and v[1] <= 56]
+    dropouts = [s.subject_id for s in subjects if s.stop_day is not None]
+    plates = ", ".join(CYTOKINE_VISITS)
+    lines = [
+        "# Example trial: anakinra in severe atopic dermatitis (simulated)",
+        "",
+        "Everything here is generated, deterministically, by",
+        "",
+        "```",
+        f"python -m immunoprofile.simulate example_data --seed {seed} --events {n_events}"
+        + ("" if n_subjects == 8 else f" --subjects {n_subjects}"),
+        "```",
+        "",
+        "(same seed and sizes give byte-identical files). It is a small, realistic stand-in for the",
+        f"trial: {n_subjects} subjects aged 10-30 with severe AD, an 8-week run-in, daily anakinra",
+        "3 mg/kg for 12 weeks, 12 weeks of follow-up. Visits: screening (~day -56), week0 (day 0, the",
+        "pre-dose baseline), week1, week2, week4, week8, week12 (day 84), week16, week20, week24",
+        "(day 168). Periods: run-in (screening, week0), treatment (week1-week12), post-treatment",
+        "(week16-week24). Study days carry a small jitter inside the visit windows.",
+        "",
+        f"Missing data by design: {', '.join(f'{s} misses {v}' for s, v in missing) or 'none'};",
+        f"{', '.join(dropouts) or 'nobody'} drops out after week8 (no later files; stopped dosing at",
+        "day 52, so not evaluable: fewer than 67 of 84 doses).",
+        "",
+        "## Files",
+        "",
+        "| path | what |",
+        "|---|---|",
+        f"| `flow/<subject>_<visit>_flow.fcs` | FCS 3.1, float32, {n_events} events, 13 channels "
+        "(FSC-A, FSC-H, SSC-A, 9 fluorescence detectors named by fluorochrome with the marker in "
+        "`$PnS`, Time). Stored **uncompensated** with the panel's `$SPILLOVER`. `$DATE` is the visit "
+        "date; `$SRC` the subject, `$SMNO` the sample id. |",
+        "| `plates/plate1.csv`, `plates/plate2.csv` | Luminex MAGPIX xPONENT 4.2 CSV exports, "
+        "analysis off (Median, Net MFI, Count, Avg Net MFI, Units, Per Bead Count, Dilution Factor "
+        "blocks). Each plate: 2 background wells (`Background0`), `Standard1`..`Standard8` "
+        "(4-fold series) in duplicate, kit controls `Control1`/`Control2` in duplicate, the bridging "
+        "pool `BridgePool` (same serum on both plates) in duplicate, then serum samples in duplicate "
+        "(dilution factor 2). Subjects AD01-AD04 on plate1, AD05-AD08 on plate2. |",
+        "| `standards.csv` | Kit standards table (`analyte, standard, expected_conc, unit, "
+        "control_low, control_high`): the expected concentrations of the standards and the "
+        "acceptance ranges of the controls, which analysis-off exports do not carry. |",
+        "| `manifest.csv` | `sample_id, subject_id, visit, study_day, period, assay (flow or "
+        "cytokine), file (relative to this folder), plate, well` (replicate wells joined by `;`). "
+        "The plate export's `Sample` column is the manifest `sample_id`; kit controls and "
+        "`BridgePool` are on the plates but not in the manifest (QC samples). |",
+        "| `clinical.csv` | `subject_id, visit, study_day, scorad, doses_received, age, sex`; "
+        "`doses_received` is **cumulative** (doses taken from day 1 up to that visit; 84 "
+        "scheduled). |",
+        "| `strategy.yaml` | The gating strategy in the readable YAML format (commented; the "
+        "documentation example). |",
+        "| `strategy.gatingml.xml` | The same strategy as Gating-ML 2.0, markers resolved to "
+        "detector names; gives identical counts. |",
+        "| `truth/` | What the simulation put in (below). |",
+        "",
+        f"Cytokines were measured at a subset of visits ({plates}): two 96-well plates hold 36 "
+        "duplicate samples each, not all 75 subject-visits.",
+        "",
+        "## Truth",
+        "",
+        "- `truth/flow_truth.csv`: per flow sample and population (`population` = the gate path the "
+        "example strategy produces, e.g. `/Cells/Singlets/Live/CD3+/CD4+CD8-/Th2`), "
+        "`true_pct_parent` (the simulated biological frequency), and `count`, `parent_count`, "
+        "`realized_pct_parent` counted from each event's true class in that file (what a perfect "
+        "gate would report; sampling noise included). The strategy's gates recover "
+        "`realized_pct_parent` within about 1 percentage point.",
+        "- `truth/cytokine_truth.csv`: true serum concentration (pg/mL, undiluted) per sample and "
+        "analyte, and for the bridging pool.",
+        "- `truth/effects.csv`: per feature the direction simulated for run-in -> treatment and "
+        "treatment -> post-treatment (`up`, `down`, `none`), the negative controls "
+        "(`negative_control`), and the fold change at full effect.",
+        "- `truth/subjects.csv`: per subject the drawn responsiveness, drug exposure (PK) factor, "
+        "attended visits, plate, missed doses.",
+        "",
+        "Effects (scaled by each subject's responsiveness; they build up over the first month of "
+        "dosing and wane after the last dose):",
+        "",
+        "- Th2 (CRTH2+) % of CD4 T cells falls ~40 % by week 12 and recovers; Treg (CD25+CD127lo) "
+        "% of CD4 rises ~25 %; CD8 % of CD3 does not move (negative control).",
+        "- IL-1RA rises ~30-fold during treatment: anakinra *is* recombinant IL-1Ra, so the bead "
+        "measures the drug (a PK readout, not a biomarker). IL-13 and CCL17 fall ~55 % and "
+        "recover. IL-4 and IL-6 do not move (negative controls); IL-4 and IL-5 are mostly below "
+        "the LLOQ. IL-1b, IL-5, IL-31, TNF-a, IFN-g do not move.",
+        "- SCORAD falls by >= 30 % at week 12 in the more responsive subjects, partly rebounds.",
+        "",
+        "Realism: debris, doublets (FSC-A > FSC-H), dead cells bright for the viability dye, "
+        "monocytes (CD4 dim), basophils (CRTH2+ but CD3-), log-normal intensities, spillover and "
+        "photon/electronic noise in the detectors. Plates: 5PL curves with per-plate shifts "
+        "(plate2 has a ~14 % lower top and ~12 % higher EC50), ~6 % CV, bead counts 40-125 with a "
+        "few low-bead wells (< 35).",
+        "",
+    ]
+    return "\n".join(lines)

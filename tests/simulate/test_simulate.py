@@ -1,0 +1,296 @@
+"""The example-trial simulator and the committed example_data/ it generated.
+
+The committed folder must be exactly what the documented command produces, every file must read
+back with the package's own readers, and gating it with the bundled strategy must recover the
+simulated truth.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from immunoprofile.flow.fcs import read_fcs
+from immunoprofile.simulate import flow as sim_flow
+from immunoprofile.simulate import plates as sim_plates
+from immunoprofile.simulate import simulate_trial
+from immunoprofile.simulate.__main__ import main as simulate_main
+from immunoprofile.simulate.trial import PERIOD_OF_VISIT, VISITS
+
+EXAMPLE_EVENTS = 6000  # the README's command
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory) -> Path:
+    """example_data regenerated with the command written in its README."""
+    out = tmp_path_factory.mktemp("example")
+    simulate_trial(out, n_events=EXAMPLE_EVENTS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def manifest(example_dir) -> pd.DataFrame:
+    return pd.read_csv(example_dir / "manifest.csv", dtype=str, keep_default_na=False)
+
+
+# --- determinism and the committed data ---------------------------------------------------------
+
+def test_same_seed_same_bytes_different_seed_differs(tmp_path):
+    a = simulate_trial(tmp_path / "a", seed=7, n_events=400, n_subjects=3)
+    b = simulate_trial(tmp_path / "b", seed=7, n_events=400, n_subjects=3)
+    c = simulate_trial(tmp_path / "c", seed=8, n_events=400, n_subjects=3)
+    files_a, files_b, files_c = _files(a), _files(b), _files(c)
+    assert files_a == files_b
+    assert files_a.keys() == files_c.keys()
+    assert files_a["flow/AD01_week0_flow.fcs"] != files_c["flow/AD01_week0_flow.fcs"]
+    assert files_a["plates/plate1.csv"] != files_c["plates/plate1.csv"]
+
+
+def test_committed_example_data_is_what_the_readme_command_makes(example_dir, regenerated):
+    readme = (example_dir / "README.md").read_text()
+    assert f"python -m immunoprofile.simulate example_data --seed 20261124 --events " \
+           f"{EXAMPLE_EVENTS}" in readme
+    committed, fresh = _files(example_dir), _files(regenerated)
+    assert sorted(committed) == sorted(fresh)
+    # strategy.gatingml.xml is written by flow.gatingml.write_gatingml, whose formatting may
+    # evolve; it is compared by meaning here and by counts in the gating test below.
+    differing = [name for name in fresh if committed[name] != fresh[name]
+                 and name != "strategy.gatingml.xml"]
+    assert differing == []
+    from immunoprofile.flow.gatingml import read_gatingml
+
+    old = read_gatingml(example_dir / "strategy.gatingml.xml")
+    new = read_gatingml(regenerated / "strategy.gatingml.xml")
+    assert sorted(old.paths().values()) == sorted(new.paths().values())
+
+
+def test_example_data_size_limit(example_dir):
+    total = sum(p.stat().st_size for p in example_dir.rglob("*") if p.is_file())
+    assert total <= 30 * 1024 * 1024
+
+
+def test_command_line_entry_point(tmp_path, capsys):
+    assert simulate_main([str(tmp_path / "cli"), "--seed", "3", "--events", "300",
+                          "--subjects", "2"]) == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
+    fcs = read_fcs(tmp_path / "cli" / "flow" / "AD01_week24_flow.fcs")
+    assert fcs.n_events == 300
+    with pytest.raises(SystemExit):
+        simulate_main([str(tmp_path / "bad"), "--subjects", "9"])
+
+
+# --- manifest, files, clinical ------------------------------------------------------------------
+
+def test_manifest_matches_files_and_design(example_dir, manifest):
+    from immunoprofile.study.manifest import read_manifest
+
+    checked = read_manifest(example_dir / "manifest.csv")  # the study module's own validation
+    assert len(checked) == len(manifest)
+    flow = manifest[manifest.assay == "flow"]
+    on_disk = sorted(p.relative_to(example_dir).as_posix()
+                     for p in (example_dir / "flow").glob("*.fcs"))
+    assert sorted(flow.file) == on_disk
+    assert (flow.sample_id + ".fcs").tolist() == [Path(f).name for f in flow.file]
+    assert manifest.sample_id.is_unique
+    # 8 subjects x 10 visits, minus one missed visit and 4 visits after a week-8 dropout.
+    assert len(flow) == 75
+    per_subject = flow.groupby("subject_id").visit.apply(set)
+    all_visits = {v[0] for v in VISITS}
+    missing = {s: all_visits - v for s, v in per_subject.items() if v != all_visits}
+    assert missing == {"AD05": {"week4"}, "AD07": {"week12", "week16", "week20", "week24"}}
+    windows = {name: (day + lo, day + hi) for name, day, lo, hi in VISITS}
+    for row in manifest.itertuples():
+        lo, hi = windows[row.visit]
+        assert lo <= int(row.study_day) <= hi
+        assert row.period == PERIOD_OF_VISIT[row.visit]
+    # The same subject-visit has the same study day in both assays and in the clinical table.
+    clinical = pd.read_csv(example_dir / "clinical.csv", dtype={"study_day": str})
+    days = {(r.subject_id, r.visit): r.study_day for r in manifest.itertuples()}
+    assert all(days[(r.subject_id, r.visit)] == r.study_day for r in clinical.itertuples())
+
+
+def test_flow_files_read_back_with_panel_and_spillover(example_dir, manifest):
+    flow = manifest[manifest.assay == "flow"]
+    for row in flow.itertuples():
+        fcs = read_fcs(example_dir / row.file)
+        assert fcs.n_events == EXAMPLE_EVENTS
+        assert list(fcs.channels) == list(sim_flow.CHANNELS)
+        assert list(fcs.markers) == list(sim_flow.MARKERS)
+        assert fcs.text["$SMNO"] == row.sample_id and fcs.text["$SRC"] == row.subject_id
+        assert re.fullmatch(r"\d\d-[A-Z]{3}-20\d\d", fcs.text["$DATE"])
+        assert tuple(fcs.spillover.channels) == sim_flow.FLUOR_CHANNELS
+        np.testing.assert_array_equal(fcs.spillover.matrix, sim_flow.SPILLOVER_MATRIX)
+        assert fcs.warnings == []
+
+
+def test_spillover_is_applied_and_compensation_removes_it():
+    """FITC (CD3) spills ~15 % into PE (CRTH2): raw PE of CD3+ non-Th2 cells is inflated, and
+    compensating with the stored matrix brings it back to the level of CD3- cells."""
+    rng = np.random.default_rng(11)
+    sample = sim_flow.simulate_flow_sample(rng, 20_000, sim_flow.FlowParams(th2=0.05, treg=0.06))
+    pe = sim_flow.CHANNELS.index("PE-A")
+    fluor = [sim_flow.CHANNELS.index(c) for c in sim_flow.FLUOR_CHANNELS]
+    t_not_th2 = (sample.labels == sim_flow.T_CELL) & (sample.cd4_lineage != 1)
+    non_t = sample.labels == sim_flow.NON_T_LYMPH
+    raw = sample.events.astype(float)
+    comp = raw.copy()
+    comp[:, fluor] = raw[:, fluor] @ np.linalg.inv(sim_flow.SPILLOVER_MATRIX)
+    raw_gap = np.median(raw[t_not_th2, pe]) - np.median(raw[non_t, pe])
+    comp_gap = np.median(comp[t_not_th2, pe]) - np.median(comp[non_t, pe])
+    assert raw_gap > 1000          # 15 % of a ~9,000 CD3 signal
+    assert abs(comp_gap) < 60      # gone after compensation (noise only)
+
+
+def test_clinical_table(example_dir):
+    from immunoprofile.study.clinical import clinical_summary, read_clinical
+
+    clinical = read_clinical(example_dir / "clinical.csv")
+    summary = clinical_summary(clinical)
+    assert summary.evaluable.sum() == 7 and not summary.loc["AD07", "evaluable"]
+    assert summary.loc["AD07", "total_doses"] < 67
+    responders = summary.responder.fillna(False).astype(bool)
+    assert 2 <= responders.sum() <= 6
+    assert (clinical.groupby("subject_id").doses_received.apply(
+        lambda d: d.is_monotonic_increasing)).all()
+
+
+# --- truth --------------------------------------------------------------------------------------
+
+def test_truth_tables_are_consistent_with_design(example_dir):
+    truth = pd.read_csv(example_dir / "truth" / "flow_truth.csv")
+    effects = pd.read_csv(example_dir / "truth" / "effects.csv")
+    period = truth.visit.map(PERIOD_OF_VISIT)
+    means = truth.assign(period=period).pivot_table(index=["subject_id", "name"], columns="period",
+                                                    values="true_pct_parent")
+    th2 = means.xs("Th2", level="name")
+    treg = means.xs("Treg", level="name")
+    cd8 = means.xs("CD4-CD8+", level="name")
+    assert (th2["treatment"] < th2["run-in"]).all()
+    assert (th2["post-treatment"].dropna() > th2["treatment"].dropna().loc[
+        th2["post-treatment"].dropna().index]).all()
+    assert (treg["treatment"] > treg["run-in"]).all()
+    assert ((cd8["treatment"] / cd8["run-in"] - 1).abs() < 0.05).all()
+    by_feature = effects.set_index("feature")
+    assert by_feature.loc["Th2", "runin_vs_treatment"] == "down"
+    assert by_feature.loc["IL-1RA", "runin_vs_treatment"] == "up"
+    assert set(by_feature.index[by_feature.negative_control]) == {"CD4-CD8+", "IL-4", "IL-6"}
+    cyto = pd.read_csv(example_dir / "truth" / "cytokine_truth.csv")
+    il1ra = cyto[cyto.analyte == "IL-1RA"].assign(period=lambda d: d.visit.map(PERIOD_OF_VISIT))
+    fold = il1ra.groupby(["subject_id", "period"]).concentration.mean().unstack()
+    assert (fold["treatment"] / fold["run-in"] > 5).all()
+
+
+def test_gating_recovers_truth_and_gatingml_equals_yaml(example_dir, manifest):
+    from immunoprofile.flow.engine import evaluate
+    from immunoprofile.flow.strategy import load_strategy
+
+    yaml_strategy = load_strategy(example_dir / "strategy.yaml")
+    gml_strategy = load_strategy(example_dir / "strategy.gatingml.xml")
+    assert gml_strategy.format == "gatingml"
+    truth = pd.read_csv(example_dir / "truth" / "flow_truth.csv")
+    errors = []
+    for row in manifest[manifest.assay == "flow"].itertuples():
+        fcs = read_fcs(example_dir / row.file)
+        gated = evaluate(yaml_strategy, fcs)
+        gml = evaluate(gml_strategy, fcs)
+        by_path = {gated.paths[k]: v for k, v in gated.counts.items()}
+        assert by_path == {gml.paths[k]: v for k, v in gml.counts.items()}
+        parent_path = {gated.paths[k]: gated.paths[p] for k, p in gated.parents.items() if p}
+        for t in truth[truth.sample_id == row.sample_id].itertuples():
+            pct = 100.0 * by_path[t.population] / by_path[parent_path[t.population]]
+            errors.append(pct - t.realized_pct_parent)
+    errors = np.abs(np.array(errors))
+    assert len(errors) == 75 * 12
+    assert errors.max() < 1.0   # percentage points, for every population of every file
+    assert np.median(errors) < 0.1
+
+
+# --- plates -------------------------------------------------------------------------------------
+
+def test_plate_layout_structure():
+    layout = sim_plates.plate_layout([f"S{i}" for i in range(36)])
+    assert len(layout) == 96 and len({w.well for w in layout}) == 96
+    assert [w.well for w in layout[:3]] == ["A1", "B1", "C1"]  # column-major acquisition order
+    by_sample: dict[str, list[str]] = {}
+    for w in layout:
+        by_sample.setdefault(w.sample, []).append(w.well)
+    assert all(len(v) == 2 for v in by_sample.values())
+    assert all(a[0] == b[0] for a, b in by_sample.values())  # duplicates side by side
+    assert by_sample["Background0"] == ["A1", "A2"]
+    with pytest.raises(ValueError, match="do not fit"):
+        sim_plates.plate_layout([f"S{i}" for i in range(37)])
+
+
+def _first_cells(path: Path) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return [row[0] if row else "" for row in csv.reader(handle)]
+
+
+def test_plate_export_follows_xponent_42_layout(example_dir, reference_dir):
+    real = reference_dir / "cytokine" / "xponent" / "serolyzer_MAGPIX_xPONENT4.2_Chul_IgG3_1_quoted.csv"
+    ours, theirs = _first_cells(example_dir / "plates" / "plate1.csv"), _first_cells(real)
+    header_end = theirs.index("Results")
+    calibrator_values = theirs.index("Lot") + 1  # a data row (lot number), not a key
+    keep = [i for i in range(header_end + 1) if i != calibrator_values]
+    assert [ours[i] for i in keep] == [theirs[i] for i in keep]  # same header keys and order
+
+    def blocks(cells: list[str], path: Path) -> list[str]:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            return [row[1] for row in csv.reader(handle) if row and row[0] == "DataType:"]
+
+    assert blocks(ours, example_dir / "plates" / "plate1.csv") == blocks(theirs, real)
+    raw = (example_dir / "plates" / "plate1.csv").read_bytes()
+    assert b"\r\n" in raw and raw.rstrip().splitlines()[-2] == b"-- CRC --"
+
+
+def test_plates_read_back_and_match_manifest(example_dir, manifest):
+    from immunoprofile.cytokine.readers import read_plate
+
+    cyto = manifest[manifest.assay == "cytokine"]
+    for plate, rows in cyto.groupby("plate"):
+        data = read_plate(example_dir / "plates" / f"{plate}.csv",
+                          standards=example_dir / "standards.csv")
+        wells = data.wells
+        assert set(wells.plate) == {plate}
+        assert sorted(wells.analyte.unique()) == sorted(a.name for a in sim_plates.ANALYTES)
+        unknown = wells[wells.sample_type == "unknown"]
+        assert set(unknown["sample"]) == set(rows.sample_id) | {sim_plates.BRIDGE_NAME}
+        for row in rows.itertuples():
+            got = sorted(unknown.loc[unknown["sample"] == row.sample_id, "well"].unique())
+            assert got == sorted(row.well.split(";"))
+        standards = wells[wells.sample_type == "standard"]
+        assert standards.expected_conc.notna().all() and standards["sample"].nunique() == 8
+        assert (wells[wells.sample_type == "background"].well.unique() == ["A1", "A2"]).all()
+        assert (wells["count"] < 35).sum() >= 1           # a few low-bead wells
+        assert set(unknown.dilution) == {sim_plates.SAMPLE_DILUTION}
+
+
+def test_quantified_plates_recover_true_concentrations(example_dir):
+    from immunoprofile.cytokine.quantify import quantify_plate
+    from immunoprofile.cytokine.readers import read_plate
+
+    truth = pd.read_csv(example_dir / "truth" / "cytokine_truth.csv")
+    results = [quantify_plate(read_plate(example_dir / "plates" / f"plate{i}.csv",
+                                         standards=example_dir / "standards.csv"))
+               for i in (1, 2)]
+    conc = pd.concat([r.concentrations for r in results])
+    merged = conc.merge(truth, on=["sample_id", "analyte"], suffixes=("", "_true"))
+    ok = merged[merged.flag == "ok"]
+    ratio = ok.concentration / ok.concentration_true
+    for analyte in ("IL-1RA", "IL-13", "CCL17", "TNF-a"):
+        r = ratio[ok.analyte == analyte]
+        assert len(r) > 80, analyte
+        assert 0.9 < r.median() < 1.1, analyte
+    # IL-4 is mostly below the kit's range, as designed.
+    il4 = merged[merged.analyte == "IL-4"]
+    assert (il4.flag != "ok").mean() > 0.8
