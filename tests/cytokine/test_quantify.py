@@ -285,6 +285,20 @@ def test_bridging_normalisation():
         QuantifyOptions(bridging=True)
 
 
+def test_bridging_ignores_unquantifiable_bridge_values():
+    ok = [dict(sample="Bridge", net_mfi=_mfi(150.0)), dict(sample="Bridge", net_mfi=_mfi(150.0))]
+    low = [dict(sample="Bridge", net_mfi=_mfi(0.3)), dict(sample="Bridge", net_mfi=_mfi(0.3))]
+    r1, r2, r3 = quantify_plates([_plate(plate="P1", extra=ok),
+                                  _plate(plate="P2", extra=ok, scale=1.2),
+                                  _plate(plate="P3", extra=low)],
+                                 QuantifyOptions(bridging=True, bridging_sample="Bridge"))
+    assert (r3.concentrations.bridging_factor == 1.0).all()
+    assert any("no usable bridging value" in w for w in r3.warnings)
+    b1 = r1.summary.set_index("sample_id").loc["Bridge", "concentration"]
+    b2 = r2.summary.set_index("sample_id").loc["Bridge", "concentration"]
+    assert r1.bridging.factor.iat[0] == pytest.approx(math.sqrt(b1 * b2) / b1)
+
+
 def test_bridging_sample_missing_warns():
     r1, r2 = quantify_plates([_plate(plate="P1"), _plate(plate="P2")],
                              QuantifyOptions(bridging=True, bridging_sample="Nope"))

@@ -181,6 +181,9 @@ class PlateResult:
     bridging
         Bridging factors (``plate, analyte, bridge_concentration, target, factor``) once
         :func:`quantify_plates` normalised, else ``None``.
+    plate
+        The :class:`PlateData` quantified (lets a runner that quantified plates one by one in
+        workers re-run :func:`quantify_plates` for bridging).
     """
 
     concentrations: pd.DataFrame
@@ -192,6 +195,7 @@ class PlateResult:
     warnings: list[str] = field(default_factory=list)
     repairs: list[dict[str, Any]] = field(default_factory=list)
     bridging: pd.DataFrame | None = None
+    plate: PlateData | None = field(default=None, repr=False)
 
 
 # ---------------------------------------------------------------------------- flags
@@ -277,7 +281,7 @@ def quantify_plate(plate: PlateData, *, options: QuantifyOptions | None = None) 
     result = PlateResult(concentrations=concentrations, curves=curves, summary=pd.DataFrame(),
                          fits=fits, path=str(getattr(plate, "path", "") or ""),
                          format=str(getattr(plate, "format", "") or ""), warnings=warnings,
-                         repairs=list(getattr(plate, "repairs", []) or []))
+                         repairs=list(getattr(plate, "repairs", []) or []), plate=plate)
     result.summary = _summarise(result.concentrations, result.curves)
     return result
 
@@ -473,7 +477,8 @@ def quantify_plates(plates: Iterable[PlateData], options: QuantifyOptions | None
     concentration is found on every plate; its geometric mean across plates is the target and
     each plate's ``concentration_reported`` (wells and summary) is multiplied by
     ``target / bridge`` (``bridging_factor``). ``concentration`` stays the raw back-calculated
-    value. A plate without a usable bridging value keeps factor 1 and gets a warning.
+    value. A bridging value flagged ``failed_fit``, ``below_curve``, ``above_curve``, ``<LLOQ``
+    or ``>ULOQ`` is not used; such a plate keeps factor 1 and gets a warning.
 
     Parameters
     ----------
@@ -494,19 +499,26 @@ def quantify_plates(plates: Iterable[PlateData], options: QuantifyOptions | None
     return results
 
 
+_NOT_BRIDGEABLE = ("failed_fit", "below_curve", "above_curve", "<LLOQ", ">ULOQ")
+
+
 def _normalise_bridging(results: list[PlateResult], sample: str) -> None:
     frames = [r.summary for r in results if not r.summary.empty]
     if not frames:
         return
     summary = pd.concat(frames, ignore_index=True)
     bridge = summary[summary["sample_id"].astype(str) == sample]
+    # a bridging value outside the quantifiable range would add noise, not remove it
+    unusable = bridge["flag"].astype(str).str.contains(
+        "|".join(re.escape(f) for f in _NOT_BRIDGEABLE))
     if bridge.empty:
         for r in results:
             r.warnings.append(f"bridging sample {sample!r} not found on any plate; "
                               "no normalisation")
         return
     # one value per plate × analyte (mean over dilutions of the same bridging sample)
-    values = bridge.groupby(["plate", "analyte"], sort=False)["concentration_reported"].mean()
+    values = bridge[~unusable].groupby(["plate", "analyte"],
+                                       sort=False)["concentration_reported"].mean()
     records = []
     for analyte in dict.fromkeys(summary["analyte"]):
         plates = list(dict.fromkeys(summary.loc[summary["analyte"] == analyte, "plate"]))
@@ -533,7 +545,7 @@ def _normalise_bridging(results: list[PlateResult], sample: str) -> None:
                          & (mine["bridge_concentration"] > 0))]
         for row in missing.itertuples():
             r.warnings.append(f"plate {row.plate}, {row.analyte}: no usable bridging value "
-                              f"for {sample!r}; factor 1")
+                              f"for {sample!r} (absent or outside LLOQ-ULOQ); factor 1")
 
 
 # ---------------------------------------------------------------------------- outputs
