@@ -36,7 +36,8 @@ def parse_xml(path: str | os.PathLike[str]) -> ET.Element:
                                "references are not allowed)") from None
     except ET.ParseError as exc:
         raise InputError(path, f"not well-formed XML ({exc})") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError, LookupError) as exc:
+        # LookupError: an unknown encoding in the XML declaration (e.g. encoding="ATF-8")
         raise InputError(path, f"cannot read XML ({exc})") from None
     return tree.getroot()
 
