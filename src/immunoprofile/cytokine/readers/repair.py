@@ -8,14 +8,13 @@ the series is unambiguous, appending ``{plate, well, analyte, old, new, reason}`
 ``plate.repairs``. ``repair=False`` leaves the file's values untouched (warning only).
 
 The series model is log10(expected) linear in the standard number (a constant dilution ratio),
-fitted robustly (Theil–Sen: median of pairwise slopes) so a few bad points cannot drag it.
+fitted robustly (median neighbour step, median intercept) so a few bad points cannot drag it.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from itertools import combinations
 from typing import Any
 
 from . import PlateData, well_sort_key
@@ -28,12 +27,18 @@ _MIN_POINTS = 4
 _NUMBER_RE = re.compile(r"(\d+)\s*$")
 
 
-def _theil_sen(ks: list[float], ys: list[float]) -> tuple[float, float]:
-    slopes = sorted((ys[j] - ys[i]) / (ks[j] - ks[i])
-                    for i, j in combinations(range(len(ks)), 2) if ks[j] != ks[i])
-    if not slopes:
-        return 0.0, float(sorted(ys)[len(ys) // 2])
-    slope = _median(slopes)
+def _series_fit(ks: list[float], ys: list[float]) -> tuple[float, float]:
+    """Robust (slope, intercept) of log10(value) against standard number.
+
+    The slope is the median step between neighbouring standards, ignoring steps of more than
+    1.5 decades (a ±3-decade jump is the defect, not the dilution ratio); the intercept is the
+    median of ``y - slope * k``. Both survive a third of the points being 1000x off, even when
+    those are neighbours (where Theil–Sen would not).
+    """
+    steps = [(ys[i + 1] - ys[i]) / (ks[i + 1] - ks[i]) for i in range(len(ks) - 1)
+             if ks[i + 1] != ks[i]]
+    plausible = [d for d in steps if abs(d) < 1.5]
+    slope = _median(plausible) if plausible else 0.0
     return slope, _median([y - slope * k for k, y in zip(ks, ys)])
 
 
@@ -65,7 +70,7 @@ def find_decimal_loss(series: dict[int, float]) -> tuple[dict[int, float], bool]
         return {}, False
     ks = [float(k) for k, _ in pts]
     ys = [math.log10(v) for _, v in pts]
-    slope, icpt = _theil_sen(ks, ys)
+    slope, icpt = _series_fit(ks, ys)
     suspects = {k: v / 1000.0 for (k, v), kf, y in zip(pts, ks, ys)
                 if abs(y - (icpt + slope * kf) - 3.0) < 3 * TOLERANCE_LOG10}
     if not suspects:
@@ -73,7 +78,7 @@ def find_decimal_loss(series: dict[int, float]) -> tuple[dict[int, float], bool]
     good = [(kf, y) for (k, _), kf, y in zip(pts, ks, ys) if k not in suspects]
     if len(good) < _MIN_POINTS - 1 or slope == 0:
         return suspects, False
-    s2, i2 = _theil_sen([g[0] for g in good], [g[1] for g in good])
+    s2, i2 = _series_fit([g[0] for g in good], [g[1] for g in good])
     clean = all(abs(y - (i2 + s2 * k)) < TOLERANCE_LOG10 for k, y in good)
     fixed = all(abs(math.log10(new) - (i2 + s2 * k)) < TOLERANCE_LOG10
                 for k, new in suspects.items())
