@@ -70,9 +70,12 @@ def test_flags_combined_and_cytokine_censoring(study):
     assert labels.loc["S01|week0", "IL-4|pg/mL"] == "<LLOQ"
     assert labels.loc["S01|week0", "IL-13|pg/mL"] == "ok"
     floor = study.var.loc["IL-4|pg/mL", "log_floor"]
-    assert floor == pytest.approx(0.4 / 2)  # half the smallest positive value
+    assert floor == pytest.approx(1.0 * 2 / 2)  # half the lowest sample LLOQ: plate LLOQ 1 × dilution 2
     assert np.isnan(cell(study, "S02|week0", "IL-4|pg/mL"))
+    assert cell(study, "S01|week0", "IL-4|pg/mL") == pytest.approx(0.4)  # raw keeps the lab's number
+    # both censored kinds tie at the floor on the analysis scale
     assert cell(study, "S02|week0", "IL-4|pg/mL", "transformed") == pytest.approx(np.log10(floor))
+    assert cell(study, "S01|week0", "IL-4|pg/mL", "transformed") == pytest.approx(np.log10(floor))
     codes = study.uns["immunoprofile"]["flag_codes"]
     assert {"ok", "<LLOQ", "below_curve"} <= set(codes["label"])
 
@@ -198,6 +201,14 @@ def test_sample_in_manifest_but_not_in_results(tmp_path, trial_factory):
     adata = assemble(paths["manifest"], flow_dir=paths["flow"])
     assert "flow: sample listed in the manifest" in str(adata.obs.loc["S02|week4", "missing_reason"])
     assert adata.uns["immunoprofile"]["assays"].tolist() == ["flow"]
+
+
+def test_log_floor_without_standard_curves(tmp_path, trial_factory):
+    paths = trial_factory(tmp_path / "t")
+    (paths["cyto"] / "standard_curves.csv").unlink()
+    adata = assemble(paths["manifest"], cytokine_dir=paths["cyto"])
+    assert adata.var.loc["IL-4|pg/mL", "log_floor"] == pytest.approx(0.4 / 2)  # half the smallest value
+    assert "standard_curves" not in adata.uns["immunoprofile"]
 
 
 def test_input_errors(trial, tmp_path):

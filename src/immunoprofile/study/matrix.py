@@ -13,11 +13,13 @@ Layer conventions (also stored in ``uns["immunoprofile"]["transforms"]``):
   100 % stay finite;
 * MFI: ``asinh(x / 150)`` (150 is the usual cofactor for conventional fluorescence);
 * counts: ``log10(x + 1)``;
-* concentrations: ``log10(max(x, floor))`` where ``floor`` (``var["log_floor"]``) is half the
-  smallest positive concentration of that analyte in the study; replicate results that could not
-  be back-calculated because the signal lay below the curve (flag ``below_curve``, or ``<LLOQ``
-  without a number) are set to that floor in the transformed layer, above the curve to twice the
-  largest observed value, so rank tests see them as the extremes they are; ``raw`` keeps NaN.
+* concentrations: ``log10(max(x, floor))``. ``floor`` (``var["log_floor"]``) is half the lowest
+  sample LLOQ of the analyte (plate LLOQ from ``standard_curves.csv`` × the well's dilution), or
+  half the smallest positive concentration when no LLOQ is known. Results below the LLOQ are not
+  quantifiable: every value flagged ``<LLOQ`` or ``below_curve`` is set to the floor in the
+  transformed layer (left-censored, so they tie instead of adding extrapolation noise to rank
+  tests); values above the curve with no number are set to twice the largest observed value.
+  ``raw`` keeps the lab's back-calculated number (or NaN), the ``flag`` layer says which.
 * ``change_from_baseline`` = transformed − transformed at the baseline visit (week 0) of the same
   subject.
 """
@@ -220,12 +222,37 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
     return long, var, qc.reset_index(drop=True)
 
 
+def _lloq_floors(conc: pd.DataFrame, clong: pd.DataFrame, curves: pd.DataFrame) -> dict[str, float]:
+    """Per cytokine feature: half the lowest sample LLOQ (plate LLOQ × well dilution)."""
+    import numpy as np
+    import pandas as pd
+
+    if not {"plate", "analyte", "lloq"} <= set(curves.columns) or not len(clong):
+        return {}
+    lloq = curves.assign(plate=curves["plate"].astype(str), analyte=curves["analyte"].astype(str),
+                         lloq=pd.to_numeric(curves["lloq"], errors="coerce"))
+    rows = conc[conc["sample_id"].astype(str).isin(set(clong["sample_id"]))].copy()
+    rows["plate"] = rows["plate"].astype(str)
+    rows["analyte"] = rows["analyte"].astype(str)
+    rows = rows.merge(lloq[["plate", "analyte", "lloq"]], on=["plate", "analyte"], how="left")
+    dilution = pd.to_numeric(rows["dilution"], errors="coerce").fillna(1.0) \
+        if "dilution" in rows.columns else 1.0
+    rows["sample_lloq"] = rows["lloq"] * dilution
+    lowest = rows.groupby("analyte")["sample_lloq"].min()
+    feature_of = dict(zip(clong["analyte"], clong["feature"]))
+    return {feature_of[a]: float(v) / 2.0 for a, v in lowest.items()
+            if a in feature_of and np.isfinite(v) and v > 0}
+
+
 # --------------------------------------------------------------------------------------------
 # transforms
 # --------------------------------------------------------------------------------------------
-def _transform(raw: np.ndarray, var: pd.DataFrame, flag_text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _transform(raw: np.ndarray, var: pd.DataFrame, flag_text: np.ndarray,
+               floors_given: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The transformed layer and the per-feature log floor (NaN except concentrations)."""
     import numpy as np
+
+    floors_given = floors_given or {}
 
     out = np.full_like(raw, np.nan, dtype=float)
     floors = np.full(raw.shape[1], np.nan)
@@ -240,14 +267,16 @@ def _transform(raw: np.ndarray, var: pd.DataFrame, flag_text: np.ndarray) -> tup
             out[:, j] = np.log10(np.clip(x, 0, None) + 1.0)
         elif ftype == "concentration":
             positive = x[np.isfinite(x) & (x > 0)]
-            floor = float(positive.min() / 2.0) if positive.size else 1e-3
+            floor = floors_given.get(str(var.index[j]), np.nan)
+            if not np.isfinite(floor) or floor <= 0:
+                floor = float(positive.min() / 2.0) if positive.size else 1e-3
             top = float(positive.max() * 2.0) if positive.size else np.nan
             floors[j] = floor
             with np.errstate(invalid="ignore"):
                 col = np.log10(np.maximum(x, floor))
             flags = flag_text[:, j]
-            below = np.isnan(x) & np.array(["below_curve" in f or "<LLOQ" in f for f in flags])
-            above = np.isnan(x) & np.array(["above_curve" in f or ">ULOQ" in f for f in flags])
+            below = np.array(["below_curve" in f or "<LLOQ" in f for f in flags], dtype=bool)
+            above = np.isnan(x) & np.array(["above_curve" in f or ">ULOQ" in f for f in flags], dtype=bool)
             col[below] = np.log10(floor)
             if np.isfinite(top):
                 col[above] = np.log10(top)
@@ -330,6 +359,7 @@ def assemble(
     row_of = {name: i for i, name in enumerate(obs_names)}
 
     long_parts: list[pd.DataFrame] = []
+    floors_given: dict[str, float] = {}
     var_parts: list[pd.DataFrame] = []
     uns: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     results_ids: dict[str, set[str]] = {"flow": set(), "cytokine": set()}
@@ -373,7 +403,9 @@ def assemble(
         curves_path = conc_path.parent / "standard_curves.csv"
         if curves_path.is_file():
             inputs.append(curves_path)
-            uns["standard_curves"] = _uns_frame(_read_csv(curves_path, ()))
+            curves = _read_csv(curves_path, ())
+            uns["standard_curves"] = _uns_frame(curves)
+            floors_given = _lloq_floors(conc, clong, curves)
         prov = conc_path.parent / "provenance.json"
         if prov.is_file():
             uns["cytokine_provenance_json"] = prov.read_text(encoding="utf-8")
@@ -454,7 +486,8 @@ def assemble(
     flag[present & np.isnan(raw) & (flag == 0)] = 5
     flag[~present & (flag == 0)] = 5  # sample measured, this feature not (e.g. absent gate)
 
-    transformed, floors = _transform(raw, var, np.where(present, flag_text, "").astype(str))
+    transformed, floors = _transform(raw, var, np.where(present, flag_text, "").astype(str),
+                                     floors_given)
     var["log_floor"] = floors
     base_rows = np.array([row_of[f"{s}|{design.baseline_visit}"] for s in obs["subject_id"]])
     change = transformed - transformed[base_rows]

@@ -1,0 +1,119 @@
+"""The bundled example trial end to end: raw FCS files and plate exports → gate → cytokines →
+assemble → compare, checked against the simulation's truth (example_data/truth/effects.csv).
+
+Criteria (what n = 8 paired subjects can show):
+
+* every simulated mover is found in the right direction for run-in → treatment with an exact
+  Wilcoxon p < 0.05 (the floor is 2/2^8 = 0.0078) and a Friedman p < 0.05;
+* treatment → post-treatment (n = 7: one subject dropped out) the direction is right for every
+  mover, and p < 0.05 for the large effects (fold ≥ 1.5 either way; the modest Treg rise that
+  wanes slowly after the last dose is not expected to reach it);
+* the negative controls are not found moving: exact Wilcoxon p ≥ 0.05 in every contrast, and no
+  feature simulated as flat has q < 0.05 in any contrast.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from immunoprofile.cli import cli
+from immunoprofile.study.compare import DEFAULT_FAMILIES, compare_periods
+from immunoprofile.study.matrix import assemble
+
+CONTRASTS = {"runin_vs_treatment": "run-in_vs_treatment",
+             "treatment_vs_posttreatment": "treatment_vs_post-treatment"}
+
+
+@pytest.fixture(scope="module")
+def example_run(example_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("example")
+    runner = CliRunner()
+    gate = runner.invoke(cli, ["gate", str(example_dir / "flow"), "--strategy",
+                               str(example_dir / "strategy.yaml"), "--manifest",
+                               str(example_dir / "manifest.csv"), "--out", str(out / "flow"), "-q"])
+    assert gate.exit_code == 0, gate.output
+    plates = sorted(str(p) for p in (example_dir / "plates").glob("*.csv"))
+    cyto = runner.invoke(cli, ["cytokines", *plates, "--standards", str(example_dir / "standards.csv"),
+                               "--out", str(out / "cytokines"), "-q"])
+    assert cyto.exit_code == 0, cyto.output
+    adata = assemble(example_dir / "manifest.csv", flow_dir=out / "flow", cytokine_dir=out / "cytokines",
+                     clinical=example_dir / "clinical.csv")
+    families = {k: v for k, v in DEFAULT_FAMILIES.items() if k != "flow_mfi"}  # MFIs: not in the truth
+    table = compare_periods(adata, families=families)
+    effects = pd.read_csv(example_dir / "truth" / "effects.csv")
+    return adata, table, effects
+
+
+def feature_name(adata, effect) -> str:
+    var = adata.var
+    if effect["assay"] == "flow":
+        hit = var[(var["population"] == effect["population"]) & (var["statistic"] == effect["statistic"])]
+    else:
+        hit = var[(var["analyte"] == effect["analyte"]) & (var["feature_type"] == "concentration")]
+    assert len(hit) == 1, f"{effect['feature']} not (uniquely) in the study: {len(hit)}"
+    return str(hit.index[0])
+
+
+def row(table, feature, contrast):
+    sub = table[(table["feature"] == feature) & (table["contrast"] == contrast)]
+    assert len(sub) == 1
+    return sub.iloc[0]
+
+
+def measured(effects):
+    return effects[effects["assay"].isin(["flow", "cytokine"])]
+
+
+def test_study_shape_and_missingness(example_run):
+    adata, _, _ = example_run
+    assert adata.n_obs == 80  # 8 subjects × 10 visits, missing ones kept
+    reason = adata.obs["missing_reason"].astype(str)
+    assert "flow: visit not attended" in reason["AD05|week4"]
+    assert "flow: after dropout" in reason["AD07|week16"]
+    assert not bool(adata.obs.loc["AD07|week0", "evaluable"])
+    assert adata.var.loc["IL-1RA|pg/mL", "drug_readout"]
+
+
+def test_movers_found_in_the_right_direction(example_run):
+    adata, table, effects = example_run
+    movers = measured(effects)[lambda e: e["runin_vs_treatment"] != "none"]
+    assert len(movers) >= 5
+    for effect in movers.to_dict("records"):
+        name = feature_name(adata, effect)
+        for truth_col, contrast in CONTRASTS.items():
+            r = row(table, name, contrast)
+            assert r["direction"] == effect[truth_col], (name, contrast, r["direction"])
+        first = row(table, name, "run-in_vs_treatment")
+        assert first["p_wilcoxon"] < 0.05 and first["n"] == 8, (name, first["p_wilcoxon"])
+        assert row(table, name, "friedman")["p_friedman"] < 0.05, name
+        fold = float(effect["fold_at_full_effect"])
+        if fold >= 1.5 or fold <= 1 / 1.5:
+            second = row(table, name, "treatment_vs_post-treatment")
+            assert second["p_wilcoxon"] < 0.05 and second["n"] == 7, (name, second["p_wilcoxon"])
+
+
+def test_negative_controls_not_found(example_run):
+    adata, table, effects = example_run
+    flat = measured(effects)[lambda e: e["runin_vs_treatment"] == "none"]
+    controls = flat[flat["negative_control"].astype(str) == "True"]
+    assert len(controls) >= 3
+    for effect in controls.to_dict("records"):
+        name = feature_name(adata, effect)
+        for contrast in ("run-in_vs_treatment", "treatment_vs_post-treatment", "run-in_vs_post-treatment"):
+            p = row(table, name, contrast)["p_wilcoxon"]
+            assert np.isnan(p) or p >= 0.05, (name, contrast, p)
+    for effect in flat.to_dict("records"):
+        name = feature_name(adata, effect)
+        q = table.loc[table["feature"] == name, "q"]
+        assert not (q < 0.05).any(), (name, q.min())
+
+
+def test_drug_is_pharmacokinetic_and_fold_change_large(example_run):
+    _, table, _ = example_run
+    r = row(table, "IL-1RA|pg/mL", "run-in_vs_treatment")
+    assert r["family"] == "pharmacokinetic" and "pharmacokinetic" in r["note"]
+    assert r["fold_change"] > 10 and r["fc_ci_low"] > 5  # simulated ~30-fold (exposure varies)
+    assert row(table, "IL-13|pg/mL", "run-in_vs_treatment")["fold_change"] < 0.8
