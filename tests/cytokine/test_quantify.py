@@ -256,6 +256,7 @@ def test_failed_fit_is_flagged_not_raised():
     wells.loc[wells.sample_type == "standard", "expected_conc"] = np.nan  # analysis off
     result = quantify_plate(PlateData(wells=wells, path="noexp.csv", format="test"))
     assert not result.curves.converged.iat[0]
+    assert "no expected concentrations" in result.curves.message.iat[0]
     assert (result.concentrations.flag.str.startswith("failed_fit")).all()
     assert result.concentrations.concentration.isna().all()
     assert any("standard curve failed" in w for w in result.warnings)

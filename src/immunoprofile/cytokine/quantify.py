@@ -20,7 +20,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -306,6 +306,11 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
     fit = fit_curve(expected[usable], net[usable], model=options.model, weights=options.weights,
                     power=options.power, replicate_means=options.replicate_means,
                     search=options.search)
+    if not usable.any():
+        why = ("no standard wells" if not is_std.any() else
+               "standard wells carry no expected concentrations (an analysis-off export? "
+               "give the kit standards table)")
+        fit = replace(fit, message=why)
 
     if fit.converged:
         in_well = fit.inverse(net)  # assay (in-well) concentration
