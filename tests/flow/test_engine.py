@@ -155,18 +155,32 @@ class _CountingTransform(LinearTransform):
         return super().apply(x)
 
 
-def test_each_dimension_transformed_once_and_marker_names_resolve():
+def test_each_value_transformed_once_only_on_parent_events_and_marker_names_resolve():
     _CountingTransform.calls = []
-    fcs = _fcs(np.arange(30, dtype=float).reshape(10, 3), markers=["CD3", "CD4", ""])
+    events = np.arange(30, dtype=float).reshape(10, 3)
+    fcs = _fcs(events, markers=["CD3", "CD4", ""])
     dim = Dimension("CD4", transform="lin")  # marker name, resolved to channel B
     strategy = Strategy(
-        gates={"g1": _rect("g1", dims=[dim], mins=[0.0], maxs=[None]),
-               "g2": _rect("g2", "g1", dims=[dim, A], mins=[None, None], maxs=[0.5, 20])},
+        gates={
+            # interval gates compare in data space: no transform needed at all
+            "r": _rect("r", dims=[A], mins=[None], maxs=[15.0]),
+            "e": EllipseGate("e", "r", "e", dims=(dim, A), mean=(0.0, 0.0),
+                             covariance=((1.0, 0.0), (0.0, 400.0)), distance_square=4.0),
+            "p": PolygonGate("p", "e", "p", dims=(dim, C),
+                             vertices=((-1.0, -1.0), (0.2, -1.0), (0.2, 100.0), (-1.0, 100.0))),
+            "r2": _rect("r2", "r", dims=[dim], mins=[0.0], maxs=[0.1]),
+        },
         transforms={"lin": _CountingTransform(100.0, 0.0)})
     result = evaluate(strategy, fcs)
-    assert _CountingTransform.calls == [10]
-    b = fcs.events[:, 1] / 100.0
-    np.testing.assert_array_equal(result.masks["g2"], (b < 0.5) & (fcs.events[:, 0] < 20))
+    a, b, c = events[:, 0], events[:, 1] / 100.0, events[:, 2]
+    r = a < 15
+    e = r & (b ** 2 + a ** 2 / 400.0 <= 4.0)
+    np.testing.assert_array_equal(result.masks["r"], r)
+    np.testing.assert_array_equal(result.masks["e"], e)
+    np.testing.assert_array_equal(result.masks["p"], e & (b < 0.2))
+    np.testing.assert_array_equal(result.masks["r2"], r & (b < 0.1))
+    # the ellipse needed CD4 on r's 5 events; the polygon reused them
+    assert _CountingTransform.calls == [int(r.sum())]
 
 
 def test_unknown_channel_names_the_file():

@@ -36,6 +36,13 @@ from .gates import (
     Strategy,
 )
 
+from .transforms import (
+    AsinhTransform,
+    HyperlogTransform,
+    LinearTransform,
+    LogicleTransform,
+    Transform,
+)
 if TYPE_CHECKING:  # pragma: no cover
     from .fcs import FCSData
 
@@ -117,7 +124,8 @@ class _Evaluation:
         self.missing_spillover = missing_spillover
         self.spillover_spec = spillover
         self._file_spill: Spillover | None | bool = False  # False = not resolved yet
-        self.values: dict[AnyDimension, NDArray[np.float64]] = {}
+        self.groups: dict[str, _CompGroup] = {}
+        self.transformed: dict[AnyDimension, tuple[NDArray[np.float64], NDArray[np.bool_]]] = {}
         self.masks: dict[str, NDArray[np.bool_]] = {}
         self.indices: dict[str, NDArray[np.intp] | None] = {}
         self.owner = strategy.quadrant_owner()
@@ -154,60 +162,102 @@ class _Evaluation:
         return self._file_spill  # type: ignore[return-value]
 
     # ----- dimensions --------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """Compute every dimension value the strategy needs, blockwise, once."""
-        dims: list[AnyDimension] = []
-        for gate in self.strategy.iter_gates():
-            for dim in gate.dimensions:
-                if dim not in dims:
-                    dims.append(dim)
-        by_comp: dict[str, list[AnyDimension]] = {}
-        for dim in dims:
-            by_comp.setdefault(dim.compensation, []).append(dim)
-        events = self.fcs.events
-        for compensation, group in by_comp.items():
+    # Values are computed lazily, only for the rows a gate looks at (its parent's events), and
+    # cached per (compensation, channel) and per dimension with a "done" mask, so every value
+    # is compensated and transformed at most once per call.
+    def _group(self, compensation: str) -> _CompGroup:
+        group = self.groups.get(compensation)
+        if group is None:
             spill = self.matrix_for(compensation)
             needed: list[str] = []
-            for dim in group:
-                names = ((dim.numerator, dim.denominator) if isinstance(dim, RatioDimension)
-                         else (dim.channel,))
-                for name in names:
-                    channel = self.fcs.channels[self.fcs.channel_index(name)]
-                    if channel not in needed:
-                        needed.append(channel)
+            for gate in self.strategy.iter_gates():
+                for dim in gate.dimensions:
+                    if dim.compensation != compensation:
+                        continue
+                    names = ((dim.numerator, dim.denominator) if isinstance(dim, RatioDimension)
+                             else (dim.channel,))
+                    for name in names:
+                        channel = self.fcs.channels[self.fcs.channel_index(name)]
+                        if channel not in needed:
+                            needed.append(channel)
             source = list(needed)
             if spill is not None:
                 source += [c for c in spill.channels if c not in source]
-            cols = [self.fcs.channel_index(c) for c in source]
-            outputs = {dim: np.empty(self.n, dtype=np.float64) for dim in group}
-            for start in range(0, max(self.n, 1), _BLOCK_ROWS):
-                stop = min(start + _BLOCK_ROWS, self.n)
-                # float64 before compensating: gate boundaries are compared exactly
-                block = events[start:stop, cols].astype(np.float64)
-                comp = compensate(block, source, spill, columns=needed) if spill else block
-                column = {name: comp[:, k] for k, name in enumerate(needed)}
-                for dim in group:
-                    outputs[dim][start:stop] = self._dimension_values(dim, column)
-            self.values.update(outputs)
+            group = _CompGroup(spill, needed, source,
+                               [self.fcs.channel_index(c) for c in source], self.n)
+            self.groups[compensation] = group
+        return group
 
-    def _dimension_values(self, dim: AnyDimension,
-                          column: dict[str, NDArray[np.float64]]) -> NDArray[np.float64]:
-        def get(name: str) -> NDArray[np.float64]:
-            return column[self.fcs.channels[self.fcs.channel_index(name)]]
+    def channel_values(self, compensation: str, name: str,
+                       idx: NDArray[np.intp] | None) -> NDArray[np.float64]:
+        group = self._group(compensation)
+        missing = _missing(group.done, idx)
+        events = self.fcs.events
+        cols = np.asarray(group.cols, dtype=np.intp)
+        contiguous = missing.size == self.n  # first use on all events: slice, no row gather
+        for start in range(0, missing.size, _BLOCK_ROWS):
+            if contiguous:
+                rows: NDArray[np.intp] | slice = slice(start, min(start + _BLOCK_ROWS, self.n))
+                raw = events[rows, cols]
+            else:
+                rows = missing[start:start + _BLOCK_ROWS]
+                raw = events[rows[:, None], cols]
+            # float64 before compensating: gate boundaries are compared exactly
+            block = raw.astype(np.float64)
+            if group.spill is not None:
+                block = compensate(block, group.source, group.spill, columns=group.needed)
+            for k, channel in enumerate(group.needed):
+                group.values[channel][rows] = block[:, k]
+        group.done[missing] = True
+        column = group.values[self.fcs.channels[self.fcs.channel_index(name)]]
+        return column if idx is None else column[idx]
 
+    def untransformed(self, dim: AnyDimension,
+                      idx: NDArray[np.intp] | None) -> NDArray[np.float64]:
         if isinstance(dim, RatioDimension):
+            num = self.channel_values(dim.compensation, dim.numerator, idx)
+            den = self.channel_values(dim.compensation, dim.denominator, idx)
             with np.errstate(divide="ignore", invalid="ignore"):
-                raw = dim.A * ((get(dim.numerator) - dim.B) / (get(dim.denominator) - dim.C))
-        else:
-            raw = get(dim.channel)
+                return dim.A * ((num - dim.B) / (den - dim.C))
+        return self.channel_values(dim.compensation, dim.channel, idx)
+
+    def transform_of(self, dim: AnyDimension) -> Transform | None:
         if dim.transform is None:
-            return raw
+            return None
         transform = self.strategy.transforms.get(dim.transform)
         if transform is None:
             raise InputError(self.strategy.source, f"gates use transform {dim.transform!r}, "
                                                    "which the strategy does not define")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return transform.apply(raw)
+        return transform
+
+    def values(self, dim: AnyDimension, idx: NDArray[np.intp] | None) -> NDArray[np.float64]:
+        """Transformed values of ``dim`` at rows ``idx`` (all rows for ``None``)."""
+        transform = self.transform_of(dim)
+        if transform is None:
+            return self.untransformed(dim, idx)
+        entry = self.transformed.get(dim)
+        if entry is None:
+            entry = self.transformed[dim] = (np.empty(self.n), np.zeros(self.n, dtype=bool))
+        column, done = entry
+        missing = _missing(done, idx)
+        if missing.size:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                column[missing] = transform.apply(self.untransformed(dim, missing))
+            done[missing] = True
+        return column if idx is None else column[idx]
+
+    def cut(self, dim: AnyDimension, idx: NDArray[np.intp] | None,
+            thresholds: Sequence[float]) -> tuple[NDArray[np.float64], list[float]]:
+        """Values and thresholds to compare for interval gates (rectangles, quadrants).
+
+        For strictly increasing transforms defined on all reals, ``T(x) >= t`` is ``x >= T⁻¹(t)``:
+        the thresholds go to data space and the events need no transform at all.
+        """
+        transform = self.transform_of(dim)
+        if transform is None or not _monotone_everywhere(transform):
+            return self.values(dim, idx), [float(t) for t in thresholds]
+        data = transform.inverse(np.asarray(thresholds, dtype=np.float64))
+        return self.untransformed(dim, idx), [float(t) for t in np.atleast_1d(data)]
 
     # ----- populations -------------------------------------------------------------------------
     def parent_indices(self, parent: str | None) -> NDArray[np.intp] | None:
@@ -232,17 +282,17 @@ class _Evaluation:
         if isinstance(gate, BooleanGate):
             self.masks[gate.id] = self._boolean(gate, idx)
             return
-        cols = [self.values[d] if idx is None else self.values[d][idx] for d in gate.dimensions]
         if isinstance(gate, QuadrantGate):
-            for quadrant, sub in self._quadrants(gate, cols):
+            for quadrant, sub in self._quadrants(gate, idx):
                 self.masks[quadrant] = self._full(sub, idx)
             return
         if isinstance(gate, RectangleGate):
-            sub = _rectangle(cols, gate.mins, gate.maxs)
+            sub = self._rectangle(gate, idx)
         elif isinstance(gate, PolygonGate):
+            cols = [self.values(d, idx) for d in gate.dims]
             sub = points_in_polygon(cols[0], cols[1], gate.vertices)
         elif isinstance(gate, EllipseGate):
-            sub = _ellipsoid(cols, gate)
+            sub = _ellipsoid([self.values(d, idx) for d in gate.dims], gate)
         else:
             raise InputError(self.strategy.source,
                              f"gate {gate.id!r}: unsupported gate type {type(gate).__name__}")
@@ -274,30 +324,62 @@ class _Evaluation:
             result = restricted
         return result
 
-    def _quadrants(self, gate: QuadrantGate, cols: list[NDArray[np.float64]]):
-        by_divider = {d.id: (d, col) for d, col in zip(gate.dividers, cols, strict=True)}
+    def _quadrants(self, gate: QuadrantGate, idx: NDArray[np.intp] | None):
+        size = self.n if idx is None else idx.size
+        cuts = {}
+        for divider in gate.dividers:
+            values = np.asarray(divider.values, dtype=np.float64)
+            cuts[divider.id] = (values, *self.cut(divider.dimension, idx, values))
         for quadrant in gate.quadrants:
-            sub = np.ones(cols[0].shape, dtype=bool)
+            sub = np.ones(size, dtype=bool)
             for divider_id, location in quadrant.positions:
-                divider, col = by_divider[divider_id]
-                values = np.asarray(divider.values)
+                values, col, data_cuts = cuts[divider_id]
+                # the interval of the divider's values that holds the quadrant's location
                 k = int(np.searchsorted(values, location, side="right"))
                 if k > 0:
-                    sub &= col >= values[k - 1]
+                    sub &= col >= data_cuts[k - 1]
                 if k < values.size:
-                    sub &= col < values[k]
+                    sub &= col < data_cuts[k]
             yield quadrant.id, sub
 
+    def _rectangle(self, gate: RectangleGate, idx: NDArray[np.intp] | None) -> NDArray[np.bool_]:
+        sub = np.ones(self.n if idx is None else idx.size, dtype=bool)
+        for dim, lo, hi in zip(gate.dims, gate.mins, gate.maxs, strict=True):
+            bounds = [b for b in (lo, hi) if b is not None]
+            col, cuts = self.cut(dim, idx, bounds)
+            if lo is not None:
+                sub &= col >= cuts[0]
+            if hi is not None:
+                sub &= col < cuts[-1]
+        return sub
 
-def _rectangle(cols: list[NDArray[np.float64]], mins: Sequence[float | None],
-               maxs: Sequence[float | None]) -> NDArray[np.bool_]:
-    sub = np.ones(cols[0].shape, dtype=bool)
-    for col, lo, hi in zip(cols, mins, maxs, strict=True):
-        if lo is not None:
-            sub &= col >= lo
-        if hi is not None:
-            sub &= col < hi
-    return sub
+
+class _CompGroup:
+    """Compensated values of the channels used under one compensation, filled lazily."""
+
+    def __init__(self, spill: Spillover | None, needed: list[str], source: list[str],
+                 cols: list[int], n: int) -> None:
+        self.spill = spill
+        self.needed = needed
+        self.source = source
+        self.cols = cols
+        self.values = {c: np.empty(n, dtype=np.float64) for c in needed}
+        self.done = np.zeros(n, dtype=bool)
+
+
+def _missing(done: NDArray[np.bool_], idx: NDArray[np.intp] | None) -> NDArray[np.intp]:
+    """Rows of ``idx`` (all rows for ``None``) whose values are not computed yet."""
+    if idx is None:
+        return np.flatnonzero(~done)
+    return idx[~done[idx]]
+
+
+def _monotone_everywhere(transform: Transform) -> bool:
+    # strictly increasing and finite on all reals (log is not: NaN/-inf below zero; the FlowJo
+    # biex table is clamped outside its range)
+    if isinstance(transform, LinearTransform):
+        return transform.T + transform.A > 0
+    return type(transform) in (AsinhTransform, LogicleTransform, HyperlogTransform)
 
 
 def _ellipsoid(cols: list[NDArray[np.float64]], gate: EllipseGate) -> NDArray[np.bool_]:
@@ -345,7 +427,6 @@ def evaluate(strategy: Strategy, fcs: FCSData, *, spillover: Spillover | str | o
         raise ValueError(f"missing_spillover must be 'error' or 'uncompensated', "
                          f"got {missing_spillover!r}")
     run = _Evaluation(strategy, fcs, spillover, missing_spillover)
-    run.prepare()
     order = strategy.population_ids()
     for pid in order:
         run.population(pid)

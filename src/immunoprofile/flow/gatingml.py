@@ -12,6 +12,7 @@ through :func:`immunoprofile._xml.parse_xml` (no entities, no external reference
 from __future__ import annotations
 
 import os
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 import numpy as np
@@ -61,6 +62,10 @@ _TRANSFORM_TAGS: dict[str, tuple[type[Transform], tuple[str, ...]]] = {
     "logicle": (LogicleTransform, ("T", "W", "M", "A")),
 }
 _TRANSFORM_NAMES = {cls: tag for tag, (cls, _) in _TRANSFORM_TAGS.items()}
+#: Namespace of our own additions inside ``custom_info`` (quadrant names).
+EXTENSION_NS = "https://immunoprofile.invalid/gatingml-extension/1"
+_NCNAME_BAD = re.compile(r"[^A-Za-z0-9._-]")
+_NCNAME_START = re.compile(r"[A-Za-z_]")
 # Elements that may appear anywhere and carry nothing we evaluate.
 _IGNORED = {"custom_info", "description", "Gating-ML"}
 
@@ -294,6 +299,9 @@ class _Reader:
                 raise self.fail(d, "divider without values")
             dividers.append(QuadrantDivider(did, self.dimension(d), tuple(sorted(values))))
         known = {d.id for d in dividers}
+        # quadrant names written by write_gatingml (the schema has no name attribute there)
+        names = {_attr(n, "ref"): _attr(n, "name") for info in _children(element, "custom_info")
+                 for n in info if local_name(n.tag) == "quadrant-name"}
         quadrants = []
         for q in _children(element, "Quadrant"):
             qid = self.ident(q)
@@ -303,7 +311,7 @@ class _Reader:
                 if ref not in known:
                     raise self.fail(q, f"position refers to unknown divider {ref!r}")
                 positions.append((str(ref), float(self.number(pos, "location"))))
-            quadrants.append(Quadrant(qid, tuple(positions), _attr(q, "name")))
+            quadrants.append(Quadrant(qid, tuple(positions), _attr(q, "name") or names.get(qid)))
         if not dividers or not quadrants:
             raise self.fail(element, "a quadrant gate needs dividers and quadrants")
         return QuadrantGate(gid, parent, name, dividers=tuple(dividers),
@@ -415,6 +423,10 @@ def _d(name: str) -> str:
     return f"{{{DATATYPE_NS}}}{name}"
 
 
+def _x(name: str) -> str:
+    return f"{{{EXTENSION_NS}}}{name}"
+
+
 def _num(value: float) -> str:
     return repr(float(value))
 
@@ -423,15 +435,45 @@ def _sub(parent: ET.Element, tag: str, attrib: dict[str, str] | None = None) -> 
     return ET.SubElement(parent, tag, attrib or {})
 
 
-def _write_dimension(parent: ET.Element, tag: str, dim: AnyDimension,
+class _Ids:
+    """Document-unique XML ``ID`` values (NCNames) for every id we write.
+
+    Valid, unique ids are kept as they are (so Gating-ML files round-trip unchanged); FlowJo or
+    YAML ids such as ``/Cells/CD4+`` are made valid; the readable name stays in ``gating:name``.
+    """
+
+    def __init__(self) -> None:
+        self._map: dict[tuple[str, str], str] = {}
+        self._used: set[str] = set()
+
+    def __call__(self, kind: str, original: str) -> str:
+        key = (kind, original)
+        if key not in self._map:
+            base = _NCNAME_BAD.sub("_", original) or "id"
+            if not _NCNAME_START.match(base):
+                base = "_" + base
+            candidate, k = base, 1
+            while candidate in self._used:
+                k += 1
+                candidate = f"{base}_{k}"
+            self._used.add(candidate)
+            self._map[key] = candidate
+        return self._map[key]
+
+
+def _write_dimension(parent: ET.Element, tag: str, dim: AnyDimension, ids: _Ids,
                      extra: dict[str, str] | None = None) -> ET.Element:
-    attrib = {_g("compensation-ref"): dim.compensation}
+    compensation = dim.compensation
+    if compensation not in (FCS_SPILLOVER, UNCOMPENSATED):
+        compensation = ids("matrix", compensation)
+    attrib = dict(extra or {})
+    attrib[_g("compensation-ref")] = compensation
     if dim.transform is not None:
-        attrib[_g("transformation-ref")] = dim.transform
-    attrib.update(extra or {})
+        attrib[_g("transformation-ref")] = ids("transform", dim.transform)
     element = _sub(parent, _g(tag), attrib)
     if isinstance(dim, RatioDimension):
-        _sub(element, _d("new-dimension"), {_d("transformation-ref"): dim.ratio_id})
+        _sub(element, _d("new-dimension"),
+             {_d("transformation-ref"): ids("transform", dim.ratio_id)})
     else:
         _sub(element, _d("fcs-dimension"), {_d("name"): dim.channel})
     return element
@@ -442,11 +484,12 @@ def _coordinates(parent: ET.Element, values: Iterable[float]) -> None:
         _sub(parent, _g("coordinate"), {_d("value"): _num(value)})
 
 
-def _gate_element(root: ET.Element, gate: Gate) -> None:
-    attrib = {_g("id"): gate.id}
+def _gate_element(root: ET.Element, gate: Gate, ids: _Ids) -> None:
+    gid = ids("gate", gate.id)
+    attrib = {_g("id"): gid}
     if gate.parent is not None:
-        attrib[_g("parent_id")] = gate.parent
-    if gate.name and gate.name != gate.id:
+        attrib[_g("parent_id")] = ids("gate", gate.parent)
+    if gate.name and gate.name != gid:
         attrib[_g("name")] = gate.name
     if isinstance(gate, RectangleGate):
         element = _sub(root, _g("RectangleGate"), attrib)
@@ -456,17 +499,17 @@ def _gate_element(root: ET.Element, gate: Gate) -> None:
                 bounds[_g("min")] = _num(lo)
             if hi is not None:
                 bounds[_g("max")] = _num(hi)
-            _write_dimension(element, "dimension", dim, bounds)
+            _write_dimension(element, "dimension", dim, ids, bounds)
     elif isinstance(gate, PolygonGate):
         element = _sub(root, _g("PolygonGate"), attrib)
         for dim in gate.dims:
-            _write_dimension(element, "dimension", dim)
+            _write_dimension(element, "dimension", dim, ids)
         for vertex in gate.vertices:
             _coordinates(_sub(element, _g("vertex")), vertex)
     elif isinstance(gate, EllipseGate):
         element = _sub(root, _g("EllipsoidGate"), attrib)
         for dim in gate.dims:
-            _write_dimension(element, "dimension", dim)
+            _write_dimension(element, "dimension", dim, ids)
         _coordinates(_sub(element, _g("mean")), gate.mean)
         cov = _sub(element, _g("covarianceMatrix"))
         for row in gate.covariance:
@@ -476,24 +519,28 @@ def _gate_element(root: ET.Element, gate: Gate) -> None:
         _sub(element, _g("distanceSquare"), {_d("value"): _num(gate.distance_square)})
     elif isinstance(gate, QuadrantGate):
         element = _sub(root, _g("QuadrantGate"), attrib)
+        named = [q for q in gate.quadrants if q.name]
+        if named:
+            # the schema allows no name on a Quadrant: keep names in the gate's custom_info
+            info = _sub(element, _d("custom_info"))
+            for quadrant in named:
+                _sub(info, _x("quadrant-name"), {"ref": ids("gate", quadrant.id),
+                                                 "name": str(quadrant.name)})
         for divider in gate.dividers:
-            div = _write_dimension(element, "divider", divider.dimension,
-                                   {_g("id"): divider.id})
+            div = _write_dimension(element, "divider", divider.dimension, ids,
+                                   {_g("id"): ids(f"divider:{gate.id}", divider.id)})
             for value in divider.values:
                 _sub(div, _g("value")).text = _num(value)
         for quadrant in gate.quadrants:
-            q_attrib = {_g("id"): quadrant.id}
-            if quadrant.name:
-                q_attrib[_g("name")] = quadrant.name
-            q = _sub(element, _g("Quadrant"), q_attrib)
+            q = _sub(element, _g("Quadrant"), {_g("id"): ids("gate", quadrant.id)})
             for divider_id, location in quadrant.positions:
-                _sub(q, _g("position"), {_g("divider_ref"): divider_id,
+                _sub(q, _g("position"), {_g("divider_ref"): ids(f"divider:{gate.id}", divider_id),
                                          _g("location"): _num(location)})
     elif isinstance(gate, BooleanGate):
         element = _sub(root, _g("BooleanGate"), attrib)
         op = _sub(element, _g(gate.op))
         for ref, complement in gate.operands:
-            ref_attrib = {_g("ref"): ref}
+            ref_attrib = {_g("ref"): ids("gate", ref)}
             if complement:
                 ref_attrib[_g("use-as-complement")] = "true"
             _sub(op, _g("gateReference"), ref_attrib)
@@ -513,7 +560,7 @@ def _check_writable(strategy: Strategy) -> None:
 
 
 def write_gatingml(strategy: Strategy, path: str | os.PathLike[str]) -> None:
-    """Write a strategy as Gating-ML 2.0 (atomically).
+    """Write a strategy as Gating-ML 2.0 (atomically), valid against the ISAC schema.
 
     Parameters
     ----------
@@ -531,15 +578,19 @@ def write_gatingml(strategy: Strategy, path: str | os.PathLike[str]) -> None:
     Notes
     -----
     Spectrum matrices are written with fluorochromes equal to detectors, so compensated
-    dimensions keep their detector names; ratio dimensions get their ``fratio`` back.
+    dimensions keep their detector names; ratio dimensions get their ``fratio`` back. Ids that
+    are not XML names (e.g. FlowJo population paths) are rewritten to valid ones; quadrant names
+    go into the quadrant gate's ``custom_info``.
     """
     _check_writable(strategy)
     ET.register_namespace("gating", GATING_NS)
     ET.register_namespace("transforms", TRANSFORMS_NS)
     ET.register_namespace("data-type", DATATYPE_NS)
+    ET.register_namespace("immunoprofile", EXTENSION_NS)
+    ids = _Ids()
     root = ET.Element(_g("Gating-ML"))
     for mid, spill in strategy.compensations.items():
-        matrix = _sub(root, _t("spectrumMatrix"), {_t("id"): mid})
+        matrix = _sub(root, _t("spectrumMatrix"), {_t("id"): ids("matrix", mid)})
         for holder in ("fluorochromes", "detectors"):
             element = _sub(matrix, _t(holder))
             for channel in spill.channels:
@@ -549,7 +600,7 @@ def write_gatingml(strategy: Strategy, path: str | os.PathLike[str]) -> None:
             for value in row:
                 _sub(spectrum, _t("coefficient"), {_t("value"): _num(value)})
     for tid, transform in strategy.transforms.items():
-        element = _sub(root, _t("transformation"), {_t("id"): tid})
+        element = _sub(root, _t("transformation"), {_t("id"): ids("transform", tid)})
         params = {_t(k): _num(v) for k, v in transform.params.items()}
         _sub(element, _t(_TRANSFORM_NAMES[type(transform)]), params)
     ratios: dict[str, RatioDimension] = {}
@@ -564,13 +615,13 @@ def write_gatingml(strategy: Strategy, path: str | os.PathLike[str]) -> None:
     for rid, dim in ratios.items():
         if rid in strategy.transforms:
             raise InputError(strategy.source, f"ratio id {rid!r} clashes with a transform id")
-        element = _sub(root, _t("transformation"), {_t("id"): rid})
+        element = _sub(root, _t("transformation"), {_t("id"): ids("transform", rid)})
         ratio = _sub(element, _t("fratio"), {_t("A"): _num(dim.A), _t("B"): _num(dim.B),
                                              _t("C"): _num(dim.C)})
         for channel in (dim.numerator, dim.denominator):
             _sub(ratio, _d("fcs-dimension"), {_d("name"): channel})
     for gate in strategy.gates.values():
-        _gate_element(root, gate)
+        _gate_element(root, gate, ids)
     ET.indent(root)
     with atomic_open(path, "wb") as handle:
         ET.ElementTree(root).write(handle, encoding="UTF-8", xml_declaration=True)

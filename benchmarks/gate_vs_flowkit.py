@@ -1,0 +1,291 @@
+"""Gate the same simulated FCS files with FlowKit and with immunoprofile; compare counts, time and
+peak memory.
+
+Usage::
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/gate_vs_flowkit.py [--sizes 100000 1000000]
+        [--repeats 3] [--keep DIR]
+
+For each size a deterministic 12-channel file (FSC/SSC, 8 fluorescence channels, Time) with a
+``$SPILLOVER`` is written, plus a 9-gate Gating-ML strategy (polygons, rectangles, an ellipse, a
+quadrant gate, and/or/not booleans) on compensated, logicle-transformed axes. Each side runs in
+its own fresh interpreter (so peak memory is its own): FlowKit does ``Sample`` + ``Session`` +
+``analyze_samples`` + medians of the compensated events from its masks; immunoprofile does
+``read_fcs`` + ``evaluate`` + ``population_stats``. Every population count must be identical.
+Printed: time of the pipeline (imports excluded, best of ``--repeats``), time of the whole
+process (imports included), the ratios, peak resident memory (VmHWM), and ``immunoprofile
+--help`` time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+FLUOR = [("FITC-A", "CD3"), ("PE-A", "CD4"), ("PerCP-Cy5-5-A", "CD8"), ("APC-A", "CD25"),
+         ("BV421-A", "CD127"), ("PE-Cy7-A", "CCR7"), ("APC-Cy7-A", "LiveDead"),
+         ("BV510-A", "CD45RA")]
+SCATTER = ["FSC-A", "FSC-H", "SSC-A"]
+CHANNELS = SCATTER + [c for c, _ in FLUOR] + ["Time"]
+MARKERS = ["", "", ""] + [m for _, m in FLUOR] + [""]
+
+
+# ------------------------------------------------------------------------------------------------
+# deterministic data and strategy
+# ------------------------------------------------------------------------------------------------
+
+def _spillover():
+    import numpy as np
+
+    from immunoprofile.flow.compensation import Spillover
+
+    rng = np.random.default_rng(2026)
+    n = len(FLUOR)
+    matrix = np.eye(n)
+    for i in range(n):
+        for j in range(n):
+            if i != j and abs(i - j) <= 2:  # neighbouring detectors see each other's dyes
+                matrix[i, j] = rng.uniform(0.01, 0.25 if abs(i - j) == 1 else 0.05)
+    return Spillover(tuple(c for c, _ in FLUOR), matrix)
+
+
+def make_file(path: Path, n_events: int, seed: int = 7) -> Path:
+    """Write a realistic PBMC-like T-cell panel file with ``n_events`` events."""
+    import numpy as np
+
+    from immunoprofile.flow.fcs_write import write_fcs
+
+    rng = np.random.default_rng(seed)
+    n = n_events
+    kind = rng.choice(4, size=n, p=[0.10, 0.08, 0.30, 0.52])  # debris, doublets, non-T, T
+    fsc_a = np.where(kind == 0, rng.normal(15000, 6000, n), rng.normal(90000, 15000, n))
+    fsc_a = np.where(kind == 1, fsc_a * 1.8, fsc_a)
+    fsc_h = np.where(kind == 1, fsc_a * 0.55, fsc_a * 0.85) + rng.normal(0, 3000, n)
+    ssc_a = np.where(kind == 0, rng.normal(8000, 4000, n), rng.normal(40000, 12000, n))
+
+    def pos(mask, mean, sd=0.5):
+        return np.where(mask, rng.lognormal(mean, sd, n), rng.normal(0, 150, n))
+
+    t = kind == 3
+    cd4 = t & (rng.random(n) < 0.65)
+    cd8 = t & ~cd4 & (rng.random(n) < 0.85)
+    treg = cd4 & (rng.random(n) < 0.08)
+    naive = t & (rng.random(n) < 0.45)
+    dead = rng.random(n) < 0.07
+    true = np.column_stack([
+        pos(t, 8.5), pos(cd4, 8.0), pos(cd8, 8.3),
+        pos(treg | (cd4 & (rng.random(n) < 0.2)), 7.5 + treg * 1.0),
+        pos(cd4 & ~treg, 7.8), pos(naive, 7.6), pos(dead, 9.0), pos(naive, 8.1),
+    ])
+    spill = _spillover()
+    raw_fl = true @ spill.matrix
+    events = np.column_stack([fsc_a, fsc_h, ssc_a, raw_fl,
+                              np.sort(rng.uniform(0, 600, n))]).astype(np.float32)
+    return write_fcs(path, events, CHANNELS, MARKERS, spillover=spill,
+                     text={"$CYT": "Simulated LSRFortessa", "$DATE": "24-NOV-2026"})
+
+
+def make_strategy(path: Path) -> Path:
+    """Write the 9-gate Gating-ML strategy (12 populations) used on every file."""
+    from immunoprofile.flow.gates import (
+        FCS_SPILLOVER,
+        BooleanGate,
+        Dimension,
+        EllipseGate,
+        PolygonGate,
+        Quadrant,
+        QuadrantDivider,
+        QuadrantGate,
+        RectangleGate,
+        Strategy,
+    )
+    from immunoprofile.flow.gatingml import write_gatingml
+    from immunoprofile.flow.transforms import LogicleTransform
+
+    def fl(channel: str) -> Dimension:
+        return Dimension(channel, FCS_SPILLOVER, "logicle")
+
+    fsc_a, fsc_h, ssc_a = Dimension("FSC-A"), Dimension("FSC-H"), Dimension("SSC-A")
+    gates = {
+        "Cells": PolygonGate("Cells", None, "Cells", dims=(fsc_a, ssc_a),
+                             vertices=((40000.0, 10000.0), (150000.0, 15000.0),
+                                       (160000.0, 90000.0), (60000.0, 95000.0),
+                                       (35000.0, 40000.0))),
+        "Singlets": PolygonGate("Singlets", "Cells", "Singlets", dims=(fsc_a, fsc_h),
+                                vertices=((30000.0, 20000.0), (170000.0, 120000.0),
+                                          (170000.0, 170000.0), (30000.0, 45000.0))),
+        "Live": RectangleGate("Live", "Singlets", "Live", dims=(fl("APC-Cy7-A"),),
+                              mins=(None,), maxs=(0.55,)),
+        "CD3": RectangleGate("CD3", "Live", "CD3+", dims=(fl("FITC-A"), ssc_a),
+                             mins=(0.55, None), maxs=(None, 100000.0)),
+        "Q": QuadrantGate("Q", "CD3", "CD4vCD8",
+                          dividers=(QuadrantDivider("d4", fl("PE-A"), (0.5,)),
+                                    QuadrantDivider("d8", fl("PerCP-Cy5-5-A"), (0.5,))),
+                          quadrants=(Quadrant("CD4", (("d4", 1.0), ("d8", 0.0)), "CD4+"),
+                                     Quadrant("CD8", (("d4", 0.0), ("d8", 1.0)), "CD8+"),
+                                     Quadrant("DP", (("d4", 1.0), ("d8", 1.0)), "DP"),
+                                     Quadrant("DN", (("d4", 0.0), ("d8", 0.0)), "DN"))),
+        "Treg": EllipseGate("Treg", "CD4", "Treg", dims=(fl("APC-A"), fl("BV421-A")),
+                            mean=(0.72, 0.35), covariance=((0.004, -0.001), (-0.001, 0.006)),
+                            distance_square=4.0),
+        "Naive": RectangleGate("Naive", "CD4", "Naive", dims=(fl("BV510-A"), fl("PE-Cy7-A")),
+                               mins=(0.55, 0.5), maxs=(None, None)),
+        "CD4mem": BooleanGate("CD4mem", "CD3", "CD4 memory", op="and",
+                              operands=(("CD4", False), ("Naive", True))),
+        "TregOrNaive": BooleanGate("TregOrNaive", None, "Treg or naive", op="or",
+                                   operands=(("Treg", False), ("Naive", False))),
+    }
+    strategy = Strategy(gates=gates, transforms={"logicle": LogicleTransform(262144, 0.5, 4.5, 0)})
+    write_gatingml(strategy, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# the two sides (each in its own interpreter)
+# ------------------------------------------------------------------------------------------------
+
+def _peak_rss_mib() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    import resource  # fallback: may include memory inherited across exec
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def side_flowkit(fcs_path: str, gml_path: str, repeats: int) -> dict:
+    t0 = time.perf_counter()
+    import flowkit as fk
+    import numpy as np
+
+    import_s = time.perf_counter() - t0
+    best = float("inf")
+    counts: dict[str, int] = {}
+    for _ in range(repeats):
+        t1 = time.perf_counter()
+        sample = fk.Sample(fcs_path, sample_id="s")
+        session = fk.Session(gating_strategy=gml_path, fcs_samples=[sample])
+        session.analyze_samples(use_mp=False)
+        report = session.get_analysis_report()
+        # MFI: FlowKit has no such statistic; medians of compensated events from its masks
+        sample.apply_compensation(sample.metadata["spillover"])
+        comp = sample.get_events(source="comp")
+        fl_idx = [sample.pnn_labels.index(c) for c, _ in FLUOR]
+        medians = {}
+        for gate_name, gate_path in zip(report["gate_name"], report["gate_path"], strict=True):
+            mask = session.get_gate_membership("s", gate_name, gate_path=gate_path)
+            medians[gate_name] = np.median(comp[mask][:, fl_idx], axis=0)
+        best = min(best, time.perf_counter() - t1)
+        counts = {str(k): int(v) for k, v in zip(report["gate_name"], report["count"],
+                                                 strict=True)}
+    return {"import_s": import_s, "pipeline_s": best, "counts": counts,
+            "peak_mib": _peak_rss_mib(), "n_mfi": len(medians)}
+
+
+def side_immunoprofile(fcs_path: str, gml_path: str, repeats: int) -> dict:
+    t0 = time.perf_counter()
+    from immunoprofile.flow.engine import evaluate
+    from immunoprofile.flow.fcs import read_fcs
+    from immunoprofile.flow.gatingml import read_gatingml
+    from immunoprofile.flow.stats import population_stats
+
+    import_s = time.perf_counter() - t0
+    best = float("inf")
+    counts: dict[str, int] = {}
+    for _ in range(repeats):
+        t1 = time.perf_counter()
+        strategy = read_gatingml(gml_path)
+        fcs = read_fcs(fcs_path)
+        result = evaluate(strategy, fcs)
+        table = population_stats(result, fcs, sample_id="s")
+        best = min(best, time.perf_counter() - t1)
+        counts = dict(result.counts)
+        del fcs, result
+    return {"import_s": import_s, "pipeline_s": best, "counts": counts,
+            "peak_mib": _peak_rss_mib(), "n_mfi": int(table.shape[0])}
+
+
+def _run_side(side: str, fcs_path: Path, gml_path: Path, repeats: int) -> dict:
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, __file__, "--side", side, str(fcs_path), str(gml_path),
+                          "--repeats", str(repeats)], capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{side} side failed:\n{out.stderr}")
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    data["process_s"] = wall
+    return data
+
+
+def _help_time() -> float:
+    exe = Path(sys.executable).with_name("immunoprofile")
+    cmd = [str(exe), "--help"] if exe.exists() else [sys.executable, "-m", "immunoprofile.cli",
+                                                      "--help"]
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=True)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--keep", type=Path, default=None, help="keep generated files here")
+    parser.add_argument("--side", choices=["flowkit", "immunoprofile"], help=argparse.SUPPRESS)
+    parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.side:
+        fn = side_flowkit if args.side == "flowkit" else side_immunoprofile
+        print(json.dumps(fn(args.paths[0], args.paths[1], args.repeats)))
+        return 0
+
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="gate_vs_flowkit_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    gml = make_strategy(workdir / "strategy.xml")
+    print(f"# files in {workdir}; OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
+    header = (f"{'events':>9} {'side':>13} {'pipeline s':>10} {'process s':>9} {'import s':>8} "
+              f"{'peak MiB':>8}")
+    print(header)
+    ok = True
+    for size in args.sizes:
+        path = workdir / f"sim_{size}.fcs"
+        if not path.exists():
+            make_file(path, size)
+        fk_res = _run_side("flowkit", path, gml, args.repeats)
+        ip_res = _run_side("immunoprofile", path, gml, args.repeats)
+        for name, res in (("FlowKit", fk_res), ("immunoprofile", ip_res)):
+            print(f"{size:>9} {name:>13} {res['pipeline_s']:>10.3f} {res['process_s']:>9.2f} "
+                  f"{res['import_s']:>8.2f} {res['peak_mib']:>8.0f}")
+        same = fk_res["counts"] == ip_res["counts"]
+        ok &= same
+        print(f"{size:>9} counts identical: {same} ({len(ip_res['counts'])} populations; "
+              f"e.g. {dict(list(ip_res['counts'].items())[:4])})")
+        if not same:
+            diff = {k: (fk_res["counts"].get(k), ip_res["counts"].get(k))
+                    for k in set(fk_res["counts"]) | set(ip_res["counts"])
+                    if fk_res["counts"].get(k) != ip_res["counts"].get(k)}
+            print(f"{size:>9} DIFFERENT counts (FlowKit, ours): {diff}")
+        print(f"{size:>9} speed-up pipeline {fk_res['pipeline_s'] / ip_res['pipeline_s']:.1f}x, "
+              f"whole process {fk_res['process_s'] / ip_res['process_s']:.1f}x; "
+              f"peak memory ours/FlowKit {ip_res['peak_mib'] / fk_res['peak_mib']:.2f}")
+    print(f"immunoprofile --help: {_help_time():.3f} s (best of 5)")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
