@@ -481,3 +481,26 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         read_fcs(tmp_path / "nope.fcs")
     with pytest.raises(InputError, match="directory"):
         read_fcs(tmp_path)
+
+
+def test_broken_second_dataset_keeps_first_readable(tmp_path: Path) -> None:
+    a = RNG.normal(size=(10, 2)).astype(np.float32)
+    cols = [dict(name=f"a{j}", values=a[:, j], kind="F") for j in range(2)]
+    first = build_dataset(cols)
+    first = build_dataset(cols, nextdata=len(first))
+    p = _write(tmp_path, first + b"garbage that is not a header" + b" " * 60)
+    fcs = read_fcs(p)
+    np.testing.assert_array_equal(fcs.events, a)
+    assert fcs.n_datasets == 1 and any("unreadable" in w for w in fcs.warnings)
+    with pytest.raises(InputError, match="data set 1 requested but the file has 1"):
+        read_fcs(p, dataset=1)
+
+
+def test_header_end_zero_means_see_text(tmp_path: Path) -> None:
+    v = RNG.normal(size=(10, 2)).astype(np.float32)
+    cols = [dict(name=f"c{j}", values=v[:, j], kind="F") for j in range(2)]
+    raw = bytearray(build_fcs(cols))
+    raw[34:42] = b"       0"  # FCS 3.0 writers do this when the end passes 99,999,999
+    fcs = read_fcs(_write(tmp_path, bytes(raw)))
+    np.testing.assert_array_equal(fcs.events, v)
+    assert fcs.warnings == []

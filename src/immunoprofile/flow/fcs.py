@@ -355,7 +355,13 @@ def _walk_datasets(path: str, buf: _File, stop_at: int | None = None) -> list[_D
                                     "to a further data set; ignored")
             break
         seen.add(base)
-        sets.append(_read_dataset_meta(path, buf, base))
+        try:
+            sets.append(_read_dataset_meta(path, buf, base))
+        except InputError as exc:
+            # A broken later data set must not make the earlier ones unreadable.
+            sets[0].warnings.append(f"data set {len(sets)} at $NEXTDATA offset {base} is "
+                                    f"unreadable ({exc.reason}); ignored")
+            break
     return sets
 
 
@@ -415,6 +421,8 @@ def _params(path: str, text: Mapping[str, str], warnings: list[str]) -> tuple[li
                                 f"{32 if kind == 'F' else 64} bits")
                 bits = 32 if kind == "F" else 64
             else:
+                warnings.append(f"$P{i}B is {bits} for {kind} data; read as "
+                                f"{'float' if bits == 32 else 'double'}")
                 kind = "F" if bits == 32 else "D"
         if bits is None or bits <= 0 or bits % 8 or bits > 64:
             raise InputError(path, f"$P{i}B {bits_raw!r}: only whole-byte widths up to 64 bits "
@@ -551,8 +559,9 @@ def _locate_data(path: str, ds: _Dataset, size: int, row: int,
     t_start, t_end = _int_kw(text, "$BEGINDATA"), _int_kw(text, "$ENDDATA")
     cands: list[tuple[str, int, int]] = []
     header_blank = h.data_start is None or h.data_end is None
-    if not header_blank and (h.data_start or h.data_end):
-        cands.append(("HEADER", h.data_start or 0, h.data_end or 0))
+    # A 0 in either HEADER field means "see TEXT" (files over 99,999,999 bytes).
+    if not header_blank and h.data_start and h.data_end:
+        cands.append(("HEADER", h.data_start, h.data_end))
     if t_start is not None and t_end is not None and (t_start or t_end):
         cands.append(("TEXT", t_start, t_end))
     if header_blank:
