@@ -17,6 +17,8 @@ from immunoprofile.flow.fcs import read_fcs
 from immunoprofile.flow.gates import (
     BooleanGate,
     Dimension,
+    Quadrant,
+    QuadrantDivider,
     QuadrantGate,
     RatioDimension,
     RectangleGate,
@@ -236,3 +238,59 @@ def test_matrix_inverted_already_is_honoured(tmp_path):
     spill = strategy.compensations["M"]
     assert isinstance(spill, Spillover)
     np.testing.assert_allclose(spill.matrix, matrix, rtol=1e-12)
+
+
+def _isac_schema():
+    pytest.importorskip("lxml")
+    resources = pytest.importorskip("flowkit._resources")  # FlowKit ships the ISAC XSDs
+    return resources.gml_schema
+
+
+def test_written_files_are_valid_gatingml_2(reference_dir, tmp_path):
+    from lxml import etree
+
+    schema = _isac_schema()
+    for gml in sorted((reference_dir / "flow/gatingml2/gml").glob("*.xml")):
+        out = tmp_path / gml.name
+        write_gatingml(read_gatingml(gml), out)
+        assert schema.validate(etree.parse(str(out))), (gml.name, str(schema.error_log))
+
+
+def test_non_xml_ids_and_quadrant_names_survive_a_round_trip(tmp_path):
+    from lxml import etree
+
+    d1, d2 = Dimension("A", transform="lin"), Dimension("B")
+    strategy = Strategy(
+        gates={
+            "/Cells": RectangleGate("/Cells", None, "Cells", dims=(d1,), mins=(0.2,),
+                                    maxs=(None,)),
+            "/Cells/Q": QuadrantGate("/Cells/Q", "/Cells", "Q", dividers=(
+                QuadrantDivider("1 div", d2, (5.0,)),), quadrants=(
+                Quadrant("/Cells/Q/B+", (("1 div", 9.0),), "B+"),
+                Quadrant("/Cells/Q/B-", (("1 div", 0.0),), "B-"))),
+            "/Cells/Q/B+/not": BooleanGate("/Cells/Q/B+/not", "/Cells/Q/B+", "not", op="not",
+                                           operands=(("/Cells/Q/B-", False),)),
+        },
+        transforms={"lin": LogicleTransform(1000, 0.5, 4.5, 0)})
+    out = tmp_path / "odd.xml"
+    write_gatingml(strategy, out)
+    assert _isac_schema().validate(etree.parse(str(out)))
+    again = read_gatingml(out)
+    assert list(again.paths().values()) == list(strategy.paths().values())
+    rng = np.random.default_rng(5)
+    fcs = _fcs_from(rng.uniform(-50, 1000, (3000, 2)).astype(np.float32))
+    first, second = evaluate(strategy, fcs), evaluate(again, fcs)
+    by_path_1 = {first.paths[k]: m for k, m in first.masks.items()}
+    by_path_2 = {second.paths[k]: m for k, m in second.masks.items()}
+    assert by_path_1.keys() == by_path_2.keys()
+    for path, mask in by_path_1.items():
+        assert np.array_equal(mask, by_path_2[path]), path
+    assert 0 < first.counts["/Cells/Q/B+"] < first.counts["/Cells"]
+
+
+def _fcs_from(events):
+    from immunoprofile.flow.fcs import FCSData
+
+    return FCSData(path="mem.fcs", version="FCS3.1", text={}, channels=["A", "B"],
+                   markers=["", ""], events=events, ranges=[1024.0, 1024.0], datatype="F",
+                   spillover=None)
