@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -371,3 +372,45 @@ def test_write_outputs_and_h5ad_round_trip(tmp_path):
     meta = adata.uns["immunoprofile"]
     assert meta["flag_bits"]["below_curve"] == 1 << FLAGS.index("below_curve")
     assert len(meta["standard_curves"]) == 2
+
+
+def _legacy_plates() -> list[PlateData]:
+    """The input behind tests/cytokine/data/cytokines_schema1.h5ad (written by schema 1)."""
+    extra = [dict(sample="U1", net_mfi=_mfi(100.0)), dict(sample="U1", net_mfi=_mfi(130.0)),
+             dict(sample="U2", net_mfi=-4.0), dict(sample="U3", net_mfi=_mfi(0.5), dilution=2.0)]
+    return [_plate(plate="P1", extra=extra, analyte="IL-1RA"),
+            _plate(plate="P2", extra=extra, analyte="IL-13", scale=1.1)]
+
+
+def test_schema1_h5ad_still_reads_and_means_the_same():
+    import anndata as ad
+
+    from immunoprofile.cytokine.quantify import to_anndata
+
+    path = Path(__file__).parent / "data" / "cytokines_schema1.h5ad"
+    old = ad.read_h5ad(path)
+    assert old.uns["immunoprofile"]["schema_version"] == "1"
+    options = QuantifyOptions(lloq_policy="half")
+    new = to_anndata(quantify_plates(_legacy_plates(), options), options=options)
+    assert list(old.obs_names) == list(new.obs_names) == [
+        "P1|U1", "P1|U2", "P1|U3", "P2|U1", "P2|U2", "P2|U3"]
+    assert list(old.var_names) == list(new.var_names) == ["IL-1RA", "IL-13"]
+    assert list(old.obs.columns) == list(new.obs.columns)
+    assert list(old.var.columns) == list(new.var.columns)
+    assert set(old.layers) == set(new.layers) == {"raw", "cv", "flag"}
+    np.testing.assert_allclose(old.X, new.X, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(old.layers["raw"], new.layers["raw"], rtol=1e-6, equal_nan=True)
+    np.testing.assert_array_equal(old.layers["flag"], new.layers["flag"])
+    assert dict(old.uns["immunoprofile"]["flag_bits"]) == dict(
+        new.uns["immunoprofile"]["flag_bits"])
+    flags = {decode_flags(c) for c in np.asarray(old.layers["flag"]).ravel()}
+    assert "below_curve" in flags
+
+
+def test_quantification_is_deterministic():
+    a = quantify_plates(_legacy_plates(), QuantifyOptions())
+    b = quantify_plates(_legacy_plates(), QuantifyOptions())
+    for ra, rb in zip(a, b):
+        pd.testing.assert_frame_equal(ra.concentrations, rb.concentrations)
+        pd.testing.assert_frame_equal(ra.curves, rb.curves)
+        pd.testing.assert_frame_equal(ra.summary, rb.summary)
