@@ -186,6 +186,17 @@ def test_mixed_model_matches_statsmodels_with_between_within_df():
     assert r["p_mixed"] > fit.pvalues[name]
 
 
+def test_options_mapping_as_a_pipeline_config_passes_it():
+    x = np.random.default_rng(9).normal(0, 1, (8, 3))
+    adata = hand_made({"x": x})
+    via_options = compare_periods(adata, options={"mixed": False, "min_subjects": 9})
+    assert "too few subjects" in rows(via_options, "x", "run-in_vs_treatment")["note"]
+    assert via_options["p_mixed"].isna().all()
+    from immunoprofile.errors import InputError
+    with pytest.raises(InputError, match="unknown compare option"):
+        compare_periods(adata, options={"alpah": 0.1})
+
+
 def test_drug_readouts_are_pharmacokinetic():
     x = np.column_stack([np.zeros(8), np.full(8, 1.5) + np.arange(8) / 100, np.zeros(8)])
     table = compare_periods(hand_made({"IL-1RA|pg/mL": x}, ftypes={"IL-1RA|pg/mL": "concentration"},

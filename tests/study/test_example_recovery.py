@@ -75,6 +75,10 @@ def test_study_shape_and_missingness(example_run):
     assert "flow: after dropout" in reason["AD07|week16"]
     assert not bool(adata.obs.loc["AD07|week0", "evaluable"])
     assert adata.var.loc["IL-1RA|pg/mL", "drug_readout"]
+    uns = adata.uns["immunoprofile"]
+    assert "Th2" in uns["gating_strategy_json"]  # the strategy the gate step used
+    assert len(uns["standard_curves"]) == 20  # 2 plates × 10 analytes
+    assert {"BridgePool", "Control1", "Control2"} <= set(uns["qc_samples"]["sample_id"])
 
 
 def test_movers_found_in_the_right_direction(example_run):

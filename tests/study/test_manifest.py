@@ -101,3 +101,26 @@ def test_synthetic_trial_manifest_reads(trial):
     m = read_manifest(trial["manifest"])
     assert set(m["assay"]) == {"flow", "cytokine"}
     assert m.groupby("subject_id")["visit"].nunique().max() == 10
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_cell = st.one_of(st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters=",\"\r\n"),
+                          max_size=8),
+                  st.sampled_from(["week0", "week4", "screening", "flow", "cytokine", "0", "-56", "84",
+                                   "run-in", "treatment", "A1", "P1", ""]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.lists(_cell, min_size=9, max_size=9), min_size=1, max_size=6))
+def test_any_table_either_reads_or_raises_manifest_error(tmp_path, rows):
+    path = tmp_path / "fuzz.csv"
+    path.write_text(HEADER + "".join(",".join(r) + "\n" for r in rows), encoding="utf-8")
+    try:
+        m = read_manifest(path)
+    except InputError as exc:  # ManifestError or an unreadable CSV: one line, names the file
+        assert "\n" not in str(exc) and str(path) in str(exc)
+    else:
+        assert set(m["period"]) <= {"run-in", "treatment", "post-treatment"}
+        assert len(m) == len(rows)

@@ -111,6 +111,8 @@ def test_uns_qc_curves_provenance(study):
     assert set(qc["sample_id"]) == {"Bridge"}  # the bridging pool kept as QC; standards are not samples
     assert len(uns["standard_curves"]) == 8
     assert set(uns["gating"]["population"]) >= {"/Cells/CD3+/CD4+/Th2"}
+    assert uns["sample_size"]["n_subjects"] == 8
+    assert uns["sample_size"]["min_exact_wilcoxon_p"] == pytest.approx(0.0078125)
     import json
     prov = json.loads(uns["provenance_json"])
     assert {r["name"] for r in prov["inputs"]} >= {"manifest.csv", "populations.csv", "concentrations.csv"}

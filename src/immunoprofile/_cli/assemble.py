@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from .common import Verbosity, common_options
+from .common import Verbosity, add_log_file, common_options
 
 __all__ = ["command"]
 
@@ -43,6 +43,7 @@ def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, cl
 
     if flow_dir is None and cytokine_dir is None:
         raise InputError(None, "give --flow and/or --cytokines (nothing to assemble)")
+    add_log_file(out.parent / "assemble.log")
     adata = assemble(manifest, flow_dir=flow_dir, cytokine_dir=cytokine_dir, clinical=clinical,
                      cytokine_value=cytokine_value)
     out = out if out.suffix else out.with_suffix(".h5ad")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from .common import Verbosity, common_options
+from .common import Verbosity, add_log_file, common_options
 
 __all__ = ["command"]
 
@@ -32,6 +32,7 @@ def command(study: Path, out_dir: Path, layer: str, min_subjects: int, no_mixed:
     from ..study.compare import compare_periods
     from ..study.matrix import read_study
 
+    add_log_file(out_dir / "compare.log")
     adata = read_study(study)
     table = compare_periods(adata, layer=layer, mixed=not no_mixed, min_subjects=min_subjects)
     notes = table.attrs.get("notes", {})

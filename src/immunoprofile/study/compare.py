@@ -250,6 +250,7 @@ def compare_periods(
     mixed: bool = True,
     min_subjects: int = 3,
     alpha: float = 0.05,
+    options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Compare the protocol periods feature by feature (see the module docstring for methods).
 
@@ -271,6 +272,9 @@ def compare_periods(
         Fewest complete pairs for a test; below it the row says why in ``note``.
     alpha
         Level for the ``significant`` column (q < alpha).
+    options
+        The same settings as a mapping (e.g. a pipeline config's ``compare.options``); its keys
+        override the keyword arguments. Unknown keys are an ``InputError``.
 
     Returns
     -------
@@ -285,6 +289,16 @@ def compare_periods(
 
     from .matrix import period_means
 
+    if options:
+        settings = {"layer": layer, "families": families, "contrasts": contrasts, "mixed": mixed,
+                    "min_subjects": min_subjects, "alpha": alpha}
+        unknown = sorted(set(options) - set(settings))
+        if unknown:
+            from ..errors import InputError
+            raise InputError(None, f"unknown compare option(s) {', '.join(unknown)}; "
+                                   f"allowed: {', '.join(settings)}")
+        settings.update(options)
+        return compare_periods(adata, **settings)
     if layer not in adata.layers:
         from ..errors import InputError
         raise InputError(None, f"no layer {layer!r} in the study (have {', '.join(adata.layers)})")

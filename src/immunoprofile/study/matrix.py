@@ -387,6 +387,9 @@ def assemble(
         prov = pops_path.parent / "provenance.json"
         if prov.is_file():
             uns["flow_provenance_json"] = prov.read_text(encoding="utf-8")
+        strategy = _flow_strategy_json(pops_path.parent / "flow.h5ad")
+        if strategy:
+            uns["gating_strategy_json"] = strategy
         assays_used.append("flow")
 
     if cytokine_dir is not None:
@@ -515,7 +518,14 @@ def assemble(
     _strings_to_categoricals(obs)
     _strings_to_categoricals(var)
 
+    n_subjects = len(subjects)
     uns.update({
+        "sample_size": {
+            "n_subjects": n_subjects,
+            "min_exact_wilcoxon_p": min(1.0, 2.0 / 2.0 ** n_subjects),
+            "note": (f"{n_subjects} subjects: a paired exact two-sided Wilcoxon test cannot give "
+                     f"p below 2/2^{n_subjects} = {2.0 / 2.0 ** n_subjects:.4g}"),
+        },
         "design": design.to_dict(),
         "assays": np.array(assays_used, dtype=object),
         "flag_codes": pd.DataFrame({"code": np.array(list(labels), dtype=np.int64),
@@ -545,6 +555,20 @@ def assemble(
     adata.layers["change_from_baseline"] = change
     adata.uns["immunoprofile"] = uns
     return adata
+
+
+def _flow_strategy_json(path: Path) -> str:
+    """The gating strategy ``immunoprofile gate`` stored in flow.h5ad (empty when absent)."""
+    if not path.is_file():
+        return ""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            value = handle["uns/immunoprofile/strategy_json"][()]
+    except (OSError, KeyError):
+        return ""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _uns_frame(frame: pd.DataFrame) -> pd.DataFrame:
