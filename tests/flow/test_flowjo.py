@@ -304,6 +304,88 @@ def test_unknown_sample_and_group_list_the_valid_ones(wsp_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
+# The 8-colour workspaces have no FCS files, so FlowJo's counts cannot be checked there. FlowKit's
+# own FlowJo parser is an independent reading of the same XML: on synthetic events written with
+# each sample's channels and spillover (dense around every gate's coordinates, so every
+# population is populated), its counts must equal ours for every gate.
+CROSS_CHECK = ["8_color_ICS_with_ellipse.wsp", "8_color_ICS_boolean_gate_testing.wsp",
+               "reused_quad_gate_with_child.wsp"]
+
+
+def _synthetic_fcs(ws: FlowJoWorkspace, sample_name: str, out: Path, n: int = 30_000) -> Path:
+    import numpy as np
+
+    from immunoprofile.flow.fcs_write import write_fcs
+
+    sample = ws.find_sample(sample_name)
+    kw = sample.keywords
+    chans = [kw[f"$P{i}N"] for i in range(1, int(kw["$PAR"]) + 1)]
+    prefix = sample.compensation.prefix if sample.compensation else ""
+    intervals: dict[str, list[tuple[float | None, float | None]]] = {c: [] for c in chans}
+
+    def walk(pops: tuple) -> None:
+        for pop in pops:
+            for i, dim in enumerate(pop.dims):
+                chan = dim[len(prefix):] if prefix and dim.startswith(prefix) else dim
+                if pop.kind == "rectangle":
+                    intervals[chan].append((pop.params["mins"][i], pop.params["maxs"][i]))
+                elif pop.kind == "polygon":
+                    vals = [v[i] for v in pop.params["vertices"]]
+                    intervals[chan].append((min(vals), max(vals)))
+            walk(pop.children)
+
+    walk(sample.populations)
+    rng = np.random.default_rng(20261124)
+    logicle = LogicleTransform(262144.0, 0.5, 4.5, 0.0)
+    cols = []
+    for chan in chans:
+        linear = chan.startswith(("FSC", "SSC", "Time"))
+        top = 200.0 if chan == "Time" else 262144.0
+        fwd = (lambda x, top=top: np.asarray(x) / top) if linear else logicle.apply
+        inv = (lambda y, top=top: np.asarray(y) * top) if linear else logicle.inverse
+        spans = intervals[chan] or [(None, None)]
+        pick = rng.integers(0, len(spans), n)
+        col = np.empty(n)
+        for k, (lo, hi) in enumerate(spans):
+            a = float(fwd(lo)) if lo is not None else 0.0
+            b = float(fwd(hi)) if hi is not None else 1.0
+            sel = pick == k
+            col[sel] = inv(rng.uniform(a - 0.15 * (b - a), b + 0.15 * (b - a), int(sel.sum())))
+        cols.append(col)
+    m = sample.compensation
+    path = out / sample.name
+    write_fcs(path, np.column_stack(cols), chans,
+              spillover=(m.channels, np.asarray(m.matrix)) if m else None)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", CROSS_CHECK)
+def test_counts_equal_flowkit_on_synthetic_events(wsp_dir: Path, tmp_path: Path, name: str
+                                                  ) -> None:
+    import flowkit as fk
+
+    wsp = wsp_dir / "8_color_data_set" / name
+    ws = read_flowjo_workspace(wsp)
+    sample = next(s for s in ws.samples.values() if s.populations)
+    fcs_path = _synthetic_fcs(ws, sample.name, tmp_path)
+    strategy = ws.strategy(sample=sample.name)
+    ours = evaluate(strategy, read_fcs(fcs_path)).counts
+
+    fk_ws = fk.Workspace(str(wsp), fcs_samples=str(tmp_path))
+    fk_ws.analyze_samples(sample_id=sample.name, use_mp=False)
+    report = fk_ws.get_gating_results(sample.name).report
+    theirs = {("/" + "/".join([*row.gate_path[1:], row.gate_name])): int(row.count)
+              for row in report.itertuples()}
+    paths = strategy.paths()
+    assert set(paths.values()) == set(theirs)
+    lines = [f"{p}: ours {int(ours[pid])} FlowKit {theirs[p]}" for pid, p in paths.items()]
+    print("\n".join(lines))
+    assert {p: int(ours[pid]) for pid, p in paths.items()} == theirs
+    assert min(theirs.values()) >= 1  # every population is exercised
+
+
+# ----------------------------------------------------------------------------------------------
 # Constructs we refuse, and attacks.
 SMALL = "simple_line_example/single_ellipse_51_events.wsp"
 
