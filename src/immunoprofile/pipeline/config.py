@@ -130,17 +130,32 @@ class FlowOptions(_Model):
 
 
 class CytokineOptions(_Model):
-    """Options of the cytokine stage (standard curves and quantification)."""
+    """Options of the cytokine stage (standard curves, quantification, QC flags)."""
 
     enabled: bool = True
     model: Literal["5pl", "4pl"] = "5pl"
     weights: Literal["1/y2", "1/y", "power", "none"] = "1/y2"
     power: float = Field(1.8, gt=0, description="Exponent for weights: power.")
-    lloq_policy: Literal["flag", "lloq", "half_lloq", "nan"] = Field(
-        "flag", description="Values below the LLOQ: keep and flag, set to LLOQ, LLOQ/2, or NaN.")
-    min_beads: int = Field(35, ge=0, description="Wells with fewer beads are flagged low_beads.")
+    replicate_means: bool = Field(False, description="Fit replicate-mean Net MFI per standard.")
+    search: Literal["local", "global"] = "local"
+    recovery_range: tuple[float, float] = Field((80.0, 120.0), description="Standard recovery "
+                                                "(%) that counts towards LLOQ/ULOQ.")
     max_cv: float = Field(20.0, gt=0, description="Replicate %CV above this is flagged high_cv.")
+    min_beads: int = Field(35, ge=0, description="Wells with fewer beads are flagged low_beads.")
+    drop_low_bead_standards: bool = False
+    lloq_policy: Literal["keep", "half", "sqrt2", "na"] = Field(
+        "keep", description="Reported value below the LLOQ: keep, LLOQ/2, LLOQ/sqrt(2) or NA.")
+    bridging: bool = False
+    bridging_sample: str | None = None
+    drug_readouts: tuple[str, ...] = Field(("IL-1RA",), description="Analytes that measure the "
+                                                                    "study drug itself.")
     repair: bool = Field(True, description="Repair known export defects (logged).")
+
+    def quantify_options(self) -> Any:
+        """The :class:`immunoprofile.cytokine.quantify.QuantifyOptions` this describes."""
+        from ..cytokine.quantify import QuantifyOptions
+
+        return QuantifyOptions(**self.model_dump(exclude={"enabled", "repair"}))
 
 
 class VisitWindow(_Model):
@@ -180,11 +195,22 @@ class DesignConfig(_Model):
 
 
 class CompareOptions(_Model):
-    """Options of the period comparison."""
+    """Options of the period comparison (``study.compare.compare_periods``)."""
 
     enabled: bool = True
-    options: dict[str, Any] = Field(default_factory=dict,
-                                    description="Passed to study.compare.compare_periods.")
+    layer: str = Field("transformed", description="Scale the tests run on.")
+    contrasts: list[tuple[str, str]] | None = Field(
+        None, description="[first, second] period pairs; default: the protocol's contrasts.")
+    mixed: bool = Field(True, description="Also fit the mixed model (sensitivity).")
+    min_subjects: int = Field(3, ge=1)
+    alpha: float = Field(0.05, gt=0, lt=1)
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``compare_periods``."""
+        out = self.model_dump(exclude={"enabled", "contrasts"})
+        if self.contrasts is not None:
+            out["contrasts"] = [tuple(c) for c in self.contrasts]
+        return out
 
 
 class ReportOptions(_Model):

@@ -328,10 +328,10 @@ def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec,
     plates = _plate_files(config, manifest)
     if not plates:
         return StageResult("cytokines", "skipped", "no plate files")
-    options = _cytokine_options(quantify, config)
+    options = config.cytokine.quantify_options()
     tasks = [(str(p), (str(p), None if config.inputs.layout is None else str(config.inputs.layout),
                        None if config.inputs.standards is None else str(config.inputs.standards),
-                       config.cytokine.repair, options))
+                       config.cytokine.repair, None if options.bridging else options))
              for p in plates]
     log.info("cytokines: %d plate file(s)", len(tasks))
     with progress(len(tasks), "plates") as advance:
@@ -343,6 +343,9 @@ def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec,
         outcomes = run_tasks(plate_task, tasks, spec=spec, on_done=on_done)
     results = [o.value for o in outcomes if o.ok]
     failures = [(o.key, o.error or "failed") for o in outcomes if not o.ok]
+    if options.bridging and results:
+        # bridging normalises plates on each other: the tasks only read, all are quantified here
+        results = quantify.quantify_plates(results, options)
     out = config.out_dir / "cytokines"
     written = quantify.write_cytokine_outputs(out, results, failures,
                                               **_accepted(quantify.write_cytokine_outputs, {
@@ -373,28 +376,18 @@ def _accepted(fn: Callable[..., Any], kwargs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in kwargs.items() if k in params}
 
 
-def _cytokine_options(quantify: Any, config: PipelineConfig) -> Any:
-    values = config.cytokine.model_dump(exclude={"enabled", "repair"})
-    options_cls = getattr(quantify, "QuantifyOptions", None)
-    if options_cls is None:
-        return values
-    import dataclasses
-
-    if dataclasses.is_dataclass(options_cls):
-        names = {f.name for f in dataclasses.fields(options_cls)}
-    else:
-        names = set(getattr(options_cls, "model_fields", {}))
-    return options_cls(**{k: v for k, v in values.items() if k in names})
-
-
 def plate_task(path: str, layout: str | None, standards: str | None, repair: bool,
                options: Any) -> Any:
-    """Read and quantify one plate file (a :func:`run_tasks` task)."""
+    """Read one plate file and quantify it (a :func:`run_tasks` task).
+
+    With ``options=None`` the plate is only read (returns the ``PlateData``), for bridging
+    normalisation that needs every plate at once.
+    """
     from ..cytokine.quantify import quantify_plate
     from ..cytokine.readers import read_plate
 
     plate = read_plate(path, layout=layout, standards=standards, repair=repair)
-    return quantify_plate(plate, options=options)
+    return plate if options is None else quantify_plate(plate, options=options)
 
 
 # ----- study -----------------------------------------------------------------------------------
@@ -414,6 +407,7 @@ def _study_stage(config: PipelineConfig, manifest: Any, design: Any,
         "cytokine_dir": cytokine_dir if (cytokine_dir / "concentrations.csv").is_file() else None,
         "clinical": config.inputs.clinical,
         "design": design,
+        "drug_readouts": tuple(config.cytokine.drug_readouts),
     }
     adata = matrix.assemble(manifest, **_accepted(matrix.assemble, kwargs))
     path = config.out_dir / "study.h5ad"
@@ -436,14 +430,9 @@ def _compare_stage(config: PipelineConfig, design: Any, summary: RunSummary) -> 
     from .._io import write_csv_atomic
 
     adata = ad.read_h5ad(study_path)
-    options = dict(config.compare.options)
-    options_cls = getattr(compare, "CompareOptions", None)
-    if options_cls is not None:
-        options = options_cls(**options)
     table = compare.compare_periods(adata, **_accepted(compare.compare_periods,
-                                                       {"options": options,
-                                                        "design": design}))
-    path = config.out_dir / "compare.csv"
+                                                       config.compare.kwargs()))
+    path = config.out_dir / "comparisons.csv"
     write_csv_atomic(path, table)
     return StageResult("compare", "done", f"{len(table)} comparison(s)", [path])
 
