@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import flowio
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 
@@ -181,3 +183,33 @@ def test_format_spillover_roundtrips_floats():
     text = format_spillover(["a", "b"], [[1.0, 0.1 + 0.2], [1 / 3, 1.0]])
     parts = text.split(",")
     assert [float(v) for v in parts[3:]] == [1.0, 0.1 + 0.2, 1 / 3, 1.0]
+
+
+_name_chars = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters=",")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_events=st.integers(0, 50),
+    names=st.lists(st.text(_name_chars, min_size=1, max_size=8).filter(lambda s: s.strip()),
+                   min_size=1, max_size=5, unique=True),
+    marker=st.text(_name_chars, max_size=8),
+    comment=st.text(_name_chars, min_size=1, max_size=20).filter(lambda s: s.strip()),
+    seed=st.integers(0, 2**16),
+)
+def test_property_roundtrip_through_read_fcs(tmp_path_factory, n_events, names, marker, comment,
+                                              seed):
+    """Any channel names, markers and keyword values (incl. the delimiter, non-ASCII) survive."""
+    from immunoprofile.flow.fcs import read_fcs
+
+    rng = np.random.default_rng(seed)
+    events = rng.normal(0, 1e4, size=(n_events, len(names))).astype(np.float32)
+    markers = [marker] + [""] * (len(names) - 1)
+    path = tmp_path_factory.mktemp("prop") / "p.fcs"
+    write_fcs(path, events, names, markers, text={"$COM": comment})
+    fcs = read_fcs(path)
+    assert list(fcs.channels) == names
+    assert fcs.markers[0] == (marker if marker.strip() else "")
+    assert fcs.text["$COM"] == comment
+    assert fcs.n_events == n_events
+    assert np.array_equal(fcs.events.reshape(n_events, len(names)), events)

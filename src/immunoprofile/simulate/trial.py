@@ -45,7 +45,7 @@ PERIOD_OF_VISIT: dict[str, str] = {
 # daily dosing, then wanes over the 12 weeks after the last dose.
 EXPOSURE: dict[str, float] = {
     "screening": 0.0, "week0": 0.0, "week1": 0.45, "week2": 0.7, "week4": 0.9, "week8": 1.0,
-    "week12": 1.0, "week16": 0.35, "week20": 0.12, "week24": 0.03,
+    "week12": 1.0, "week16": 0.25, "week20": 0.08, "week24": 0.0,
 }
 # Serum is assayed at a subset of visits: 2 plates × 36 duplicate samples cannot hold all 75.
 CYTOKINE_VISITS: tuple[str, ...] = ("screening", "week0", "week2", "week4", "week8", "week12",
@@ -548,6 +548,8 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         "recover. IL-4 and IL-6 do not move (negative controls); IL-4 and IL-5 are mostly below "
         "the LLOQ. IL-1b, IL-5, IL-31, TNF-a, IFN-g do not move.",
         "- SCORAD falls by >= 30 % at week 12 in the more responsive subjects, partly rebounds.",
+        "- The effect wanes after the last dose (25 % of it left at week16, 8 % at week20, none at "
+        "week24), so the post-treatment period keeps a small residual of each effect.",
         "",
         "Realism: debris, doublets (FSC-A > FSC-H), dead cells bright for the viability dye, "
         "monocytes (CD4 dim), basophils (CRTH2+ but CD3-), log-normal intensities, spillover and "
