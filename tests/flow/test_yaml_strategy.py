@@ -331,3 +331,28 @@ def test_fuzz_structural_mutations(tmp_path_factory: pytest.TempPathFactory,
     path = tmp_path_factory.mktemp("fuzz") / "s.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     _outcome(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# The example trial: its YAML and Gating-ML strategies are the same strategy.
+def _counts_by_path(strategy: Strategy, fcs: object) -> dict[str, int]:
+    from immunoprofile.flow.engine import evaluate
+
+    result = evaluate(strategy, fcs)
+    return {strategy.path_of(pid): int(n) for pid, n in result.counts.items()}
+
+
+def test_example_trial_yaml_equals_its_gatingml(example_dir: Path, tmp_path: Path) -> None:
+    from immunoprofile.flow.fcs import read_fcs
+    from immunoprofile.flow.gatingml import read_gatingml
+
+    from_yaml = read_yaml_strategy(example_dir / "strategy.yaml")
+    from_gml = read_gatingml(example_dir / "strategy.gatingml.xml")
+    assert set(from_yaml.paths().values()) == set(from_gml.paths().values())
+    fcs = read_fcs(sorted((example_dir / "flow").glob("*.fcs"))[0])
+    counts = _counts_by_path(from_yaml, fcs)
+    assert counts == _counts_by_path(from_gml, fcs)
+    assert counts["/Cells/Singlets/Live/CD3+/CD4+CD8-/Memory"] > 0
+    # Gating-ML -> YAML (writer) -> Strategy gates the file identically
+    write_yaml_strategy(from_gml, tmp_path / "converted.yaml")
+    assert _counts_by_path(read_yaml_strategy(tmp_path / "converted.yaml"), fcs) == counts
