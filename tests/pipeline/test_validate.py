@@ -38,3 +38,43 @@ def test_config_problems_stop_there(tmp_path: Path) -> None:
     path.write_text("schema_version: 1\ninputs: {manifest: m.csv}\nexecutor: {kind: slurm}\n")
     (problem,) = validate_config(path)
     assert problem.line == 3 and problem.where == "executor.kind"
+
+
+def _cli(*args: str) -> "subprocess.CompletedProcess[str]":
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "immunoprofile.cli", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_validate_and_run_cli_report_every_problem_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("schema_version: 1\ninputs: {manifest: m.csv, stratgy: s.yaml}\n"
+                    "executor: {kind: slurm, jobs: 0}\n")
+    for command in ("validate", "run"):
+        proc = _cli(command, str(path))
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 4 and "Traceback" not in proc.stderr  # 3 problems + a summary
+        assert lines[0].startswith(f"{path}:2: inputs.stratgy: unknown key")
+        assert "did you mean 'strategy'?" in lines[0]
+    assert not (tmp_path / "output").exists()  # run stopped before creating anything
+
+
+def test_validate_cli_ok_and_input_problems(tiny_trial: Path) -> None:
+    proc = _cli("validate", str(tiny_trial))
+    assert proc.returncode == 0 and "OK" in proc.stdout
+    (tiny_trial.parent / "flow" / "s01_week0.fcs").unlink()
+    proc = _cli("validate", str(tiny_trial))
+    assert proc.returncode == 2 and "s01_week0.fcs" in proc.stderr
+
+
+def test_schema_cli_prints_json_schema() -> None:
+    import json
+
+    proc = _cli("schema")
+    assert proc.returncode == 0
+    schema = json.loads(proc.stdout)
+    assert schema["title"] == "immunoprofile pipeline config"
+    assert "executor" in schema["properties"]
