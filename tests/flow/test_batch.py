@@ -113,3 +113,62 @@ def test_manifest_mapping(tmp_path: Path) -> None:
     path.write_text("id,file\nA,x.fcs\n")
     with pytest.raises(InputError, match="lacks column"):
         sample_ids_from_manifest(path)
+
+
+def test_gate_sample_matches_gatingml_compliance_truth(reference_dir: Path, tmp_path: Path) -> None:
+    """Through the batch layer, every gate of the Gating-ML 2.0 compliance set gives the ISAC
+    truth: membership event for event, and counts in the stats table."""
+    from immunoprofile.flow.batch import gate_sample
+    from immunoprofile.flow.strategy import load_strategy
+
+    root = reference_dir / "flow" / "gatingml2"
+    strategy = load_strategy(root / "gml" / "gml_all_gates.xml")
+    member = tmp_path / "m.parquet"
+    # data1.fcs has no $SPILLOVER: "FCS" dimensions read raw values, spectrum matrices still apply
+    result = gate_sample(root / "data1.fcs", strategy, sample_id="data1", membership_path=member,
+                         compensation="none")
+    assert result.n_events == 13367 and result.sample_id == "data1" and result.file == "data1.fcs"
+    assert len(result.sha256) == 64
+    membership = pd.read_parquet(member)
+    assert len(membership) == 13367
+    counts = result.stats.set_index("population")["count"]
+    checked = 0
+    for pid, path in strategy.paths().items():
+        truth_file = root / "truth" / ("Results_ParQuadRect.txt" if pid == "ParRectangle1"
+                                       else f"Results_{pid}.txt")
+        if not truth_file.is_file():
+            continue
+        truth = np.loadtxt(truth_file, dtype=int).astype(bool)
+        np.testing.assert_array_equal(membership[path].to_numpy(), truth, err_msg=pid)
+        assert counts[path] == truth.sum(), pid
+        checked += 1
+    assert checked >= 45
+
+
+def test_gate_sample_missing_file_and_compensation_choices(tmp_path: Path) -> None:
+    from immunoprofile.flow.batch import gate_sample
+    from immunoprofile.flow.fcs_write import write_fcs
+    from immunoprofile.flow.strategy import load_strategy
+
+    rng = np.random.default_rng(1)
+    true = np.where(rng.random((4000, 2)) < 0.5, rng.lognormal(9, 0.3, (4000, 2)),
+                    rng.lognormal(4, 0.5, (4000, 2)))
+    spill = np.array([[1.0, 0.3], [0.0, 1.0]])
+    write_fcs(tmp_path / "t.fcs", (true @ spill).astype(np.float32), ["FL1-A", "FL2-A"],
+              ["CD3", "CD4"], spillover=(["FL1-A", "FL2-A"], spill))
+    (tmp_path / "s.yaml").write_text(
+        "format: immunoprofile-strategy/1\ntransforms:\n  default: {type: logicle, T: 262144, "
+        "W: 0.5, M: 4.5, A: 0}\ngates:\n  - {name: CD4+, type: range, channel: CD4, min: 0.5}\n")
+    strategy = load_strategy(tmp_path / "s.yaml")
+    comp = gate_sample(tmp_path / "t.fcs", strategy)
+    raw = gate_sample(tmp_path / "t.fcs", strategy, compensation="none")
+    assert comp.sample_id == "t"
+    # without compensation CD3 spills into CD4: more CD4+ events than the truth
+    truth_cd4 = int((true[:, 1] > 2000).sum())
+    n_comp = int(comp.stats["count"].iloc[0])
+    n_raw = int(raw.stats["count"].iloc[0])
+    assert abs(n_comp - truth_cd4) < 0.01 * 4000 < n_raw - truth_cd4
+    with pytest.raises(InputError, match="not found"):
+        gate_sample(tmp_path / "nope.fcs", strategy)
+    with pytest.raises(InputError, match="compensation matrix file not found"):
+        gate_sample(tmp_path / "t.fcs", strategy, compensation=str(tmp_path / "nope.csv"))
