@@ -547,3 +547,58 @@ def test_unknown_xml_encoding_is_an_input_error(tmp_path: Path) -> None:
     path.write_bytes(b'<?xml version="1.0" encoding="ATF-8"?><Workspace/>')
     with pytest.raises(InputError, match=r"cannot read XML \(unknown encoding"):
         read_flowjo_workspace(path)
+
+
+def test_log_transform_follows_flowjos_formula(wsp_dir: Path, tmp_path: Path) -> None:
+    """<transforms:log offset decades>: FlowJo shows (log10(x) - log10(offset)) / decades."""
+    import numpy as np
+
+    src = (wsp_dir / "simple_line_example" / "simple_poly_and_rect.wsp").read_text()
+    text = re.sub(r'<transforms:linear transforms:minRange="[^"]*"  transforms:maxRange="[^"]*"',
+                  '<transforms:log transforms:offset="10" transforms:decades="4.5"', src)
+    text = text.replace("</transforms:linear>", "</transforms:log>")
+    path = tmp_path / "log.wsp"
+    path.write_text(text)
+    s = read_flowjo_workspace(path).strategy()
+    poly = next(g for g in s.gates.values() if isinstance(g, PolygonGate))
+    # the sample's own polygon: the first coordinates after <SampleNode>
+    coords = [float(c) for c in re.findall(r'data-type:value="([^"]+)"',
+                                           text[text.index("<SampleNode"):])]
+    x_raw = np.array(coords[0:2 * len(poly.vertices):2])
+    assert [v[0] for v in poly.vertices] == pytest.approx(
+        (np.log10(x_raw) - np.log10(10.0)) / 4.5, rel=1e-12)
+
+
+def test_a_named_matrix_is_stored_and_used(wsp_dir: Path, tmp_path: Path) -> None:
+    """A spilloverMatrix other than "Acquisition-defined" goes into Strategy.compensations; with
+    the same coefficients as the file it must gate identically to the file's own spillover."""
+    src = wsp_dir / "8_color_data_set" / "reused_quad_gate_with_child.wsp"
+    named = tmp_path / "named.wsp"
+    named.write_text(src.read_text().replace('name="Acquisition-defined"', 'name="My matrix"'))
+    ws = read_flowjo_workspace(named)
+    (sample,) = ws.samples.values()
+    custom = ws.strategy(sample=sample.name)
+    assert set(custom.compensations) == {"My matrix"}
+    comps = {d.compensation for g in custom.gates.values() for d in g.dimensions}
+    assert comps == {"My matrix"}  # every gate of this workspace is on Comp- parameters
+    fcs_dir = tmp_path / "fcs"
+    fcs_dir.mkdir()
+    fcs = read_fcs(_synthetic_fcs(ws, sample.name, fcs_dir, n=5000))
+    acquisition = read_flowjo_workspace(src).strategy(sample=sample.name)
+    assert set(acquisition.compensations) == set()
+    ours = evaluate(custom, fcs).counts
+    assert {k: int(v) for k, v in ours.items()} == \
+        {k: int(v) for k, v in evaluate(acquisition, fcs).counts.items()}
+    assert ours["good cells::cd4+"] > 0
+
+
+def test_sample_fcs_path_finds_the_file_beside_the_workspace(wsp_dir: Path) -> None:
+    from immunoprofile.flow.flowjo import sample_fcs_path
+
+    ws = read_flowjo_workspace(wsp_dir / "simple_line_example" / "single_ellipse_51_events.wsp")
+    (sample,) = ws.samples.values()
+    assert sample.uri.startswith("file:/V:/")  # the author's machine: not here
+    assert sample_fcs_path(ws, sample) == \
+        (wsp_dir / "simple_line_example" / "data_set_simple_line_100.fcs").resolve()
+    ics = read_flowjo_workspace(wsp_dir / "8_color_data_set" / "8_color_ICS_simple.wsp")
+    assert sample_fcs_path(ics, next(iter(ics.samples.values()))) is None

@@ -676,7 +676,12 @@ class _Converter:
     def walk(self, pops: tuple[FlowJoPopulation, ...], parent: tuple[str, ...]) -> None:
         for pop in pops:
             names = (*parent, pop.name)
-            self.paths[names] = population_id(names)
+            gid = population_id(names)
+            if gid in self.paths.values():
+                # only possible when a name contains the separator ("a::b" next to a/b)
+                raise self.ctx.fail("/" + "/".join(names), f"population id {gid!r} is not "
+                                    f"unique (a name contains {ID_SEPARATOR!r})")
+            self.paths[names] = gid
         for pop in pops:
             names = (*parent, pop.name)
             self.gates.append(self.convert(pop, names, population_id(parent) if parent else None))
