@@ -121,3 +121,13 @@ def test_drug_is_pharmacokinetic_and_fold_change_large(example_run):
     assert r["family"] == "pharmacokinetic" and "pharmacokinetic" in r["note"]
     assert r["fold_change"] > 10 and r["fc_ci_low"] > 5  # simulated ~30-fold (exposure varies)
     assert row(table, "IL-13|pg/mL", "run-in_vs_treatment")["fold_change"] < 0.8
+
+
+def test_biomarker_change_tracks_scorad_change(example_run):
+    # The simulation scales each subject's biomarker effects and SCORAD fall by one drawn
+    # responsiveness: falls in Th2, IL-13 and CCL17 go with falls in SCORAD (positive rho).
+    _, table, _ = example_run
+    for name in ("/Cells/Singlets/Live/CD3+/CD4+CD8-/Th2|pct_parent", "IL-13|pg/mL", "CCL17|pg/mL"):
+        r = row(table, name, "run-in_vs_treatment")
+        assert r["n_spearman"] == 7  # AD07 has no week-12 SCORAD (dropped out)
+        assert r["spearman_rho"] > 0.5, (name, r["spearman_rho"])

@@ -8,6 +8,7 @@ of the file at once (line, column, bad value, allowed values), never just the fi
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -154,7 +155,7 @@ def validate_manifest(frame: pd.DataFrame, *, design: StudyDesign | None = None,
         day: float = float("nan")
         try:
             day = float(row["study_day"])
-            if day != day or day != int(day):
+            if not math.isfinite(day) or day != int(day):
                 raise ValueError
         except ValueError:
             problems.append(ManifestProblem(line, "study_day", row["study_day"],
