@@ -223,10 +223,10 @@ def test_non_gatingml_xml_is_refused(tmp_path):
 def test_matrix_inverted_already_is_honoured(tmp_path):
     matrix = np.array([[1.0, 0.1], [0.2, 1.0]])
     inverse = np.linalg.inv(matrix)
+    cell = '<transforms:coefficient transforms:value="{!r}"/>'
     coefficients = "".join(
-        "<transforms:spectrum>" + "".join(f'<transforms:coefficient transforms:value="{float(v)!r}"/>'
-                                          for v in row) + "</transforms:spectrum>"
-        for row in inverse)
+        "<transforms:spectrum>" + "".join(cell.format(float(v)) for v in row)
+        + "</transforms:spectrum>" for row in inverse)
     dims = ('<data-type:fcs-dimension data-type:name="FL1-H"/>'
             '<data-type:fcs-dimension data-type:name="FL2-H"/>')
     body = (f'<transforms:spectrumMatrix transforms:id="M" '

@@ -26,7 +26,6 @@ from .gates import (
     UNCOMPENSATED,
     AnyDimension,
     BooleanGate,
-    Dimension,
     EllipseGate,
     Gate,
     PolygonGate,
@@ -192,9 +191,13 @@ class _Evaluation:
                        idx: NDArray[np.intp] | None) -> NDArray[np.float64]:
         group = self._group(compensation)
         missing = _missing(group.done, idx)
+        if missing.size > self.n // 4 and not group.done.any():
+            # first use on most events: compensating all rows by slices is cheaper than
+            # gathering the rows (compensation costs little; gathers cost memory bandwidth)
+            missing = np.arange(self.n)
         events = self.fcs.events
         cols = np.asarray(group.cols, dtype=np.intp)
-        contiguous = missing.size == self.n  # first use on all events: slice, no row gather
+        contiguous = missing.size == self.n
         for start in range(0, missing.size, _BLOCK_ROWS):
             if contiguous:
                 rows: NDArray[np.intp] | slice = slice(start, min(start + _BLOCK_ROWS, self.n))
@@ -250,8 +253,8 @@ class _Evaluation:
             thresholds: Sequence[float]) -> tuple[NDArray[np.float64], list[float]]:
         """Values and thresholds to compare for interval gates (rectangles, quadrants).
 
-        For strictly increasing transforms defined on all reals, ``T(x) >= t`` is ``x >= T⁻¹(t)``:
-        the thresholds go to data space and the events need no transform at all.
+        For strictly increasing transforms defined on all reals, ``T(x) >= t`` is
+        ``x >= T⁻¹(t)``: the thresholds go to data space and the events need no transform.
         """
         transform = self.transform_of(dim)
         if transform is None or not _monotone_everywhere(transform):

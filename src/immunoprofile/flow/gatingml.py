@@ -234,7 +234,8 @@ class _Reader:
                 raise self.fail(element, "rectangle gate without dimensions")
             mins, maxs = [], []
             for d in _children(element, "dimension"):
-                lo, hi = self.number(d, "min", required=False), self.number(d, "max", required=False)
+                lo = self.number(d, "min", required=False)
+                hi = self.number(d, "max", required=False)
                 if lo is None and hi is None:
                     raise self.fail(element, "a rectangle dimension needs min and/or max")
                 mins.append(lo)

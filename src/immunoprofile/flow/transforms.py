@@ -209,9 +209,13 @@ class _BiexponentialBase(Transform):
         return (total * u + t[0]) * u
 
     # ----- the transform ----------------------------------------------------------------------
-    @functools.cached_property
+    @property
     def _table(self) -> tuple[float, float, NDArray[np.float64], NDArray[np.float64]]:
-        """``(s, 1/du, Y, dY)``: the scale value ``Y[i]`` of data ``s sinh(i du)``, built once.
+        """The root-finding table of this parameter set (shared by equal transforms)."""
+        return _shared_table(self)
+
+    def _build_table(self) -> tuple[float, float, NDArray[np.float64], NDArray[np.float64]]:
+        """``(s, 1/du, Y, dY)``: the scale value ``Y[i]`` of data ``s sinh(i du)``.
 
         The grid is uniform in ``u = asinh(|x| / s)``, in which the transform is nearly linear,
         so an event's cell is found by arithmetic (no binary search) and linear interpolation
@@ -394,6 +398,16 @@ class HyperlogTransform(_BiexponentialBase):
         value -= self.f
         _use_series(value, y, self)
         return value, self.b * ae + self.c, self.b * self.b * ae
+
+
+@functools.lru_cache(maxsize=64)
+def _shared_table(transform: _BiexponentialBase
+                  ) -> tuple[float, float, NDArray[np.float64], NDArray[np.float64]]:
+    # keyed by the transform's parameters (equality/hash): built once per parameter set
+    table = transform._build_table()
+    for array in table[2:]:
+        array.setflags(write=False)
+    return table
 
 
 def _use_series(value: NDArray[np.float64], y: NDArray[np.float64],
