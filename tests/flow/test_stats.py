@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as sps
 
 from immunoprofile.errors import InputError
@@ -169,3 +171,23 @@ def test_counts_percentages_and_mfi_match_flowkit(reference_dir: Path, gml: str)
         for col, label in labels.items():
             exp = np.median(events[mask, col]) if mask.any() else np.nan
             np.testing.assert_allclose(row[f"mfi_{label}"], exp, rtol=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=300),
+       st.sampled_from([np.float32, np.float64]))
+def test_percentiles_equal_numpy(values: list[float], dtype: type) -> None:
+    from immunoprofile.flow.stats import _percentiles
+
+    x = np.array(values, dtype=dtype)
+    qs = (15.865525393145708, 50.0, 84.13447460685429)
+    expected = np.percentile(x.astype(np.float64), qs)  # we interpolate in float64
+    got = _percentiles(x.copy(), qs)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
+    assert sorted(x.tolist()) == sorted(values)  # only reordered, nothing lost
+
+
+def test_percentiles_nan_propagates() -> None:
+    from immunoprofile.flow.stats import _percentiles
+
+    assert np.isnan(_percentiles(np.array([1.0, np.nan, 3.0]), (50.0,))).all()

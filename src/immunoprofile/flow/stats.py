@@ -136,6 +136,9 @@ def population_stats(result: Any, fcs: Any, *,
     parents: Mapping[str, str | None] = result.parents
     path_of = lambda pid: str(paths.get(pid, pid))  # noqa: E731
 
+    # Marker-major layout: each population gathers contiguous columns by index (``take`` on a
+    # 1-D array is ~10x faster than a 2-D boolean row gather).
+    columns = np.ascontiguousarray(values.T)
     counts: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
     stats_rows: list[np.ndarray] = []
@@ -159,7 +162,8 @@ def population_stats(result: Any, fcs: Any, *,
         rows.append({"sample_id": sample_id, "population": path_of(pid), "parent": parent_path,
                      "count": count, "pct_parent": _pct(count, parent_count),
                      "pct_total": _pct(count, n_total)})
-        stats_rows.append(_marker_stats(values, np.asarray(mask)) if cols else np.empty(0))
+        if cols:
+            stats_rows.append(_marker_stats(columns, np.flatnonzero(np.asarray(mask))))
     table = pd.DataFrame(rows, columns=["sample_id", "population", "parent", "count",
                                         "pct_parent", "pct_total"])
     table["count"] = table["count"].astype(np.int64)
@@ -178,19 +182,58 @@ def _pct(count: int, denominator: int) -> float:
     return 100.0 * count / denominator if denominator > 0 else float("nan")
 
 
-def _marker_stats(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Median, geometric mean (positive values) and robust CV of each column over ``mask``."""
-    m = values.shape[1]
-    sub = values[mask]
-    if sub.shape[0] == 0:
-        return np.full(3 * m, np.nan)
-    # One partition pass gives all three percentiles per column.
-    low, med, high = np.percentile(sub, [_RCV_LOW, 50.0, _RCV_HIGH], axis=0)
-    pos = sub > 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        logs = np.log(np.where(pos, sub, 1.0), dtype=np.float64)
-        n_pos = pos.sum(axis=0)
-        gmean = np.where(n_pos > 0, np.exp((logs * pos).sum(axis=0) / np.maximum(n_pos, 1)),
-                         np.nan)
-        rcv = np.where(med > 0, 100.0 * 0.5 * (high - low) / med, np.nan)
-    return np.concatenate([med.astype(np.float64), gmean, rcv.astype(np.float64)])
+def _marker_stats(columns: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Median, geometric mean (positive values) and robust CV of each row of ``columns``
+    (one marker per row) over the events ``idx``; laid out as [medians, gmeans, rcvs]."""
+    m = columns.shape[0]
+    out = np.full(3 * m, np.nan)
+    if idx.size == 0:
+        return out
+    for j in range(m):
+        x = columns[j].take(idx)
+        low, med, high = _percentiles(x, (_RCV_LOW, 50.0, _RCV_HIGH))
+        pos = x[x > 0]
+        out[j] = med
+        if pos.size:
+            # log in the data's precision (fast SIMD), accumulate in float64
+            out[m + j] = float(np.exp(np.log(pos).mean(dtype=np.float64)))
+        if med > 0:
+            out[2 * m + j] = 100.0 * 0.5 * (high - low) / med
+    return out
+
+
+def _percentiles(x: np.ndarray, qs: Sequence[float]) -> list[float]:
+    """numpy's default (linear) percentiles of a 1-D array; ``x`` is reordered in place.
+
+    ``np.percentile`` partitions with several pivots at once, which numpy does ~20x slower than
+    a sequence of single-pivot partitions on shrinking segments, done here.
+    """
+    k = x.size
+    if np.isnan(x).any():
+        return [float("nan")] * len(qs)
+    positions = [(k - 1) * q / 100.0 for q in qs]
+    ranks = sorted({int(np.floor(p)) for p in positions})
+    value: dict[int, float] = {}
+
+    def solve(a: int, b: int, rs: list[int]) -> None:
+        if not rs:
+            return
+        mid = rs[len(rs) // 2]
+        x[a:b].partition(mid - a)
+        value[mid] = float(x[mid])
+        solve(a, mid, [r for r in rs if r < mid])
+        solve(mid + 1, b, [r for r in rs if r > mid])
+
+    solve(0, k, ranks)
+    # After the partitions everything right of rank r is >= x[r], so the next order statistic
+    # is a cheap minimum rather than another partition.
+    for r in ranks:
+        if r + 1 < k and r + 1 not in value:
+            value[r + 1] = float(x[r + 1:].min())
+    out = []
+    for p in positions:
+        lo = int(np.floor(p))
+        a, b, t = value[lo], value[min(lo + 1, k - 1)], p - lo
+        # numpy's _lerp: interpolate from the nearer end for stability
+        out.append(b - (b - a) * (1 - t) if t >= 0.5 else a + (b - a) * t)
+    return out
