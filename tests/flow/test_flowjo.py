@@ -441,6 +441,9 @@ def _edited(wsp_dir: Path, tmp_path: Path, old: str, new: str, name: str = "x.ws
      r"FlowJo transform <transforms:miltenyi> is not supported"),
     ('<gating:coordinate data-type:value="96" />', '<gating:coordinate data-type:value="x" />',
      r"/ellipse1: vertex coordinate 'x' is not a number"),
+    # found by fuzzing: an infinite coordinate used to reach the transforms and crash there
+    ('<gating:coordinate data-type:value="96" />', '<gating:coordinate data-type:value="inf" />',
+     r"/ellipse1: vertex coordinate 'inf' is not finite"),
     ('sampleID="1" >', 'sampleID="1" ><Subpopulations><Population name="a"/></Subpopulations>',
      r"/a: population has no <Gate> element"),
 ])

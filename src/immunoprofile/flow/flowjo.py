@@ -291,8 +291,8 @@ def _float(ctx: _Ctx, where: str, text: str | None, what: str) -> float:
         value = float(text)
     except ValueError:
         raise ctx.fail(where, f"{what} {text!r} is not a number") from None
-    if math.isnan(value):
-        raise ctx.fail(where, f"{what} is NaN")
+    if not math.isfinite(value):
+        raise ctx.fail(where, f"{what} {text!r} is not finite")
     return value
 
 
