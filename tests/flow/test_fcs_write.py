@@ -107,11 +107,19 @@ def test_deterministic_bytes(tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
-def test_delimiter_in_value_is_doubled(tmp_path):
-    path = write_fcs(tmp_path / "d.fcs", _events(5), CHANNELS, MARKERS,
-                     text={"$COM": "a|b"})
+def test_delimiter_avoids_clashes_and_doubles_as_last_resort(tmp_path):
+    from immunoprofile.flow.fcs import read_fcs
+
+    path = write_fcs(tmp_path / "d.fcs", _events(5), CHANNELS, MARKERS, text={"$COM": "a|b"})
     raw = path.read_bytes()
-    assert b"|$COM|a||b|" in raw
+    assert raw[58:59] == b"/" and b"/$COM/a|b/" in raw   # "|" occurs in TEXT, so "/" delimits
+    assert read_fcs(path).text["$COM"] == "a|b"
+    everything = "|/\\!^~\x0c"
+    path = write_fcs(tmp_path / "e.fcs", _events(5), CHANNELS, MARKERS,
+                     text={"$COM": f"x{everything}y"})
+    raw = path.read_bytes()
+    assert raw[58:59] == b"|" and b"|$COM|x||/" in raw    # no free candidate: doubled
+    assert read_fcs(path).text["$COM"] == f"x{everything}y"
 
 
 def test_ranges_default_and_override(tmp_path):
@@ -191,9 +199,10 @@ _name_chars = st.characters(blacklist_categories=("Cs", "Cc"), blacklist_charact
 @settings(max_examples=25, deadline=None)
 @given(
     n_events=st.integers(0, 50),
-    names=st.lists(st.text(_name_chars, min_size=1, max_size=8).filter(lambda s: s.strip()),
-                   min_size=1, max_size=5, unique=True),
-    marker=st.text(_name_chars, max_size=8),
+    # read_fcs strips surrounding blanks from names and markers (common instrument padding)
+    names=st.lists(st.text(_name_chars, min_size=1, max_size=8).filter(
+        lambda s: s.strip() == s and s), min_size=1, max_size=5, unique=True),
+    marker=st.text(_name_chars, max_size=8).filter(lambda s: s.strip() == s),
     comment=st.text(_name_chars, min_size=1, max_size=20).filter(lambda s: s.strip()),
     seed=st.integers(0, 2**16),
 )

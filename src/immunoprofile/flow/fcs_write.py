@@ -22,7 +22,10 @@ __all__ = ["write_fcs", "format_spillover"]
 
 _HEADER_LEN = 58  # "FCS3.1" + 4 spaces + 6 offsets of 8 characters
 _MAX_HEADER_OFFSET = 99_999_999  # offsets above this go to TEXT only; HEADER carries 0
-_DELIMITER = "|"
+# The first of these that occurs in no keyword or value delimits TEXT. Escaping by doubling is
+# legal but a value that starts or ends with the delimiter then looks like an (illegal) empty
+# value to many readers, so a clash-free delimiter is preferred. Form feed is a last resort.
+_DELIMITERS = ("|", "/", "\\", "!", "^", "~", "\x0c")
 _CRC = b"00000000"  # FCS 3.1 §3.4: an uncomputed CRC is written as ASCII zeros
 _DEFAULT_RANGE = 262144
 
@@ -195,15 +198,19 @@ def _format_number(value: float) -> str:
     return str(int(as_float)) if as_float.is_integer() else repr(as_float)
 
 
-def _escape(value: str) -> str:
-    # FCS 3.1 §3.2.4: a delimiter inside a keyword or value is written twice.
-    return value.replace(_DELIMITER, _DELIMITER * 2)
+def _choose_delimiter(keywords: Mapping[str, str]) -> str:
+    used = "".join(f"{k}{v}" for k, v in keywords.items())
+    return next((d for d in _DELIMITERS if d not in used), _DELIMITERS[0])
 
 
 def _serialise(keywords: Mapping[str, str]) -> bytes:
-    parts = [_DELIMITER]
+    delimiter = _choose_delimiter(keywords)
+    # FCS 3.1 §3.2.4: a delimiter inside a keyword or value is written twice (only reached when
+    # every candidate delimiter occurs somewhere in TEXT).
+    parts = [delimiter]
     for key, value in keywords.items():
-        parts.append(f"{_escape(key)}{_DELIMITER}{_escape(value)}{_DELIMITER}")
+        parts.append(key.replace(delimiter, delimiter * 2) + delimiter
+                     + value.replace(delimiter, delimiter * 2) + delimiter)
     return "".join(parts).encode("utf-8")
 
 
