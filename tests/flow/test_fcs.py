@@ -504,3 +504,12 @@ def test_header_end_zero_means_see_text(tmp_path: Path) -> None:
     fcs = read_fcs(_write(tmp_path, bytes(raw)))
     np.testing.assert_array_equal(fcs.events, v)
     assert fcs.warnings == []
+
+
+def test_double_overflowing_float32_is_flagged(tmp_path: Path) -> None:
+    v = np.array([1.0, 1e300, -1e300, np.inf])
+    p = _write(tmp_path, build_fcs([dict(name="d", values=v, kind="D")], datatype="D"))
+    f32 = read_fcs(p)
+    assert np.isinf(f32.events[1:, 0]).all()
+    assert any("2 values of the double-precision channels exceed" in w for w in f32.warnings)
+    np.testing.assert_array_equal(read_fcs(p, dtype=np.float64).events[:, 0], v)

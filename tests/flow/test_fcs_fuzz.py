@@ -160,21 +160,28 @@ def test_keyword_mutations(seed: int, edits: list[tuple[str, str]]) -> None:
     check_contract(raw)
 
 
+_SPECIAL = [float("nan"), float("inf"), float("-inf"), 0.0, -0.0, 1e-45, 3.4e38, -3.4e38]
+
+
 @FUZZ
 @given(n=st.integers(0, 50), p=st.integers(1, 5),
-       values=st.lists(st.floats(allow_nan=True, allow_infinity=True, width=32), min_size=250,
-                       max_size=250),
+       bits=st.lists(st.one_of(st.integers(0, 2**32 - 1),
+                               st.sampled_from(_SPECIAL).map(
+                                   lambda f: int(np.float32(f).view(np.uint32)))),
+                     min_size=250, max_size=250),
        dup=st.booleans(), byteord=st.sampled_from(["1,2,3,4", "4,3,2,1"]))
-def test_float_data_with_nan_inf_and_duplicate_names(n: int, p: int, values: list[float],
+def test_float_data_with_nan_inf_and_duplicate_names(n: int, p: int, bits: list[int],
                                                      dup: bool, byteord: str) -> None:
-    v = np.array(values[:n * p], dtype=np.float32).reshape(n, p)
+    # raw bit patterns: every NaN payload, infinities, subnormals, both zeros
+    values = np.array(bits, dtype=np.uint32).view(np.float32)
+    v = values[:n * p].reshape(n, p)
     names = ["X"] * p if dup else [f"c{j}" for j in range(p)]
     raw = build_fcs([dict(name=names[j], values=v[:, j], kind="F") for j in range(p)],
                     byteord=byteord)
     p_ = _WORK / "nan.fcs"
     p_.write_bytes(raw)
     fcs = read_fcs(p_)
-    np.testing.assert_array_equal(fcs.events, v)  # NaN == NaN positions too
+    assert fcs.events.tobytes() == v.tobytes()  # bit-exact, NaN payloads included
     assert fcs.channels == names
     if dup and p > 1:
         assert any("duplicate channel names" in w for w in fcs.warnings)

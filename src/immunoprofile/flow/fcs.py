@@ -499,8 +499,19 @@ def _np_kind(kind: str, nbytes: int) -> str:
     return {"I": "u", "F": "f", "D": "f"}[kind] + str(nbytes)
 
 
+def _fits(vals: np.ndarray, dtype: np.dtype, name: str, warnings: list[str]) -> None:
+    """Warn when double values overflow a narrower float dtype (they would turn into inf)."""
+    if vals.dtype.itemsize <= dtype.itemsize or vals.size == 0:
+        return
+    with np.errstate(invalid="ignore"):
+        big = np.abs(vals) > np.finfo(dtype).max
+    if big.any():
+        warnings.append(f"{int(np.count_nonzero(big & np.isfinite(vals)))} values of {name} "
+                        f"exceed the {dtype} range and became inf; read with dtype=np.float64")
+
+
 def _decode(path: str, data: np.ndarray, n: int, params: list[_Param],
-            byteord: str, dtype: np.dtype) -> np.ndarray:
+            byteord: str, dtype: np.dtype, warnings: list[str]) -> np.ndarray:
     """Decode the DATA bytes (``n`` rows, uint8, owned) into an ``n × p`` array of ``dtype``."""
     p = len(params)
     row = sum(q.nbytes for q in params)
@@ -523,7 +534,10 @@ def _decode(path: str, data: np.ndarray, n: int, params: list[_Param],
                 return np.bitwise_and(raw, mvec).astype(dtype, order="C")
             if raw.dtype == dtype:  # native layout: the buffer we read into is the result
                 return raw
-            return raw.astype(dtype, order="C")
+            if first.kind == "D" and dtype.itemsize < 8:
+                _fits(raw, dtype, "the double-precision channels", warnings)
+            with np.errstate(over="ignore"):
+                return raw.astype(dtype, order="C")
     # General path: per column byte assembly from a (n, row) uint8 view.
     raw8 = data.reshape(n, row)
     out = np.empty((n, p), dtype=dtype)
@@ -545,7 +559,10 @@ def _decode(path: str, data: np.ndarray, n: int, params: list[_Param],
                 vals |= cols[:, b].astype(np.uint64) << np.uint64(8 * b)
         if q.mask is not None:
             vals = vals & np.asarray(q.mask, dtype=vals.dtype)
-        out[:, j] = vals
+        if q.kind == "D":
+            _fits(vals, dtype, q.name, warnings)
+        with np.errstate(over="ignore"):
+            out[:, j] = vals
     return out
 
 
@@ -759,7 +776,7 @@ def read_fcs(path: str | os.PathLike[str], *, dataset: int = 0,
                 warnings.append("$BYTEORD is missing; assumed little-endian (1,2,3,4)")
             byteord = "1,2,3,4"
         data = buf.read_array(start, n * sum(q.nbytes for q in params))
-    events = _decode(p, data, n, params, byteord, out_dtype)
+    events = _decode(p, data, n, params, byteord, out_dtype, warnings)
     _scale(ds.text, params, events, warnings)
     return FCSData(path=p, version=ds.header.version, text=dict(ds.text),
                    channels=[q.name for q in params], markers=[q.marker for q in params],
