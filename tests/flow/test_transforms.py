@@ -132,3 +132,32 @@ def test_equality_hash_repr_and_params():
 def test_invalid_parameters_are_refused(bad):
     with pytest.raises(ValueError):
         bad()
+
+
+hypothesis = pytest.importorskip("hypothesis")
+st = hypothesis.strategies
+
+
+@st.composite
+def _biexp_params(draw):
+    T = draw(st.sampled_from([1000.0, 1024.0, 10000.0, 262144.0, 4194304.0]))
+    M = draw(st.floats(2.0, 7.0))
+    W = draw(st.floats(0.05, M / 2 * 0.9))
+    A = draw(st.floats(-W * 0.9, max(-W * 0.9, (M - 2 * W) * 0.9)))
+    return T, W, M, A
+
+
+@hypothesis.settings(max_examples=40, deadline=None)
+@hypothesis.given(params=_biexp_params(),
+                  x=st.lists(st.floats(-1e6, 1e8, allow_nan=False), min_size=1, max_size=50))
+def test_property_logicle_and_hyperlog_equal_flowutils(params, x):
+    T, W, M, A = params
+    data = np.array(x)
+    for cls, ref in ((LogicleTransform, flowutils_transforms.logicle),
+                     (HyperlogTransform, flowutils_transforms.hyperlog)):
+        ours = cls(T, W, M, A).apply(data)
+        theirs = ref(data, None, t=T, m=M, w=W, a=A)
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-12)
+        # strictly increasing: sorting the data sorts the scale values
+        order = np.argsort(data, kind="stable")
+        assert np.all(np.diff(ours[order]) >= 0)
