@@ -513,3 +513,47 @@ def test_double_overflowing_float32_is_flagged(tmp_path: Path) -> None:
     assert np.isinf(f32.events[1:, 0]).all()
     assert any("2 values of the double-precision channels exceed" in w for w in f32.warnings)
     np.testing.assert_array_equal(read_fcs(p, dtype=np.float64).events[:, 0], v)
+
+
+@pytest.mark.parametrize("delim", ["|", "\x0c", "\\", "*"])
+def test_any_delimiter(tmp_path: Path, delim: str) -> None:
+    v = RNG.normal(size=(5, 2)).astype(np.float32)
+    cols = [dict(name=f"c{j}", values=v[:, j], kind="F", marker=f"CD{j}{delim}x")
+            for j in range(2)]
+    fcs = read_fcs(_write(tmp_path, build_fcs(cols, delim=delim, extra={"$COM": f"a{delim}b"})))
+    np.testing.assert_array_equal(fcs.events, v)
+    assert fcs.markers == [f"CD0{delim}x", f"CD1{delim}x"]
+    assert fcs.text["$COM"] == f"a{delim}b" and fcs.warnings == []
+
+
+def test_supplemental_text(tmp_path: Path) -> None:
+    v = RNG.normal(size=(5, 2)).astype(np.float32)
+    cols = [dict(name=f"c{j}", values=v[:, j], kind="F") for j in range(2)]
+    placeholder = "9" * 12
+    raw = build_fcs(cols, extra={"$BEGINSTEXT": placeholder, "$ENDSTEXT": placeholder,
+                                 "$CYT": "primary"})
+    supp = b"/$SRC/from supplemental/$CYT/ignored: primary wins/"
+    start, end = len(raw), len(raw) + len(supp) - 1
+    raw = raw.replace(f"$BEGINSTEXT/{placeholder}".encode(), f"$BEGINSTEXT/{start:012d}".encode())
+    raw = raw.replace(f"$ENDSTEXT/{placeholder}".encode(), f"$ENDSTEXT/{end:012d}".encode())
+    fcs = read_fcs(_write(tmp_path, raw + supp))
+    assert fcs.text["$SRC"] == "from supplemental" and fcs.text["$CYT"] == "primary"
+    np.testing.assert_array_equal(fcs.events, v)
+
+
+def test_dtype_must_be_float(tmp_path: Path) -> None:
+    cols = [dict(name="a", values=np.ones(3, dtype=np.float32), kind="F")]
+    p = _write(tmp_path, build_fcs(cols))
+    with pytest.raises(InputError, match="dtype must be a float type"):
+        read_fcs(p, dtype=np.int32)
+    assert read_fcs(p, dtype=np.float64).events.dtype == np.float64
+
+
+def test_unsupported_layouts_refused(tmp_path: Path) -> None:
+    cols = [dict(name="a", values=np.ones(3, dtype=np.float32), kind="F")]
+    for extra, match in [({"$DATATYPE": "A"}, "ASCII"), ({"$MODE": "C"}, "histogram"),
+                         ({"$P1B": "10", "$DATATYPE": "I"}, "whole-byte"),
+                         ({"$BYTEORD": "1,2,2,4"}, "not a permutation")]:
+        p = _write(tmp_path, build_fcs(cols, extra=extra))
+        with pytest.raises(InputError, match=match):
+            read_fcs(p)
