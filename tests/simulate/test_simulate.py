@@ -291,6 +291,12 @@ def test_quantified_plates_recover_true_concentrations(example_dir):
         r = ratio[ok.analyte == analyte]
         assert len(r) > 80, analyte
         assert 0.9 < r.median() < 1.1, analyte
+    # plate2's standards are 8 % too concentrated (truth/plates.csv): its results read ~7 % low.
+    per_plate = ratio.groupby(ok.plate).median()
+    expected = pd.read_csv(example_dir / "truth" / "plates.csv").set_index("plate")
+    assert expected.loc["plate2", "expected_result_factor"] == pytest.approx(1 / 1.08, abs=1e-4)
+    assert 0.95 < per_plate["plate1"] < 1.05
+    assert 0.88 < per_plate["plate2"] / per_plate["plate1"] < 0.98
     # IL-4 is mostly below the kit's range, as designed.
     il4 = merged[merged.analyte == "IL-4"]
     assert (il4.flag != "ok").mean() > 0.8

@@ -174,7 +174,7 @@ def _round_half(x: np.ndarray) -> np.ndarray:
 
 def simulate_plate(rng: np.random.Generator, name: str, layout: list[PlateWell],
                    serum_conc: Mapping[str, Mapping[str, float]], *, top_factor: float,
-                   ec_factor: float, date: str, start_time: str,
+                   ec_factor: float, date: str, start_time: str, standard_bias: float = 1.0,
                    n_low_bead: int = 3) -> PlateSim:
     """Measure every well of ``layout``.
 
@@ -193,6 +193,10 @@ def simulate_plate(rng: np.random.Generator, name: str, layout: list[PlateWell],
         This plate's curve shifts (reagent lot, reader calibration): top MFI and EC50 multipliers.
     date, start_time
         Fixed header date (``M/D/YYYY``) and start time.
+    standard_bias
+        True / labelled concentration of this plate's standard series (a reconstitution error):
+        the curve is then off by this factor and every result on the plate with it, which only
+        the bridging control reveals.
     n_low_bead
         How many well × analyte cells get fewer than 35 beads (aspiration problems).
     """
@@ -202,7 +206,7 @@ def simulate_plate(rng: np.random.Generator, name: str, layout: list[PlateWell],
         for j, analyte in enumerate(ANALYTES):
             if well.sample_type == "standard":
                 k = int(well.sample.removeprefix("Standard")) - 1
-                in_well[i, j] = standard_concentrations(analyte)[k]
+                in_well[i, j] = standard_concentrations(analyte)[k] * standard_bias
             elif well.sample_type == "control":
                 in_well[i, j] = control_concentrations(analyte)[well.sample]
             elif well.sample_type == "unknown":

@@ -58,7 +58,11 @@ CYTOKINE_EFFECTS: dict[str, float] = {"IL-13": 0.45, "CCL17": 0.45}
 IL1RA_DRUG_FOLD = 30.0      # anakinra is recombinant IL-1Ra: the bead measures the drug
 IL1RA_ANALYTE = "IL-1RA"
 NEGATIVE_CONTROLS = {"CD4-CD8+", "IL-4", "IL-6"}
-PLATE_SHIFTS = {"plate1": (1.0, 1.0), "plate2": (0.86, 1.12)}  # (top MFI, EC50) multipliers
+# Per plate: (top MFI, EC50) multipliers of the 5PL curve (absorbed by each plate's own standards)
+# and the true/labelled concentration of its standard series (plate2's standards were
+# reconstituted 8 % too concentrated, so its results read ~7 % low; only the bridging pool shows it).
+PLATE_SHIFTS = {"plate1": (1.0, 1.0), "plate2": (0.86, 1.12)}
+STANDARD_BIAS = {"plate1": 1.0, "plate2": 1.08}
 
 STRATEGY_YAML = """\
 # Example gating strategy for the simulated anakinra trial, in the immunoprofile YAML format
@@ -349,7 +353,8 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
         top, ec = PLATE_SHIFTS[plate]
         sim = _plates.simulate_plate(
             _rng(seed, 5, p), plate, layout, {**serum, _plates.BRIDGE_NAME: bridge},
-            top_factor=top, ec_factor=ec, date=f"6/{10 + 7 * p}/2025",
+            top_factor=top, ec_factor=ec, standard_bias=STANDARD_BIAS[plate],
+            date=f"6/{10 + 7 * p}/2025",
             start_time=f"10:{14 + p:02d} AM")
         _plates.write_xponent_csv(out / "plates" / f"{plate}.csv", sim,
                                   batch=plate)  # readers take the batch name as plate id
@@ -370,6 +375,13 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
     write_csv_atomic(out / "truth" / "flow_truth.csv", pd.DataFrame(flow_truth))
     write_csv_atomic(out / "truth" / "cytokine_truth.csv", pd.DataFrame(cyto_truth))
     write_csv_atomic(out / "truth" / "effects.csv", pd.DataFrame(_effects_rows()))
+    write_csv_atomic(out / "truth" / "plates.csv", pd.DataFrame([{
+        "plate": plate, "file": f"plates/{plate}.csv", "top_mfi_factor": PLATE_SHIFTS[plate][0],
+        "ec50_factor": PLATE_SHIFTS[plate][1], "standard_bias": STANDARD_BIAS[plate],
+        "expected_result_factor": round(1.0 / STANDARD_BIAS[plate], 4),
+        "subjects": ";".join(s.subject_id for s in subjects
+                             if plate_of_subject[s.subject_id] == plate)}
+        for plate in sorted(set(plate_of_subject.values()))]))
     write_csv_atomic(out / "truth" / "subjects.csv", pd.DataFrame([{
         "subject_id": s.subject_id, "age": s.age, "sex": s.sex, "response": round(s.response, 4),
         "pk": round(s.pk, 4), "attended_visits": ";".join(v for v, _ in s.visits),
@@ -535,6 +547,10 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         "- `truth/effects.csv`: per feature the direction simulated for run-in -> treatment and "
         "treatment -> post-treatment (`up`, `down`, `none`), the negative controls "
         "(`negative_control`), and the fold change at full effect.",
+        "- `truth/plates.csv`: per plate the curve shifts (absorbed by the plate's own standards) "
+        "and `standard_bias`, the true/labelled concentration of its standard series: plate2's "
+        "standards are 8 % too concentrated, so its results read ~7 % low "
+        "(`expected_result_factor`) until normalised with the bridging pool.",
         "- `truth/subjects.csv`: per subject the drawn responsiveness, drug exposure (PK) factor, "
         "attended visits, plate, missed doses.",
         "",
