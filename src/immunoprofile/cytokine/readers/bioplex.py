@@ -20,11 +20,13 @@ Manager export, or raises :class:`~immunoprofile.errors.InputError`.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import re
 import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -102,9 +104,11 @@ def _check_size(path: str | os.PathLike[str]) -> None:
 
 def _xls_sheets(path: str | os.PathLike[str]) -> list[tuple[str, list[list[Any]]]]:
     import xlrd
+    from xlrd.compdoc import CompDocError
 
     try:
-        book = xlrd.open_workbook(os.fspath(path), on_demand=True)
+        # xlrd logs damage to stdout by default; we report it through InputError instead
+        book = xlrd.open_workbook(os.fspath(path), on_demand=True, logfile=io.StringIO())
         try:
             out = []
             for i in range(book.nsheets):
@@ -114,8 +118,10 @@ def _xls_sheets(path: str | os.PathLike[str]) -> list[tuple[str, list[list[Any]]
             book.release_resources()
     # xlrd reports a corrupt workbook through many exception types (its own, struct, index,
     # assertion, ...); all mean "this .xls cannot be read"
-    except (xlrd.XLRDError, struct.error, AssertionError, IndexError, KeyError, ValueError,
-            TypeError, OverflowError, EOFError, UnicodeDecodeError, ZeroDivisionError) as exc:
+    # (RecursionError: a cyclic directory tree; BadZipFile: an .xlsx forced through xlrd)
+    except (xlrd.XLRDError, CompDocError, zipfile.BadZipFile, struct.error, AssertionError,
+            IndexError, KeyError, ValueError, TypeError, OverflowError, EOFError,
+            UnicodeDecodeError, ZeroDivisionError, RecursionError) as exc:
         raise InputError(path, f"cannot read the .xls workbook ({type(exc).__name__}: "
                                f"{str(exc)[:120]})") from None
     return out
@@ -125,6 +131,16 @@ def _xlsx_sheets(path: str | os.PathLike[str]) -> list[tuple[str, list[list[Any]
     import openpyxl
     from openpyxl.utils.exceptions import InvalidFileException
 
+    # a zip can claim (or hold) far more than it weighs: refuse before decompressing anything
+    try:
+        with zipfile.ZipFile(os.fspath(path)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise InputError(path, f"cannot read the .xlsx workbook ({type(exc).__name__}: "
+                               f"{str(exc)[:120]})") from None
+    if unpacked > 4 * MAX_PLATE_BYTES:
+        raise InputError(path, f".xlsx unpacks to {unpacked} bytes; refusing (a plate export is "
+                               "far smaller)")
     try:
         book = openpyxl.load_workbook(os.fspath(path), read_only=True, data_only=True,
                                       keep_vba=False, keep_links=False)
@@ -134,7 +150,7 @@ def _xlsx_sheets(path: str | os.PathLike[str]) -> list[tuple[str, list[list[Any]
                 out.append((ws.title, [list(r) for r in ws.iter_rows(values_only=True)]))
         finally:
             book.close()
-    except (InvalidFileException, zipfile.BadZipFile, KeyError, ValueError, TypeError,
+    except (InvalidFileException, zipfile.BadZipFile, zlib.error, KeyError, ValueError, TypeError,
             IndexError, AttributeError, EOFError, OSError, SyntaxError) as exc:
         # SyntaxError: openpyxl's XML parser reports malformed parts as ParseError (a SyntaxError)
         raise InputError(path, f"cannot read the .xlsx workbook ({type(exc).__name__}: "
