@@ -356,3 +356,45 @@ def test_example_trial_yaml_equals_its_gatingml(example_dir: Path, tmp_path: Pat
     # Gating-ML -> YAML (writer) -> Strategy gates the file identically
     write_yaml_strategy(from_gml, tmp_path / "converted.yaml")
     assert _counts_by_path(read_yaml_strategy(tmp_path / "converted.yaml"), fcs) == counts
+
+
+def test_every_transform_type_reads_and_writes(tmp_path: Path) -> None:
+    from immunoprofile.flow import transforms as tr
+
+    text = """\
+transforms:
+  a: {type: linear, T: 1000, A: 10}
+  b: {type: log, T: 100000, M: 5}
+  c: {type: asinh, T: 262144, M: 4.5, A: 0.5}
+  d: {type: hyperlog, T: 262144, W: 0.5, M: 4.5, A: 0}
+  e: {type: logicle, T: 262144, W: 0.5, M: 4.5}
+  f: {type: biex, negative: 0, width: -10, positive: 4.418540, max_value: 262144}
+  g: none
+gates:
+  - name: R
+    type: rectangle
+    bounds: {a: [0, 1], b: [0, 1], c: [0, 1], d: [0, 1], e: [0, 1], f: [0, 1], g: [0, 10]}
+"""
+    s = read_yaml_strategy(write(tmp_path, text))
+    dims = {d.channel: d for d in s.gates["R"].dimensions}
+    expected = {"a": tr.LinearTransform, "b": tr.LogTransform, "c": tr.AsinhTransform,
+                "d": tr.HyperlogTransform, "e": tr.LogicleTransform, "f": tr.FlowJoBiexTransform}
+    for chan, cls in expected.items():
+        assert type(s.transforms[dims[chan].transform]) is cls
+    assert dims["g"].transform is None
+    assert s.transforms[dims["c"].transform].A == 0.5
+    write_yaml_strategy(s, tmp_path / "out.yaml")
+    again = read_yaml_strategy(tmp_path / "out.yaml")
+    for chan in expected:
+        d = next(x for x in again.gates["R"].dimensions if x.channel == chan)
+        assert repr(again.transforms[d.transform]) == repr(s.transforms[dims[chan].transform])
+
+
+def test_boolean_cycle_and_self_reference(tmp_path: Path) -> None:
+    cycle = ("  - {name: A, type: boolean, op: or, of: [B, Cells]}\n"
+             "  - {name: B, type: boolean, op: or, of: [A, Cells]}\n")
+    with pytest.raises(InputError, match=r"gates: gate 'A' depends on itself"):
+        read_yaml_strategy(mini_with(tmp_path, cycle))
+    with pytest.raises(InputError, match=r"/A: boolean gate refers to itself"):
+        read_yaml_strategy(mini_with(tmp_path, "  - {name: A, type: boolean, op: or, "
+                                               "of: [A, Cells]}\n"))
