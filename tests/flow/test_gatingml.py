@@ -144,6 +144,17 @@ def test_read_write_read_round_trip_gives_identical_masks(reference_dir, data1, 
             assert np.array_equal(a.masks[pid], b.masks[pid]), (gml.name, pid)
 
 
+@pytest.mark.parametrize("dim,message", [
+    (Dimension("FL1-H", compensation="Acquisition"), "compensation 'Acquisition'"),
+    (Dimension("FL1-H", transform="missing"), "transform 'missing'"),
+])
+def test_write_refuses_dangling_references(tmp_path, dim, message):
+    strategy = Strategy(gates={"g": RectangleGate("g", None, "g", dims=(dim,), mins=(0.1,),
+                                                  maxs=(None,))}, source="s.wsp")
+    with pytest.raises(InputError, match=re.escape(message)):
+        write_gatingml(strategy, tmp_path / "out.xml")
+
+
 def test_write_refuses_flowjo_biex(tmp_path):
     strategy = Strategy(
         gates={"g": RectangleGate("g", None, "g", dims=(Dimension("FL1-H", transform="b"),),

@@ -558,6 +558,15 @@ def _check_writable(strategy: Strategy) -> None:
     for mid, matrix in strategy.compensations.items():
         if not isinstance(matrix, Spillover):
             raise InputError(strategy.source, f"compensation {mid!r} is not a Spillover matrix")
+    for gate in strategy.gates.values():
+        for dim in gate.dimensions:
+            if (dim.compensation not in (FCS_SPILLOVER, UNCOMPENSATED)
+                    and dim.compensation not in strategy.compensations):
+                raise InputError(strategy.source, f"gate {gate.id!r} uses compensation "
+                                                  f"{dim.compensation!r}, which is not defined")
+            if dim.transform is not None and dim.transform not in strategy.transforms:
+                raise InputError(strategy.source, f"gate {gate.id!r} uses transform "
+                                                  f"{dim.transform!r}, which is not defined")
 
 
 def write_gatingml(strategy: Strategy, path: str | os.PathLike[str]) -> None:
