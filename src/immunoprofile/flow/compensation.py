@@ -2,9 +2,9 @@
 
 Contract: a :class:`Spillover` is a validated square, finite, invertible matrix over named channels
 (rows = emitting channel, columns = detector, as in ``$SPILLOVER`` and FlowJo's CSV export);
-:func:`compensate` returns ``raw[:, idx] @ inv(S)`` for the spillover's channels and leaves every other
-channel untouched. Where a matrix comes from (file keyword, CSV, none) is decided once by
-:func:`resolve_compensation`.
+:func:`compensate` returns ``raw[:, idx] @ inv(S)`` for the spillover's channels and leaves
+every other channel untouched. Where a matrix comes from (file keyword, CSV, none) is decided
+once by :func:`resolve_compensation`.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .fcs import FCSData
+    from .fcs import FCSData, FCSMetadata
 
 __all__ = ["Spillover", "parse_spillover", "read_compensation_csv", "resolve_compensation",
            "compensate"]
@@ -218,7 +218,7 @@ def read_compensation_csv(path: str | os.PathLike[str]) -> Spillover:
     return Spillover(tuple(header), np.array(matrix), source=p)
 
 
-def _match_channels(spill: Spillover, fcs: Any) -> Spillover:
+def _match_channels(spill: Spillover, fcs: FCSData | FCSMetadata) -> Spillover:
     """Map the matrix's names to the file's ``$PnN`` (markers accepted); error on missing ones."""
     channels = list(fcs.channels)
     markers = list(getattr(fcs, "markers", [""] * len(channels)))
@@ -243,7 +243,7 @@ def _match_channels(spill: Spillover, fcs: Any) -> Spillover:
 
 
 def resolve_compensation(spec: str | os.PathLike[str] | Spillover | None,
-                         fcs: Any) -> Spillover | None:
+                         fcs: FCSData | FCSMetadata) -> Spillover | None:
     """Decide which spillover applies to one file.
 
     Parameters

@@ -81,13 +81,15 @@ class _ChannelLookup:
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
-            raise InputError(self.path, f"channel name {name_or_marker!r} appears {len(hits)} times")
+            raise InputError(self.path,
+                             f"channel name {name_or_marker!r} appears {len(hits)} times")
         hits = [i for i, m in enumerate(self.markers) if m and m == name_or_marker]
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:
             names = ", ".join(self.channels[i] for i in hits)
-            raise InputError(self.path, f"marker {name_or_marker!r} is ambiguous: on channels {names}")
+            raise InputError(self.path,
+                             f"marker {name_or_marker!r} is ambiguous: on channels {names}")
         # Last resort: case-insensitive, but only when unambiguous.
         low = name_or_marker.casefold()
         hits = sorted({i for i, c in enumerate(self.channels) if c.casefold() == low}
@@ -127,7 +129,8 @@ class FCSData(_ChannelLookup):
     version
         ``"FCS2.0"``, ``"FCS3.0"``, ``"FCS3.1"`` or ``"FCS3.2"``.
     text
-        Every TEXT (and supplemental TEXT) keyword; keys upper-cased (``"$P1N"``), values as written.
+        Every TEXT (and supplemental TEXT) keyword; keys upper-cased (``"$P1N"``), values as
+        written.
     channels, markers
         ``$PnN`` and ``$PnS`` per column (``""`` when a marker is absent).
     events
