@@ -170,7 +170,8 @@ def test_header_large_offsets_moved_to_text():
 
 @pytest.mark.slow
 def test_file_larger_than_99999999_bytes(tmp_path):
-    # 25.2M float32 values: DATA ends beyond byte 99,999,999, so HEADER carries 0 and TEXT the truth.
+    # 25.2M float32 values: DATA ends beyond byte 99,999,999, so HEADER carries 0 and TEXT the
+    # real offsets.
     n = 12_600_000
     events = np.zeros((n, 2), dtype=np.float32)
     events[:, 0] = np.arange(n, dtype=np.float32)

@@ -237,7 +237,8 @@ def _first_cells(path: Path) -> list[str]:
 
 
 def test_plate_export_follows_xponent_42_layout(example_dir, reference_dir):
-    real = reference_dir / "cytokine" / "xponent" / "serolyzer_MAGPIX_xPONENT4.2_Chul_IgG3_1_quoted.csv"
+    real = (reference_dir / "cytokine" / "xponent"
+            / "serolyzer_MAGPIX_xPONENT4.2_Chul_IgG3_1_quoted.csv")
     ours, theirs = _first_cells(example_dir / "plates" / "plate1.csv"), _first_cells(real)
     header_end = theirs.index("Results")
     calibrator_values = theirs.index("Lot") + 1  # a data row (lot number), not a key

@@ -1,7 +1,7 @@
 """Write events as an FCS 3.1 file (float32, little-endian, list mode), atomically.
 
-Contract: ``write_fcs(path, events, channels, markers, ...)`` produces one standard-conforming FCS 3.1
-data set that FlowJo, FlowKit/flowio and :func:`immunoprofile.flow.fcs.read_fcs` read back to the
+Contract: ``write_fcs(path, events, channels, markers, ...)`` produces one standard-conforming
+FCS 3.1 data set that FlowJo, FlowKit/flowio and :func:`immunoprofile.flow.fcs.read_fcs` read back to the
 same float32 values, channel names, markers and ``$SPILLOVER``. Output bytes depend only on the
 arguments (no timestamps are added), so a seeded simulator writes byte-identical files.
 """
@@ -105,7 +105,8 @@ def write_fcs(path: str | os.PathLike[str], events: Any, channels: Sequence[str]
     dest = Path(path)
     data = np.asarray(events)
     if data.ndim != 2:
-        raise InputError(dest, f"events must be a 2-D array (events × channels), got {data.ndim}-D")
+        raise InputError(dest, "events must be a 2-D array (events × channels), "
+                               f"got {data.ndim}-D")
     n_events, n_par = data.shape
     channels = [str(c) for c in channels]
     markers_list = ["" if m is None else str(m) for m in (markers or [""] * n_par)]
@@ -229,7 +230,8 @@ def _layout_text(keywords: dict[str, str], n_data_bytes: int) -> tuple[bytes, in
         if (new_start, new_end) == (data_start, data_end):
             return text_bytes, data_start, data_end
         data_start, data_end = new_start, new_end
-    raise RuntimeError("FCS TEXT layout did not converge")  # pragma: no cover - digits settle in ≤3
+    # Unreachable in practice: the digit counts settle within three rounds.
+    raise RuntimeError("FCS TEXT layout did not converge")
 
 
 def _header(text_start: int, text_end: int, data_start: int, data_end: int) -> bytes:

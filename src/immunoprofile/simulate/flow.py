@@ -18,6 +18,7 @@ from immunoprofile.flow.fcs_write import write_fcs
 __all__ = [
     "CHANNELS", "MARKERS", "FLUOR_CHANNELS", "SPILLOVER_MATRIX", "FlowParams", "FlowSample",
     "simulate_flow_sample", "write_flow_sample", "POPULATIONS", "population_truth",
+    "expected_fractions",
 ]
 
 # (channel $PnN, marker $PnS). Fluorochromes as on a 4-laser BD LSRFortessa T-cell panel.
@@ -293,6 +294,16 @@ def simulate_flow_sample(rng: np.random.Generator, n_events: int, params: FlowPa
 def population_truth(sample: FlowSample) -> dict[str, tuple[int, int]]:
     """Realised ``(count, parent count)`` of every tabulated population, from the true classes.
 
+    Parameters
+    ----------
+    sample
+        A simulated tube.
+
+    Returns
+    -------
+    dict
+        Population name (keys of :data:`POPULATIONS`) -> (events in it, events in its parent).
+
     The parent of ``CD3+`` is live singlet lymphocytes (T, B/NK and basophils; monocytes sit
     above the ``Cells`` scatter gate), i.e. what the strategy's ``Live`` gate should contain.
     """
@@ -315,7 +326,18 @@ def population_truth(sample: FlowSample) -> dict[str, tuple[int, int]]:
 
 
 def expected_fractions(params: FlowParams) -> dict[str, float]:
-    """Model (expected) fraction of parent for every tabulated population."""
+    """Model (expected) fraction of parent for every tabulated population.
+
+    Parameters
+    ----------
+    params
+        The tube's composition.
+
+    Returns
+    -------
+    dict
+        Population name (keys of :data:`POPULATIONS`) -> expected fraction of its parent, 0-1.
+    """
     p = params
     out = {
         "CD3+": p.t_of_lymph,
@@ -331,7 +353,22 @@ def expected_fractions(params: FlowParams) -> dict[str, float]:
 
 
 def write_flow_sample(path: str | Path, sample: FlowSample, *, text: dict[str, str]) -> Path:
-    """Write a simulated tube as FCS 3.1 (uncompensated, with the panel's ``$SPILLOVER``)."""
+    """Write a simulated tube as FCS 3.1 (uncompensated, with the panel's ``$SPILLOVER``).
+
+    Parameters
+    ----------
+    path
+        Destination ``.fcs`` file.
+    sample
+        The simulated tube.
+    text
+        Extra TEXT keywords (``$DATE``, ``$SRC`` ...).
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
     keywords = {"$CYT": "Simulated LSRFortessa (immunoprofile.simulate)", "$TIMESTEP": "0.01",
                 **text}
     return write_fcs(path, sample.events, CHANNELS, MARKERS, text=keywords,

@@ -241,8 +241,8 @@ def _row(*cells: object) -> str:
     return ",".join('"' + str(c).replace('"', '""') + '"' for c in cells)
 
 
-def write_xponent_csv(path: str | Path, plate: PlateSim, *, batch: str, serial: str = "MAGPX15341702",
-                      min_events: int = 50) -> Path:
+def write_xponent_csv(path: str | Path, plate: PlateSim, *, batch: str,
+                      serial: str = "MAGPX15341702", min_events: int = 50) -> Path:
     """Write ``plate`` as an xPONENT 4.2 (MAGPIX) CSV export with analysis off.
 
     Returns

@@ -1,7 +1,7 @@
 """The example anakinra-in-atopic-dermatitis trial, simulated end to end from one seed.
 
-Contract: :func:`simulate_trial` writes a complete, deterministic study folder (same seed → the same
-bytes): one FCS 3.1 file per subject-visit, two xPONENT 4.2 cytokine plates, the kit standards
+Contract: :func:`simulate_trial` writes a complete, deterministic study folder (same seed → the
+same bytes): one FCS 3.1 file per subject-visit, two xPONENT 4.2 cytokine plates, the kit standards
 table, the clinical table, the sample manifest, the gating strategy (YAML and Gating-ML 2.0), the
 truth behind every simulated number and a README. The design (visits, effects, who misses what) is
 data at the top of this module.
@@ -60,7 +60,8 @@ IL1RA_ANALYTE = "IL-1RA"
 NEGATIVE_CONTROLS = {"CD4-CD8+", "IL-4", "IL-6"}
 # Per plate: (top MFI, EC50) multipliers of the 5PL curve (absorbed by each plate's own standards)
 # and the true/labelled concentration of its standard series (plate2's standards were
-# reconstituted 8 % too concentrated, so its results read ~7 % low; only the bridging pool shows it).
+# reconstituted 8 % too concentrated, so its results read ~7 % low; only the bridging pool
+# shows it).
 PLATE_SHIFTS = {"plate1": (1.0, 1.0), "plate2": (0.86, 1.12)}
 STANDARD_BIAS = {"plate1": 1.0, "plate2": 1.08}
 
@@ -75,7 +76,7 @@ STRATEGY_YAML = """\
 # resolved per file, so the strategy fits any panel that labels its markers the same way.
 format: immunoprofile-strategy/1
 name: T-cell / Th2 / Treg panel (example trial)
-compensation: fcs            # the $SPILLOVER stored in each FCS file (scatter/time never compensated)
+compensation: fcs    # the $SPILLOVER stored in each FCS file (scatter, time never compensated)
 transforms:
   default: {type: logicle, T: 262144, W: 0.5, M: 4.5, A: 0}   # every fluorescence channel
   FSC-A: {type: linear, T: 262144}
@@ -224,7 +225,8 @@ def _flow_params(subject: SubjectDesign, visit: str, rng: np.random.Generator) -
     cd8 = subject.cd8 * float(np.exp(0.03 * rng.standard_normal()))
     dp = 0.015
     return _flow.FlowParams(
-        th2=subject.th2 * FLOW_EFFECTS["Th2"] ** effect * float(np.exp(0.06 * rng.standard_normal())),
+        th2=subject.th2 * FLOW_EFFECTS["Th2"] ** effect
+        * float(np.exp(0.06 * rng.standard_normal())),
         treg=subject.treg * FLOW_EFFECTS["Treg"] ** effect
         * float(np.exp(0.05 * rng.standard_normal())),
         cd8=cd8, dp=dp, cd4=1.0 - cd8 - dp - 0.05,
