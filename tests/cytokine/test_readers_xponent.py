@@ -271,3 +271,57 @@ def test_unrecognised_and_missing_files(tmp_path: Path) -> None:
         read_plate(empty)
     with pytest.raises(InputError, match="not found"):
         read_plate(tmp_path / "absent.csv")
+
+
+# ---------------------------------------------------------------------------- the example trial
+
+@pytest.mark.parametrize("plate_name", ["plate1", "plate2"])
+def test_example_trial_plates_read_with_the_kit_table(example_dir: Path, plate_name: str) -> None:
+    path = example_dir / "plates" / f"{plate_name}.csv"
+    manifest = pd.read_csv(example_dir / "manifest.csv")
+    manifest = manifest[(manifest["assay"] == "cytokine") & (manifest["plate"] == plate_name)]
+    kit = pd.read_csv(example_dir / "standards.csv")
+    plate = read_plate(path, standards=example_dir / "standards.csv")
+    assert plate.plates == [plate_name]  # the manifest's plate id
+    w = plate.wells
+    header, rows = _raw_block(path, "Median")
+    analytes = [h for h in header[2:] if h and h != "Total Events"]
+    assert plate.analytes == analytes and len(w) == len(rows) * len(analytes)
+    # every manifest sample sits in its listed wells
+    by_well = w.drop_duplicates("well").set_index("well")["sample"]
+    for row in manifest.itertuples():
+        for well in row.well.split(";"):
+            assert by_well[well] == row.sample_id
+            assert (w.loc[w["well"] == well, "sample_type"] == "unknown").all()
+    # standards carry the kit's expected concentrations, nothing needed repair
+    std = w[w["sample_type"] == "standard"].merge(
+        kit, left_on=["analyte", "sample"], right_on=["analyte", "standard"], how="left")
+    assert len(std) and (std["expected_conc_x"] == std["expected_conc_y"]).all()
+    assert plate.repairs == []
+    assert not any("without an expected" in x for x in plate.warnings)
+    assert set(w["sample_type"]) == {"background", "standard", "control", "unknown"}
+    assert plate.metadata["net_mfi"] == "file"
+
+
+def test_unquoted_locations_split_by_a_resave_still_read(tmp_path: Path, xdir: Path) -> None:
+    src = xdir / "allotropy_FlexMAP3D_xPONENT4.3_example02_saved_unquoted.csv"
+    text = re.sub(r'"(\d+\(\d+,[A-P]\d+\))"', r"\1", src.read_text())
+    assert '"1(1,A1)"' not in text and "\n1(1,A1)," in text
+    broken = tmp_path / "unquoted_locations.csv"
+    broken.write_text(text)
+    want = read_plate(src).wells
+    got = read_plate(broken).wells
+    pd.testing.assert_frame_equal(got, want)
+
+
+@pytest.mark.parametrize("raw,value,flag", [
+    ("< 0.10528564453125", 0.10528564453125, "<"), ("> 3450", 3450.0, ">"),
+    ("OOR <", math.nan, "<"), ("OOR >", math.nan, ">"), ("*3.42", 3.42, "extrapolated"),
+    ("***", math.nan, "missing"), ("---", math.nan, "outlier"), ("NaN", math.nan, "missing"),
+    ("Not Reported", math.nan, "missing"), ("", math.nan, "missing"), ("12.5", 12.5, "ok"),
+    (7.0, 7.0, "ok"), ("inf", math.nan, "missing")])
+def test_parse_vendor_value(raw: object, value: float, flag: str) -> None:
+    from immunoprofile.cytokine.readers import parse_vendor_value
+    got_value, got_flag = parse_vendor_value(raw)
+    assert got_flag == flag
+    assert got_value == pytest.approx(value, nan_ok=True)

@@ -385,8 +385,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if re.match(r'^\s*"?Plate_', first) or any(
             re.match(r'^\s*"?Sample"?\s*,\s*"?Assay"?\s*,\s*"?Well"?', ln) for ln in lines[:3]):
         return "msd_workbench"
-    low = first.lower()
-    if "well" in low and ("mfi" in low or "median" in low or "signal" in low):
+    tokens = {t.strip().strip('"').strip() for t in re.split(r"[,;\t]", first.lower())}
+    if "well" in tokens and ("analyte" in tokens or tokens & {"mfi", "median", "median_mfi"}):
         return "generic"
     raise InputError(path, "not a recognised plate export (xPONENT, Intelliflex, Bio-Plex, MSD, "
                            "bead-level, or generic CSV with columns well, analyte, mfi)")

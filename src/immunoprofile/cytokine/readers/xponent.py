@@ -31,6 +31,8 @@ from . import (PlateData, build_vendor, build_wells, parse_vendor_value, parse_w
 __all__ = ["read_xponent", "read_intelliflex_flat", "split_blocks"]
 
 _LOCATION_RE = re.compile(r"^\s*\d+\s*\(\s*(\d+)\s*,")
+_SPLIT_HEAD = re.compile(r"^\s*\d+\s*\(\s*\d+\s*$")
+_SPLIT_TAIL = re.compile(r"^\s*[A-Pa-p]\s*\d{1,2}\s*\)\s*$")
 _SKIP_COLUMNS = {"total events", ""}
 # header keys copied into metadata under a stable name
 _HEADER_KEYS = {
@@ -125,6 +127,9 @@ def _per_well(block: list[list[str]], path: str | os.PathLike[str],
     for row in block[1:]:
         if not row:
             continue
+        if len(row) > 1 and _SPLIT_HEAD.match(row[0]) and _SPLIT_TAIL.match(row[1]):
+            # an unquoted re-save splits "1(1,A1)" into "1(1" and "A1)"
+            row = [f"{row[0]},{row[1]}", *row[2:]]
         well = parse_well(row[0])
         if well is None:
             continue
