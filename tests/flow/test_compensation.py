@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from immunoprofile.errors import InputError
 from immunoprofile.flow.compensation import (Spillover, compensate, parse_spillover,
@@ -174,3 +176,27 @@ def test_non_finite_values_stay_in_their_column() -> None:
     np.testing.assert_allclose(out[2, :2], exact[2], rtol=1e-6)
     sub = compensate(raw, ["A", "B", "Time"], s, columns=["Time", "A"])
     assert sub[0, 0] == np.inf and np.isfinite(sub[0, 1])
+
+
+_FUZZ = int(__import__("os").environ.get("IMMUNOPROFILE_FUZZ_EXAMPLES", 60))
+
+
+@settings(max_examples=_FUZZ, deadline=2000,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(
+    st.text(max_size=300),
+    st.lists(st.lists(st.sampled_from(["1", "0", "0.5", "x", "", "nan", "inf", "1e308", "A", "B",
+                                       "-0.1", "#A", " "]), max_size=5), max_size=6)
+    .map(lambda rows: "\n".join(",".join(r) for r in rows))))
+def test_fuzz_csv_and_keyword(tmp_path: Path, text: str) -> None:
+    """Any text gives a valid Spillover or an InputError naming the file."""
+    p = tmp_path / "fuzz.csv"
+    p.write_bytes(text.encode("utf-8", errors="replace"))
+    for parse in (lambda: read_compensation_csv(p), lambda: parse_spillover(text, source=str(p))):
+        try:
+            s = parse()
+        except InputError as exc:
+            assert "\n" not in str(exc) and str(p) in str(exc)
+            continue
+        assert s.matrix.shape == (s.n_channels, s.n_channels)
+        assert np.isfinite(s.inverse).all()
