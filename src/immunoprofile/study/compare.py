@@ -35,7 +35,6 @@ Methods (all on the ``transformed`` layer unless told otherwise):
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any

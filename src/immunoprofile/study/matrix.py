@@ -109,7 +109,6 @@ def _stem(value: object) -> str:
 def _flow_features(pops: pd.DataFrame, ids: dict[str, str], statistics: tuple[str, ...],
                    path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Long flow table (manifest sample_id, feature, value) and the var rows of the features."""
-    import numpy as np
     import pandas as pd
 
     # Join on sample_id; fall back to the file stem (gate without --manifest names samples by stem).
@@ -178,7 +177,6 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
                        drug_readouts: tuple[str, ...], path: Path
                        ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Replicate-mean long table, var rows and the QC rows (plate samples not in the manifest)."""
-    import numpy as np
     import pandas as pd
 
     if value_column not in conc.columns:
