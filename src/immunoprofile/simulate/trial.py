@@ -516,7 +516,8 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         "blocks). Each plate: 2 background wells (`Background0`), `Standard1`..`Standard8` "
         "(4-fold series) in duplicate, kit controls `Control1`/`Control2` in duplicate, the bridging "
         "pool `BridgePool` (same serum on both plates) in duplicate, then serum samples in duplicate "
-        "(dilution factor 2). Subjects AD01-AD04 on plate1, AD05-AD08 on plate2. |",
+        "(dilution factor 2). Subjects AD01-AD04 on plate1, AD05-AD08 on plate2. The export's "
+        "`Batch` name is the plate id (`plate1`), as in the manifest's `plate` column. |",
         "| `standards.csv` | Kit standards table (`analyte, standard, expected_conc, unit, "
         "control_low, control_high`): the expected concentrations of the standards and the "
         "acceptance ranges of the controls, which analysis-off exports do not carry. |",
@@ -529,8 +530,9 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         "scheduled). |",
         "| `strategy.yaml` | The gating strategy in the readable YAML format (commented; the "
         "documentation example). |",
-        "| `strategy.gatingml.xml` | The same strategy as Gating-ML 2.0, markers resolved to "
-        "detector names; gives identical counts. |",
+        "| `strategy.gatingml.xml` | The same strategy as Gating-ML 2.0 (written by "
+        "`immunoprofile.flow.gatingml.write_gatingml`), markers resolved to detector names "
+        "(CD4 -> BV605-A) from the first FCS file; gives identical counts on every file. |",
         "| `truth/` | What the simulation put in (below). |",
         "",
         f"Cytokines were measured at a subset of visits ({plates}): two 96-well plates hold 36 "
