@@ -201,9 +201,16 @@ def test_sample_in_manifest_but_not_in_results(tmp_path, trial_factory):
     paths = trial_factory(tmp_path / "t")
     pops = pd.read_csv(paths["flow"] / "populations.csv")
     pops[pops["sample_id"] != "S02_week4"].to_csv(paths["flow"] / "populations.csv", index=False)
-    adata = assemble(paths["manifest"], flow_dir=paths["flow"])
+    clinical = pd.read_csv(paths["clinical"])
+    clinical = clinical[clinical["subject_id"] != "S02"]  # a subject without clinical data
+    adata = assemble(paths["manifest"], flow_dir=paths["flow"], clinical=clinical)
     assert "flow: sample listed in the manifest" in str(adata.obs.loc["S02|week4", "missing_reason"])
     assert adata.uns["immunoprofile"]["assays"].tolist() == ["flow"]
+    obs = adata.obs
+    assert np.isnan(obs.loc["S02|week0", "scorad"]) and pd.isna(obs.loc["S02|week0", "evaluable"])
+    assert pd.isna(obs.loc["S02|week0", "sex"]) and str(obs["sex"].dtype) == "category"
+    back = ad.read_h5ad(write_study(adata, tmp_path / "s.h5ad"))
+    assert pd.isna(back.obs.loc["S02|week0", "responder"]) and back.obs.loc["S01|week0", "sex"] == "M"
 
 
 def test_log_floor_without_standard_curves(tmp_path, trial_factory):

@@ -587,8 +587,13 @@ def _strings_to_categoricals(frame: pd.DataFrame) -> None:
     import pandas as pd
 
     for col in frame.columns:
-        if frame[col].dtype == object and all(isinstance(v, str) for v in frame[col]):
-            frame[col] = pd.Categorical(frame[col], categories=sorted(set(frame[col])))
+        values = frame[col]
+        if values.dtype != object:
+            continue
+        strings = [v for v in values if isinstance(v, str)]
+        if all(isinstance(v, str) or v is None or (isinstance(v, float) and v != v) for v in values):
+            frame[col] = pd.Categorical(values.where(values.map(lambda v: isinstance(v, str))),
+                                        categories=sorted(set(strings)))
 
 
 def flag_labels(adata: ad.AnnData) -> np.ndarray:
