@@ -100,6 +100,16 @@ def test_read_back_with_immunoprofile_reader(tmp_path):
     np.testing.assert_array_equal(fcs.spillover.matrix, matrix)
 
 
+def test_numpy_names_fortran_order_and_big_endian_input(tmp_path):
+    from immunoprofile.flow.fcs import read_fcs
+
+    events = np.asfortranarray(_events(50).astype(">f8"))
+    path = write_fcs(tmp_path / "n.fcs", events, np.array(CHANNELS), np.array(MARKERS))
+    fcs = read_fcs(path)
+    assert list(fcs.markers) == MARKERS
+    assert np.array_equal(fcs.events, events.astype(np.float32))
+
+
 def test_deterministic_bytes(tmp_path):
     events = _events()
     a = write_fcs(tmp_path / "a.fcs", events, CHANNELS, MARKERS, text={"$DATE": "01-JAN-2026"})

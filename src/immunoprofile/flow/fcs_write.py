@@ -109,7 +109,8 @@ def write_fcs(path: str | os.PathLike[str], events: Any, channels: Sequence[str]
                                f"got {data.ndim}-D")
     n_events, n_par = data.shape
     channels = [str(c) for c in channels]
-    markers_list = ["" if m is None else str(m) for m in (markers or [""] * n_par)]
+    markers_list = ["" if m is None else str(m)
+                    for m in ([""] * n_par if markers is None else list(markers))]
     if len(channels) != n_par or len(markers_list) != n_par:
         raise InputError(dest, f"{n_par} event columns but {len(channels)} channel names and "
                                f"{len(markers_list)} markers")
