@@ -229,6 +229,18 @@ def test_non_gatingml_xml_is_refused(tmp_path):
     path.write_text("<Workspace/>", encoding="utf-8")
     with pytest.raises(InputError, match="not a Gating-ML file"):
         read_gatingml(path)
+    path.write_text('<gating:Gating-ML xmlns:gating="http://www.isac-net.org/std/Gating-ML/'
+                    'v1.5/gating"/>', encoding="utf-8")
+    with pytest.raises(InputError, match="not Gating-ML 2.0"):
+        read_gatingml(path)
+
+
+def test_vendor_custom_info_is_ignored(tmp_path):
+    body = ('<data-type:custom_info><gating:RectangleGate gating:id="Hidden"/>'
+            '<gating:FancyGate/></data-type:custom_info>'
+            + _RANGE.format(extra="", comp="uncompensated", tref=""))
+    strategy = read_gatingml(_write(tmp_path, body))
+    assert list(strategy.gates) == ["R"]
 
 
 def test_matrix_inverted_already_is_honoured(tmp_path):

@@ -14,11 +14,11 @@ from __future__ import annotations
 import os
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 import numpy as np
 
 from .._io import atomic_open
-from .._xml import local_name, parse_xml
+from .._xml import local_name, namespace_of, parse_xml
 from ..errors import InputError
 from .compensation import Spillover
 from .gates import (
@@ -354,6 +354,15 @@ def _order(path: str, gates: list[Gate]) -> dict[str, Gate]:
     return ordered
 
 
+def _walk(element: ET.Element) -> Iterator[ET.Element]:
+    """Every descendant in document order, skipping ``custom_info`` (vendor extensions)."""
+    for child in element:
+        if local_name(child.tag) == "custom_info":
+            continue
+        yield child
+        yield from _walk(child)
+
+
 def read_gatingml(path: str | os.PathLike[str]) -> Strategy:
     """Read a Gating-ML 2.0 file.
 
@@ -379,17 +388,20 @@ def read_gatingml(path: str | os.PathLike[str]) -> Strategy:
     root = parse_xml(p)
     if local_name(root.tag) != "Gating-ML":
         raise InputError(p, f"not a Gating-ML file (root element <{local_name(root.tag)}>)")
+    if namespace_of(root.tag) != GATING_NS:
+        raise InputError(p, f"not Gating-ML 2.0: root namespace is "
+                            f"{namespace_of(root.tag) or 'missing'!r}, expected {GATING_NS}")
     reader = _Reader(p)
     gate_elements: list[ET.Element] = []
-    for element in root.iter():
-        tag = local_name(element.tag)
-        if tag == "transformation":
+    for element in _walk(root):
+        tag, ns = local_name(element.tag), namespace_of(element.tag)
+        if ns == TRANSFORMS_NS and tag == "transformation":
             reader.read_transformation(element)
-        elif tag == "spectrumMatrix":
+        elif ns == TRANSFORMS_NS and tag == "spectrumMatrix":
             reader.read_matrix(element)
-        elif tag in _GATE_TAGS:
+        elif ns == GATING_NS and tag in _GATE_TAGS:
             gate_elements.append(element)
-        elif tag.endswith("Gate") and tag != "BooleanGate":
+        elif ns == GATING_NS and tag.endswith("Gate"):
             raise reader.fail(element, f"unsupported gate type <{tag}>")
     gates: list[Gate] = []
     seen: set[str] = set()
