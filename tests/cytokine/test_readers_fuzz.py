@@ -7,6 +7,7 @@ The budget per test is ``IMMUNOPROFILE_FUZZ_EXAMPLES`` (default 60; ``make fuzz`
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -80,6 +81,8 @@ def _check(path: Path, data: bytes, **kwargs) -> None:
     assert plate.format in FORMATS
     assert set(plate.wells["sample_type"]) <= {"background", "standard", "control", "unknown"}
     assert (plate.wells["dilution"] > 0).all()
+    json.dumps(plate.metadata, allow_nan=False)
+    json.dumps(plate.repairs, allow_nan=False)
 
 
 def _suffix(name: str) -> str:

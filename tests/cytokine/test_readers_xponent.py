@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import re
 from pathlib import Path
@@ -78,6 +79,7 @@ def test_every_xponent_file_reads_into_the_tidy_table(xdir: Path, name: str) -> 
     assert set(plate.wells["well"]) == wells
     assert set(plate.wells["sample_type"]) <= {"background", "standard", "control", "unknown"}
     assert (plate.wells["dilution"] > 0).all()
+    json.dumps(plate.metadata, allow_nan=False)  # provenance-ready: strict JSON
     # the first well's medians are the file's
     loc, first = next(iter(rows.items()))
     well = re.search(r",\s*([A-P]\d+)\)", loc).group(1)

@@ -91,3 +91,21 @@ def test_table_accepts_a_dataframe_and_warns_unknown_analytes(reference_dir: Pat
                           "unit": [""], "control_low": [math.nan], "control_high": [math.nan]})
     plate = read_plate(path, standards=table)
     assert any("IL-99" in w and "not on the plate" in w for w in plate.warnings)
+
+
+def test_table_names_match_bioplex_type_codes(tmp_path: Path, reference_dir: Path) -> None:
+    # 10JAN07 names its standards by type code only (S1, S2, ...); a kit table says Standard1...
+    path = reference_dir / "cytokine" / "bioplex" / "labkey_10JAN07_plate_1.xls"
+    plate0 = read_plate(path)
+    il6 = plate0.wells[(plate0.wells["analyte"] == "Hu IL-6 (19)")
+                       & (plate0.wells["sample_type"] == "standard")]
+    file_values = dict(zip(il6["sample"], il6["expected_conc"]))
+    assert set(file_values) == {f"S{k}" for k in range(1, 9)}
+    rows = [f"IL-6,Standard{k},{2 * file_values[f'S{k}']!r},pg/mL" for k in range(1, 9)]
+    kit = _write(tmp_path, "kit.csv", "analyte,standard,expected_conc,unit\n" + "\n".join(rows))
+    plate = read_plate(path, standards=kit)
+    got = plate.wells[(plate.wells["analyte"] == "Hu IL-6 (19)")
+                      & (plate.wells["sample_type"] == "standard")]
+    for name, value in zip(got["sample"], got["expected_conc"]):
+        assert value == 2 * file_values[name]
+    assert plate.metadata["standards_table"]["differences"] == 8

@@ -453,4 +453,16 @@ def read_plate(path: str | os.PathLike[str], *, layout: str | os.PathLike[str] |
         standards_mod.apply_standards(plate, table)
     from . import repair as repair_mod
     repair_mod.check_expected(plate, repair=repair)
+    plate.metadata = _json_safe(plate.metadata)
     return plate
+
+
+def _json_safe(value: Any) -> Any:
+    """Metadata as strict JSON: NaN/inf → None, tuples → lists (provenance is written as JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

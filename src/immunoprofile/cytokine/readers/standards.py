@@ -7,8 +7,9 @@ table)`` writes them onto a :class:`PlateData`: the table wins over the file's e
 concentrations, every difference is warned about, wells named like a table entry become standards
 (or controls, when the entry has a control range).
 
-Matching is by sample name (case and surrounding blanks ignored) and analyte (exact, else ignoring
-case and punctuation, so ``IL-1b`` matches ``IL1B``).
+Matching is by sample name (case and blanks ignored; ``Standard1``, ``Std 1``, ``S1`` and ``S01``
+are the same standard, controls alike) and analyte (exact, else ignoring case and punctuation, so
+``IL-1b`` matches ``IL1B`` and Bio-Plex's ``Hu IL-1b (32)``).
 """
 
 from __future__ import annotations
@@ -42,7 +43,26 @@ _ALIASES = {
 
 
 def _norm_analyte(name: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", str(name).lower())
+    """Loose analyte key: ``Hu IL-6 (19)`` (Bio-Plex: species prefix, bead region) → ``il6``."""
+    text = re.sub(r"\(\s*\d+\s*\)\s*$", "", str(name).strip().lower())
+    text = re.sub(r"^(?:hu|human)\s+", "", text)
+    return re.sub(r"[^0-9a-z]", "", text)
+
+
+_STD_NAME = re.compile(r"^(?:standard|std|s)[\s_\-]*0*(\d+)$")
+_CTRL_NAME = re.compile(r"^(?:control|ctrl|c)[\s_\-]*0*(\d+)$")
+
+
+def _name_key(name: str) -> str:
+    """Sample-name key: ``Standard1``, ``Std 1``, ``S01`` → ``standard:1`` (controls alike)."""
+    text = str(name).strip().lower()
+    m = _STD_NAME.match(text)
+    if m:
+        return f"standard:{int(m.group(1))}"
+    m = _CTRL_NAME.match(text)
+    if m:
+        return f"control:{int(m.group(1))}"
+    return text
 
 
 def read_standards(path: str | os.PathLike[str]) -> pd.DataFrame:
@@ -108,7 +128,7 @@ def read_standards(path: str | os.PathLike[str]) -> pd.DataFrame:
         if not math.isfinite(rec["expected_conc"]) and not (
                 math.isfinite(rec["control_low"]) or math.isfinite(rec["control_high"])):
             problems.append(f"line {n}: no expected_conc for {standard}/{analyte}")
-        key = (_norm_analyte(analyte), standard.lower())
+        key = (_norm_analyte(analyte), _name_key(standard))
         if key in seen:
             problems.append(f"line {n}: duplicate entry {standard}/{analyte}")
         seen.add(key)
@@ -144,7 +164,7 @@ def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
         if a is None:
             unmatched.append(str(rec["analyte"]))
             continue
-        entries[(a, str(rec["standard"]).strip().lower())] = rec
+        entries[(a, _name_key(rec["standard"]))] = rec
     if unmatched:
         names = sorted(set(unmatched))
         plate.warnings.append("standards table analyte(s) not on the plate: " + ", ".join(names[:10])
@@ -152,9 +172,9 @@ def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
     differences: list[str] = []
     matched = 0
     ranges = plate.metadata.setdefault("control_ranges", {})
-    names_lower = df["sample"].str.strip().str.lower()
+    keys = df["sample"].map(_name_key)
     for i in range(len(df)):
-        rec = entries.get((df.at[i, "analyte"], names_lower.iat[i]))
+        rec = entries.get((df.at[i, "analyte"], keys.iat[i]))
         if rec is None:
             continue
         matched += 1
