@@ -85,6 +85,9 @@ def test_command_line_entry_point(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(tmp_path / "cli")
     fcs = read_fcs(tmp_path / "cli" / "flow" / "AD01_week24_flow.fcs")
     assert fcs.n_events == 300
+    one = simulate_trial(tmp_path / "one", seed=3, n_events=100, n_subjects=1)
+    visits = pd.read_csv(one / "manifest.csv").query("assay == 'flow'").visit
+    assert len(visits) == 10  # a single subject neither misses a visit nor drops out
     with pytest.raises(SystemExit):
         simulate_main([str(tmp_path / "bad"), "--subjects", "9"])
 

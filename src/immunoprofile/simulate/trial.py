@@ -184,8 +184,10 @@ def trial_design(*, seed: int = DEFAULT_SEED, n_subjects: int = 8) -> list[Subje
     One subject misses week 4 and one drops out after week 8 (stops dosing at day 52, not
     evaluable: fewer than 67 doses); another misses 9 doses but stays evaluable.
     """
-    missing_idx = min(4, n_subjects - 1)
-    dropout_idx = min(6, n_subjects - 1)
+    # AD05 misses week 4 and AD07 drops out; smaller trials use their last subjects instead, and a
+    # one-subject trial has neither.
+    dropout_idx = min(6, n_subjects - 1) if n_subjects > 1 else -1
+    missing_idx = min(4, n_subjects - 1) if n_subjects > 1 else -1
     if dropout_idx == missing_idx and n_subjects > 1:
         missing_idx = n_subjects - 2
     subjects = []
@@ -195,7 +197,7 @@ def trial_design(*, seed: int = DEFAULT_SEED, n_subjects: int = 8) -> list[Subje
         visits: list[tuple[str, int]] = []
         for name, nominal, lo, hi in VISITS:
             day = nominal + int(rng.integers(lo, hi + 1))
-            if i == missing_idx and name == "week4" and n_subjects > 1:
+            if i == missing_idx and name == "week4":
                 continue
             if i == dropout_idx and nominal > 56:
                 continue
