@@ -541,8 +541,48 @@ def _decode(path: str, data: np.ndarray, n: int, params: list[_Param],
                 _fits(raw, dtype, "the double-precision channels", warnings)
             with np.errstate(over="ignore"):
                 return raw.astype(dtype, order="C")
-    # General path: per column byte assembly from a (n, row) uint8 view.
     raw8 = data.reshape(n, row)
+    if len(widths) == 1 and kinds == {"I"} and first.nbytes == 3 and n * p > 0:
+        order, perm = _byte_perm(path, byteord, 3)
+        base = data.base if isinstance(data.base, np.ndarray) else None
+        if order != "perm" and base is not None and base.size >= data.size + 1 \
+                and data.ctypes.data == base.ctypes.data:
+            # 24-bit: read each value as a 4-byte word starting at its own offset (stride 3;
+            # the spare byte after the data keeps the last word in bounds), then drop the
+            # neighbour's byte. Three vectorised passes, no per-byte loop.
+            words = np.ndarray(shape=(n * p,), dtype=np.dtype("<u4" if order == "<" else ">u4"),
+                               buffer=base, offset=0, strides=(3,))
+            vals = words.astype(np.uint32)
+            if order == "<":
+                vals &= np.uint32(0xFFFFFF)
+            else:
+                vals >>= np.uint32(8)
+            vals = vals.reshape(n, p)
+            masks = [q.mask for q in params]
+            if any(m is not None for m in masks):
+                mvec = np.array([0xFFFFFF if m is None else m for m in masks], dtype=np.uint32)
+                vals &= mvec
+            return vals.astype(dtype, order="C")
+    if len(widths) == 1 and kinds == {"I"} and first.nbytes in (3, 5, 6, 7):
+        # Uniform odd-width integers (24-bit): copy all bytes at once into zero-padded
+        # 4/8-byte little-endian slots and reinterpret; two passes instead of one per byte.
+        w = first.nbytes
+        order, perm = _byte_perm(path, byteord, w)
+        src = raw8.reshape(n, p, w)
+        if order == ">":
+            src = src[:, :, ::-1]
+        elif order == "perm":
+            src = src[:, :, perm]
+        slot = 4 if w == 3 else 8
+        padded = np.zeros((n, p, slot), dtype=np.uint8)
+        padded[:, :, :w] = src
+        vals = padded.view("<u4" if slot == 4 else "<u8").reshape(n, p)
+        masks = [q.mask for q in params]
+        if any(m is not None for m in masks):
+            full = (1 << (8 * w)) - 1
+            vals &= np.array([full if m is None else m for m in masks], dtype=vals.dtype)
+        return vals.astype(dtype, order="C")
+    # General path: per column byte assembly from the (n, row) uint8 view.
     out = np.empty((n, p), dtype=dtype)
     off = 0
     for j, q in enumerate(params):
@@ -651,8 +691,13 @@ class _File:
         return self._fh.read(stop - start)
 
     def read_array(self, start: int, nbytes: int) -> np.ndarray:
-        """``nbytes`` from ``start`` as a writable uint8 array (caller checked the size)."""
-        out = np.empty(nbytes, dtype=np.uint8)
+        """``nbytes`` from ``start`` as a writable uint8 array (caller checked the size).
+
+        The array's base holds 8 spare bytes so 24-bit values can be read as overlapping
+        4-byte words without running past the allocation.
+        """
+        padded = np.zeros(nbytes + 8, dtype=np.uint8)
+        out = padded[:nbytes]
         self._fh.seek(start)
         got = self._fh.readinto(memoryview(out))
         if got != nbytes:
