@@ -52,8 +52,8 @@ def command(config: Path, force: bool, jobs: int | None, executor: str | None,
                            executor="dask" if scheduler else executor, address=scheduler,
                            progress=bar)
     for stage in summary.stages:
-        log.info("%s: %s%s", stage.name, stage.status, f" ({stage.message})" if stage.message
-                 else "")
+        log.info("%s: %s%s in %.1f s", stage.name, stage.status,
+                 f" ({stage.message})" if stage.message else "", stage.seconds)
     for path, reason in summary.failures:
         echo_err(f"failed: {reason if reason.startswith(path) else f'{path}: {reason}'}")
     click.echo(f"outputs in {cfg.out_dir}/ (log: {log_path.name}"

@@ -100,17 +100,18 @@ class ResultCache:
     def put(self, kind: str, key: str, tables: Mapping[str, pd.DataFrame],
             meta: Mapping[str, Any]) -> Path:
         """Store an entry atomically (a folder renamed into place); returns its folder."""
-        from .._io import write_json_atomic, write_parquet_atomic
-
         final = self.entry_dir(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=final.parent))
         try:
+            # Plain writes inside a private staging folder: the folder rename below is what makes
+            # the entry visible, and an entry damaged by a power cut reads as a miss (no fsync).
             for name, frame in tables.items():
-                write_parquet_atomic(staging / f"{name}.parquet", frame)
+                frame.to_parquet(staging / f"{name}.parquet", engine="pyarrow", index=False)
             # meta.json last: an entry counts only when it is there
-            write_json_atomic(staging / "meta.json", {"key": key, "tables": sorted(tables),
-                                                      "meta": dict(meta)})
+            (staging / "meta.json").write_text(
+                json.dumps({"key": key, "tables": sorted(tables), "meta": dict(meta)},
+                           sort_keys=True, default=str), encoding="utf-8")
             if final.exists() and not (final / "meta.json").exists():
                 shutil.rmtree(final)  # a damaged older entry
             try:

@@ -23,7 +23,7 @@ from ..errors import InputError
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "Problem", "ConfigError", "PipelineConfig", "InputsConfig",
-    "FlowOptions", "CytokineOptions", "VisitWindow", "DesignConfig", "CompareOptions", "ReportOptions",
+    "FlowOptions", "CytokineOptions", "VisitWindow", "DesignConfig", "AssembleOptions", "CompareOptions", "ReportOptions",
     "OutputsConfig", "ExecutorConfig", "load_config", "parse_config", "config_json_schema",
 ]
 
@@ -213,6 +213,12 @@ class CompareOptions(_Model):
         return out
 
 
+class AssembleOptions(_Model):
+    """The study matrix (``study.h5ad``: samples × features, joined with the manifest)."""
+
+    enabled: bool = True
+
+
 class ReportOptions(_Model):
     """The HTML report (built when the report module is present)."""
 
@@ -248,6 +254,7 @@ class PipelineConfig(_Model):
     flow: FlowOptions = Field(default_factory=FlowOptions)
     cytokine: CytokineOptions = Field(default_factory=CytokineOptions)
     design: DesignConfig = Field(default_factory=DesignConfig)
+    assemble: AssembleOptions = Field(default_factory=AssembleOptions)
     compare: CompareOptions = Field(default_factory=CompareOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,7 @@ class StageResult:
     status: str
     message: str = ""
     outputs: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 @dataclass
@@ -151,12 +153,18 @@ def run_pipeline(
     manifest = read_manifest(config.inputs.manifest, design=design)
     log.info("manifest %s: %d sample(s)", config.inputs.manifest.name, len(manifest))
 
-    summary.stages.append(_flow_stage(config, manifest, spec, force, progress, summary))
-    summary.stages.append(_cytokine_stage(config, manifest, spec, progress, summary))
-    study = _study_stage(config, manifest, design, summary)
-    summary.stages.append(study)
-    summary.stages.append(_compare_stage(config, design, summary))
-    summary.stages.append(_report_stage(config, summary))
+    stages: list[tuple[Callable[..., StageResult], tuple]] = [
+        (_flow_stage, (config, manifest, spec, force, progress, summary)),
+        (_cytokine_stage, (config, manifest, spec, progress, summary)),
+        (_study_stage, (config, manifest, design, summary)),
+        (_compare_stage, (config, design, summary)),
+        (_report_stage, (config, summary)),
+    ]
+    for stage, args in stages:
+        started = time.perf_counter()
+        result = stage(*args)
+        result.seconds = time.perf_counter() - started
+        summary.stages.append(result)
     _write_failed(out / "failed.tsv", summary.failures)
     return summary
 
@@ -394,6 +402,8 @@ def plate_task(path: str, layout: str | None, standards: str | None, repair: boo
 
 def _study_stage(config: PipelineConfig, manifest: Any, design: Any,
                  summary: RunSummary) -> StageResult:
+    if not config.assemble.enabled:
+        return StageResult("assemble", "skipped", "disabled in the config")
     matrix = _optional_module("immunoprofile.study.matrix")
     if matrix is None:
         log.warning("assemble: skipped (immunoprofile.study.matrix is not available)")
