@@ -33,6 +33,8 @@ Weights = Literal["1/y2", "1/y", "power", "none"]
 # F (the 5PL asymmetry) is bounded: outside this range the curve is a step or a line and the
 # fit has stopped describing the standards (real fits: xPONENT 0.19-2.4, Bio-Plex 0.1-10).
 _LOG_F_BOUNDS = (math.log(0.02), math.log(50.0))
+# evaluations each multi-start candidate gets before the best one is polished to convergence
+_COARSE_NFEV = 120
 
 
 @dataclass(frozen=True)
@@ -259,7 +261,8 @@ def fit_curve(x: ArrayLike, y: ArrayLike, *, model: str = "5pl", weights: str = 
     Notes
     -----
     Parameters are optimised as ``(A, B, log C, D, log F)`` with ``scipy.optimize.least_squares``
-    (analytic Jacobian, bounded ``F``). The multi-start search adds the best nodes of a profile
+    (Levenberg-Marquardt, analytic Jacobian; ``F`` kept in [0.02, 50] by a logistic transform
+    of ``log F``). The multi-start search adds the best nodes of a profile
     grid over ``(log C, D, F)`` with ``A, B`` solved linearly at each node (the global
     fallback) and, for the 5PL, the 4PL optimum at several ``F``; the lowest weighted cost
     wins. 4PL fits are reported with ``D < 0`` (``A`` = zero-concentration response), the
@@ -308,14 +311,19 @@ def fit_curve(x: ArrayLike, y: ArrayLike, *, model: str = "5pl", weights: str = 
     best = _polish(starts[-1], logx, y, sw, five)
     fallback = best is None or not _sane(best, five) or _r2_at(best[1], logx, y, w, five) <= 0
     if search == "global" or fallback:
+        # every start gets a short budget; only the most promising is polished to the end
+        coarse: tuple[float, NDArray[np.float64], str] | None = None
         for theta0 in starts[:-1]:
-            best = _better(best, _polish(theta0, logx, y, sw, five))
+            coarse = _better(coarse, _polish(theta0, logx, y, sw, five, max_nfev=_COARSE_NFEV))
         if five:
             # the 4PL optimum seeds the 5PL at several asymmetries
             four = _best_fit4(logx, y, w, sw)
             if four is not None:
                 for logF in (0.0, math.log(0.5), math.log(2.0), math.log(0.25), math.log(4.0)):
-                    best = _better(best, _polish(np.append(four, logF), logx, y, sw, True))
+                    coarse = _better(coarse, _polish(np.append(four, logF), logx, y, sw, True,
+                                                     max_nfev=_COARSE_NFEV))
+        if coarse is not None:
+            best = _better(best, _polish(coarse[1], logx, y, sw, five))
     if best is None:
         return failed("no start reached a finite optimum")
     cost, theta, msg = best
@@ -326,8 +334,7 @@ def fit_curve(x: ArrayLike, y: ArrayLike, *, model: str = "5pl", weights: str = 
     yhat = _predict(x, A, B, logC, D, F)
     r2 = _weighted_r2(y, yhat, w)
     converged = bool(np.isfinite([A, B, logC, D, F, cost]).all())
-    if converged and five and (theta[4] <= _LOG_F_BOUNDS[0] + 1e-6
-                               or theta[4] >= _LOG_F_BOUNDS[1] - 1e-6):
+    if converged and five and _at_f_bound(float(theta[4])):
         msg = f"{msg}; F at its bound ({F:.3g})".strip("; ")
     return CurveFit(A, B, math.exp(logC), D, F, converged=converged,
                     message=msg if converged else "non-finite optimum", r2_weighted=r2,
@@ -349,7 +356,7 @@ def _sane(result: tuple[float, NDArray[np.float64], str], five: bool) -> bool:
     _, theta, _ = result
     if not np.isfinite(theta).all():
         return False
-    return not (five and (theta[4] <= _LOG_F_BOUNDS[0] + 1e-6 or theta[4] >= _LOG_F_BOUNDS[1] - 1e-6))
+    return not (five and _at_f_bound(float(theta[4])))
 
 
 def _r2_at(theta: NDArray[np.float64], logx: NDArray[np.float64], y: NDArray[np.float64],
@@ -369,10 +376,11 @@ def _best_fit4(logx: NDArray[np.float64], y: NDArray[np.float64], w: NDArray[np.
                sw: NDArray[np.float64]) -> NDArray[np.float64] | None:
     best = None
     for theta0 in _starts(logx, y, w, False):
-        result = _polish(theta0, logx, y, sw, False)
-        if result is not None and (best is None or result[0] < best[0]):
-            best = result
-    return None if best is None else best[1]
+        best = _better(best, _polish(theta0, logx, y, sw, False, max_nfev=_COARSE_NFEV))
+    if best is None:
+        return None
+    final = _polish(best[1], logx, y, sw, False)
+    return (final or best)[1]
 
 
 def _linear_ab(g: NDArray[np.float64], y: NDArray[np.float64], w: NDArray[np.float64]
@@ -428,41 +436,61 @@ def _starts(logx: NDArray[np.float64], y: NDArray[np.float64], w: NDArray[np.flo
 
 
 def _polish(theta0: NDArray[np.float64], logx: NDArray[np.float64], y: NDArray[np.float64],
-            sw: NDArray[np.float64], five: bool) -> tuple[float, NDArray[np.float64], str] | None:
-    """Local weighted least squares from ``theta0``; None if it never reached a finite cost."""
+            sw: NDArray[np.float64], five: bool, *, max_nfev: int = 1000
+            ) -> tuple[float, NDArray[np.float64], str] | None:
+    """Local weighted least squares from ``theta0``; None if it never reached a finite cost.
+
+    Levenberg-Marquardt (MINPACK) on ``(A, B, log C, D[, u])`` where ``log F`` is the bounded
+    logistic transform of ``u``: the bound on ``F`` without a bounded solver (LM is ~2x faster
+    here than the trust-region reflective method and lands on the same optima).
+    """
     from scipy.optimize import least_squares
 
-    def residuals(theta: NDArray[np.float64]) -> NDArray[np.float64]:
-        f, _ = _model_and_jacobian(theta, logx, five)
+    lo, hi = _LOG_F_BOUNDS
+
+    def unpack(t: NDArray[np.float64]) -> NDArray[np.float64]:
+        if not five:
+            return t
+        theta = t.copy()
+        theta[4] = lo + (hi - lo) * 0.5 * (1.0 + math.tanh(0.5 * t[4]))
+        return theta
+
+    def residuals(t: NDArray[np.float64]) -> NDArray[np.float64]:
+        f, _ = _model_and_jacobian(unpack(t), logx, five)
         return sw * (f - y)
 
-    def jacobian(theta: NDArray[np.float64]) -> NDArray[np.float64]:
-        _, J = _model_and_jacobian(theta, logx, five)
-        return sw[:, None] * J
+    def jacobian(t: NDArray[np.float64]) -> NDArray[np.float64]:
+        _, J = _model_and_jacobian(unpack(t), logx, five)
+        J = sw[:, None] * J
+        if five:
+            s = 0.5 * (1.0 + math.tanh(0.5 * t[4]))
+            J[:, 4] *= (hi - lo) * s * (1.0 - s)
+        return J
 
-    n = theta0.size
-    lower = np.full(n, -np.inf)
-    upper = np.full(n, np.inf)
+    t0 = np.array(theta0, dtype=float)
     if five:
-        lower[4], upper[4] = _LOG_F_BOUNDS
-        theta0 = theta0.copy()
-        theta0[4] = min(max(theta0[4], lower[4] + 1e-9), upper[4] - 1e-9)
-    if not np.isfinite(residuals(theta0)).all():
+        p = min(max((t0[4] - lo) / (hi - lo), 1e-9), 1 - 1e-9)
+        t0[4] = math.log(p / (1 - p))
+    if not np.isfinite(residuals(t0)).all():
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            res = least_squares(residuals, theta0, jac=jacobian, bounds=(lower, upper),
-                                method="trf", x_scale="jac", xtol=1e-15, ftol=1e-15,
-                                gtol=1e-15, max_nfev=1000)
-        except (ValueError, np.linalg.LinAlgError):  # non-finite steps from a wild start
+            res = least_squares(residuals, t0, jac=jacobian, method="lm", x_scale="jac",
+                                xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=max_nfev)
+        except (ValueError, OverflowError, np.linalg.LinAlgError):  # wild start
             return None
     cost = float(np.sum(res.fun ** 2))
-    if not np.isfinite(cost) or not np.isfinite(res.x).all():
+    theta = unpack(res.x)
+    if not np.isfinite(cost) or not np.isfinite(theta).all():
         return None
     # status 0 = evaluation budget spent on a flat (non-identifiable) valley: the cost is final
     note = "" if res.status > 0 else "optimum is flat (parameters poorly identified)"
-    return cost, res.x, note
+    return cost, theta, note
+
+
+def _at_f_bound(log_f: float) -> bool:
+    return log_f <= _LOG_F_BOUNDS[0] + 1e-3 or log_f >= _LOG_F_BOUNDS[1] - 1e-3
 
 
 # ---------------------------------------------------------------------------- converters
