@@ -127,3 +127,35 @@ def test_example_trial_config_loads() -> None:
     assert isinstance(cfg, PipelineConfig)
     assert cfg.inputs.manifest == root / "example_data" / "manifest.csv"
     assert cfg.out_dir == root / "demo_output"
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10, 10), st.floats(allow_nan=True),
+                     st.text(max_size=8), st.sampled_from(["fcs", "dask", "5pl", "m.csv"]))
+_keys = st.one_of(st.sampled_from(["schema_version", "inputs", "manifest", "executor", "kind",
+                                   "jobs", "flow", "cytokine", "model", "outputs", "dir",
+                                   "plates", "design", "periods", "treatment"]),
+                  st.text(min_size=1, max_size=6))
+_docs = st.recursive(_scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=4)), max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                    HealthCheck.function_scoped_fixture])
+@given(doc=_docs, junk=st.binary(max_size=40))
+def test_any_document_gives_a_config_or_one_config_error(tmp_path: Path, doc, junk: bytes) -> None:
+    import yaml
+
+    for text in (yaml.safe_dump({"schema_version": 1, "inputs": {"manifest": "m.csv"},
+                                 "extra": doc} if isinstance(doc, dict) else doc),
+                 yaml.safe_dump(doc), junk.decode("latin-1")):
+        path = tmp_path / "fuzz.yaml"
+        path.write_text(text, encoding="utf-8")
+        try:
+            load_config(path)
+        except ConfigError as exc:
+            assert exc.problems and all("\n" not in str(p) for p in exc.problems)
+        except InputError as exc:
+            assert "\n" not in str(exc)
