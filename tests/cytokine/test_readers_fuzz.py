@@ -55,10 +55,23 @@ class _Seeds(dict):
         return f"<{len(self)} seed files>"
 
 
+GENERIC_SEED = (b"well,analyte,mfi,count,sample,sample_type,dilution,expected_conc,unit,"
+                b"bead_region\n"
+                b"A1,IL-6,20,80,Background0,background,1,,pg/mL,19\n"
+                b"B1,IL-6,15000,90,Standard1,standard,1,1000,pg/mL,19\n"
+                b"B2,IL-6,5000,95,Standard2,standard,1,250,pg/mL,19\n"
+                b"C1,IL-6,300,70,P01,unknown,2,,pg/mL,19\n")
+
+
 @pytest.fixture(scope="module")
-def seeds(reference_dir: Path) -> dict[str, bytes]:
+def seeds(reference_dir: Path, example_dir: Path) -> dict[str, bytes]:
     base = reference_dir / "cytokine"
-    return _Seeds({name: (base / name).read_bytes() for name in TEXT_SEEDS + BINARY_SEEDS})
+    out = _Seeds({name: (base / name).read_bytes() for name in TEXT_SEEDS + BINARY_SEEDS})
+    out["generic.csv"] = GENERIC_SEED
+    example_plate = example_dir / "plates" / "plate1.csv"
+    if example_plate.is_file():  # the simulated trial's xPONENT 4.2 export
+        out["example_plate1.csv"] = example_plate.read_bytes()
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +127,7 @@ def test_fuzz_byte_mutations(seeds: dict[str, bytes], scratch: Path, data: st.Da
 @given(data=st.data())
 def test_fuzz_line_and_cell_edits(seeds: dict[str, bytes], scratch: Path,
                                   data: st.DataObject) -> None:
-    name = data.draw(st.sampled_from(TEXT_SEEDS))
+    name = data.draw(st.sampled_from(sorted(n for n in seeds if n not in BINARY_SEEDS)))
     lines = seeds[name].decode("utf-8-sig").splitlines()
     for _ in range(data.draw(st.integers(1, 10))):
         if not lines:

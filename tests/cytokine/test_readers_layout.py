@@ -119,3 +119,16 @@ def test_layout_errors_are_listed_together(tmp_path: Path) -> None:
     with pytest.raises(InputError) as info:
         read_layout(_write(tmp_path, "layout.csv", "well,sample,dilution\nQ1,x,\nA1,y,-1\n"))
     assert "line 2" in str(info.value) and "line 3" in str(info.value)
+
+
+def test_absurd_numbers_do_not_crash(tmp_path: Path) -> None:
+    # found by fuzzing: a bead region of 1e300 could not be cast to an integer
+    path = _write(tmp_path, "p.csv", "well,analyte,mfi,bead_region,count,dilution\n"
+                                     "A1,IL-6,1e308,1e300,inf,-2\nA2,IL-6,nan,12.0,5,0\n"
+                                     "A3,IL-6,3,-4,1,1e-300\n")
+    plate = read_plate(path)
+    w = plate.wells.set_index("well")
+    assert w["bead_region"].isna().tolist() == [True, False, True]
+    assert w.loc["A2", "bead_region"] == 12
+    assert (w["dilution"] > 0).all() and w.loc["A1", "dilution"] == 1.0
+    assert any("non-positive dilution" in x for x in plate.warnings)

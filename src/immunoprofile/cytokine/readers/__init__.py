@@ -245,9 +245,10 @@ def build_wells(records: list[dict[str, Any]], *, path: str | os.PathLike[str],
         wells = ", ".join(sorted(set(df.loc[bad_dil, "well"]), key=well_sort_key)[:8])
         warnings.append(f"non-positive dilution factor in well(s) {wells}; using 1")
         df.loc[bad_dil, "dilution"] = 1.0
-    df["bead_region"] = pd.to_numeric(df["bead_region"], errors="coerce")
-    df.loc[~np.isfinite(df["bead_region"].astype(float)), "bead_region"] = np.nan
-    df["bead_region"] = df["bead_region"].round().astype("Int64")
+    region = pd.to_numeric(df["bead_region"], errors="coerce").astype(float)
+    # bead regions are small integers (xMAP: 1-500); anything else is not a region
+    region[~(np.isfinite(region) & (region >= 0) & (region <= 1e6))] = np.nan
+    df["bead_region"] = region.round().astype("Int64")
     df["unit"] = df["unit"].fillna("").astype(str)
     had_net = int(df["net_mfi"].notna().sum())
     filled = fill_net_mfi(df, warnings)
