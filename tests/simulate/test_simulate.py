@@ -304,3 +304,30 @@ def test_quantified_plates_recover_true_concentrations(example_dir):
     # IL-4 is mostly below the kit's range, as designed.
     il4 = merged[merged.analyte == "IL-4"]
     assert (il4.flag != "ok").mean() > 0.8
+
+
+def test_flowkit_gates_example_files_identically(example_dir, manifest, tmp_path):
+    """Independent oracle: FlowKit evaluates strategy.gatingml.xml on the example files to the
+    same counts as our engine. FlowKit 1.3 cannot place a Boolean gate that has a parent_id, so
+    the Memory gate is removed for FlowKit and checked as CD4+CD8- minus Naive instead."""
+    import flowkit as fk
+
+    from immunoprofile.flow.engine import evaluate
+    from immunoprofile.flow.strategy import load_strategy
+
+    xml = (example_dir / "strategy.gatingml.xml").read_text(encoding="utf-8")
+    without_boolean = re.sub(r"<gating:BooleanGate.*?</gating:BooleanGate>", "", xml, flags=re.S)
+    assert without_boolean != xml
+    (tmp_path / "s.xml").write_text(without_boolean, encoding="utf-8")
+    flowkit_strategy = fk.parse_gating_xml(str(tmp_path / "s.xml"))
+    ours_strategy = load_strategy(example_dir / "strategy.gatingml.xml")
+    files = manifest[manifest.assay == "flow"].file.tolist()
+    for name in (files[0], files[len(files) // 2], files[-1]):
+        report = flowkit_strategy.gate_sample(fk.Sample(str(example_dir / name))).report
+        theirs = dict(zip(report.gate_name, report["count"].astype(int), strict=True))
+        ours = evaluate(ours_strategy, read_fcs(example_dir / name))
+        by_path = {ours.paths[k]: v for k, v in ours.counts.items()}
+        assert len(theirs) == 14   # every population but the boolean one
+        assert {k: ours.counts[k] for k in theirs} == theirs
+        cd4 = "/Cells/Singlets/Live/CD3+/CD4+CD8-"
+        assert by_path[f"{cd4}/Memory"] == by_path[cd4] - by_path[f"{cd4}/Naive"]
