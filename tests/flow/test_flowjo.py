@@ -228,7 +228,8 @@ def test_ics_main_workspace_structure(wsp_dir: Path) -> None:
 
 
 def test_ics_boolean_gates(wsp_dir: Path) -> None:
-    ws = read_flowjo_workspace(wsp_dir / "8_color_data_set" / "8_color_ICS_boolean_gate_testing.wsp")
+    ws = read_flowjo_workspace(wsp_dir / "8_color_data_set" /
+                               "8_color_ICS_boolean_gate_testing.wsp")
     for s in _all_strategies(ws).values():
         booleans = {s.path_of(g.id): g for g in s.gates.values() if isinstance(g, BooleanGate)}
         cd4 = "/Time/Singlets/aAmine-/CD3+/CD4+"

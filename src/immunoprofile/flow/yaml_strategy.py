@@ -103,7 +103,10 @@ def _name(where: str, key: str, value: Any) -> str:
 def _pair(where: str, key: str, value: Any) -> tuple[float, float]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise _Problem(f"{where}: {key} must be a pair [x, y], got {value!r}")
-    return (_number(where, key, value[0]), _number(where, key, value[1]))  # type: ignore[return-value]
+    x, y = _number(where, key, value[0]), _number(where, key, value[1])
+    if x is None or y is None:  # cannot happen: allow_none is off (keeps type checkers calm)
+        raise _Problem(f"{where}: {key} must be a pair of numbers, got {value!r}")
+    return (x, y)
 
 
 # ----------------------------------------------------------------------------------------------
