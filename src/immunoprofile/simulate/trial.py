@@ -494,7 +494,9 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         + ("" if n_subjects == 8 else f" --subjects {n_subjects}"),
         "```",
         "",
-        "(same seed and sizes give byte-identical files). It is a small, realistic stand-in for the",
+        "(same seed and sizes give byte-identical files with the same numpy version). `make demo` "
+        "runs the whole analysis on it (`pipelines/example_trial.yaml`). It is a small, realistic "
+        "stand-in for the",
         f"trial: {n_subjects} subjects aged 10-30 with severe AD, an 8-week run-in, daily anakinra",
         "3 mg/kg for 12 weeks, 12 weeks of follow-up. Visits: screening (~day -56), week0 (day 0, the",
         "pre-dose baseline), week1, week2, week4, week8, week12 (day 84), week16, week20, week24",
