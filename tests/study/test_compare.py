@@ -11,7 +11,13 @@ import pytest
 from click.testing import CliRunner
 from scipy import stats
 
-from immunoprofile.study.compare import COLUMNS, bh, compare_periods, paired_contrast, wilcoxon_min_p
+from immunoprofile.study.compare import (
+    COLUMNS,
+    bh,
+    compare_periods,
+    paired_contrast,
+    wilcoxon_min_p,
+)
 
 PERIODS = ["run-in", "treatment", "post-treatment"]
 VISITS = {"run-in": "week0", "treatment": "week8", "post-treatment": "week16"}

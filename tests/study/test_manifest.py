@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import pickle  # only to prove the error survives a process pool (no data is unpickled from files)
+import copy
+import logging
 
 import pandas as pd
 import pytest
@@ -54,7 +55,7 @@ def test_every_problem_reported_at_once(tmp_path):
     assert "week0" in text and "got 'wk4'" in text  # allowed values and the bad value
     bad_visit = next(p for p in err.problems if p.column == "visit")
     assert "screening" in bad_visit.allowed
-    again = pickle.loads(pickle.dumps(err))
+    again = copy.deepcopy(err)  # goes through __reduce__, as a process pool would
     assert len(again.problems) == len(err.problems)
 
 
@@ -67,7 +68,9 @@ def test_missing_columns_and_missing_file(tmp_path):
         read_manifest(tmp_path / "nope.csv")
 
 
-def test_out_of_window_visit_is_kept_and_measured(tmp_path, caplog):
+def test_out_of_window_visit_is_kept_and_measured(tmp_path, caplog, monkeypatch):
+    # a CLI test earlier in the session may have stopped propagation to the root logger
+    monkeypatch.setattr(logging.getLogger("immunoprofile"), "propagate", True)
     path = write(tmp_path, "a,S01,week4,40,,flow,a.fcs,,\n")
     m = read_manifest(path)
     assert m["window_deviation_days"].item() == 8

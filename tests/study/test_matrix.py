@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -10,8 +12,15 @@ from click.testing import CliRunner
 
 from immunoprofile.errors import InputError
 from immunoprofile.study.design import DEFAULT_DESIGN
-from immunoprofile.study.matrix import (assemble, flag_labels, period_means, read_study, split_by_visit,
-                                        to_tidy, write_study)
+from immunoprofile.study.matrix import (
+    assemble,
+    flag_labels,
+    period_means,
+    read_study,
+    split_by_visit,
+    to_tidy,
+    write_study,
+)
 
 N_SUBJECTS = 8  # the synthetic trial of tests/study/conftest.py
 
@@ -219,6 +228,28 @@ def test_log_floor_without_standard_curves(tmp_path, trial_factory):
     adata = assemble(paths["manifest"], cytokine_dir=paths["cyto"])
     assert adata.var.loc["IL-4|pg/mL", "log_floor"] == pytest.approx(0.4 / 2)  # half the smallest value
     assert "standard_curves" not in adata.uns["immunoprofile"]
+
+
+def test_well_mismatch_is_reported(tmp_path, trial_factory, caplog, monkeypatch):
+    # a CLI test earlier in the session may have stopped propagation to the root logger
+    monkeypatch.setattr(logging.getLogger("immunoprofile"), "propagate", True)
+    paths = trial_factory(tmp_path / "t")
+    manifest = pd.read_csv(paths["manifest"], keep_default_na=False)
+    manifest.loc[manifest["sample_id"] == "S01_week0_serum", "well"] = "H12"
+    manifest.to_csv(paths["manifest"], index=False)
+    adata = assemble(paths["manifest"], cytokine_dir=paths["cyto"])
+    assert "S01_week0_serum" in caplog.text and "other wells" in caplog.text
+    assert np.isfinite(cell(adata, "S01|week0", "IL-13|pg/mL"))  # joined by sample_id all the same
+
+
+def test_read_study_refuses_other_files(tmp_path):
+    path = tmp_path / "plain.h5ad"
+    ad.AnnData(np.ones((2, 2))).write_h5ad(path)
+    with pytest.raises(InputError, match="not an immunoprofile study"):
+        read_study(path)
+    (tmp_path / "junk.h5ad").write_text("not hdf5")
+    with pytest.raises(InputError, match="cannot read"):
+        read_study(tmp_path / "junk.h5ad")
 
 
 def test_input_errors(trial, tmp_path):

@@ -10,7 +10,14 @@ from .clinical import clinical_summary, read_clinical
 from .compare import compare_periods
 from .design import DEFAULT_DESIGN, Period, StudyDesign, Visit
 from .manifest import ManifestError, ManifestProblem, read_manifest, validate_manifest
-from .matrix import assemble, period_means, read_study, split_by_visit, to_tidy, write_study
+from .matrix import (
+    assemble,
+    period_means,
+    read_study,
+    split_by_visit,
+    to_tidy,
+    write_study,
+)
 
 __all__ = [
     "DEFAULT_DESIGN", "ManifestError", "ManifestProblem", "Period", "StudyDesign", "Visit",

@@ -199,6 +199,15 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
     plate_ok = conc.apply(lambda r: not known.get(r["sample_id"]) or not r["plate"]
                           or known[r["sample_id"]] == r["plate"], axis=1) if len(conc) else in_manifest
     data = conc[in_manifest & plate_ok]
+    if "well" in data.columns and "well" in manifest_cyto.columns:
+        # The manifest's wells are a cross-check of the plate layout, not the join key.
+        listed = {sid: set(str(w).split(";")) - {""} for sid, w in
+                  zip(manifest_cyto["sample_id"], manifest_cyto["well"])}
+        found = data.groupby("sample_id")["well"].agg(lambda w: set(w.astype(str).str.upper()))
+        odd = sorted(sid for sid, wells in found.items() if listed.get(sid) and wells != listed[sid])
+        if odd:
+            log.warning("%s: %d sample(s) sit in other wells than the manifest lists: %s", path,
+                        len(odd), ", ".join(odd[:10]))
     qc = conc[~in_manifest]
     if "sample_type" in qc.columns:
         qc = qc[~qc["sample_type"].astype(str).isin(["standard", "background"])]
