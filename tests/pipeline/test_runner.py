@@ -129,3 +129,24 @@ executor: {{kind: serial}}
     study = ad.read_h5ad(out / "study.h5ad")
     assert study.n_obs > 0 and (study.var["feature_type"] == "concentration").any()
     assert len(pd.read_csv(out / "comparisons.csv")) > 0
+
+
+def test_cache_sees_a_changed_matrix_named_by_the_strategy(tiny_trial: Path) -> None:
+    from conftest import CHANNELS, SPILL
+
+    root = tiny_trial.parent
+    matrix = root / "matrix.csv"
+    header = ",".join(CHANNELS[2:5])
+    matrix.write_text(header + "\n" + "\n".join(",".join(str(v) for v in row) for row in SPILL)
+                      + "\n")
+    strategy = root / "strategy.yaml"
+    strategy.write_text(strategy.read_text().replace("compensation: fcs",
+                                                     "compensation: matrix.csv"))
+    first = _run(tiny_trial)
+    assert first.exit_code == 0 and first.n_flow == 6
+    assert _run(tiny_trial).n_flow_cached == 6
+    bigger = SPILL.copy()
+    bigger[0, 1] = 0.4
+    matrix.write_text(header + "\n" + "\n".join(",".join(str(v) for v in row) for row in bigger)
+                      + "\n")
+    assert _run(tiny_trial).n_flow_cached == 0  # same strategy file, different matrix

@@ -228,7 +228,8 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
         raise InputError(strategy_path, "strategy file not found")
     strategy = load_strategy(strategy_path, group=config.flow.group)
     compensation = config.flow.compensation
-    hashes = {"strategy": sha256_file(strategy_path)}
+    hashes = {"strategy": sha256_file(strategy_path),
+              "strategy_matrices": _matrices_digest(strategy)}
     if compensation not in ("fcs", "none"):
         if not Path(compensation).is_file():
             raise InputError(compensation, "compensation matrix file not found")
@@ -294,6 +295,23 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
     summary.failures += failures
     message = f"{len(samples)}/{len(pairs)} file(s) gated ({summary.n_flow_cached} cached)"
     return StageResult("gate", "done", message, list(written.values()))
+
+
+def _matrices_digest(strategy: Any) -> str:
+    """Digest of the compensation matrices a strategy carries (a YAML strategy may name a CSV
+    file whose content the strategy file's own hash does not cover)."""
+    import hashlib
+
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for cid in sorted(strategy.compensations):
+        spill = strategy.compensations[cid]
+        digest.update(cid.encode())
+        digest.update("\0".join(getattr(spill, "channels", ())).encode())
+        digest.update(np.ascontiguousarray(getattr(spill, "matrix", np.zeros(0)),
+                                           dtype=np.float64).tobytes())
+    return digest.hexdigest()
 
 
 # ----- cytokines -------------------------------------------------------------------------------
