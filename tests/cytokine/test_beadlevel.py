@@ -49,3 +49,14 @@ def test_beadlevel_without_classified_beads(tmp_path: Path) -> None:
     bad.write_text("EventNo,RID,DBL,DD,RP1\n0,0,0,1,5\n1,0,0,1,7\n")
     with pytest.raises(InputError, match="RID > 0"):
         read_plate(bad)
+
+
+def test_beadlevel_rows_with_impossible_regions_are_skipped(tmp_path: Path) -> None:
+    # found by fuzzing: RID 1e300 overflowed the int64 region array
+    path = tmp_path / "plate_X_C4.csv"
+    path.write_text("EventNo,RID,DBL,DD,RP1\n0,1e300,0,1,5\n1,3,0,1,7\n2,3,0,1,9\n3,-1,0,1,2\n"
+                    "4,2.5,0,1,4\n")
+    plate = read_plate(path)
+    assert plate.wells[["well", "analyte", "median_mfi", "count"]].values.tolist() == [
+        ["C4", "R3", 8.0, 2.0]]
+    assert any("3 event row(s)" in w for w in plate.warnings)

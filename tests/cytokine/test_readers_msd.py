@@ -107,3 +107,12 @@ def test_platereader_without_data_block(tmp_path: Path) -> None:
     bad.write_text("FileName :\tx.txt\nPlate #  :\t1\n==========Data=====\n")
     with pytest.raises(InputError, match="reader.txt"):
         read_plate(bad)
+
+
+@pytest.mark.parametrize("header", ["\t1\t\u00b2\t3", "\t1\t2\t99", "\t1\t1\t2", "\tA\tB"])
+def test_platereader_bad_column_header(tmp_path: Path, header: str) -> None:
+    # found by fuzzing: a non-ASCII digit passed str.isdigit() and shifted the columns
+    bad = tmp_path / "reader.txt"
+    bad.write_text(f"Plate #  :\t1\n==========Data=====\n{header}\nA\t5\t6\t7\n")
+    with pytest.raises(InputError, match="column header"):
+        read_plate(bad, format="msd_platereader")

@@ -71,7 +71,9 @@ def read_beadlevel(path: str | os.PathLike[str], *,
             continue
         rid = to_float(row[i_rid]) if i_rid < len(row) else math.nan
         rp1 = to_float(row[i_rp1]) if i_rp1 < len(row) else math.nan
-        if not (math.isfinite(rid) and math.isfinite(rp1)) or rid != int(rid) or rid < 0:
+        # a region id is a small non-negative integer (xMAP: 0 = unclassified, 1-500)
+        if not (math.isfinite(rid) and math.isfinite(rp1)) or not 0 <= rid <= 1e6 \
+                or rid != int(rid):
             skipped += 1
             continue
         rid_list.append(rid)

@@ -152,10 +152,13 @@ def read_msd_platereader(path: str | os.PathLike[str]) -> PlateData:
                 i += 1
             if i >= n:
                 break
-            cols = [int(c) for c in lines[i].split() if c.isdigit()]
+            tokens = lines[i].split()
             i += 1
-            if not cols or max(cols) > 24:
+            if not tokens or not all(t.isascii() and t.isdigit() and len(t) < 3 for t in tokens):
                 raise InputError(path, f"line {i}: data block without a column header 1..N")
+            cols = [int(t) for t in tokens]
+            if max(cols) > 24 or len(set(cols)) != len(cols):
+                raise InputError(path, f"line {i}: data block column header is not 1..N (<= 24)")
             plate_no = meta.get("Plate #", str(len(plates_meta) + 1))
             barcode = meta.get("Barcode1", "").strip("<>*") or f"plate{plate_no}"
             seen: dict[str, int] = {}

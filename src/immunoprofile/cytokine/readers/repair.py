@@ -24,7 +24,7 @@ __all__ = ["check_expected", "find_decimal_loss", "TOLERANCE_LOG10"]
 #: How far (in log10) a point may sit from the fitted series and still count as on it (~12 %).
 TOLERANCE_LOG10 = 0.05
 _MIN_POINTS = 4
-_NUMBER_RE = re.compile(r"(\d+)\s*$")
+_NUMBER_RE = re.compile(r"(?<!\d)(\d{1,6})\s*$")  # standard numbers are small
 
 
 def _series_fit(ks: list[float], ys: list[float]) -> tuple[float, float]:
