@@ -183,6 +183,19 @@ def trial_design(*, seed: int = DEFAULT_SEED, n_subjects: int = 8) -> list[Subje
 
     One subject misses week 4 and one drops out after week 8 (stops dosing at day 52, not
     evaluable: fewer than 67 doses); another misses 9 doses but stays evaluable.
+
+    Parameters
+    ----------
+    seed
+        Master seed.
+    n_subjects
+        Number of subjects (``AD01`` ...).
+
+    Returns
+    -------
+    list of SubjectDesign
+        One per subject: demographics, responsiveness, attended visits and study days, dosing,
+        baseline cell frequencies and serum cytokine levels.
     """
     # AD05 misses week 4 and AD07 drops out; smaller trials use their last subjects instead, and a
     # one-subject trial has neither.
