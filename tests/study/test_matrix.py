@@ -275,3 +275,24 @@ def test_assemble_cli_end_to_end(trial, tmp_path):
     bad = CliRunner().invoke(cli, ["assemble", "--manifest", str(tmp_path / "none.csv"), "--flow",
                                    str(trial["flow"]), "--out", str(out)])
     assert bad.exit_code == 2 and "not found" in bad.output
+
+
+def test_reads_the_schema_1_layout(tmp_path):
+    """A study written by schema 1 (tests/study/data/study_schema1.h5ad, 8 subjects × 10 visits,
+    5 frequencies + IL-13 + IL-4) must keep reading, decoding and comparing."""
+    from pathlib import Path
+
+    from immunoprofile.study.compare import compare_periods
+
+    old = read_study(Path(__file__).parent / "data" / "study_schema1.h5ad")
+    assert old.uns["immunoprofile"]["schema_version"] == "1"
+    assert old.obs["visit"].cat.ordered and old.obs["period"].cat.ordered
+    assert set(old.layers) == {"raw", "transformed", "flag", "change_from_baseline"}
+    labels = pd.DataFrame(flag_labels(old), index=old.obs_names, columns=old.var_names)
+    assert labels.loc["S03|week2", "IL-13|pg/mL"] == "missing: visit not attended"
+    assert labels.loc["S02|week0", "IL-4|pg/mL"] == "below_curve"
+    table = compare_periods(old, mixed=False)
+    th2 = table[(table["feature"] == "/Cells/CD3+/CD4+/Th2|pct_parent")
+                & (table["contrast"] == "run-in_vs_treatment")].iloc[0]
+    assert th2["direction"] == "down" and th2["n"] == 8
+    assert len(period_means(old)) == 24
