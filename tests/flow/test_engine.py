@@ -3,6 +3,8 @@ FlowKit on a simulated compensated, logicle-transformed file."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -181,6 +183,30 @@ def test_each_value_transformed_once_only_on_parent_events_and_marker_names_reso
     np.testing.assert_array_equal(result.masks["r2"], r & (b < 0.1))
     # the ellipse needed CD4 on r's 5 events; the polygon reused them
     assert _CountingTransform.calls == [int(r.sum())]
+
+
+def test_interval_gates_on_logicle_equal_comparing_transformed_values():
+    # thresholds are mapped to data space; the answer must equal transforming every event
+    rng = np.random.default_rng(9)
+    events = np.column_stack([rng.normal(0, 500, 20000), rng.lognormal(6, 2, 20000),
+                              rng.normal(100, 3000, 20000)])
+    fcs = _fcs(events)
+    logicle = LogicleTransform(262144, 0.5, 4.5, 0)
+    dims = [Dimension(c, transform="L") for c in ("A", "B", "C")]
+    strategy = Strategy(
+        gates={"r": _rect("r", dims=dims, mins=[0.1, 0.3, -5.0], maxs=[0.4, 2.0e6, 0.6]),
+               "q": QuadrantGate("q", None, "q", dividers=(
+                   QuadrantDivider("d", dims[0], (0.05, 0.15)),),
+                   quadrants=(Quadrant("mid", (("d", 0.1),)),))},
+        transforms={"L": logicle})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a far-off bound (2e6) must not leak overflow warnings
+        result = evaluate(strategy, fcs)
+    y = logicle.apply(fcs.events.astype(np.float64))
+    expected = ((y[:, 0] >= 0.1) & (y[:, 0] < 0.4) & (y[:, 1] >= 0.3) & (y[:, 2] < 0.6))
+    np.testing.assert_array_equal(result.masks["r"], expected)
+    np.testing.assert_array_equal(result.masks["mid"], (y[:, 0] >= 0.05) & (y[:, 0] < 0.15))
+    assert 1000 < expected.sum() < 19000
 
 
 def test_unknown_channel_names_the_file():

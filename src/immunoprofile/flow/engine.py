@@ -259,7 +259,8 @@ class _Evaluation:
         transform = self.transform_of(dim)
         if transform is None or not _monotone_everywhere(transform):
             return self.values(dim, idx), [float(t) for t in thresholds]
-        data = transform.inverse(np.asarray(thresholds, dtype=np.float64))
+        with np.errstate(all="ignore"):  # far-off bounds map to +-inf
+            data = transform.inverse(np.asarray(thresholds, dtype=np.float64))
         return self.untransformed(dim, idx), [float(t) for t in np.atleast_1d(data)]
 
     # ----- populations -------------------------------------------------------------------------
