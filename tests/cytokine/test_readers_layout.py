@@ -52,7 +52,8 @@ def test_generic_csv_semicolon_and_aliases(tmp_path: Path) -> None:
     path = _write(tmp_path, "p.csv", "Well;Analyte;Median;Bead Count\nA01;IL-4;12.5;40\n")
     plate = read_plate(path)
     row = plate.wells.iloc[0]
-    assert (row["well"], row["analyte"], row["median_mfi"], row["count"]) == ("A1", "IL-4", 12.5, 40)
+    got = (row["well"], row["analyte"], row["median_mfi"], row["count"])
+    assert got == ("A1", "IL-4", 12.5, 40)
 
 
 @pytest.mark.parametrize("text,match", [

@@ -23,7 +23,8 @@ EXAMPLES = int(os.environ.get("IMMUNOPROFILE_FUZZ_EXAMPLES", 60))
 def _file_expected(path: Path) -> dict[tuple[str, str], float]:
     """Independent parse of the raw 'Standard Expected Concentration' block."""
     rows = list(csv.reader(io.StringIO(path.read_text())))
-    start = next(i for i, r in enumerate(rows) if r[:2] == ["DataType:", "Standard Expected Concentration"])
+    block = ["DataType:", "Standard Expected Concentration"]
+    start = next(i for i, r in enumerate(rows) if r[:2] == block)
     analytes = [a for a in rows[start + 1][1:] if a]
     out = {}
     for r in rows[start + 2:]:

@@ -77,9 +77,11 @@ def test_table_supplies_expected_conc_when_the_file_has_none(tmp_path: Path,
     analyte = plate0.analytes[0]
     assert plate0.wells["expected_conc"].isna().all()
     kit = _write(tmp_path, "kit.csv", "analyte,standard,expected_conc,unit\n"
-                 + "\n".join(f"{analyte},Standard{k},{100 / 4 ** (k - 1)},AU/mL" for k in range(1, 8)))
+                 + "\n".join(f"{analyte},Standard{k},{100 / 4 ** (k - 1)},AU/mL"
+                             for k in range(1, 8)))
     plate = read_plate(path, standards=kit)
-    std = plate.wells[(plate.wells["analyte"] == analyte) & (plate.wells["sample_type"] == "standard")]
+    w = plate.wells
+    std = w[(w["analyte"] == analyte) & (w["sample_type"] == "standard")]
     named = std[std["sample"].str.fullmatch(r"Standard[1-7]")]
     assert len(named) and named["expected_conc"].notna().all()
     assert (plate.wells.loc[plate.wells["analyte"] == analyte, "unit"] == "AU/mL").all()

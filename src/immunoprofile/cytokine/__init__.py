@@ -1,7 +1,8 @@
 """Multiplex cytokine plates: read exports, fit standard curves, quantify.
 
 Contract: ``readers.read_plate(path) -> PlateData`` (tidy well × analyte table) feeds
-``curves.fit_curve`` and ``quantify.quantify_plate``; each stage is a plain function over plain data.
+``curves.fit_curve`` and ``quantify.quantify_plate``; each stage is a plain function over plain
+data.
 """
 
 from __future__ import annotations

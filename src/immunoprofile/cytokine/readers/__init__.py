@@ -106,7 +106,7 @@ _LOCATION_RE = re.compile(r"^\s*\d+\s*\(\s*(\d+)\s*,\s*([A-Pa-p])\s*0*(\d{1,2})\
 
 
 def parse_well(text: str) -> str | None:
-    """Normalise a well name (``"a01"``, ``"A1"``, ``"1(1,A1)"``) to ``"A1"``; ``None`` if not a well."""
+    """Normalise a well (``"a01"``, ``"A1"``, ``"1(1,A1)"``) to ``"A1"``; ``None`` if not a well."""
     if not isinstance(text, str):
         return None
     m = _LOCATION_RE.match(text) or _WELL_RE.match(text)
@@ -152,7 +152,7 @@ _NUMBER_CLEAN = str.maketrans("", "", " \u00a0")
 
 
 def to_float(value: Any) -> float:
-    """A cell to float; blanks, ``NaN``, ``Not Reported``, text → ``nan``. Infinities → ``nan``."""
+    """A cell to float; blanks, ``NaN``, ``Not Reported``, text and infinities → ``nan``."""
     if value is None:
         return math.nan
     if isinstance(value, bool):
@@ -428,10 +428,12 @@ def read_plate(path: str | os.PathLike[str], *, layout: str | os.PathLike[str] |
     """
     fmt = format or detect_format(path)
     if fmt not in FORMATS:
-        raise InputError(path, f"unknown plate format {fmt!r}; expected one of {', '.join(FORMATS)}")
+        raise InputError(path, f"unknown plate format {fmt!r}; expected one of "
+                               f"{', '.join(FORMATS)}")
     if fmt in ("xponent", "intelliflex_flat"):
         from . import xponent
-        plate = xponent.read_xponent(path) if fmt == "xponent" else xponent.read_intelliflex_flat(path)
+        plate = (xponent.read_xponent(path) if fmt == "xponent"
+                 else xponent.read_intelliflex_flat(path))
     elif fmt == "beadlevel":
         from . import beadlevel
         plate = beadlevel.read_beadlevel(path)
@@ -459,7 +461,7 @@ def read_plate(path: str | os.PathLike[str], *, layout: str | os.PathLike[str] |
 
 
 def _json_safe(value: Any) -> Any:
-    """Metadata as strict JSON: NaN/inf → None, tuples → lists (provenance is written as JSON)."""
+    """Metadata as strict JSON (NaN/inf → None, tuples → lists): provenance is JSON."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):

@@ -398,7 +398,8 @@ def _read_xml(path: str | os.PathLike[str]) -> PlateData:
         r["unit"] = units.get(r["analyte"], "")
     metadata: dict[str, Any] = {"software": "Bio-Plex Manager",
                                 "build": root.get("BioPlexManagerVersion", ""),
-                                "batch": plate, "n_wells_with_bead_data": len({k[0] for k in counts})}
+                                "batch": plate,
+                                "n_wells_with_bead_data": len({k[0] for k in counts})}
     if curves:
         metadata["vendor_curves"] = curves
     wells = build_wells(records, path=path, warnings=warnings, metadata=metadata)

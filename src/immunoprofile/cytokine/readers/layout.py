@@ -229,7 +229,10 @@ def apply_layout(plate: PlateData, layout: pd.DataFrame) -> None:
     unlisted = sorted(wells_on_plate - listed, key=well_sort_key)
     if unlisted:
         plate.warnings.append(f"{len(unlisted)} plate well(s) not in the layout keep the file's "
-                              f"names: {', '.join(unlisted[:12])}" + (" …" if len(unlisted) > 12 else ""))
-    plate.warnings[:] = [w for w in plate.warnings if not w.startswith("MSD plate-reader text has no")]
+                              f"names: {', '.join(unlisted[:12])}"
+                              + (" …" if len(unlisted) > 12 else ""))
+    # the layout answers the plate reader's "no sample names" warning
+    plate.warnings[:] = [w for w in plate.warnings
+                         if not w.startswith("MSD plate-reader text has no")]
     refresh_derived_net_mfi(plate)
     plate.metadata["layout"] = {"wells": len(listed), "sample_types_changed": changed_types}

@@ -7,8 +7,8 @@ reader raw text (96 or 384 wells) into the tidy well × analyte table, or raises
 * Workbench CSV: a ``Plate_<barcode>`` line, then a table ``Sample, Assay, Well, Spot, ...,
   Dilution, Concentration, Signal, Adjusted Signal, ..., Calc. Concentration`` (one row per well ×
   assay; a further ``Plate_`` line starts the next plate). Assay → analyte, Signal → median_mfi,
-  Adjusted Signal → net_mfi, Concentration → expected_conc, Calc. Concentration and Detection Range
-  → ``vendor``. ECL assays have no beads, so ``count`` is NaN.
+  Adjusted Signal → net_mfi, Concentration → expected_conc, Calc. Concentration and Detection
+  Range → ``vendor``. ECL assays have no beads, so ``count`` is NaN.
 * Plate-reader text: per plate a ``Key : value`` header (``Plate #``, ``Barcode1``, ``Type``, ...)
   and a ``==========Data====`` matrix (row letter, one ECL signal per column). The file carries no
   sample names: supply a plate layout (``read_plate(..., layout=...)``) to mark standards,

@@ -2,10 +2,10 @@
 
 Contract: ``read_standards(path) -> DataFrame`` reads a CSV/TSV with columns
 ``analyte, standard, expected_conc, unit`` and optional ``control_low, control_high`` (one row per
-analyte × standard or control name, e.g. ``IL-6, Standard1, 5850, pg/mL``); ``apply_standards(plate,
-table)`` writes them onto a :class:`PlateData`: the table wins over the file's expected
-concentrations, every difference is warned about, wells named like a table entry become standards
-(or controls, when the entry has a control range).
+analyte × standard or control name, e.g. ``IL-6, Standard1, 5850, pg/mL``);
+``apply_standards(plate, table)`` writes them onto a :class:`PlateData`: the table wins over the
+file's expected concentrations, every difference is warned about, wells named like a table entry
+become standards (or controls, when the entry has a control range).
 
 Matching is by sample name (case and blanks ignored; ``Standard1``, ``Std 1``, ``S1`` and ``S01``
 are the same standard, controls alike) and analyte (exact, else ignoring case and punctuation, so
@@ -103,7 +103,8 @@ def read_standards(path: str | os.PathLike[str]) -> pd.DataFrame:
     missing = [c for c in ("analyte", "standard", "expected_conc") if c not in header]
     if missing:
         raise InputError(path, f"standards table lacks column(s) {', '.join(missing)} (need "
-                               "analyte, standard, expected_conc[, unit, control_low, control_high])")
+                               "analyte, standard, expected_conc[, unit, control_low, "
+                               "control_high])")
     idx = {c: header.index(c) for c in STANDARDS_COLUMNS if c in header}
     records: list[dict[str, Any]] = []
     problems: list[str] = []
@@ -167,8 +168,8 @@ def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
         entries[(a, _name_key(rec["standard"]))] = rec
     if unmatched:
         names = sorted(set(unmatched))
-        plate.warnings.append("standards table analyte(s) not on the plate: " + ", ".join(names[:10])
-                              + (" …" if len(names) > 10 else ""))
+        plate.warnings.append("standards table analyte(s) not on the plate: "
+                              + ", ".join(names[:10]) + (" …" if len(names) > 10 else ""))
     differences: list[str] = []
     matched = 0
     ranges = plate.metadata.setdefault("control_ranges", {})
@@ -182,8 +183,8 @@ def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
         old = df.at[i, "expected_conc"]
         if math.isfinite(new):
             if math.isfinite(old) and not math.isclose(old, new, rel_tol=1e-6):
-                differences.append(f"{df.at[i, 'well']} {df.at[i, 'sample']}/{df.at[i, 'analyte']}: "
-                                   f"file {old:g}, table {new:g}")
+                differences.append(f"{df.at[i, 'well']} {df.at[i, 'sample']}/"
+                                   f"{df.at[i, 'analyte']}: file {old:g}, table {new:g}")
             df.at[i, "expected_conc"] = new
         if rec["unit"]:
             df.at[i, "unit"] = rec["unit"]
@@ -211,6 +212,7 @@ def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
     if len(std_missing):
         names = sorted(set(std_missing))
         plate.warnings.append("standard well(s) without an expected concentration in the file or "
-                              "table: " + ", ".join(names[:10]) + (" …" if len(names) > 10 else ""))
+                              "table: " + ", ".join(names[:10])
+                              + (" …" if len(names) > 10 else ""))
     plate.metadata["standards_table"] = {"entries": int(len(table)), "values_matched": matched,
                                          "differences": len(differences)}

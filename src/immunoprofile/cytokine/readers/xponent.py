@@ -63,7 +63,10 @@ def _rows(text: str, path: str | os.PathLike[str]) -> list[list[str]]:
     return rows
 
 
-def split_blocks(rows: list[list[str]]) -> tuple[list[list[str]], list[tuple[str, list[list[str]]]]]:
+Rows = list[list[str]]
+
+
+def split_blocks(rows: Rows) -> tuple[Rows, list[tuple[str, Rows]]]:
     """Split xPONENT rows into the header rows and ``(DataType name, rows)`` blocks.
 
     A block runs from its ``DataType:`` row to the next ``DataType:`` row, the CRC trailer, or the
@@ -116,7 +119,8 @@ def _header_metadata(header: list[list[str]]) -> dict[str, Any]:
 
 
 def _per_well(block: list[list[str]], path: str | os.PathLike[str],
-              warnings: list[str], name: str) -> tuple[list[str], dict[tuple[str, str], tuple[str, list[str]]]]:
+              warnings: list[str], name: str
+              ) -> tuple[list[str], dict[tuple[str, str], tuple[str, list[str]]]]:
     """A ``Location,Sample,<columns>`` block → (columns, {(plate_no, well): (sample, cells)})."""
     if not block:
         return [], {}
@@ -244,7 +248,8 @@ def read_xponent(path: str | os.PathLike[str]) -> PlateData:
         for row_name, cells in named.items():
             for a, v in zip(ana, cells):
                 if a:
-                    rng = control_ranges.setdefault(row_name, {}).setdefault(a, [math.nan, math.nan])
+                    rng = control_ranges.setdefault(row_name, {}).setdefault(
+                        a, [math.nan, math.nan])
                     rng[pos] = to_float(v)
     if control_ranges:
         metadata["control_ranges"] = control_ranges
