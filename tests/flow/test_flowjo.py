@@ -626,3 +626,20 @@ def test_sample_fcs_path_finds_the_file_beside_the_workspace(wsp_dir: Path) -> N
         (wsp_dir / "simple_line_example" / "data_set_simple_line_100.fcs").resolve()
     ics = read_flowjo_workspace(wsp_dir / "8_color_data_set" / "8_color_ICS_simple.wsp")
     assert sample_fcs_path(ics, next(iter(ics.samples.values()))) is None
+
+
+def test_flowjo_strategy_survives_gatingml_export(reference_dir: Path, tmp_path: Path) -> None:
+    """FlowJo -> Strategy -> Gating-ML 2.0 file -> Strategy still reproduces FlowJo's counts."""
+    from immunoprofile.flow.gatingml import read_gatingml, write_gatingml
+
+    checked = 0
+    for row in EXACT + ELLIPSES:
+        strategy = read_flowjo_workspace(WSP_DIR / row["wsp"]).strategy(sample=row["sample"])
+        out = tmp_path / (Path(row["wsp"]).stem + ".xml")
+        write_gatingml(strategy, out)
+        again = read_gatingml(out)
+        counts = evaluate(again, read_fcs(WSP_DIR / Path(row["wsp"]).parent / row["sample"]))
+        by_path = {again.path_of(pid): int(n) for pid, n in counts.counts.items()}
+        assert by_path["/" + row["gate_name"]] == int(row["flowjo_count"])
+        checked += 1
+    assert checked == 8
