@@ -327,3 +327,22 @@ def test_parse_vendor_value(raw: object, value: float, flag: str) -> None:
     got_value, got_flag = parse_vendor_value(raw)
     assert got_flag == flag
     assert got_value == pytest.approx(value, nan_ok=True)
+
+
+def test_importing_the_readers_stays_light() -> None:
+    # the CLI imports readers lazily, but the modules themselves must not pull pandas/xlrd in
+    import subprocess
+    import sys
+    code = ("import sys, immunoprofile.cytokine\n"
+            "from immunoprofile.cytokine.readers import bioplex, msd, layout, xponent, repair\n"
+            "print(sorted(m for m in ('pandas', 'numpy', 'xlrd', 'openpyxl') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("row", "ABCDEFGHIJKLMNOP")
+def test_parse_well_every_position(row: str) -> None:
+    for col in range(1, 25):
+        want = f"{row}{col}"
+        assert parse_well(f"{col * 16}(2,{row}{col})") == want
+        assert parse_well(f"{row.lower()}{col:02d}") == want
