@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -26,9 +25,6 @@ __all__ = [
 
 MODELS = ("5pl", "4pl")
 WEIGHTS = ("1/y2", "1/y", "power", "none")
-
-Model = Literal["5pl", "4pl"]
-Weights = Literal["1/y2", "1/y", "power", "none"]
 
 # F (the 5PL asymmetry) is bounded: outside this range the curve is a step or a line and the
 # fit has stopped describing the standards (real fits: xPONENT 0.19-2.4, Bio-Plex 0.1-10).
@@ -86,7 +82,6 @@ class CurveFit:
     n_points: int = 0
     x_min: float = float("nan")
     x_max: float = float("nan")
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ------------------------------------------------------------------ evaluation
     @property

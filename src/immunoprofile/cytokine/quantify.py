@@ -567,6 +567,19 @@ def to_anndata(results: Sequence[PlateResult], *, options: QuantifyOptions | Non
     ``layers["flag"]`` = flags as an int32 bit mask (bit ``i`` = ``FLAGS[i]``, 0 = ok; decode
     with :func:`decode_flags`; the table is in ``uns["immunoprofile"]["flag_bits"]``).
     ``uns["immunoprofile"]["standard_curves"]`` holds the per-plate curves table.
+
+    Parameters
+    ----------
+    results
+        Quantified exports (from :func:`quantify_plates`).
+    options
+        The options used, stored in ``uns["immunoprofile"]["options"]``.
+
+    Returns
+    -------
+    AnnData
+        Writable to ``.h5ad`` and ``.zarr`` (no ``/`` in keys; obs names ``plate|sample``,
+        with ``|x<dilution>`` appended only when a sample was run at several dilutions).
     """
     import anndata as ad
 
