@@ -75,6 +75,13 @@ def test_polygon_edges_and_even_odd_rule():
     inside = points_in_polygon(np.array([tip[0], centre[0], far[0]]),
                                np.array([tip[1], centre[1], far[1]]), star)
     assert inside.tolist() == [True, False, False]
+    # a small polygon among many far events (bounding-box shortcut) gives the same answer
+    rng = np.random.default_rng(2)
+    px, py = rng.uniform(-20, 20, 5000), rng.uniform(-20, 20, 5000)
+    full = points_in_polygon(px, py, star)
+    near = np.abs(px) <= 1.5
+    np.testing.assert_array_equal(full[near], points_in_polygon(px[near], py[near], star))
+    assert 0 < full.sum() < 100
 
 
 def test_polygon_matches_matplotlib_away_from_edges():

@@ -120,6 +120,15 @@ def test_equality_hash_repr_and_params():
     assert a.params == {"T": 262144.0, "W": 0.5, "M": 4.5, "A": 0.0}
     assert "LogicleTransform(" in repr(a) and "W=0.5" in repr(a)
     assert FlowJoBiexTransform(1, -10).params["width"] == -10.0
+    # strategies travel to worker processes: transforms survive pickling (table rebuilt)
+    import pickle
+
+    biex = FlowJoBiexTransform(1, -10)
+    biex.apply(np.array([1.0]))
+    clone = pickle.loads(pickle.dumps(biex))
+    assert clone == biex and len(pickle.dumps(biex)) < 1000
+    np.testing.assert_array_equal(clone.apply(np.array([-50.0, 3e4])),
+                                  biex.apply(np.array([-50.0, 3e4])))
 
 
 @pytest.mark.parametrize("bad", [

@@ -95,11 +95,28 @@ def points_in_polygon(x: NDArray[np.float64], y: NDArray[np.float64],
     ``x`` or beyond; points on left/bottom edges count inside, right/top outside, as in the
     Gating-ML reference results. NaN coordinates are outside.
     """
+    # float64 throughout: with float32 input numpy 2 would compare in float32
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    xs = [float(v[0]) for v in vertices]
+    ys = [float(v[1]) for v in vertices]
+    in_box = (x >= min(xs)) & (x <= max(xs)) & (y >= min(ys)) & (y <= max(ys))
+    n_box = int(np.count_nonzero(in_box))
+    if n_box > x.size // 2:
+        return _crossings(x, y, xs, ys)
+    # small polygon: only events inside its bounding box can be inside it
     inside = np.zeros(x.shape, dtype=bool)
-    n = len(vertices)
+    rows = np.flatnonzero(in_box)
+    inside[rows] = _crossings(x[rows], y[rows], xs, ys)
+    return inside
+
+
+def _crossings(x: NDArray[np.float64], y: NDArray[np.float64], xs: list[float],
+               ys: list[float]) -> NDArray[np.bool_]:
+    inside = np.zeros(x.shape, dtype=bool)
+    n = len(xs)
     for i in range(n):
-        x1, y1 = vertices[i]
-        x2, y2 = vertices[(i + 1) % n]
+        x1, y1, x2, y2 = xs[i], ys[i], xs[(i + 1) % n], ys[(i + 1) % n]
         if y1 == y2:
             continue  # horizontal edges never cross a horizontal ray
         straddles = (y1 <= y) != (y2 <= y)

@@ -521,6 +521,11 @@ class FlowJoBiexTransform(Transform):
         channels = np.arange(data.size, dtype=np.float64) / self.channel_range
         return data, channels
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_lut", None)  # rebuilt on demand; keeps strategies small for worker processes
+        return state
+
     def lookup_table(self) -> NDArray[np.float64]:
         """Data value of each channel ``0 .. 4095`` (what FlowJo exports as its biex table)."""
         return self._lut[0][: self.channel_range].copy()
