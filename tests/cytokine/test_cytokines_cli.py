@@ -77,3 +77,24 @@ def test_cytokines_help_is_light():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert proc.stdout.strip() == ""
+
+
+def test_cytokines_command_example_trial_with_bridging(example_dir, tmp_path):
+    plates = sorted((example_dir / "plates").glob("plate*.csv"))
+    assert len(plates) == 2
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["cytokines", *map(str, plates), "--standards",
+                                      str(example_dir / "standards.csv"), "--bridging",
+                                      "BridgePool", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    summary = pd.read_csv(out / "summary.csv")
+    bridge = summary[(summary.sample_id == "BridgePool") & (summary.flag == "ok")]
+    # after normalisation the bridging pool reads the same on both plates
+    per_analyte = bridge.groupby("analyte").concentration_reported.agg(["min", "max", "size"])
+    both = per_analyte[per_analyte["size"] == 2]
+    assert len(both) >= 4
+    np.testing.assert_allclose(both["min"], both["max"], rtol=1e-9)
+    prov = json.loads((out / "provenance.json").read_text())
+    factors = [f["factor"] for p in prov["plates"] for f in p["bridging"]]
+    assert len(factors) == 20 and any(abs(f - 1) > 0.02 for f in factors)
+    assert pd.read_csv(out / "failed.tsv", sep="\t").empty
