@@ -43,3 +43,15 @@ def test_csv_atomic_round_trip(tmp_path):
     frame = pd.DataFrame({"x": [1, 2], "y": ["a", "b"]})
     write_csv_atomic(tmp_path / "f.csv", frame)
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "f.csv"), frame)
+
+
+def test_outputs_get_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_text_atomic(tmp_path / "p.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "p.txt").stat().st_mode) == 0o644

@@ -77,7 +77,8 @@ def _b64(png: bytes) -> str:
 
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *,
-                 max_gating_samples: int = 200, gating: bool = True) -> ReportSummary:
+                 max_gating_samples: int = 200, gating: bool = True,
+                 jobs: int = 2) -> ReportSummary:
     """Build the self-contained HTML report of a run directory.
 
     Parameters
@@ -91,6 +92,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
         At most this many samples get a gating figure (outliers first, then file order).
     gating
         Draw per-sample gating figures (re-reads the FCS files named in the provenance).
+    jobs
+        Worker processes drawing the gating figures (1 = in this process).
 
     Returns
     -------
@@ -127,7 +130,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
                                 "tsv": _tsv_link(qc, "flow_sample_qc.tsv")}
         if gating:
             context["gating"], context["gating_note"] = _gating_figures(
-                data, outliers, save_png, max_gating_samples)
+                data, outliers, save_png, max_gating_samples, jobs)
     if data.curves is not None or data.concentrations is not None:
         pqc = plate_qc(data.curves, data.concentrations)
         write_csv_atomic(run_root / "cytokine_qc_mqc.tsv", pqc, sep="\t")
@@ -168,44 +171,36 @@ def _summary(data: RunData, context: dict[str, Any]) -> None:
                            f"{prov.get('versions', {}).get('immunoprofile', '')}").strip(" ·")
 
 
-def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int):
-    from .gating_plots import gating_figure, locate_inputs
+def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int, jobs: int):
+    from ..executors import ExecutorSpec, run_tasks
+    from .gating_plots import locate_inputs, render_gating_png
 
     strategy_path, files, compensation = locate_inputs(data.flow_provenance)
     if strategy_path is None or not strategy_path.is_file():
         return [], "(Gating figures left out: the strategy file named in the provenance is absent.)"
-    from ..flow.compensation import resolve_compensation
-    from ..flow.engine import evaluate
-    from ..flow.fcs import read_fcs
-    from ..flow.strategy import load_strategy
-
-    strategy = load_strategy(strategy_path)
     flagged = set(outliers["sample_id"])
     samples = data.populations[["sample_id", "file"]].drop_duplicates("sample_id")
     samples = samples.assign(o=~samples["sample_id"].isin(flagged)).sort_values(
         ["o", "sample_id"], kind="stable")
-    figures, missing = [], 0
+    tasks, missing = [], 0
     for sample_id, file in zip(samples["sample_id"], samples["file"]):
-        if len(figures) >= limit:
+        if len(tasks) >= limit:
             break
         path = Path(str(file))
         path = path if path.is_file() else files.get(path.name, path)
         if not path.is_file():
             missing += 1
             continue
-        try:
-            fcs = read_fcs(path)
-            spill = resolve_compensation(compensation, fcs)
-            result = evaluate(strategy, fcs, spillover=spill if spill is not None else "none")
-            fig = gating_figure(str(sample_id), fcs, strategy, result, spill,
-                                outlier=sample_id in flagged)
-        except InputError as exc:
-            log.warning("gating figure of %s skipped: %s", sample_id, exc)
+        tasks.append((str(sample_id), (str(sample_id), str(path), str(strategy_path),
+                                       compensation, sample_id in flagged)))
+    figures = []
+    for outcome in run_tasks(render_gating_png, tasks, spec=ExecutorSpec("process", jobs=jobs)):
+        if not outcome.ok:
+            log.warning("gating figure of %s skipped: %s", outcome.key, outcome.error)
             missing += 1
             continue
-        png = figure_png(fig, dpi=72)
-        figures.append({"sample_id": sample_id, "anchor": _anchor(sample_id),
-                        "png": save_png(f"gating_{_anchor(sample_id)}", png)})
+        figures.append({"sample_id": outcome.key, "anchor": _anchor(outcome.key),
+                        "png": save_png(f"gating_{_anchor(outcome.key)}", outcome.value)})
     note = f"({missing} samples without a figure: file not found or unreadable.)" if missing else ""
     return figures, note
 

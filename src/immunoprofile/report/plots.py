@@ -36,12 +36,29 @@ def styled(fn):
     return wrapper
 
 
-def figure_png(fig: plt.Figure, *, dpi: int = 90) -> bytes:
-    """Render ``fig`` to PNG bytes (deterministic: no metadata timestamps) and close it."""
+def figure_png(fig: plt.Figure, *, dpi: int = 90, tight: bool = True,
+               palette: bool = True) -> bytes:
+    """Render ``fig`` to PNG bytes (deterministic: no metadata timestamps) and close it.
+
+    ``tight`` trims the margins (costly on grids of many axes: layouts that are already fixed
+    pass False); ``palette`` quantises to 256 colours, which keeps plots crisp at about a third of
+    the size, so the self-contained report stays small.
+    """
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight" if tight else None,
+                metadata={"Software": None})
     plt.close(fig)
-    return buffer.getvalue()
+    if not palette:
+        return buffer.getvalue()
+    from PIL import Image
+
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        quantised = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT,
+                                                  dither=Image.Dither.NONE)
+        out = io.BytesIO()
+        quantised.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def _grid(n: int, ncols: int, panel: tuple[float, float]) -> tuple[plt.Figure, np.ndarray]:
