@@ -3,8 +3,9 @@ FCS data set as boolean masks.
 
 Contract: ``evaluate(strategy, fcs) -> GatingResult`` with one full-length boolean mask per
 population (file event order), each child evaluated only on its parent's events. Only the
-channels the gates use are compensated and transformed, each (channel, compensation, transform)
-once per call, in cache-sized blocks of events. Boundaries follow Gating-ML 2.0: rectangles
+channels the gates use are compensated (in cache-sized blocks) and only the events a gate looks
+at are transformed, each value once per call; rectangle and quadrant bounds on monotone
+transforms are mapped to data space instead. Boundaries follow Gating-ML 2.0: rectangles
 ``min <= x < max``, polygons by the even-odd rule, ellipsoids ``<= distance²`` inclusive,
 quadrants ``lower <= x < upper``.
 """

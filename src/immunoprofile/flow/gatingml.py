@@ -6,7 +6,8 @@ Contract: :func:`read_gatingml` accepts every construct of the Gating-ML 2.0 com
 logicle and fratio transforms; spectrum matrices; ``parent_id``) and refuses anything else with an
 :class:`~immunoprofile.errors.InputError` naming the file and the element. XML is parsed only
 through :func:`immunoprofile._xml.parse_xml` (no entities, no external references).
-:func:`write_gatingml` writes a file that reads back into the same gates.
+:func:`write_gatingml` writes a file that validates against the ISAC Gating-ML 2.0 schema and
+reads back into the same gates.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 from .._io import atomic_open
