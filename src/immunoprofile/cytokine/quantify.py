@@ -11,7 +11,9 @@ Flags (several joined with ``;`` in :data:`FLAGS` order, ``ok`` when none):
 infinite-concentration asymptote: not invertible, concentration NaN; xPONENT's ``<``/``>``),
 ``<LLOQ``/``>ULOQ`` (outside the limits of quantification), ``extrapolated`` (invertible but
 outside the standards' concentration range), ``low_beads`` (bead count < ``min_beads``),
-``high_cv`` (replicate CV > ``max_cv``).
+``high_cv`` (replicate CV > ``max_cv``), ``missing`` (no Net MFI in the export, e.g. a
+Bio-Plex outlier ``---`` or an xPONENT ``NaN`` cell; an addition to the architecture's list, so a
+missing value never reads ``ok``).
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ __all__ = [
 
 #: Every flag, in the order they are joined (``ok`` = none of the others).
 FLAGS: tuple[str, ...] = ("ok", "failed_fit", "below_curve", "above_curve", "<LLOQ", ">ULOQ",
-                          "extrapolated", "low_beads", "high_cv")
+                          "extrapolated", "low_beads", "high_cv", "missing")
 #: What ``concentration_reported`` holds for results below the LLOQ (and below the curve).
 LLOQ_POLICIES: tuple[str, ...] = ("keep", "half", "sqrt2", "na")
 
@@ -334,7 +336,7 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
         replicate[members] = np.arange(1, len(members) + 1)
         cv[members] = _cv(concentration[members])
 
-    lloq, uloq, loq_note = _limits(expected, in_well, is_std & usable, group_keys, options)
+    lloq, uloq, loq_note = _limits(expected, in_well, is_std & usable, options)
 
     flags: list[set[str]] = [set() for _ in range(len(rows))]
     x_lo, x_hi = fit.x_min, fit.x_max
@@ -343,7 +345,7 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
         if not fit.converged:
             f.add("failed_fit")
         elif not math.isfinite(net[i]):
-            pass  # no measurement: nothing to flag but the bead count
+            f.add("missing")
         elif side[i] == -1:
             f.add("below_curve")
         elif side[i] == 1:
@@ -414,8 +416,7 @@ def _cv(values: np.ndarray) -> float:
 
 
 def _limits(expected: np.ndarray, in_well: np.ndarray, is_std: np.ndarray,
-            group_keys: list[tuple[Any, ...]], options: QuantifyOptions
-            ) -> tuple[float, float, str]:
+            options: QuantifyOptions) -> tuple[float, float, str]:
     """LLOQ and ULOQ: lowest/highest standard level with recovery in range and CV <= max_cv."""
     levels: dict[float, list[int]] = {}
     for i in np.flatnonzero(is_std):
