@@ -133,3 +133,10 @@ def test_absurd_numbers_do_not_crash(tmp_path: Path) -> None:
     assert w.loc["A2", "bead_region"] == 12
     assert (w["dilution"] > 0).all() and w.loc["A1", "dilution"] == 1.0
     assert any("non-positive dilution" in x for x in plate.warnings)
+
+
+def test_layout_as_a_frame(tmp_path: Path) -> None:
+    plate_path = _write(tmp_path, "plate.csv", GENERIC)
+    layout = read_layout(_write(tmp_path, "layout.csv", "well,sample\nC1,P02-W8\n"))
+    plate = read_plate(plate_path, layout=layout)
+    assert set(plate.wells.loc[plate.wells["well"] == "C1", "sample"]) == {"P02-W8"}

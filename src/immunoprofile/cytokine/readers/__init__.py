@@ -393,7 +393,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
                            "bead-level, or generic CSV with columns well, analyte, mfi)")
 
 
-def read_plate(path: str | os.PathLike[str], *, layout: str | os.PathLike[str] | None = None,
+def read_plate(path: str | os.PathLike[str], *,
+               layout: str | os.PathLike[str] | pd.DataFrame | None = None,
                standards: str | os.PathLike[str] | pd.DataFrame | None = None,
                repair: bool = True, format: str | None = None) -> PlateData:
     """Read a multiplex plate export into the tidy well × analyte table.
@@ -404,8 +405,8 @@ def read_plate(path: str | os.PathLike[str], *, layout: str | os.PathLike[str] |
         The export (xPONENT/Intelliflex CSV, bead-level CSV, Bio-Plex .xls/.xlsx/.xml, MSD
         Workbench CSV or plate-reader text, generic CSV).
     layout
-        Optional plate layout (``well, sample, sample_type, dilution, expected_conc``; see
-        :mod:`.layout`); it overrides the file's sample names, types, dilutions and expected
+        Optional plate layout (path, or the frame from :func:`~.layout.read_layout`; columns
+        ``well, sample, sample_type, dilution, expected_conc``, see :mod:`.layout`); it overrides the file's sample names, types, dilutions and expected
         concentrations well by well (required for MSD plate-reader text to know standards).
     standards
         Optional kit standards table (path or the frame from
@@ -448,7 +449,9 @@ def read_plate(path: str | os.PathLike[str], *, layout: str | os.PathLike[str] |
         plate = layout_mod.read_generic(path)
     if layout is not None:
         from . import layout as layout_mod
-        layout_mod.apply_layout(plate, layout_mod.read_layout(layout))
+        table = layout_mod.read_layout(layout) if isinstance(layout, (str, os.PathLike)) \
+            else layout
+        layout_mod.apply_layout(plate, table)
     if standards is not None:
         from . import standards as standards_mod
         table = standards if not isinstance(standards, (str, os.PathLike)) else \
