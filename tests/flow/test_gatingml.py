@@ -119,6 +119,11 @@ def test_all_gates_file_structure(reference_dir):
     ratio = strategy.gates["RatRange1a"].dims[0]
     assert isinstance(ratio, RatioDimension)
     assert (ratio.numerator, ratio.denominator, ratio.C) == ("FL2-H", "FL2-A", -1.0)
+    result = evaluate(strategy, read_fcs(reference_dir / "flow/gatingml2/data1.fcs"),
+                      missing_spillover="uncompensated")
+    assert result.paths == strategy.paths()
+    assert result.parents == {pid: strategy.parent_of(pid) for pid in strategy.population_ids()}
+    assert result.paths["ScalePar1"] == "/ScaleRect1/ScalePar1"
     quad = strategy.gates["Quadrant1"]
     assert isinstance(quad, QuadrantGate) and len(quad.quadrants) == 4
     # parents and boolean operands come before the gates using them

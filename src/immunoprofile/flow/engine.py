@@ -414,6 +414,39 @@ def _ellipsoid(cols: list[NDArray[np.float64]], gate: EllipseGate) -> NDArray[np
     return total <= gate.distance_square
 
 
+def _hierarchy(strategy: Strategy, order: list[str]
+               ) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Parents and paths of every population, in one pass (same as ``Strategy.paths``, which
+    re-derives the quadrant owners per call and is quadratic in the number of gates)."""
+    names: dict[str, str] = {}
+    parents: dict[str, str | None] = {}
+    for gate in strategy.iter_gates():
+        if isinstance(gate, QuadrantGate):
+            for quadrant in gate.quadrants:
+                names[quadrant.id] = quadrant.name or quadrant.id
+                parents[quadrant.id] = gate.parent
+        else:
+            names[gate.id] = gate.name
+            parents[gate.id] = gate.parent
+    paths: dict[str, str] = {}
+
+    def path(pid: str, seen: tuple[str, ...]) -> str:
+        if pid in paths:
+            return paths[pid]
+        if pid in seen:
+            raise ValueError(f"gate hierarchy has a cycle at {pid!r}")
+        if pid not in names:
+            raise InputError(strategy.source, f"parent {pid!r} is not a gate or quadrant")
+        parent = parents[pid]
+        prefix = "" if parent is None else path(parent, seen + (pid,))
+        paths[pid] = f"{prefix}/{names[pid]}"
+        return paths[pid]
+
+    for pid in order:
+        path(pid, ())
+    return {pid: parents[pid] for pid in order}, {pid: paths[pid] for pid in order}
+
+
 def evaluate(strategy: Strategy, fcs: FCSData, *, spillover: Spillover | str | os.PathLike[str]
              | None = None,
              missing_spillover: Literal["error", "uncompensated"] = "error") -> GatingResult:
@@ -453,11 +486,12 @@ def evaluate(strategy: Strategy, fcs: FCSData, *, spillover: Spillover | str | o
     for pid in order:
         run.population(pid)
     masks = {pid: run.masks[pid] for pid in order}
+    parents, paths = _hierarchy(strategy, order)
     return GatingResult(
         masks=masks,
         counts={pid: int(np.count_nonzero(m)) for pid, m in masks.items()},
-        paths=strategy.paths(),
-        parents={pid: strategy.parent_of(pid) for pid in order},
+        paths=paths,
+        parents=parents,
         n_events=fcs.n_events,
         path=run.path,
         warnings=run.warnings,
