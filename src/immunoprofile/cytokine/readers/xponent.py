@@ -219,8 +219,8 @@ def read_xponent(path: str | os.PathLike[str]) -> PlateData:
     net = block_values("net mfi")
     count = block_values("count")
     result = block_values("result")
-    dil_cols, dil_data = _per_well(by_type.get("dilution factor", []), path, warnings,
-                                   "Dilution Factor")
+    _, dil_data = _per_well(by_type.get("dilution factor", []), path, warnings,
+                            "Dilution Factor")
     dilution = {key: to_float(_cell(cells, 0)) for key, (_, cells) in dil_data.items()}
 
     # analyte-level facts
