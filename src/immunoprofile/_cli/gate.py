@@ -20,7 +20,8 @@ log = logging.getLogger("immunoprofile.gate")
 
 
 @click.command("gate")
-@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, metavar="FILES_OR_DIRS...",
+                type=click.Path(path_type=Path))
 @click.option("--strategy", "strategy_path", required=True, type=click.Path(path_type=Path),
               help="Gating strategy: Gating-ML 2.0 XML, FlowJo .wsp or YAML.")
 @click.option("--comp", "compensation", default="fcs", show_default=True,
