@@ -269,10 +269,12 @@ class _BiexponentialBase(Transform):
         return out.reshape(data.shape)
 
     def _apply_block(self, flat: NDArray[np.float64]) -> NDArray[np.float64]:
-        nan = np.isnan(flat)
+        # NaN and +-inf sit at 0 for the table walk and are restored below (NaN -> NaN, +-inf
+        # -> +-inf, the transform's limits): an inf cast to a cell index is out of bounds
+        bad = ~np.isfinite(flat)
         position = np.abs(flat)
-        if nan.any():
-            position[nan] = 0.0
+        if bad.any():
+            position[bad] = 0.0
         table = self._table
         position *= 1.0 / table.scale
         np.arcsinh(position, out=position)
@@ -293,16 +295,19 @@ class _BiexponentialBase(Transform):
         if beyond.any():
             # above the table: start from the log asymptote and iterate on those few only
             far = np.abs(flat[beyond])
-            y_far = np.log(far / self.a) / self.b
-            for _ in range(4):
-                y_far = self._halley(y_far, far)
-            y[beyond] = y_far
+            asymptote = np.log(far / self.a) / self.b
+            y_far = asymptote
+            with np.errstate(over="ignore", invalid="ignore"):
+                for _ in range(4):
+                    y_far = self._halley(y_far, far)
+            # beyond ~1e150 the Halley terms overflow; there the asymptote is exact anyway
+            y[beyond] = np.where(np.isfinite(y_far), y_far, asymptote)
         negative = flat < 0
         if negative.any():
             np.subtract(2.0 * self.x1, y, out=y, where=negative)
         y[flat == 0] = self.x1
-        if nan.any():
-            y[nan] = np.nan
+        if bad.any():
+            y[bad] = flat[bad]
         return y
 
     def _halley(self, y: NDArray[np.float64], target: NDArray[np.float64]) -> NDArray[np.float64]:
