@@ -159,3 +159,18 @@ def test_any_document_gives_a_config_or_one_config_error(tmp_path: Path, doc, ju
             assert exc.problems and all("\n" not in str(p) for p in exc.problems)
         except InputError as exc:
             assert "\n" not in str(exc)
+
+
+def test_inconsistent_design_is_a_config_problem(tmp_path: Path) -> None:
+    path = write(tmp_path, "schema_version: 1\ninputs: {manifest: m.csv}\ndesign:\n"
+                           "  baseline_visit: week00\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert problem.where == "design" and problem.line == 3
+    assert "week00" in problem.message and "Value error" not in problem.message
+    good = load_config(write(tmp_path, "schema_version: 1\ninputs: {manifest: m.csv}\ndesign:\n"
+                                       "  baseline_visit: week1\n  periods:\n"
+                                       "    run-in: [-56, 0]\n    treatment: [1, 84]\n"))
+    design = good.design.to_study_design()
+    assert design.baseline_visit == "week1" and design.period_names == ["run-in", "treatment"]

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
-                      ValidationInfo, field_validator)
+                      ValidationInfo, field_validator, model_validator)
 
 from ..errors import InputError
 
@@ -177,6 +177,14 @@ class DesignConfig(_Model):
     visits: dict[str, VisitWindow] | None = Field(None, description="visit -> window, in "
                                                                     "protocol order.")
     tolerance_days: int | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DesignConfig:
+        try:
+            self.to_study_design()
+        except (ValueError, KeyError) as exc:  # overlapping periods, unknown baseline visit ...
+            raise ValueError(f"inconsistent design: {exc}") from None
+        return self
 
     def to_study_design(self) -> Any:
         """The :class:`immunoprofile.study.design.StudyDesign` this describes."""
@@ -434,6 +442,8 @@ def _problem_from_error(err: dict[str, Any], root: Any, source: Path) -> Problem
         shown = value if not isinstance(value, (dict, list)) else type(value).__name__
         if allowed:
             message = f"invalid value {shown!r} (allowed: {', '.join(allowed)})"
+        elif kind == "value_error":
+            message = message.removeprefix("Value error, ")
         else:
             message = f"{message} (got {shown!r})"
         if allowed and isinstance(value, str):
