@@ -170,3 +170,16 @@ def test_property_logicle_and_hyperlog_equal_flowutils(params, x):
         # strictly increasing: sorting the data sorts the scale values
         order = np.argsort(data, kind="stable")
         assert np.all(np.diff(ours[order]) >= 0)
+
+
+@pytest.mark.parametrize("cls", [LogicleTransform, HyperlogTransform])
+def test_infinities_and_huge_values(cls):
+    transform = cls(262144, 0.5, 4.5, 0)
+    data = np.array([np.inf, -np.inf, 1e200, -1e200, 1e300, np.nan])
+    with np.errstate(all="raise"):
+        out = transform.apply(data)
+    assert out[0] == np.inf and out[1] == -np.inf and np.isnan(out[5])
+    # far beyond the top the scale is the log asymptote ln(x / a) / b, reflected for negatives
+    assert out[2] == pytest.approx(np.log(1e200 / transform.a) / transform.b, rel=1e-12)
+    assert out[3] == pytest.approx(2 * transform.x1 - out[2], rel=1e-12)
+    assert out[2] < out[4] < np.inf
