@@ -346,3 +346,18 @@ def test_parse_well_every_position(row: str) -> None:
         want = f"{row}{col}"
         assert parse_well(f"{col * 16}(2,{row}{col})") == want
         assert parse_well(f"{row.lower()}{col:02d}") == want
+
+
+def test_semicolon_decimal_comma_resave_reads_identically(tmp_path: Path, xdir: Path) -> None:
+    # Excel in a decimal-comma locale saves ';'-separated with "1234,5"
+    src = xdir / "allotropy_FlexMAP3D_xPONENT4.3_example02_quoted.csv"
+    rows = list(csv.reader(io.StringIO(src.read_text())))
+    number = re.compile(r"^-?\d+\.\d+$")
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter=";")
+    for row in rows:
+        writer.writerow([c.replace(".", ",") if number.match(c) else c for c in row])
+    assert ";" in out.getvalue() and "10921,5" in out.getvalue()
+    resaved = tmp_path / "semicolon.csv"
+    resaved.write_text(out.getvalue())
+    pd.testing.assert_frame_equal(read_plate(resaved).wells, read_plate(src).wells)

@@ -1,8 +1,8 @@
 """Luminex xPONENT / Intelliflex CSV exports → :class:`PlateData`.
 
 Contract: ``read_xponent(path)`` reads every xPONENT-style export (3.1, 4.2, 4.3; LX200, MAGPIX,
-FlexMAP 3D, Intelliflex; quoted, unquoted, Excel re-saved with comma-padded rows, UTF-8 BOM,
-``NaN``/``Not Reported`` cells, extra DataTypes) and ``read_intelliflex_flat(path)`` the flat
+FlexMAP 3D, Intelliflex; quoted, unquoted, Excel re-saved with comma-padded rows or with ``;`` and
+decimal commas, UTF-8 BOM, ``NaN``/``Not Reported`` cells, extra DataTypes) and ``read_intelliflex_flat(path)`` the flat
 Intelliflex 2.2 CSV (one row per well, ``R25: RP1 MEDIAN`` columns); both return the tidy well ×
 analyte table or raise :class:`~immunoprofile.errors.InputError`.
 
@@ -44,19 +44,32 @@ _HEADER_KEYS = {
 }
 
 
+_DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+(?:[eE][-+]?\d+)?$")
+
+
+def _delimiter(text: str) -> str:
+    """``;`` for an Excel re-save in a decimal-comma locale (``Program;xPONENT;;...``), else ``,``."""
+    first = next((ln for ln in text.splitlines() if ln.strip()), "")
+    return ";" if first.count(";") > first.count(",") else ","
+
+
 def _rows(text: str, path: str | os.PathLike[str]) -> list[list[str]]:
     """CSV rows with surrounding blanks trimmed from cells and trailing empty cells dropped.
 
     Dropping the trailing empties makes the quoted export and its Excel re-save (which pads every
-    row with commas to the widest row) read identically.
+    row with commas to the widest row) read identically. A semicolon-separated re-save (a
+    decimal-comma locale) has its decimal commas turned back into points.
     """
+    delimiter = _delimiter(text)
     try:
-        raw_rows = list(csv.reader(io.StringIO(text, newline="")))
+        raw_rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as exc:
         raise InputError(path, f"malformed CSV ({exc})") from None
     rows = []
     for row in raw_rows:
         cells = [c.strip() for c in row]
+        if delimiter == ";":
+            cells = [c.replace(",", ".") if _DECIMAL_COMMA.match(c) else c for c in cells]
         while cells and cells[-1] == "":
             cells.pop()
         rows.append(cells)
