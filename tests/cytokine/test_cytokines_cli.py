@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from immunoprofile.cli import cli
@@ -63,6 +64,11 @@ def test_cytokines_command_usage_errors(tmp_path):
     assert missing.exit_code == 2 and "layout file not found" in missing.output
     choice = runner.invoke(cli, ["cytokines", "a.csv", "--model", "3pl"])
     assert choice.exit_code == 2
+    layout = tmp_path / "layout.csv"
+    layout.write_text("well,sample,sample_type,dilution\nA1,S1,standard,-2\n")
+    bad_layout = runner.invoke(cli, ["cytokines", str(tmp_path / "x.csv"), "--layout",
+                                     str(layout), "--out", str(tmp_path / "o")])
+    assert bad_layout.exit_code == 2 and "layout.csv" in bad_layout.output
 
 
 def test_cytokines_help_is_light():
@@ -98,3 +104,43 @@ def test_cytokines_command_example_trial_with_bridging(example_dir, tmp_path):
     factors = [f["factor"] for p in prov["plates"] for f in p["bridging"]]
     assert len(factors) == 20 and any(abs(f - 1) > 0.02 for f in factors)
     assert pd.read_csv(out / "failed.tsv", sep="\t").empty
+
+
+def test_cytokines_command_generic_csv_with_layout(tmp_path):
+    from immunoprofile.cytokine.curves import curve_from_params
+
+    truth = curve_from_params(20.0, 18000.0, 400.0, -1.1, 1.0)  # a 4PL
+    levels = 8000.0 / 3.0 ** np.arange(8)
+    layout = ["well,sample,sample_type,dilution,expected_conc",
+              "A1,Background0,background,,", "B1,Background0,background,,"]
+    plate = ["well,analyte,mfi,count"]
+    wells = iter(f"{r}{c}" for c in range(2, 13) for r in "ABCDEFGH")
+    for k, level in enumerate(levels, start=1):
+        for _ in range(2):
+            well = next(wells)
+            layout.append(f"{well},Standard{k},standard,1,{float(level)!r}")
+            plate.append(f"{well},IL-13,{float(truth.predict([level])[0]) + 10.0!r},80")
+    samples = {"AD01_week0": 250.0, "AD01_week12": 0.05}
+    for name, conc in samples.items():
+        for _ in range(2):
+            well = next(wells)
+            layout.append(f"{well},{name},unknown,2,")
+            plate.append(f"{well},IL-13,{float(truth.predict([conc / 2])[0]) + 10.0!r},80")
+    plate += ["A1,IL-13,10,80", "B1,IL-13,10,80"]  # background: Net MFI = MFI - 10
+    (tmp_path / "plate.csv").write_text("\n".join(plate) + "\n")
+    (tmp_path / "layout.csv").write_text("\n".join(layout) + "\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, [
+        "cytokines", str(tmp_path / "plate.csv"), "--layout", str(tmp_path / "layout.csv"),
+        "--model", "4pl", "--weights", "power", "--lloq-policy", "na", "--out", str(out), "-q"])
+    assert result.exit_code == 0, result.output
+    conc = pd.read_csv(out / "concentrations.csv")
+    unknown = conc[conc.sample_type == "unknown"].set_index("sample_id")
+    np.testing.assert_allclose(unknown.loc["AD01_week0", "concentration"], 250.0, rtol=1e-6)
+    assert (unknown.loc["AD01_week0", "flag"] == "ok").all()
+    low = unknown.loc["AD01_week12"]
+    assert low.flag.str.contains("<LLOQ").all() and low.concentration_reported.isna().all()
+    curve = pd.read_csv(out / "standard_curves.csv").iloc[0]
+    assert curve.model == "4pl" and curve.weights == "power(1.8)"
+    assert curve.D == pytest.approx(-1.1, rel=1e-6) and curve.F == 1.0
+    assert curve.lloq == pytest.approx(levels[-1]) and curve.uloq == pytest.approx(levels[0])

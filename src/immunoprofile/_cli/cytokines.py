@@ -80,6 +80,9 @@ def command(plate_files: tuple[Path, ...], layout_path: Path | None,
     for extra, what in ((layout_path, "layout"), (standards_path, "standards table")):
         if extra is not None and not extra.is_file():
             raise InputError(extra, f"{what} file not found")
+    if layout_path is not None:  # one layout for every plate: a bad one is a usage error
+        from ..cytokine.readers.layout import read_layout
+        read_layout(layout_path)
     standards = None
     if standards_path is not None:  # read once; a bad table is a usage error for every plate
         from ..cytokine.readers.standards import read_standards
