@@ -1,10 +1,11 @@
 """Luminex xPONENT / Intelliflex CSV exports → :class:`PlateData`.
 
 Contract: ``read_xponent(path)`` reads every xPONENT-style export (3.1, 4.2, 4.3; LX200, MAGPIX,
-FlexMAP 3D, Intelliflex; quoted, unquoted, Excel re-saved with comma-padded rows or with ``;`` and
-decimal commas, UTF-8 BOM, ``NaN``/``Not Reported`` cells, extra DataTypes) and ``read_intelliflex_flat(path)`` the flat
-Intelliflex 2.2 CSV (one row per well, ``R25: RP1 MEDIAN`` columns); both return the tidy well ×
-analyte table or raise :class:`~immunoprofile.errors.InputError`.
+FlexMAP 3D, Intelliflex; quoted, unquoted, Excel re-saved with comma-padded rows or with ``;``
+and decimal commas, UTF-8 BOM, ``NaN``/``Not Reported`` cells, extra DataTypes) and
+``read_intelliflex_flat(path)`` the flat Intelliflex 2.2 CSV (one row per well, ``R25: RP1 MEDIAN``
+columns); both return the tidy well × analyte table or raise
+:class:`~immunoprofile.errors.InputError`.
 
 The xPONENT file is a header of ``key,value`` rows, then ``Results`` and blocks that each start
 with ``DataType:,<name>``. Per-well blocks (Median, Net MFI, Count, Result, Dilution Factor, ...)
@@ -48,7 +49,7 @@ _DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+(?:[eE][-+]?\d+)?$")
 
 
 def _delimiter(text: str) -> str:
-    """``;`` for an Excel re-save in a decimal-comma locale (``Program;xPONENT;;...``), else ``,``."""
+    """``;`` for an Excel re-save in a decimal-comma locale (``Program;xPONENT;...``), else ``,``."""
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     return ";" if first.count(";") > first.count(",") else ","
 
