@@ -406,8 +406,9 @@ def read_plate(path: str | os.PathLike[str], *,
         Workbench CSV or plate-reader text, generic CSV).
     layout
         Optional plate layout (path, or the frame from :func:`~.layout.read_layout`; columns
-        ``well, sample, sample_type, dilution, expected_conc``, see :mod:`.layout`); it overrides the file's sample names, types, dilutions and expected
-        concentrations well by well (required for MSD plate-reader text to know standards).
+        ``well, sample, sample_type, dilution, expected_conc``, see :mod:`.layout`); it
+        overrides the file's sample names, types, dilutions and expected concentrations well by
+        well (required for MSD plate-reader text to know standards).
     standards
         Optional kit standards table (path or the frame from
         :func:`~.standards.read_standards`); it wins over the file's expected concentrations and

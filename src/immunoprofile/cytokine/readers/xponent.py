@@ -49,7 +49,7 @@ _DECIMAL_COMMA = re.compile(r"^[-+]?\d+,\d+(?:[eE][-+]?\d+)?$")
 
 
 def _delimiter(text: str) -> str:
-    """``;`` for an Excel re-save in a decimal-comma locale (``Program;xPONENT;...``), else ``,``."""
+    """``;`` for an Excel re-save in a decimal-comma locale (``Program;xPONENT``), else ``,``."""
     first = next((ln for ln in text.splitlines() if ln.strip()), "")
     return ";" if first.count(";") > first.count(",") else ","
 
