@@ -75,6 +75,11 @@ def test_xponent_results_and_markers(drlumi_result, oracles):
         assert theirs.sum() == {"<": 208, ">": 32}[marker]
         assert (theirs == ours)[not_bg].all()
         assert merged.loc[ours, "concentration"].isna().all()
+    # % Recovery = 100 × Result / Expected, printed with 2 decimals
+    rec = merged.merge(long[["well", "analyte", "pct_recovery_reported"]], on=["well", "analyte"])
+    rec = rec[rec.pct_recovery_reported.notna() & (rec.sample_type == "standard")]
+    assert len(rec) == 480
+    np.testing.assert_allclose(rec.recovery, rec.pct_recovery_reported, atol=0.0051)
     # xPONENT extrapolates silently inside the asymptotes: we flag those results
     assert merged.flag.str.contains("extrapolated").sum() >= 96 + 105
 
@@ -127,6 +132,14 @@ def test_reader_integration_drlumi(reference_dir):
     ok = merged[merged.flag_v == "ok"]
     rel = np.abs(ok.concentration / ok.concentration_v - 1)
     assert len(ok) == 2580 and rel.max() <= 1e-5
+    # controls carry the kit's expected concentration in this export: % Recovery as printed
+    oracle = pd.read_csv(reference_dir / "cytokine" / "oracles" /
+                         "xponent_drlumi_plate1_long.csv")
+    controls = merged[merged.sample_type == "control"].merge(
+        oracle[["well", "analyte", "pct_recovery_reported"]], on=["well", "analyte"])
+    controls = controls[controls.pct_recovery_reported.notna()]
+    assert len(controls) == 180
+    np.testing.assert_allclose(controls.recovery, controls.pct_recovery_reported, atol=0.0051)
 
 
 def test_bioplex_4pl_power_through_reader(reference_dir):

@@ -321,8 +321,10 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
         in_well = np.full(net.shape, np.nan)
         side = np.zeros(net.shape, dtype=np.int8)
     concentration = in_well * dilution
+    # recovery of standards and of controls with a known concentration (xPONENT's % Recovery:
+    # the diluted-back result over the expected concentration)
     with np.errstate(divide="ignore", invalid="ignore"):
-        recovery = np.where(is_std & (expected > 0), 100.0 * in_well / expected, np.nan)
+        recovery = np.where(expected > 0, 100.0 * concentration / expected, np.nan)
 
     # replicate groups: same sample name, type and dilution on this plate
     group_keys = list(zip(rows["sample"].astype(str), rows["sample_type"].astype(str),
