@@ -36,11 +36,11 @@ def open_in_chromium(html_path, screenshot_path):
                 summaryRows: document.querySelectorAll('#summary table tbody tr').length,
                 firstHeading: document.querySelector('main section h2').textContent,
             })""")
-            # Sorting a table by clicking a header must not raise.
+            # What a reader sees first, then: sorting a table by its header must not raise.
+            page.screenshot(path=str(screenshot_path), full_page=False)
             header = page.query_selector("#results th")
             if header is not None:
                 header.click()
-            page.screenshot(path=str(screenshot_path), full_page=False)
         finally:
             browser.close()
     return images_ok, console_errors, page_errors, facts
