@@ -432,3 +432,19 @@ def test_quantification_is_deterministic():
         pd.testing.assert_frame_equal(ra.concentrations, rb.concentrations)
         pd.testing.assert_frame_equal(ra.curves, rb.curves)
         pd.testing.assert_frame_equal(ra.summary, rb.summary)
+
+
+def test_drop_low_bead_standards():
+    plate = _plate()
+    wells = plate.wells.copy()
+    std = wells.index[wells.sample_type == "standard"]
+    wells.loc[std[3], "count"] = 10.0
+    wells.loc[std[3], "net_mfi"] *= 3.0  # a bad well that only the bead count reveals
+    plate = PlateData(wells=wells, path="p.csv", format="test")
+    kept = quantify_plate(plate).curves.iloc[0]
+    dropped = quantify_plate(plate, options=QuantifyOptions(drop_low_bead_standards=True)
+                             ).curves.iloc[0]
+    assert kept.n_standards_used == 14 and kept.standards_dropped == ""
+    assert dropped.n_standards_used == 13
+    assert dropped.standards_dropped == wells.loc[std[3], "well"]
+    assert dropped.r2_weighted > kept.r2_weighted

@@ -43,6 +43,8 @@ log = logging.getLogger("immunoprofile.cytokines")
               help="concentration_reported below the LLOQ: keep, LLOQ/2, LLOQ/sqrt2 or NA.")
 @click.option("--min-beads", default=35, show_default=True, type=click.IntRange(min=0),
               help="Wells with fewer beads are flagged low_beads.")
+@click.option("--drop-low-bead-standards", is_flag=True,
+              help="Leave standard wells with fewer than --min-beads beads out of the fit.")
 @click.option("--max-cv", default=20.0, show_default=True, type=click.FloatRange(min=0,
               min_open=True), help="Replicate %CV above this is flagged high_cv.")
 @click.option("--recovery", default="80,120", show_default=True,
@@ -59,9 +61,14 @@ log = logging.getLogger("immunoprofile.cytokines")
 def command(plate_files: tuple[Path, ...], layout_path: Path | None,
             standards_path: Path | None, model: str, weights: str, power: float,
             replicate_means: bool, search: str, lloq_policy: str, min_beads: int,
-            max_cv: float, recovery: str, bridging_sample: str | None,
+            drop_low_bead_standards: bool, max_cv: float, recovery: str, bridging_sample: str | None,
             drug_readouts: tuple[str, ...], no_repair: bool, out_dir: Path, verbosity) -> None:
-    """Fit standard curves and quantify the multiplex PLATE_FILES (xPONENT, Bio-Plex, MSD, ...)."""
+    """Fit standard curves and quantify the multiplex PLATE_FILES (xPONENT, Bio-Plex, MSD, ...).
+
+    Writes concentrations.csv, standard_curves.csv, summary.csv, cytokines.h5ad,
+    provenance.json and failed.tsv to --out. Exit 1 when a plate could not be read (listed in
+    failed.tsv; the others are still quantified), 2 for invalid options or inputs.
+    """
     from ..cytokine.quantify import QuantifyOptions, quantify_plates, write_cytokine_outputs
     from ..cytokine.readers import read_plate
     from ..errors import InputError
@@ -75,6 +82,7 @@ def command(plate_files: tuple[Path, ...], layout_path: Path | None,
     options = QuantifyOptions(
         model=model, weights=weights, power=power, replicate_means=replicate_means,
         search=search, recovery_range=(low, high), max_cv=max_cv, min_beads=min_beads,
+        drop_low_bead_standards=drop_low_bead_standards,
         lloq_policy=lloq_policy, bridging=bridging_sample is not None,
         bridging_sample=bridging_sample, drug_readouts=tuple(drug_readouts))
     for extra, what in ((layout_path, "layout"), (standards_path, "standards table")):
