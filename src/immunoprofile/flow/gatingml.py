@@ -50,6 +50,9 @@ from .transforms import (
 
 __all__ = ["read_gatingml", "write_gatingml", "GATING_NS", "TRANSFORMS_NS", "DATATYPE_NS"]
 
+#: deepest parent/operand chain accepted (as in YAML strategies); real strategies are < 20 deep
+_MAX_DEPTH = 64
+
 GATING_NS = "http://www.isac-net.org/std/Gating-ML/v2.0/gating"
 TRANSFORMS_NS = "http://www.isac-net.org/std/Gating-ML/v2.0/transformations"
 DATATYPE_NS = "http://www.isac-net.org/std/Gating-ML/v2.0/datatypes"
@@ -338,6 +341,9 @@ def _order(path: str, gates: list[Gate]) -> dict[str, Gate]:
         if state.get(gid) == 1:
             raise InputError(path, f"Gating-ML gate references form a cycle: "
                                    f"{' -> '.join(chain + (gid,))}")
+        if len(chain) > _MAX_DEPTH:  # bounded recursion here and in the engine
+            raise InputError(path, f"Gating-ML gates nested deeper than {_MAX_DEPTH} levels "
+                                   f"(at gate {gid!r})")
         state[gid] = 1
         gate = by_id[gid]
         deps = [gate.parent] if gate.parent is not None else []
@@ -358,11 +364,17 @@ def _order(path: str, gates: list[Gate]) -> dict[str, Gate]:
 
 def _walk(element: ET.Element) -> Iterator[ET.Element]:
     """Every descendant in document order, skipping ``custom_info`` (vendor extensions)."""
-    for child in element:
+    # an explicit stack: a hostile file nested thousands deep must not exhaust the recursion limit
+    stack = [iter(element)]
+    while stack:
+        child = next(stack[-1], None)
+        if child is None:
+            stack.pop()
+            continue
         if local_name(child.tag) == "custom_info":
             continue
         yield child
-        yield from _walk(child)
+        stack.append(iter(child))
 
 
 def read_gatingml(path: str | os.PathLike[str]) -> Strategy:
