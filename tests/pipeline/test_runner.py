@@ -130,6 +130,17 @@ executor: {{kind: serial}}
     assert study.n_obs > 0 and (study.var["feature_type"] == "concentration").any()
     assert len(pd.read_csv(out / "comparisons.csv")) > 0
 
+    # a re-run takes both plates from the cache and writes the same bytes
+    names = ["concentrations.csv", "standard_curves.csv", "summary.csv"]
+    before = {n: (out / "cytokines" / n).read_bytes() for n in names}
+    x_before = ad.read_h5ad(out / "cytokines" / "cytokines.h5ad").X
+    again = _run(config)
+    assert again.n_plates == again.n_plates_cached == 2
+    assert {n: (out / "cytokines" / n).read_bytes() for n in names} == before
+    np.testing.assert_array_equal(ad.read_h5ad(out / "cytokines" / "cytokines.h5ad").X,
+                                  x_before)
+    assert _run(config, force=True).n_plates_cached == 0
+
 
 def test_cache_sees_a_changed_matrix_named_by_the_strategy(tiny_trial: Path) -> None:
     from conftest import CHANNELS, SPILL

@@ -111,7 +111,7 @@ class ResultCache:
             # meta.json last: an entry counts only when it is there
             (staging / "meta.json").write_text(
                 json.dumps({"key": key, "tables": sorted(tables), "meta": dict(meta)},
-                           sort_keys=True, default=str), encoding="utf-8")
+                           sort_keys=True, default=_plain), encoding="utf-8")
             if final.exists() and not (final / "meta.json").exists():
                 shutil.rmtree(final)  # a damaged older entry
             try:
@@ -160,3 +160,44 @@ class ResultCache:
                 "keywords": sample.keywords, "n_events": sample.n_events,
                 "warnings": sample.warnings}
         return self.put("flow", key, {"stats": sample.stats}, meta)
+
+    # ----- cytokine plates ----------------------------------------------------------------
+    def get_plate(self, key: str) -> Any | None:
+        """A cached :class:`~immunoprofile.cytokine.quantify.PlateResult`, or ``None``.
+
+        Curve objects (``fits``) are not stored: the curves table holds their parameters, and
+        nothing downstream reads ``fits``.
+        """
+        from ..cytokine.quantify import PlateResult
+
+        found = self.get("plate", key)
+        if found is None:
+            return None
+        tables, meta = found
+        return PlateResult(concentrations=tables["concentrations"], curves=tables["curves"],
+                           summary=tables["summary"], fits={}, path=meta.get("path", ""),
+                           format=meta.get("format", ""), warnings=list(meta.get("warnings", [])),
+                           repairs=list(meta.get("repairs", [])), bridging=tables.get("bridging"))
+
+    def put_plate(self, key: str, result: Any) -> Path:
+        """Store a :class:`~immunoprofile.cytokine.quantify.PlateResult` (without ``fits``)."""
+        tables = {"concentrations": result.concentrations, "curves": result.curves,
+                  "summary": result.summary}
+        if result.bridging is not None:
+            tables["bridging"] = result.bridging
+        meta = {"path": result.path, "format": result.format, "warnings": result.warnings,
+                "repairs": result.repairs}
+        return self.put("plate", key, tables, meta)
+
+
+def _plain(value: Any) -> Any:
+    """JSON for numpy scalars/arrays and paths (values keep their numeric type)."""
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)

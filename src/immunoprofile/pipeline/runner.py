@@ -2,8 +2,8 @@
 
 Contract: :func:`run_pipeline` runs gate → cytokines → assemble → compare → report, each stage by
 calling its library function (no science here), per-sample tasks through
-:func:`immunoprofile.executors.run_tasks`, flow results cached by content so a re-run redoes only
-what changed. Failed samples are listed (``failed.tsv``), the rest go on; a stage whose module is
+:func:`immunoprofile.executors.run_tasks`, flow samples and plates cached by content so a re-run
+redoes only what changed. Failed samples are listed (``failed.tsv``), the rest go on; a stage whose module is
 not installed is skipped with a logged message. Same inputs give the same output bytes.
 """
 
@@ -61,8 +61,8 @@ class RunSummary:
         ``(input, reason)`` of every failed sample or plate (all stages).
     n_flow, n_flow_cached
         FCS files gated, and how many of them came from the cache.
-    n_plates
-        Plates quantified.
+    n_plates, n_plates_cached
+        Plate exports quantified, and how many of them came from the cache.
     """
 
     out_dir: Path
@@ -71,6 +71,7 @@ class RunSummary:
     n_flow: int = 0
     n_flow_cached: int = 0
     n_plates: int = 0
+    n_plates_cached: int = 0
 
     @property
     def exit_code(self) -> int:
@@ -155,7 +156,7 @@ def run_pipeline(
 
     stages: list[tuple[Callable[..., StageResult], tuple]] = [
         (_flow_stage, (config, manifest, spec, force, progress, summary)),
-        (_cytokine_stage, (config, manifest, spec, progress, summary)),
+        (_cytokine_stage, (config, manifest, spec, force, progress, summary)),
         (_study_stage, (config, manifest, design, summary)),
         (_compare_stage, (config, design, summary)),
         (_report_stage, (config, summary)),
@@ -343,7 +344,7 @@ def _plate_files(config: PipelineConfig, manifest: Any) -> list[Path]:
     return sorted(files)
 
 
-def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec,
+def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force: bool,
                     progress: ProgressFactory, summary: RunSummary) -> StageResult:
     if not config.cytokine.enabled:
         return StageResult("cytokines", "skipped", "disabled in the config")
@@ -355,19 +356,44 @@ def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec,
     if not plates:
         return StageResult("cytokines", "skipped", "no plate files")
     options = config.cytokine.quantify_options()
-    tasks = [(str(p), (str(p), None if config.inputs.layout is None else str(config.inputs.layout),
-                       None if config.inputs.standards is None else str(config.inputs.standards),
-                       config.cytokine.repair, None if options.bridging else options))
-             for p in plates]
-    log.info("cytokines: %d plate file(s)", len(tasks))
+    layout = None if config.inputs.layout is None else str(config.inputs.layout)
+    standards = None if config.inputs.standards is None else str(config.inputs.standards)
+    # Bridging normalises plates on each other, so then every plate is recomputed together.
+    cache = None if (force or options.bridging) else ResultCache(config.cache_dir)
+    shared = {name: sha256_file(path) for name, path in (("layout", layout),
+                                                        ("standards", standards))
+              if path is not None and Path(path).is_file()}
+    cached: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    tasks = []
+    for p in plates:
+        if not p.is_file():
+            tasks.append((str(p), (str(p), layout, standards, config.cytokine.repair,
+                                   None if options.bridging else options)))
+            continue
+        keys[str(p)] = cache_key(kind="plate", input_hashes={**shared, "plate": sha256_file(p)},
+                                 parameters={"options": options.to_dict(), "file": p.name,
+                                             "repair": config.cytokine.repair})
+        hit = cache.get_plate(keys[str(p)]) if cache is not None else None
+        if hit is not None:
+            cached[str(p)] = hit
+            continue
+        tasks.append((str(p), (str(p), layout, standards, config.cytokine.repair,
+                               None if options.bridging else options)))
+    log.info("cytokines: %d plate file(s), %d from the cache", len(plates), len(cached))
+    store = ResultCache(config.cache_dir)
     with progress(len(tasks), "plates") as advance:
         def on_done(outcome: TaskOutcome) -> None:
             if not outcome.ok:
                 log.warning("%s: %s", outcome.key, outcome.error)
+            elif not options.bridging and outcome.key in keys:
+                store.put_plate(keys[outcome.key], outcome.value)
             advance()
 
-        outcomes = run_tasks(plate_task, tasks, spec=spec, on_done=on_done)
-    results = [o.value for o in outcomes if o.ok]
+        outcomes = run_tasks(plate_task, tasks, spec=spec, on_done=on_done) if tasks else []
+    done = {o.key: o for o in outcomes}
+    results = [cached[str(p)] if str(p) in cached else done[str(p)].value for p in plates
+               if str(p) in cached or done[str(p)].ok]
     failures = [(o.key, o.error or "failed") for o in outcomes if not o.ok]
     if options.bridging and results:
         # bridging normalises plates on each other: the tasks only read, all are quantified here
@@ -382,6 +408,7 @@ def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec,
                                                   "command": f"immunoprofile run {config.source}",
                                               }))
     summary.n_plates = len(results)
+    summary.n_plates_cached = len(cached)
     summary.failures += failures
     outputs = list(written.values()) if isinstance(written, dict) else []
     return StageResult("cytokines", "done", f"{len(results)}/{len(plates)} plate(s) quantified",
