@@ -317,6 +317,10 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
     if fit.converged:
         in_well = fit.inverse(net)  # assay (in-well) concentration
         side = fit.side(net)
+        # within rounding of the infinite-concentration asymptote the inverse overflows
+        overflow = (side == 0) & np.isinf(in_well)
+        side = np.where(overflow, np.int8(1), side)
+        in_well = np.where(overflow, np.nan, in_well)
     else:
         in_well = np.full(net.shape, np.nan)
         side = np.zeros(net.shape, dtype=np.int8)
