@@ -249,7 +249,7 @@ def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None =
                              "marker": marker, "column": column})
     var = pd.DataFrame(var_rows, columns=["name", "population", "parent", "statistic",
                                           "feature_type", "marker", "column"])
-    var.index = pd.Index(var.pop("name").astype(str), name=None)
+    var.index = pd.Index(var.pop("name").astype(str).tolist())
     sample_ids = [s.sample_id for s in ordered]
     X = np.full((len(ordered), len(var)), np.nan, dtype=np.float64)
     if len(table) and len(var):
