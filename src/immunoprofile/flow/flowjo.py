@@ -239,6 +239,10 @@ class FlowJoWorkspace:
         return strategy
 
 
+#: deepest population nesting accepted (real workspaces are < 20 deep)
+_MAX_DEPTH = 100
+
+
 def _listing(names: Iterable[str]) -> str:
     names = list(names)
     return ", ".join(repr(n) for n in names) if names else "(none)"
@@ -437,6 +441,10 @@ def _parse_matrix(ctx: _Ctx, el: ET.Element, where: str) -> FlowJoMatrix:
 
 def _parse_subpopulations(ctx: _Ctx, sub: ET.Element, where: str
                           ) -> tuple[FlowJoPopulation, ...]:
+    # bounded recursion (3 frames per level here, more in the engine); a population name may
+    # itself hold "/", so the limit is generous
+    if where.count("/") > _MAX_DEPTH:
+        raise ctx.fail(where, f"populations nested deeper than {_MAX_DEPTH} levels")
     out: list[FlowJoPopulation] = []
     seen: set[str] = set()
     for el in sub:
