@@ -175,16 +175,45 @@ def test_counts_percentages_and_mfi_match_flowkit(reference_dir: Path, gml: str)
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.floats(-1e6, 1e6, width=32), min_size=1, max_size=300),
-       st.sampled_from([np.float32, np.float64]))
-def test_percentiles_equal_numpy(values: list[float], dtype: type) -> None:
-    from immunoprofile.flow.stats import _percentiles
+       st.sampled_from([np.float32, np.float64]), st.sampled_from([1, 50_000]))
+def test_percentiles_equal_numpy(values: list[float], dtype: type, select_min: int) -> None:
+    """Both paths (sample-bracketed selection, forced on small arrays; plain partitions)."""
+    from immunoprofile.flow import stats as mod
 
     x = np.array(values, dtype=dtype)
     qs = (15.865525393145708, 50.0, 84.13447460685429)
     expected = np.percentile(x.astype(np.float64), qs)  # we interpolate in float64
-    got = _percentiles(x.copy(), qs)
+    saved = mod._SELECT_MIN
+    mod._SELECT_MIN = select_min
+    try:
+        got = mod._percentiles(x.copy(), qs)
+    finally:
+        mod._SELECT_MIN = saved
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-9)
-    assert sorted(x.tolist()) == sorted(values)  # only reordered, nothing lost
+
+
+@pytest.mark.parametrize("kind", ["lognormal", "sorted", "reversed", "constant", "two_values",
+                                  "ties", "organ_pipe", "sawtooth", "stride_trap"])
+def test_percentiles_large_adversarial(kind: str) -> None:
+    from immunoprofile.flow.stats import _percentiles
+
+    rng = np.random.default_rng(11)
+    n = 120_001
+    x = {"lognormal": lambda: rng.lognormal(6, 1.5, n),
+         "sorted": lambda: np.sort(rng.normal(size=n)),
+         "reversed": lambda: np.sort(rng.normal(size=n))[::-1].copy(),
+         "constant": lambda: np.full(n, 7.0),
+         "two_values": lambda: np.where(rng.random(n) < 0.3, -1.0, 5.0),
+         "ties": lambda: rng.integers(0, 5, n).astype(float),
+         "organ_pipe": lambda: np.concatenate([np.arange(n // 2), np.arange(n - n // 2)[::-1]]) * 1.0,
+         "sawtooth": lambda: (np.arange(n) % 4096).astype(float),
+         # every sampled position (stride n // 4096) holds 0: the bracket misses, the exact
+         # fallback must answer
+         "stride_trap": lambda: np.where(np.arange(n) % (n // 4096) == 0, 0.0,
+                                         rng.uniform(1, 2, n))}[kind]().astype(np.float32)
+    qs = (15.865525393145708, 50.0, 84.13447460685429)
+    np.testing.assert_allclose(_percentiles(x.copy(), qs),
+                               np.percentile(x.astype(np.float64), qs), rtol=1e-12)
 
 
 def test_percentiles_nan_propagates() -> None:
