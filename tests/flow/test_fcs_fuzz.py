@@ -43,6 +43,7 @@ SEEDS = [p for p in (
     REF / "fcs_edge_cases" / "flowkit" / "noncompliant" / "data_start_offset_discrepancy_example.fcs",
     REF / "fcs_edge_cases" / "flowkit" / "multi_dataset_fcs" / "coulter.lmd",  # $NEXTDATA
     REF / "fcs_edge_cases" / "flowcal" / "Data003.fcs",  # 24-bit integers with bit masks
+    *sorted((Path(__file__).resolve().parents[2] / "example_data" / "flow").glob("*.fcs"))[:1],
 ) if p.is_file()]
 
 _WORK = Path(tempfile.mkdtemp(prefix="fcs_fuzz_"))
@@ -89,14 +90,14 @@ def check_contract(raw: bytes) -> str:
 
 
 @FUZZ
-@given(seed=st.integers(0, 5), cut=st.floats(0, 1))
+@given(seed=st.integers(0, 6), cut=st.floats(0, 1))
 def test_truncations(seed: int, cut: float) -> None:
     raw = _seed(seed)
     check_contract(raw[:int(len(raw) * cut)])
 
 
 @FUZZ
-@given(seed=st.integers(0, 5),
+@given(seed=st.integers(0, 6),
        flips=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), min_size=1, max_size=8),
        in_text=st.booleans())
 def test_byte_flips(seed: int, flips: list[tuple[float, int]], in_text: bool) -> None:
@@ -147,7 +148,7 @@ def _set_keyword(raw: bytes, key: str, value: str) -> bytes:
 
 
 @FUZZ
-@given(seed=st.integers(0, 5),
+@given(seed=st.integers(0, 6),
        edits=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(NASTY)), min_size=1,
                       max_size=3))
 def test_keyword_mutations(seed: int, edits: list[tuple[str, str]]) -> None:
