@@ -11,7 +11,7 @@ import pytest
 from immunoprofile.pipeline.config import load_config
 from immunoprofile.pipeline.runner import run_pipeline
 
-from conftest import make_trial
+from trialdata import make_trial
 
 
 @pytest.mark.timeout(180)

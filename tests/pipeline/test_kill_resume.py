@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import make_trial
+from trialdata import make_trial
 
 N_SUBJECTS, VISITS = 6, ("week0", "week4", "week12")  # 18 files
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
-from conftest import make_trial
+from trialdata import make_trial
 
 MEMBERSHIP = "flow: {membership: true}\n"
 

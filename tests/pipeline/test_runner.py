@@ -53,7 +53,7 @@ def test_rerun_uses_cache_and_gives_identical_bytes(tiny_trial: Path) -> None:
     assert (out / "populations.csv").read_bytes() == first
     np.testing.assert_array_equal(ad.read_h5ad(out / "flow.h5ad").X, first_x)
     # a changed file is the only one recomputed
-    from conftest import write_tiny_fcs
+    from trialdata import write_tiny_fcs
 
     write_tiny_fcs(tiny_trial.parent / "flow" / "s02_week4.fcs", seed=99)
     changed = _run(tiny_trial)
@@ -143,7 +143,7 @@ executor: {{kind: serial}}
 
 
 def test_cache_sees_a_changed_matrix_named_by_the_strategy(tiny_trial: Path) -> None:
-    from conftest import CHANNELS, SPILL
+    from trialdata import CHANNELS, SPILL
 
     root = tiny_trial.parent
     matrix = root / "matrix.csv"
