@@ -78,3 +78,20 @@ def test_schema_cli_prints_json_schema() -> None:
     schema = json.loads(proc.stdout)
     assert schema["title"] == "immunoprofile pipeline config"
     assert "executor" in schema["properties"]
+
+
+def test_example_trial_validates_and_a_foreign_well_is_found(tmp_path: Path,
+                                                             example_dir: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    assert validate_config(root / "pipelines" / "example_trial.yaml") == []
+
+    lines = (example_dir / "manifest.csv").read_text().splitlines()
+    row = next(i for i, l in enumerate(lines) if ",cytokine," in l and ",plate1," in l)
+    lines[row] = lines[row].rsplit(",", 1)[0] + ",P24"
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"schema_version: 1\ninputs:\n  manifest: manifest.csv\n"
+                      f"  plates: [{example_dir}/plates]\n"
+                      f"  standards: {example_dir}/standards.csv\nflow: {{enabled: false}}\n")
+    (problem,) = validate_config(config)
+    assert problem.line == row + 1 and "well P24 is not on plate 'plate1'" in problem.message
