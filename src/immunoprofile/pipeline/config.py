@@ -243,7 +243,12 @@ class OutputsConfig(_Model):
 
 
 class ExecutorConfig(_Model):
-    """How per-sample tasks run."""
+    """How per-sample tasks run.
+
+    With a remote Dask scheduler the workers open the input files and write membership files
+    themselves, so inputs and outputs must sit on a file system the workers share; results
+    (small tables) come back to this process, which writes every other output and the cache.
+    """
 
     kind: Literal["process", "serial", "dask"] = "process"
     jobs: int = Field(1, ge=1, description="Workers (process pool or local Dask cluster).")
