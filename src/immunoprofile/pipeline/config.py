@@ -337,6 +337,12 @@ def parse_config(text: str, *, source: str | os.PathLike[str]) -> PipelineConfig
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(source, [Problem(str(source), f"not valid YAML: {problem}",
                                            line)]) from exc
+    except RecursionError:  # brackets nested thousands deep
+        raise ConfigError(source, [Problem(str(source), "not valid YAML: nested too deeply")]
+                          ) from None
+    except ValueError:  # an integer of more than 4300 digits (Python's conversion limit)
+        raise ConfigError(source, [Problem(str(source), "not valid YAML: a number with "
+                                                        "thousands of digits")]) from None
     if not isinstance(data, dict):
         raise ConfigError(source, [Problem(str(source), "a config must be a mapping of keys "
                                                         "(schema_version, inputs, ...)", 1)])
@@ -353,7 +359,13 @@ def parse_config(text: str, *, source: str | os.PathLike[str]) -> PipelineConfig
     return config.model_copy(update={"source": str(source.resolve())})
 
 
-def _duplicate_keys(node: Any, source: Path, where: str = "") -> list[Problem]:
+def _duplicate_keys(node: Any, source: Path, where: str = "",
+                    visited: set[int] | None = None) -> list[Problem]:
+    # YAML aliases share nodes: walking each node once keeps an alias bomb linear
+    visited = set() if visited is None else visited
+    if id(node) in visited:
+        return []
+    visited.add(id(node))
     problems: list[Problem] = []
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -365,10 +377,10 @@ def _duplicate_keys(node: Any, source: Path, where: str = "") -> list[Problem]:
                                                      f"{seen[name]}); the last one would win",
                                         key.start_mark.line + 1, here))
             seen.setdefault(name, key.start_mark.line + 1)
-            problems += _duplicate_keys(value, source, here)
+            problems += _duplicate_keys(value, source, here, visited)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            problems += _duplicate_keys(item, source, f"{where}[{i}]")
+            problems += _duplicate_keys(item, source, f"{where}[{i}]", visited)
     return problems
 
 
