@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from immunoprofile.errors import InputError
 
 __all__ = ["EXAMPLES", "FUZZ", "mutate", "outcome", "HOSTILE_NUMBERS", "PROJECT_ROOT",
-           "EXAMPLE_DIR", "REFERENCE_DIR"]
+           "EXAMPLE_DIR", "REFERENCE_DIR", "HOSTILE_YAML"]
 
 T = TypeVar("T")
 
@@ -43,6 +43,30 @@ REFERENCE_DIR = Path(os.environ.get("IMMUNOPROFILE_REFERENCE",
 HOSTILE_NUMBERS = [b"", b"nan", b"NaN", b"inf", b"-inf", b"Infinity", b"1e308", b"-1e308",
                    b"1e999", b"1e-320", b"-0", b"0", b"-1", b"1e12", b"99999999999999999999999",
                    b"0x1F", b"1,5", b"1.2.3", b"\xff\xfe", b"null", b"\"\"", b"' '", b"\t", b"#"]
+
+
+_BOMB = ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+         + "".join(f"{chr(98 + k)}: &{chr(98 + k)} [{', '.join(['*' + chr(97 + k)] * 10)}]\n"
+                   for k in range(8))
+         + "schema_version: 1\ninputs: {manifest: m.csv}\nextra: *i\n")
+#: YAML that would run code, explode, or overflow a parser
+HOSTILE_YAML = {
+    "python-object": "!!python/object/apply:os.system ['touch /tmp/immunoprofile-pwned']\n",
+    "python-name": "schema_version: !!python/name:os.system\n",
+    "python-object-new": "x: !!python/object/new:subprocess.Popen [['true']]\n",
+    "alias-bomb": _BOMB,
+    "deep-flow-nesting": "x: " + "[" * 20000 + "]" * 20000 + "\n",
+    "deep-block-nesting": "".join("  " * k + f"k{k}:\n" for k in range(3000)),
+    "huge-int": "schema_version: 1" + "0" * 5000 + "\n",
+    "nul-bytes": "schema_version: 1\n\x00\x00\n",
+    "tabs": "schema_version: 1\ninputs:\n\tmanifest: m.csv\n",
+    "duplicate-keys": "schema_version: 1\nschema_version: 1\ninputs: {manifest: m.csv}\n",
+    "empty": "",
+    "comments-only": "# nothing here\n",
+    "a-list": "- schema_version: 1\n",
+    "a-scalar": "just text\n",
+    "bad-utf8": b"schema_version: 1\nname: \xff\xfe\n".decode("latin-1"),
+}
 
 
 @st.composite

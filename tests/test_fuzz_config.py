@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from _fuzzkit import FUZZ, PROJECT_ROOT, mutate, outcome
+from _fuzzkit import FUZZ, HOSTILE_YAML, PROJECT_ROOT, mutate, outcome
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -89,33 +89,10 @@ def test_fuzz_structural_edits(data: st.DataObject) -> None:
     _load(path)
 
 
-_BOMB = ("a: &a [x, x, x, x, x, x, x, x, x, x]\n"
-         + "".join(f"{chr(98 + k)}: &{chr(98 + k)} [{', '.join(['*' + chr(97 + k)] * 10)}]\n"
-                   for k in range(8))
-         + "schema_version: 1\ninputs: {manifest: m.csv}\nextra: *i\n")
-HOSTILE = {
-    "python-object": "!!python/object/apply:os.system ['touch /tmp/immunoprofile-pwned']\n",
-    "python-name": "schema_version: !!python/name:os.system\n",
-    "python-object-new": "x: !!python/object/new:subprocess.Popen [['true']]\n",
-    "alias-bomb": _BOMB,
-    "deep-flow-nesting": "x: " + "[" * 20000 + "]" * 20000 + "\n",
-    "deep-block-nesting": "".join("  " * k + f"k{k}:\n" for k in range(3000)),
-    "huge-int": "schema_version: 1" + "0" * 5000 + "\n",
-    "nul-bytes": "schema_version: 1\n\x00\x00\n",
-    "tabs": "schema_version: 1\ninputs:\n\tmanifest: m.csv\n",
-    "duplicate-keys": "schema_version: 1\nschema_version: 1\ninputs: {manifest: m.csv}\n",
-    "empty": "",
-    "comments-only": "# nothing here\n",
-    "a-list": "- schema_version: 1\n",
-    "a-scalar": "just text\n",
-    "bad-utf8": b"schema_version: 1\nname: \xff\xfe\n".decode("latin-1"),
-}
-
-
-@pytest.mark.parametrize("name", sorted(HOSTILE))
+@pytest.mark.parametrize("name", sorted(HOSTILE_YAML))
 def test_hostile_configs_are_refused_quickly(name: str) -> None:
     path = _WORK / f"{name}.yaml"
-    text = HOSTILE[name]
+    text = HOSTILE_YAML[name]
     path.write_bytes(text.encode("latin-1") if name == "bad-utf8" else text.encode("utf-8"))
     start = time.perf_counter()
     with pytest.raises(InputError) as info:

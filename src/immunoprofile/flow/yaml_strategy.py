@@ -154,6 +154,8 @@ def read_yaml_strategy(path: str | os.PathLike[str]) -> Strategy:
         raise InputError(p, f"invalid YAML{where}: {problem}") from None
     except RecursionError:
         raise InputError(p, "invalid YAML: nested too deeply") from None
+    except ValueError:  # an integer of more than 4300 digits (Python's conversion limit)
+        raise InputError(p, "invalid YAML: a number with thousands of digits") from None
     return parse_yaml_strategy(doc, source=p, base_dir=Path(p).resolve().parent)
 
 
