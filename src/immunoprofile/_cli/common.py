@@ -12,6 +12,7 @@ import contextlib
 import functools
 import logging
 import sys
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -70,13 +71,13 @@ def handle_errors(verbosity: Verbosity | None = None) -> Iterator[None]:
     except (click.exceptions.Exit, click.Abort, click.ClickException):
         raise
     except InputError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback helps, but the exit code must not depend on --debug
+            traceback.print_exc()
         echo_err(f"error: {exc}")
         sys.exit(2)
     except ImmunoprofileError as exc:
         if debug:
-            raise
+            traceback.print_exc()
         echo_err(f"error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
@@ -100,8 +101,14 @@ def setup_logging(verbosity: Verbosity, log_file: str | Path | None = None) -> N
         if getattr(handler, "_immunoprofile", False):
             root.removeHandler(handler)
     console = Console(stderr=True)
-    handler: logging.Handler = RichHandler(console=console, show_time=False, show_path=False,
-                                           rich_tracebacks=verbosity.debug, markup=False)
+    handler: logging.Handler
+    if console.is_terminal:
+        handler = RichHandler(console=console, show_time=False, show_path=False,
+                              rich_tracebacks=verbosity.debug, markup=False)
+    else:
+        # plain, one line per record: rich would wrap and pad piped logs at 80 columns
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     handler.setLevel(verbosity.level)
     handler._immunoprofile = True  # type: ignore[attr-defined]
     root.addHandler(handler)
