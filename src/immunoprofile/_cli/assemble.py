@@ -43,9 +43,11 @@ def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, cl
 
     if flow_dir is None and cytokine_dir is None:
         raise InputError(None, "give --flow and/or --cytokines (nothing to assemble)")
-    add_log_file(out.parent / "assemble.log")
     adata = assemble(manifest, flow_dir=flow_dir, cytokine_dir=cytokine_dir, clinical=clinical,
                      cytokine_value=cytokine_value)
+    # only once the inputs assembled: an exit-2 failure leaves no file beside --out (the
+    # assembly's warnings went to stderr)
+    add_log_file(out.parent / "assemble.log")
     out = out if out.suffix else out.with_suffix(".h5ad")
     folder = out.parent
     written = [write_study(adata, out)]

@@ -32,8 +32,9 @@ def command(study: Path, out_dir: Path, layer: str, min_subjects: int, no_mixed:
     from ..study.compare import compare_periods
     from ..study.matrix import read_study
 
-    add_log_file(out_dir / "compare.log")
     adata = read_study(study)
+    # only once the input reads: an exit-2 failure leaves no file in the output folder
+    add_log_file(out_dir / "compare.log")
     table = compare_periods(adata, layer=layer, mixed=not no_mixed, min_subjects=min_subjects)
     notes = table.attrs.get("notes", {})
     write_csv_atomic(out_dir / "comparisons.csv", table, float_format="%.6g")
