@@ -151,8 +151,8 @@ class _Reader:
         values = [self.number(kids[0], p) for p in params]
         try:
             self.transforms[tid] = cls(*values)
-        except ValueError as exc:
-            raise self.fail(element, str(exc)) from None
+        except (ValueError, ArithmeticError) as exc:  # e.g. M=309 overflows sinh/exp
+            raise self.fail(element, f"{kind}: {exc}") from None
 
     def read_matrix(self, element: ET.Element) -> None:
         mid = self.ident(element)

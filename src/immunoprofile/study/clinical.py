@@ -118,6 +118,8 @@ def read_clinical(path: str | os.PathLike[str] | pd.DataFrame, *,
         })
     if problems:
         raise ManifestError(where, problems)
+    if not rows:  # a header alone (found by fuzzing: KeyError further down)
+        raise InputError(where, "the clinical table has no data rows")
     out = pd.DataFrame(rows)
     order = {v: k for k, v in enumerate(visits)}
     return (out.assign(_v=out["visit"].map(order)).sort_values(["subject_id", "_v"], kind="stable")
