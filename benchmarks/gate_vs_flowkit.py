@@ -12,7 +12,8 @@ quadrant gate, and/or/not booleans) on compensated, logicle-transformed axes. Ea
 its own fresh interpreter (so peak memory is its own): FlowKit does ``Sample`` + ``Session`` +
 ``analyze_samples`` + medians of the compensated events from its masks; immunoprofile does
 ``read_fcs`` + ``evaluate`` + ``population_stats`` (count, %, median, geometric mean, robust CV)
-and, for the same work as FlowKit's side, ``read_fcs`` + ``evaluate`` + medians. Every population
+and, for the same work as FlowKit's side, ``read_fcs`` + ``evaluate`` + ``population_stats``
+with ``statistics=("median",)`` (counts, %, MFI). Every population
 count must be identical.
 Printed: time of the pipeline (imports excluded, best of ``--repeats``), time of the whole
 process (imports included), the ratios, peak resident memory (VmHWM), and ``immunoprofile
@@ -199,19 +200,9 @@ def side_flowkit(fcs_path: str, gml_path: str, repeats: int) -> dict:
             "peak_mib": _peak_rss_mib(), "n_mfi": len(medians)}
 
 
-def _medians(values, masks: dict) -> dict:
-    """Per-population medians of each column (the MFI work FlowKit's side does)."""
-    import numpy as np
-
-    columns = np.ascontiguousarray(values.T)  # one contiguous row per marker
-    return {pid: np.median(columns[:, mask], axis=1, overwrite_input=True)
-            for pid, mask in masks.items() if mask.any()}
-
-
 def side_immunoprofile(fcs_path: str, gml_path: str, repeats: int,
                        stats: str = "population_stats") -> dict:
     t0 = time.perf_counter()
-    from immunoprofile.flow.compensation import compensate
     from immunoprofile.flow.engine import evaluate
     from immunoprofile.flow.fcs import read_fcs
     from immunoprofile.flow.gatingml import read_gatingml
@@ -230,9 +221,10 @@ def side_immunoprofile(fcs_path: str, gml_path: str, repeats: int,
             # the real output: count, % parent, % total, median, geometric mean, robust CV
             n_rows = population_stats(result, fcs, sample_id="s").shape[0]
         else:
-            comp = compensate(fcs.events, fcs.channels, fcs.spillover,
-                              columns=[c for c, _ in FLUOR])
-            n_rows = len(_medians(comp, result.masks))
+            # the same work as FlowKit's side: counts and the MFI (median) of each fluorescence
+            # marker per population, on compensated events
+            n_rows = population_stats(result, fcs, sample_id="s", statistics=("median",),
+                                      markers=[c for c, _ in FLUOR]).shape[0]
         best = min(best, time.perf_counter() - t1)
         best_cpu = min(best_cpu, time.process_time() - c1)
         counts = dict(result.counts)

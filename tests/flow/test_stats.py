@@ -220,3 +220,44 @@ def test_percentiles_nan_propagates() -> None:
     from immunoprofile.flow.stats import _percentiles
 
     assert np.isnan(_percentiles(np.array([1.0, np.nan, 3.0]), (50.0,))).all()
+
+
+
+def test_statistics_subset_equals_the_full_table():
+    """Asking only for the MFI gives the same numbers, and only those columns."""
+    import numpy as np
+
+    from immunoprofile.errors import InputError
+    from immunoprofile.flow.stats import population_stats
+
+    rng = np.random.default_rng(3)
+    events = rng.lognormal(5, 1, size=(5000, 3)).astype(np.float32)
+
+    class FCS:
+        n_events = 5000
+        channels = ["FSC-A", "FL1-A", "FL2-A"]
+        markers = ["", "CD3", "CD4"]
+        path = "x.fcs"
+        spillover = None
+
+        def __init__(self):
+            self.events = events
+
+        def channel_index(self, name):
+            return (self.channels + self.markers).index(name) % 3
+
+    class Result:
+        masks = {"a": events[:, 1] > 150, "b": (events[:, 1] > 150) & (events[:, 2] > 100)}
+        paths = {"a": "/a", "b": "/a/b"}
+        parents = {"a": None, "b": "a"}
+
+    full = population_stats(Result(), FCS(), spillover=None, sample_id="s")
+    only = population_stats(Result(), FCS(), spillover=None, sample_id="s",
+                            statistics=("median",))
+    assert [c for c in only.columns if "_" in c and c.split("_")[0] in ("mfi", "gmean", "rcv")] \
+        == ["mfi_CD3", "mfi_CD4"]
+    assert np.array_equal(only[["mfi_CD3", "mfi_CD4"]].to_numpy(),
+                          full[["mfi_CD3", "mfi_CD4"]].to_numpy())
+    assert np.allclose(full["mfi_CD3"], [np.median(events[Result.masks[k], 1]) for k in "ab"])
+    with pytest.raises(InputError, match="unknown statistic"):
+        population_stats(Result(), FCS(), spillover=None, sample_id="s", statistics=("mode",))

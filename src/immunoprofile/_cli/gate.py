@@ -35,10 +35,13 @@ log = logging.getLogger("immunoprofile.gate")
               help="Also write membership/<sample_id>.parquet (one boolean column per population).")
 @click.option("--manifest", "manifest_path", default=None, type=click.Path(path_type=Path),
               help="Manifest CSV mapping file -> sample_id (default: the file stem).")
+@click.option("--statistics", default="median,gmean,rcv", show_default=True,
+              help="Marker statistics per population (comma-separated): median (the MFI), "
+                   "gmean (geometric mean), rcv (robust CV).")
 @common_options
 def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, group: str | None,
             out_dir: Path, jobs: int, membership: bool, manifest_path: Path | None,
-            verbosity) -> None:
+            statistics: str, verbosity) -> None:
     """Compensate, transform, gate and summarise FCS FILES_OR_DIRS (folders: every *.fcs)."""
     from ..errors import InputError
     from ..executors import ExecutorSpec, run_tasks
@@ -46,6 +49,12 @@ def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, gr
                               write_gate_outputs)
     from ..flow.strategy import load_strategy
 
+    from ..flow.stats import STATISTICS
+
+    wanted = tuple(x.strip() for x in statistics.split(",") if x.strip())
+    if not wanted or set(wanted) - set(STATISTICS):
+        raise click.UsageError(f"--statistics takes a comma-separated subset of "
+                               f"{', '.join(STATISTICS)}; got {statistics!r}")
     if not strategy_path.is_file():
         raise InputError(strategy_path, "strategy file not found")
     strategy = load_strategy(strategy_path, group=group)
@@ -70,7 +79,7 @@ def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, gr
     tasks = []
     for sid, f in zip(sample_ids, files):
         member = str(out_dir / "membership" / f"{sid}.parquet") if membership else None
-        tasks.append((sid, (str(f), strategy, comp_arg, sid, member)))
+        tasks.append((sid, (str(f), strategy, comp_arg, sid, member, wanted)))
 
     log.info("gating %d file(s) with %s (%d job(s))", len(tasks), strategy_path.name, jobs)
     with progress(len(tasks), "gating", quiet=verbosity.quiet) as advance:
@@ -92,7 +101,8 @@ def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, gr
     written = write_gate_outputs(
         out_dir, samples, failures, strategy=strategy,
         parameters={"strategy": str(strategy_path), "compensation": compensation,
-                    "group": group, "membership": membership, "jobs": jobs},
+                    "group": group, "membership": membership, "jobs": jobs,
+                    "statistics": list(wanted)},
         inputs=inputs_used, command=" ".join(["immunoprofile", *sys.argv[1:]]))
     click.echo(f"gated {len(samples)}/{len(tasks)} file(s); outputs in {out_dir}/ "
                f"({', '.join(p.name for p in written.values())})", err=verbosity.quiet)

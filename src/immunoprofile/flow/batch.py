@@ -117,6 +117,7 @@ def gate_sample(
     sample_id: str | None = None,
     membership_path: str | os.PathLike[str] | None = None,
     group: str | None = None,
+    statistics: Sequence[str] | None = None,
 ) -> SampleGating:
     """Read, compensate, gate and summarise one FCS file.
 
@@ -136,6 +137,9 @@ def gate_sample(
         per event, in file order.
     group
         FlowJo sample group, when ``strategy`` is a workspace path.
+    statistics
+        Marker statistics to compute (see :data:`immunoprofile.flow.stats.STATISTICS`);
+        ``None`` = all of them.
 
     Returns
     -------
@@ -143,7 +147,7 @@ def gate_sample(
     """
     from .engine import evaluate
     from .fcs import read_fcs
-    from .stats import population_stats
+    from .stats import STATISTICS, population_stats
 
     path = Path(path)
     if not path.is_file():
@@ -159,7 +163,8 @@ def gate_sample(
     result = evaluate(strategy, fcs, spillover=spillover)
     # stats reads None as "uncompensated", the engine as "the file's own": say "fcs" explicitly
     stats = population_stats(result, fcs, spillover="fcs" if spillover is None else spillover,
-                             sample_id=sid)
+                             sample_id=sid,
+                             statistics=STATISTICS if statistics is None else statistics)
     stats = stats.copy()
     if "file" in stats.columns:
         stats["file"] = path.name
@@ -175,10 +180,11 @@ def gate_sample(
 
 
 def gate_task(path: str, strategy: Any, compensation: Any, sample_id: str | None,
-              membership_path: str | None) -> SampleGating:
+              membership_path: str | None,
+              statistics: Sequence[str] | None = None) -> SampleGating:
     """Positional wrapper of :func:`gate_sample` for :func:`immunoprofile.executors.run_tasks`."""
     return gate_sample(path, strategy, compensation=compensation, sample_id=sample_id,
-                       membership_path=membership_path)
+                       membership_path=membership_path, statistics=statistics)
 
 
 def _write_membership(destination: str | os.PathLike[str], result: Any) -> None:

@@ -120,6 +120,10 @@ class FlowOptions(_Model):
                                                  "CSV path (relative to the config).")
     group: str | None = Field(None, description="FlowJo sample group (workspaces only).")
     membership: bool = Field(False, description="Write per-event membership Parquet files.")
+    statistics: list[Literal["median", "gmean", "rcv"]] = Field(
+        ["median", "gmean", "rcv"], min_length=1,
+        description="Marker statistics per population: median (MFI), gmean (geometric mean of "
+                    "positive values), rcv (robust CV).")
 
     @field_validator("compensation")
     @classmethod

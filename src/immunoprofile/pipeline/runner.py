@@ -254,7 +254,8 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
                         parameters={"sample_id": sid, "file": path.name,
                                     "compensation": compensation if compensation in
                                     ("fcs", "none") else "matrix",
-                                    "group": config.flow.group})
+                                    "group": config.flow.group,
+                                    "statistics": sorted(config.flow.statistics)})
         keys[sid] = key
         member = out / "membership" / f"{sid}.parquet" if config.flow.membership else None
         cached = None if force else cache.get_gating(key)
@@ -262,7 +263,8 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
             samples[sid] = cached
             continue
         tasks.append((sid, (str(path), strategy, compensation, sid,
-                            None if member is None else str(member))))
+                            None if member is None else str(member),
+                            tuple(config.flow.statistics))))
     summary.n_flow_cached = len(samples)
     log.info("gate: %d FCS file(s), %d from the cache, %d to compute (%s, %d job(s))",
              len(pairs), len(samples), len(tasks), spec.effective_kind(len(tasks)), spec.jobs)
@@ -288,7 +290,7 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
         out, list(samples.values()), failures, strategy=strategy,
         parameters={"strategy": str(strategy_path), "compensation": compensation,
                     "group": config.flow.group, "membership": config.flow.membership,
-                    "config": config.source},
+                    "statistics": list(config.flow.statistics), "config": config.source},
         inputs=[*(p for p in paths.values() if p.is_file()), strategy_path,
                 *([Path(compensation)] if compensation not in ("fcs", "none") else [])],
         command=f"immunoprofile run {config.source}")
