@@ -123,7 +123,8 @@ def _crossings(x: NDArray[np.float64], y: NDArray[np.float64], xs: list[float],
         straddles = (y1 <= y) != (y2 <= y)
         if not straddles.any():
             continue
-        x_cross = x1 + (y - y1) * ((x2 - x1) / (y2 - y1))
+        with np.errstate(invalid="ignore"):  # y = +-inf never straddles; its NaN is unused
+            x_cross = x1 + (y - y1) * ((x2 - x1) / (y2 - y1))
         inside ^= straddles & (x < x_cross)
     return inside
 
