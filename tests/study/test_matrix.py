@@ -296,3 +296,31 @@ def test_reads_the_schema_1_layout(tmp_path):
                 & (table["contrast"] == "run-in_vs_treatment")].iloc[0]
     assert th2["direction"] == "down" and th2["n"] == 8
     assert len(period_means(old)) == 24
+
+
+
+def test_plate_samples_absent_from_the_manifest_are_qc_not_a_crash(tmp_path):
+    """A flow-only manifest with cytokine outputs beside it: no cytokine features, no error."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from immunoprofile.study import assemble
+
+    root = Path(__file__).resolve().parents[2] / "example_data"
+    manifest = pd.read_csv(root / "manifest.csv")
+    flow = manifest[manifest["assay"] == "flow"].head(6)
+    (tmp_path / "flow").mkdir()
+    (tmp_path / "cyto").mkdir()
+    flow.to_csv(tmp_path / "m.csv", index=False)
+    pd.DataFrame({"sample_id": flow["sample_id"], "file": flow["file"].map(lambda f: Path(f).name),
+                  "population": "/Cells", "parent": "", "count": 100, "pct_parent": 50.0,
+                  "pct_total": 50.0}).to_csv(tmp_path / "flow" / "populations.csv", index=False)
+    pd.DataFrame({"sample_id": ["Pool", "Pool"], "plate": "P1", "well": ["A1", "A2"],
+                  "analyte": "IL-6", "mfi": 10.0, "net_mfi": 9.0, "concentration": 3.0,
+                  "unit": "pg/mL", "dilution": 1, "flag": "ok", "sample_type": "unknown"}
+                 ).to_csv(tmp_path / "cyto" / "concentrations.csv", index=False)
+    adata = assemble(tmp_path / "m.csv", flow_dir=tmp_path / "flow",
+                     cytokine_dir=tmp_path / "cyto")
+    assert set(adata.var["assay"]) == {"flow"}
+    assert adata.n_vars >= 1

@@ -449,9 +449,12 @@ def assemble(
     raw = np.full((n_obs, n_var), np.nan)
     flag_text = np.full((n_obs, n_var), "", dtype=object)
     for part, assay in zip(long_parts, assays_used):
-        rows = part["sample_id"].map(lambda s, a=assay: sample_row.get((a, s), -1)).to_numpy()
-        cols = part["feature"].map(feat_col).to_numpy()
-        keep = rows >= 0
+        rows = part["sample_id"].map(lambda s, a=assay: sample_row.get((a, s), -1)).to_numpy(
+            dtype=np.int64)  # an empty part maps to object dtype otherwise
+        # features of an assay none of whose samples the manifest lists are not in var
+        mapped = part["feature"].map(feat_col)
+        keep = (rows >= 0) & mapped.notna().to_numpy()
+        cols = mapped.fillna(-1).to_numpy(dtype=np.int64)
         raw[rows[keep], cols[keep]] = part["value"].to_numpy(dtype=float)[keep]
         flag_text[rows[keep], cols[keep]] = part["flag"].astype(str).to_numpy()[keep]
 
