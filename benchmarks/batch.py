@@ -77,7 +77,8 @@ def make_batch(work: Path, n_files: int, n_events: int, n_plates: int) -> dict[s
     return {"strategy": work / "strategy.xml", "manifest": work / "manifest.csv"}
 
 
-def write_config(work: Path, name: str, n_files: int, *, plates: bool) -> Path:
+def write_config(work: Path, name: str, n_files: int, *, plates: bool,
+                 statistics: str = "median,gmean,rcv") -> Path:
     lines = (work / "manifest.csv").read_text().splitlines()
     (work / f"manifest_{name}.csv").write_text("\n".join(lines[: n_files + 1]) + "\n")
     config = work / f"{name}.yaml"
@@ -88,6 +89,7 @@ def write_config(work: Path, name: str, n_files: int, *, plates: bool) -> Path:
         "  strategy: strategy.xml\n"
         + ("  plates: [plates]\n  standards: standards.csv\n" if plates else "")
         + f"cytokine: {{enabled: {str(plates).lower()}}}\n"
+        + f"flow: {{statistics: [{statistics}]}}\n"
         "assemble: {enabled: false}\ncompare: {enabled: false}\nreport: {enabled: false}\n"
         f"outputs: {{dir: out_{name}}}\n")
     return config
@@ -183,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flowkit-files", type=int, default=20,
                         help="FlowKit is slow: loop over this many files, report files/s.")
     parser.add_argument("--keep", type=Path, default=None, help="Work folder to keep/reuse.")
+    parser.add_argument("--statistics", default="median,gmean,rcv",
+                        help="Marker statistics per population (FlowKit's side: medians only).")
     parser.add_argument("--child-run", nargs=2, metavar=("CONFIG", "JOBS"), help=argparse.SUPPRESS)
     parser.add_argument("--child-flowkit", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -202,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {}
     for jobs in (1, 2):
-        config = write_config(work, f"full_j{jobs}", args.files, plates=args.plates > 0)
+        config = write_config(work, f"full_j{jobs}", args.files, plates=args.plates > 0,
+                              statistics=args.statistics)
         results[jobs] = _child(["--child-run", str(config), str(jobs)])
         r = results[jobs]
         gate_s = r["stages"]["gate"]
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     print("peak memory against the number of files (1 worker, flow only):")
     cpu: dict[int, float] = {}
     for n in sorted({max(1, args.files // 4), max(1, args.files // 2), args.files}):
-        config = write_config(work, f"mem_{n}", n, plates=False)
+        config = write_config(work, f"mem_{n}", n, plates=False, statistics=args.statistics)
         r = _child(["--child-run", str(config), "1"])
         cpu[n] = r["cpu_s"]
         print(f"  {n:5d} files: peak RSS {r['peak_mib']:.0f} MiB, gate {r['stages']['gate']:.1f} s "
