@@ -59,5 +59,8 @@ def command(config: Path, force: bool, jobs: int | None, executor: str | None,
     click.echo(f"outputs in {cfg.out_dir}/ (log: {log_path.name}"
                + (f"; {len(summary.failures)} failed, see failed.tsv" if summary.failures else "")
                + ")", err=verbosity.quiet)
+    report = cfg.out_dir / "report.html"
+    if report.is_file():
+        click.echo(f"report: {report}", err=verbosity.quiet)
     if summary.exit_code:
         sys.exit(summary.exit_code)
