@@ -800,8 +800,10 @@ def read_study(path: str | os.PathLike[str]) -> ad.AnnData:
         raise InputError(p, "study file not found")
     try:
         adata = ad.read_zarr(p) if p.is_dir() else ad.read_h5ad(p)
-    except (OSError, KeyError, ValueError) as exc:
-        raise InputError(p, f"cannot read as AnnData: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - converted, not swallowed
+        # a damaged file fails anywhere inside h5py/anndata's decoders (fuzzing found
+        # RuntimeError "bad symbol table node signature", IORegistryError, ...): all are bad input
+        raise InputError(p, f"cannot read as AnnData ({type(exc).__name__}: {exc})") from exc
     if "immunoprofile" not in adata.uns or "period" not in adata.obs.columns:
         raise InputError(p, "not an immunoprofile study (no uns['immunoprofile'] / obs['period'])")
     return adata
