@@ -275,6 +275,24 @@ def test_report_missing_and_empty_run_folder(ws: Path) -> None:
     assert files_under(empty) == []
 
 
+@pytest.mark.parametrize("case", ["broken-provenance", "missing-columns"])
+def test_report_on_a_hand_damaged_run_folder(ws: Path, case: str) -> None:
+    run = ws / f"damaged_run_{case}"
+    (run / "flow").mkdir(parents=True)
+    if case == "broken-provenance":
+        (run / "flow" / "populations.csv").write_text(
+            "sample_id,population,parent,count,pct_parent,pct_total\ns1,/Cells,,10,50,50\n")
+        (run / "flow" / "provenance.json").write_text('{"broken')
+        culprit = "provenance.json"
+    else:
+        (run / "flow" / "populations.csv").write_text("sample_id,foo\ns1,2\n")
+        culprit = "populations.csv"
+    before = files_under(run)
+    assert_one_line_error(ip("report", run, "--out", run / "r.html", "--no-gating", cwd=ws), 2,
+                          culprit)
+    assert files_under(run) == before
+
+
 # --------------------------------------------------------------------------------------------
 # run, validate, schema
 def _config_lines(res: subprocess.CompletedProcess[str], name: str) -> None:

@@ -37,13 +37,18 @@ def _find(run_dir: Path, name: str) -> Path | None:
     return hits[0] if hits else None
 
 
-def _read_csv(path: Path | None) -> pd.DataFrame | None:
+def _read_csv(path: Path | None, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
     if path is None:
         return None
     try:
-        return pd.read_csv(path)
+        table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read table ({exc})") from None
+    # a hand-edited table without the columns the report uses is bad input, not a KeyError
+    missing = [c for c in required if c not in table.columns]
+    if missing:
+        raise InputError(path, f"table lacks column(s) {', '.join(missing)}")
+    return table
 
 
 def _read_failed(path: Path | None) -> pd.DataFrame | None:
@@ -71,14 +76,17 @@ def collect_run(run_dir: str | Path) -> RunData:
         raise InputError(root, "run directory not found")
     data = RunData(run_dir=root)
     populations = _find(root, "populations.csv")
-    data.populations = _read_csv(populations)
+    data.populations = _read_csv(populations, ("sample_id", "population", "pct_parent"))
     if populations is not None:
         prov = populations.parent / "provenance.json"
         if prov.is_file():
-            data.flow_provenance = json.loads(prov.read_text(encoding="utf-8"))
+            try:
+                data.flow_provenance = json.loads(prov.read_text(encoding="utf-8"))
+            except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError
+                raise InputError(prov, f"not readable JSON ({exc})") from None
         data.flow_failed = _read_failed(_maybe(populations.parent / "failed.tsv"))
     concentrations = _find(root, "concentrations.csv")
-    data.concentrations = _read_csv(concentrations)
+    data.concentrations = _read_csv(concentrations, ("sample_id", "plate", "analyte"))
     if concentrations is not None:
         data.curves = _read_csv(_maybe(concentrations.parent / "standard_curves.csv"))
         data.cytokine_failed = _read_failed(_maybe(concentrations.parent / "failed.tsv"))
