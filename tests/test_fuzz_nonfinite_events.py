@@ -33,7 +33,8 @@ _WORK = Path(tempfile.mkdtemp(prefix="nonfinite_"))
 STRATEGIES = [EXAMPLE_DIR / "strategy.yaml", EXAMPLE_DIR / "strategy.gatingml.xml"]
 TRANSFORMS = [LinearTransform(262144.0, 0.0), LogTransform(262144.0, 4.5),
               AsinhTransform(262144.0, 4.0, 0.0), HyperlogTransform(262144.0, 0.5, 4.5, 0.0),
-              LogicleTransform(262144.0, 0.5, 4.5, 0.0), FlowJoBiexTransform(-10, -100, 4.5, 262144)]
+              LogicleTransform(262144.0, 0.5, 4.5, 0.0),
+              FlowJoBiexTransform(-10, -100, 4.5, 262144)]
 
 
 @cache
