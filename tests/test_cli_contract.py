@@ -328,6 +328,28 @@ def test_run_and_validate_config_with_a_broken_manifest(ws: Path) -> None:
     assert not out.exists() or not [p for p in files_under(out) if not p.endswith(".log")]
 
 
+def test_run_with_a_corrupt_sample_completes_the_rest_exit_1(ws: Path) -> None:
+    (ws / "tiny_manifest.csv").write_text(
+        "sample_id,subject_id,visit,study_day,period,assay,file\n"
+        "AD01_week0_flow,AD01,week0,0,run-in,flow,good1.fcs\n"
+        "AD01_week1_flow,AD01,week1,7,treatment,flow,corrupt.fcs\n"
+        "AD01_week2_flow,AD01,week2,14,treatment,flow,good2.fcs\n")
+    config = ws / "tiny.yaml"
+    config.write_text("schema_version: 1\ninputs:\n  manifest: tiny_manifest.csv\n"
+                      "  strategy: strategy.yaml\noutputs:\n  dir: tiny_out\n"
+                      "report:\n  enabled: false\nexecutor:\n  kind: serial\n")
+    res = ip("run", config, cwd=ws)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    failed = read_failed(ws / "tiny_out" / "failed.tsv")
+    assert [Path(r["input"]).name for r in failed] == ["corrupt.fcs"]
+    assert [line for line in res.stderr.splitlines() if line.startswith("failed: ")] == [
+        f"failed: {failed[0]['reason']}"]
+    with open(ws / "tiny_out" / "flow" / "populations.csv", newline="") as handle:
+        samples = {row["sample_id"] for row in csv.DictReader(handle)}
+    assert samples == {"AD01_week0_flow", "AD01_week2_flow"}
+
+
 def test_validate_the_example_trial_and_print_the_schema(ws: Path) -> None:
     res = ip("validate", PROJECT_ROOT / "pipelines" / "example_trial.yaml", cwd=ws)
     assert res.returncode == 0, res.stderr
