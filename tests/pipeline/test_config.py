@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import json
 from pathlib import Path
 
@@ -142,10 +144,10 @@ _docs = st.recursive(_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(_keys, inner, max_size=4)), max_leaves=12)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=int(os.environ.get("IMMUNOPROFILE_FUZZ_EXAMPLES", 150)), deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                     HealthCheck.function_scoped_fixture])
 @given(doc=_docs, junk=st.binary(max_size=40))
-def test_any_document_gives_a_config_or_one_config_error(tmp_path: Path, doc, junk: bytes) -> None:
+def test_fuzz_any_document_gives_a_config_or_one_config_error(tmp_path: Path, doc, junk: bytes) -> None:
     import yaml
 
     for text in (yaml.safe_dump({"schema_version": 1, "inputs": {"manifest": "m.csv"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import copy
 import logging
 
@@ -115,9 +117,9 @@ _cell = st.one_of(st.text(alphabet=st.characters(blacklist_categories=("Cs",), b
                                    "run-in", "treatment", "A1", "P1", ""]))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("IMMUNOPROFILE_FUZZ_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.lists(_cell, min_size=9, max_size=9), min_size=1, max_size=6))
-def test_any_table_either_reads_or_raises_manifest_error(tmp_path, rows):
+def test_fuzz_any_table_either_reads_or_raises_manifest_error(tmp_path, rows):
     path = tmp_path / "fuzz.csv"
     path.write_text(HEADER + "".join(",".join(r) + "\n" for r in rows), encoding="utf-8")
     try:

@@ -110,8 +110,12 @@ def command(plate_files: tuple[Path, ...], layout_path: Path | None,
         except Exception as exc:  # noqa: BLE001 - a reader bug on one file must not stop the batch
             if verbosity.debug:
                 raise
-            log.warning("%s: cannot read plate (%s: %s)", path, type(exc).__name__, exc)
-            failures.append((str(path), f"cannot read plate ({type(exc).__name__}: {exc})"))
+            from ..executors import describe_error
+
+            # a bug, not bad input: say so (same wording as the executors), --debug shows it
+            reason = f"{describe_error(exc)}; run with --debug for the traceback"
+            log.warning("%s: %s", path, reason)
+            failures.append((str(path), reason))
             continue
         for message in plate.warnings:
             log.warning("%s: %s", path.name, message)

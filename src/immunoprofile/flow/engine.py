@@ -409,9 +409,11 @@ def _ellipsoid(cols: list[NDArray[np.float64]], gate: EllipseGate) -> NDArray[np
     inverse = np.linalg.inv(np.asarray(gate.covariance, dtype=np.float64))
     centred = [col - m for col, m in zip(cols, gate.mean, strict=True)]
     total = np.zeros(cols[0].shape, dtype=np.float64)
-    for i, ci in enumerate(centred):
-        for j, cj in enumerate(centred):
-            total += inverse[i, j] * ci * cj
+    # ±inf events give inf - inf = NaN here: NaN <= d is False, i.e. outside, as intended
+    with np.errstate(invalid="ignore"):
+        for i, ci in enumerate(centred):
+            for j, cj in enumerate(centred):
+                total += inverse[i, j] * ci * cj
     return total <= gate.distance_square
 
 
