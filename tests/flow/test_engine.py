@@ -327,3 +327,27 @@ def test_counts_match_flowkit_on_compensated_logicle_data(tmp_path):
     assert set(theirs) == set(ours.counts), (theirs, ours.counts)
     assert {k: int(v) for k, v in theirs.items()} == ours.counts
     assert all(ours.counts[k] > 50 for k in ("Cells", "FL1pos", "Ell", "Qpp", "Both")), ours.counts
+
+
+def test_dimension_values_are_what_the_gates_see():
+    """dimension_values (used to draw events under gates) reproduces the engine's masks."""
+    from pathlib import Path
+
+    from immunoprofile.flow.engine import dimension_values, evaluate
+    from immunoprofile.flow.fcs import read_fcs
+    from immunoprofile.flow.gates import RectangleGate
+    from immunoprofile.flow.strategy import load_strategy
+
+    root = Path(__file__).resolve().parents[2] / "example_data"
+    strategy = load_strategy(root / "strategy.yaml")
+    fcs = read_fcs(sorted((root / "flow").glob("*.fcs"))[0])
+    result = evaluate(strategy, fcs)
+    rectangles = [g for g in strategy.iter_gates() if isinstance(g, RectangleGate)]
+    assert rectangles
+    for gate in rectangles:
+        values = dimension_values(strategy, fcs, gate.dims)
+        inside = np.ones(fcs.n_events, dtype=bool) if gate.parent is None else \
+            result.masks[gate.parent].copy()
+        for v, lo, hi in zip(values, gate.mins, gate.maxs):
+            inside &= (v >= lo if lo is not None else True) & (v < hi if hi is not None else True)
+        assert np.array_equal(inside, result.masks[gate.id]), gate.id

@@ -16,9 +16,10 @@ from matplotlib.ticker import MaxNLocator
 
 from ..errors import InputError
 from ..flow import gates as G
+from ..flow.engine import dimension_values
 from .plots import _STYLE, plt, styled
 
-__all__ = ["gating_figure", "dimension_values", "locate_inputs", "render_gating_png"]
+__all__ = ["gating_figure", "locate_inputs", "render_gating_png"]
 
 log = logging.getLogger(__name__)
 
@@ -37,30 +38,6 @@ def locate_inputs(provenance: dict[str, Any]) -> tuple[Path | None, dict[str, Pa
             strategy = str(path)
     compensation = str(params.get("compensation", params.get("comp", "fcs")))
     return (Path(strategy) if strategy else None), files, compensation
-
-
-def dimension_values(dim: G.AnyDimension, fcs, strategy: G.Strategy, spillover) -> np.ndarray:
-    """Values of one gate dimension for every event: compensated as the dimension says, then
-    transformed (the units the gate's coordinates are in)."""
-    if isinstance(dim, G.RatioDimension):
-        raise NotImplementedError("ratio dimensions are not drawn")
-    idx = fcs.channel_index(dim.channel)
-    matrix = None
-    if dim.compensation == G.FCS_SPILLOVER:
-        matrix = spillover
-    elif dim.compensation != G.UNCOMPENSATED:
-        matrix = strategy.compensations.get(dim.compensation)
-    values = np.asarray(fcs.events[:, idx], dtype=np.float64)
-    if matrix is not None:
-        channel = fcs.channels[idx]
-        if channel in matrix.channels:
-            cols = [fcs.channels.index(c) for c in matrix.channels]
-            inverse = np.linalg.inv(np.asarray(matrix.matrix, dtype=np.float64))
-            values = np.asarray(fcs.events[:, cols], dtype=np.float64) @ \
-                inverse[:, list(matrix.channels).index(channel)]
-    if dim.transform is not None:
-        values = strategy.transforms[dim.transform].apply(values)
-    return values
 
 
 def _label(dim: G.AnyDimension, fcs) -> str:
@@ -168,15 +145,14 @@ def gating_figure(sample_id: str, fcs, strategy: G.Strategy, result, spillover, 
     for ax in axes[len(drawable):]:
         ax.set_visible(False)
     counts = dict(result.counts)
-    cache: dict[G.AnyDimension, np.ndarray] = {}
+    # the engine's own values, so the events are drawn exactly where they were gated
+    dims = list(dict.fromkeys(d for g in drawable for d in g.dimensions))
+    columns = dict(zip(dims, dimension_values(
+        strategy, fcs, dims, spillover=spillover if spillover is not None else "none")))
     for ax, gate in zip(axes, drawable):
         parent = np.ones(fcs.n_events, dtype=bool) if gate.parent is None else \
             result.masks[gate.parent]
-        values = []
-        for dim in gate.dimensions:
-            if dim not in cache:
-                cache[dim] = dimension_values(dim, fcs, strategy, spillover)
-            values.append(cache[dim][parent])
+        values = [columns[dim][parent] for dim in gate.dimensions]
         _draw_density(ax, values[0], values[1] if len(values) > 1 else None)
         _draw_gate(ax, gate, strategy, counts, int(parent.sum()))
         ax.set_xlabel(_label(gate.dimensions[0], fcs), labelpad=1)
