@@ -191,13 +191,11 @@ class ResultCache:
 
 
 def _plain(value: Any) -> Any:
-    """JSON for numpy scalars/arrays and paths (values keep their numeric type)."""
-    import numpy as np
+    """JSON for numpy scalars/arrays and paths (values keep their numeric type); anything else
+    as its string, so a cache entry's metadata can always be written."""
+    from .._io import _json_default
 
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, os.PathLike):
-        return os.fspath(value)
-    return str(value)
+    try:
+        return _json_default(value)
+    except TypeError:
+        return str(value)
