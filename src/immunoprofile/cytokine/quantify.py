@@ -31,6 +31,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .curves import MODELS, WEIGHTS, CurveFit, fit_curve
+from .._frames import is_text_column
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -642,7 +643,7 @@ def to_anndata(results: Sequence[PlateResult], *, options: QuantifyOptions | Non
     }, index=pd.Index(analytes, name="var_name"))
     curves_uns = curves.copy()
     for col in curves_uns.columns:  # h5ad stores plain columns; bools/objects as str/float
-        if curves_uns[col].dtype == object:
+        if is_text_column(curves_uns[col]):
             curves_uns[col] = curves_uns[col].astype(str)
     adata = ad.AnnData(X=X, obs=obs, var=var,
                        layers={"raw": raw, "cv": cv, "flag": flag})

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..provenance import build_provenance, sha256_file
+from .._frames import is_text_column
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
@@ -288,7 +289,7 @@ def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None =
         if any(key in s.keywords for s in ordered):
             obs[key] = [s.keywords.get(key, "") for s in ordered]
     for column in obs.columns:
-        if obs[column].dtype == object:
+        if is_text_column(obs[column]):
             obs[column] = obs[column].astype(str)
 
     uns: dict[str, Any] = {

@@ -19,6 +19,7 @@ from ..errors import InputError
 from .collect import RunData, collect_run
 from .plots import curve_grid, figure_png, forest_plot, trajectory_grid
 from .qc import flow_sample_qc, plate_qc, robust_outliers
+from .._frames import is_text_column
 
 __all__ = ["build_report", "ReportSummary"]
 
@@ -51,7 +52,7 @@ def _table_html(frame: pd.DataFrame, *, row_ids: list[str] | None = None,
                 flagged: list[bool] | None = None, link_col: str | None = None,
                 link_prefix: str = "") -> str:
     """A plain HTML table; optional per-row anchors linking a column to the detail section."""
-    head = "".join(f"<th class='text'>{html.escape(str(c))}</th>" if frame[c].dtype == object
+    head = "".join(f"<th class='text'>{html.escape(str(c))}</th>" if is_text_column(frame[c])
                    else f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for i, (_, row) in enumerate(frame.iterrows()):
@@ -65,7 +66,7 @@ def _table_html(frame: pd.DataFrame, *, row_ids: list[str] | None = None,
                 text = html.escape(str(value))
             if link_col == column:
                 text = f"<a href='#{link_prefix}{_anchor(row[column])}'>{text}</a>"
-            css = " class='text'" if frame[column].dtype == object else ""
+            css = " class='text'" if is_text_column(frame[column]) else ""
             cells.append(f"<td{css}>{text}</td>")
         cls = " class='flagged'" if flagged and flagged[i] else ""
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
