@@ -25,7 +25,7 @@ Methods
 Guardrails: every method falls back to the gate's stated coordinates when it cannot fit (too
 few events, one peak, no valley or position outside the search range, a mixture that does not
 converge) and says so in the record; the batch writer flags samples that fell back or moved
-more than ``max_shift`` from the batch median (:func:`position_table`).
+more than ``max_shift`` from the batch median (:func:`flag_positions`).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from .gates import (
 )
 
 __all__ = ["FitRecord", "fit_gate", "kde", "density_minimum", "tail_cut", "quantile_cut",
-           "fit_cluster", "fit_singlets", "density2d", "density_members", "position_table",
-           "fitted_strategy", "CUT_METHODS", "MIN_EVENTS"]
+           "fit_cluster", "fit_singlets", "density2d", "density_members", "position_rows",
+           "flag_positions", "fitted_strategy", "POSITION_COLUMNS", "CUT_METHODS", "MIN_EVENTS"]
 
 #: Methods of a fitted cut (threshold, rectangle bound, quadrant divider).
 CUT_METHODS = ("density_minimum", "tail", "quantile")
@@ -591,49 +591,60 @@ def _fit_density(gate: Gate, fit: GateFit, columns, names, put, reasons) -> Gate
 # ----------------------------------------------------------------------------------------------
 # Batch: positions table, flags, replay
 # ----------------------------------------------------------------------------------------------
-def position_table(records: dict[str, dict[str, FitRecord]], paths: dict[str, str]):
-    """Fitted positions of every sample, flagged (``gate_positions.csv``).
+POSITION_COLUMNS = ("sample_id", "population", "kind", "parameter", "value", "value_data",
+                    "fallback", "reason", "batch_median", "shift", "max_shift", "flag")
+
+
+def position_rows(records: dict[str, FitRecord], paths: dict[str, str], sample_id: str
+                  ) -> list[dict[str, Any]]:
+    """One row per fitted parameter of one sample (unflagged; see :func:`flag_positions`)."""
+    rows = []
+    for gid, rec in records.items():
+        for name, value in rec.positions.items():
+            data = rec.data_values.get(name)
+            rows.append({"sample_id": sample_id, "gate_id": gid,
+                         "population": paths.get(gid, gid), "kind": rec.kind,
+                         "parameter": name, "value": float(value),
+                         "value_data": float("nan") if data is None else float(data),
+                         "fallback": bool(rec.fallback), "reason": rec.reason,
+                         "max_shift": float("nan") if rec.max_shift is None
+                         else float(rec.max_shift)})
+    return rows
+
+
+def flag_positions(rows: Any) -> Any:
+    """The ``gate_positions.csv`` table: every sample's fitted positions, flagged.
 
     Parameters
     ----------
-    records
-        Sample id -> gate id -> :class:`FitRecord`.
-    paths
-        Gate id -> population path.
+    rows
+        A DataFrame of :func:`position_rows` rows (any number of samples).
 
     Returns
     -------
     pandas.DataFrame
-        ``sample_id, population, kind, parameter, value, value_data, fallback, reason,
-        batch_median, shift, max_shift, flag`` (``flag``: ``fallback``, ``moved`` or both joined
-        by ``;``, blank when neither). The median is over samples that did not fall back.
+        Columns :data:`POSITION_COLUMNS`, sorted by sample then strategy order. ``batch_median``
+        is the median over samples that did not fall back; ``shift`` = value − median
+        (transformed units); ``flag`` is ``fallback``, ``moved`` (``|shift| > max_shift``) or
+        both joined by ``; ``, blank when neither.
     """
     import pandas as pd
 
-    rows = []
-    for sid in sorted(records):
-        for gid, rec in records[sid].items():
-            for name, value in rec.positions.items():
-                rows.append({"sample_id": sid, "gate_id": gid,
-                             "population": paths.get(gid, gid), "kind": rec.kind,
-                             "parameter": name, "value": value,
-                             "value_data": rec.data_values.get(name),
-                             "fallback": rec.fallback, "reason": rec.reason,
-                             "max_shift": rec.max_shift})
-    columns = ["sample_id", "population", "kind", "parameter", "value", "value_data",
-               "fallback", "reason", "batch_median", "shift", "max_shift", "flag"]
-    if not rows:
-        return pd.DataFrame(columns=columns)
-    table = pd.DataFrame(rows)
-    fitted = table[~table["fallback"]]
-    medians = fitted.groupby(["gate_id", "parameter"])["value"].median()
-    key = list(zip(table["gate_id"], table["parameter"]))
-    table["batch_median"] = [medians.get(k, np.nan) for k in key]
+    table = pd.DataFrame(rows).reset_index(drop=True)
+    if table.empty:
+        return pd.DataFrame(columns=list(POSITION_COLUMNS))
+    fitted = table[~table["fallback"].astype(bool)]
+    medians = fitted.groupby(["gate_id", "parameter"], sort=False)["value"].median().to_dict()
+    table["batch_median"] = [medians.get(k, np.nan) for k in
+                             zip(table["gate_id"], table["parameter"])]
     table["shift"] = table["value"] - table["batch_median"]
     moved = table["max_shift"].notna() & (table["shift"].abs() > table["max_shift"])
-    table["flag"] = ["; ".join(f for f, on in (("fallback", fb), ("moved", mv)) if on)
+    table["flag"] = ["; ".join(f for f, on in (("fallback", bool(fb)), ("moved", bool(mv))) if on)
                      for fb, mv in zip(table["fallback"], moved)]
-    return table[columns]
+    order = {gid: i for i, gid in enumerate(dict.fromkeys(table["gate_id"]))}
+    table = table.assign(_o=table["gate_id"].map(order)).sort_values(
+        ["sample_id", "_o"], kind="stable")
+    return table[list(POSITION_COLUMNS)].reset_index(drop=True)
 
 
 def fitted_strategy(strategy: Any, fitted: dict[str, Gate]) -> Any:

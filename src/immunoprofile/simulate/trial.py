@@ -690,6 +690,10 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         "| `strategy.gatingml.xml` | The same strategy as Gating-ML 2.0 (written by "
         "`immunoprofile.flow.gatingml.write_gatingml`), markers resolved to detector names "
         "(CD4 -> BV605-A) from the first FCS file; gives identical counts on every file. |",
+        "| `strategy_adaptive.yaml` | The same populations with data-driven gates (Gaussian-mixture "
+        "lymphocytes, a singlet band, density-minimum and tail thresholds, fitted quadrant "
+        "dividers), coordinates in data units; placed on each file's own events, so they follow "
+        "the acquisition drift. `make demo` uses it. |",
         "| `truth/` | What the simulation put in (below). |",
         "",
         f"Cytokines were measured at a subset of visits ({plates}): two 96-well plates hold 36 "
@@ -714,6 +718,11 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         "(`expected_result_factor`) until normalised with the bridging pool.",
         "- `truth/subjects.csv`: per subject the drawn responsiveness, drug exposure (PK) factor, "
         "attended visits, plate, missed doses.",
+        "- `truth/acquisition.csv`: per flow file the acquisition date and `fluorescence_factor`, "
+        "the cytometer's fluorescence gain that day (log-uniform 0.8-1.25, the same for every "
+        "fluorescence detector; scatter and spillover unchanged). The event truth above does not "
+        "depend on it; fixed gate coordinates see the populations move, data-driven gates follow "
+        "them.",
         "",
         "Effects (scaled by each subject's responsiveness; they build up over the first month of "
         "dosing and wane after the last dose):",
