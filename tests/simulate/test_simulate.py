@@ -193,17 +193,83 @@ def test_truth_tables_are_consistent_with_design(example_dir):
     assert (fold["treatment"] / fold["run-in"] > 5).all()
 
 
-def test_gating_recovers_truth_and_gatingml_equals_yaml(example_dir, manifest):
+@pytest.fixture(scope="module")
+def undrifted(tmp_path_factory) -> Path:
+    """The example trial without acquisition drift (what the fixed strategy was drawn on)."""
+    out = tmp_path_factory.mktemp("undrifted")
+    simulate_trial(out, n_events=EXAMPLE_EVENTS, acquisition_drift=None)
+    return out
+
+
+def _gating_errors(root: Path, strategy, manifest: pd.DataFrame, other=None) -> np.ndarray:
+    """|% of parent - realized truth| for every population of every flow file (pp)."""
+    from immunoprofile.flow.engine import evaluate
+
+    truth = pd.read_csv(root / "truth" / "flow_truth.csv")
+    errors = []
+    for row in manifest[manifest.assay == "flow"].itertuples():
+        fcs = read_fcs(root / row.file)
+        gated = evaluate(strategy, fcs)
+        by_path = {gated.paths[k]: v for k, v in gated.counts.items()}
+        if other is not None:
+            again = evaluate(other, fcs)
+            assert by_path == {again.paths[k]: v for k, v in again.counts.items()}
+        parent_path = {gated.paths[k]: gated.paths[p] for k, p in gated.parents.items() if p}
+        for t in truth[truth.sample_id == row.sample_id].itertuples():
+            pct = 100.0 * by_path[t.population] / by_path[parent_path[t.population]]
+            errors.append(pct - t.realized_pct_parent)
+    return np.abs(np.array(errors))
+
+
+def test_acquisition_drift_is_in_the_truth_and_leaves_the_rest_unchanged(example_dir, manifest,
+                                                                        undrifted):
+    drift = pd.read_csv(example_dir / "truth" / "acquisition.csv")
+    flow = manifest[manifest.assay == "flow"]
+    assert sorted(drift.sample_id) == sorted(flow.sample_id)
+    assert drift.fluorescence_factor.between(0.8, 1.25).all()
+    assert drift.fluorescence_factor.max() > 1.15 and drift.fluorescence_factor.min() < 0.85
+    assert not (undrifted / "truth" / "acquisition.csv").exists()
+    fluor = [sim_flow.CHANNELS.index(c) for c in sim_flow.FLUOR_CHANNELS]
+    rest = [i for i in range(len(sim_flow.CHANNELS)) if i not in fluor]
+    for row in drift.head(5).itertuples():
+        a = read_fcs(example_dir / "flow" / f"{row.sample_id}.fcs").events
+        b = read_fcs(undrifted / "flow" / f"{row.sample_id}.fcs").events
+        np.testing.assert_array_equal(a[:, rest], b[:, rest])
+        np.testing.assert_allclose(a[:, fluor], np.minimum(b[:, fluor] * np.float32(
+            row.fluorescence_factor), 262143), rtol=1e-6)
+    # the drift has its own stream: every other file of the trial is the same bytes
+    same = [p for p in ("manifest.csv", "clinical.csv", "plates/plate1.csv", "plates/plate2.csv",
+                        "truth/flow_truth.csv", "truth/cytokine_truth.csv")
+            if (example_dir / p).read_bytes() == (undrifted / p).read_bytes()]
+    assert len(same) == 6
+
+
+def test_data_driven_strategy_recovers_truth_on_the_drifted_trial(example_dir, manifest):
+    """Issue 16's bar: every population of every drifted file within 1 pp of the event truth,
+    median <= 0.3 pp, with the gates placed on each file's own events."""
+    from immunoprofile.flow.strategy import load_strategy
+
+    strategy = load_strategy(example_dir / "strategy_adaptive.yaml")
+    assert strategy.fits and strategy.meta["units"] == "data"
+    errors = _gating_errors(example_dir, strategy, manifest)
+    assert len(errors) == 75 * 12
+    assert errors.max() < 1.0
+    assert np.median(errors) <= 0.3
+
+
+def test_gating_recovers_truth_and_gatingml_equals_yaml(example_dir, manifest, undrifted):
+    """The fixed-coordinate strategy on the trial as acquired without drift (the coordinates
+    were drawn for it); the drifted files are gated with it in the next test."""
     from immunoprofile.flow.engine import evaluate
     from immunoprofile.flow.strategy import load_strategy
 
     yaml_strategy = load_strategy(example_dir / "strategy.yaml")
     gml_strategy = load_strategy(example_dir / "strategy.gatingml.xml")
     assert gml_strategy.format == "gatingml"
-    truth = pd.read_csv(example_dir / "truth" / "flow_truth.csv")
+    truth = pd.read_csv(undrifted / "truth" / "flow_truth.csv")
     errors = []
     for row in manifest[manifest.assay == "flow"].itertuples():
-        fcs = read_fcs(example_dir / row.file)
+        fcs = read_fcs(undrifted / row.file)
         gated = evaluate(yaml_strategy, fcs)
         gml = evaluate(gml_strategy, fcs)
         by_path = {gated.paths[k]: v for k, v in gated.counts.items()}

@@ -29,7 +29,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "SampleGating", "KEYWORDS", "gate_sample", "gate_task", "write_gate_outputs",
     "gate_outputs_frame", "gate_anndata", "resolve_spillover", "expand_fcs_inputs",
-    "sample_ids_from_manifest", "GATE_SCHEMA_VERSION",
+    "sample_ids_from_manifest", "GATE_SCHEMA_VERSION", "gate_positions_frame",
+    "write_fitted_gatingml",
 ]
 
 #: Layout version of ``flow.h5ad`` / ``populations.csv`` (bump when columns change meaning).
@@ -64,6 +65,9 @@ class SampleGating:
         Events in the file (the data set that was gated).
     warnings
         Anything repaired or noteworthy while reading and gating.
+    positions
+        Fitted positions of the data-driven gates
+        (:func:`immunoprofile.flow.adaptive_gates.position_rows`; empty when none).
     """
 
     sample_id: str
@@ -73,6 +77,7 @@ class SampleGating:
     keywords: dict[str, str] = field(default_factory=dict)
     n_events: int = 0
     warnings: list[str] = field(default_factory=list)
+    positions: pd.DataFrame | None = None
 
 
 def resolve_spillover(compensation: Any, fcs: Any) -> Any:
@@ -119,6 +124,7 @@ def gate_sample(
     membership_path: str | os.PathLike[str] | None = None,
     group: str | None = None,
     statistics: Sequence[str] | None = None,
+    fitted_gatingml_path: str | os.PathLike[str] | None = None,
 ) -> SampleGating:
     """Read, compensate, gate and summarise one FCS file.
 
@@ -141,6 +147,9 @@ def gate_sample(
     statistics
         Marker statistics to compute (see :data:`immunoprofile.flow.stats.STATISTICS`);
         ``None`` = all of them.
+    fitted_gatingml_path
+        When given and the strategy has data-driven gates, write this sample's fitted gates
+        there as Gating-ML 2.0 (fixed coordinates: re-gating with it replays this result).
 
     Returns
     -------
@@ -175,17 +184,65 @@ def gate_sample(
         _write_membership(membership_path, result)
     warnings = [str(w) for w in getattr(fcs, "warnings", [])]
     warnings += [str(w) for w in getattr(result, "warnings", [])]
+    positions = None
+    if result.fits:
+        import pandas as pd
+
+        from .adaptive_gates import position_rows
+
+        positions = pd.DataFrame(position_rows(result.fits, result.paths, str(sid)))
+        warnings += [f"data-driven gate {result.paths.get(gid, gid)} fell back to its stated "
+                     f"coordinates: {rec.reason}" for gid, rec in result.fits.items()
+                     if rec.fallback]
+        if fitted_gatingml_path is not None:
+            warnings += write_fitted_gatingml(strategy, result, fitted_gatingml_path)
     return SampleGating(sample_id=str(sid), file=path.name, sha256=digest, stats=stats,
                         keywords=_keywords(fcs.text), n_events=int(fcs.n_events),
-                        warnings=warnings)
+                        warnings=warnings, positions=positions)
+
+
+def write_fitted_gatingml(strategy: Strategy, result: Any,
+                          path: str | os.PathLike[str]) -> list[str]:
+    """Write one sample's fitted data-driven gates as a fixed Gating-ML 2.0 strategy.
+
+    Returns
+    -------
+    list of str
+        Warnings (a gate type Gating-ML cannot express, e.g. ``density``: nothing written).
+    """
+    from .adaptive_gates import fitted_strategy
+    from .gatingml import write_gatingml
+
+    fixed = fitted_strategy(strategy, {gid: rec.fitted for gid, rec in result.fits.items()})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_gatingml(fixed, path)
+    except (InputError, ValueError) as exc:
+        return [f"fitted gates not written as Gating-ML: {exc}"]
+    return []
 
 
 def gate_task(path: str, strategy: Any, compensation: Any, sample_id: str | None,
               membership_path: str | None,
-              statistics: Sequence[str] | None = None) -> SampleGating:
+              statistics: Sequence[str] | None = None,
+              fitted_gatingml_path: str | None = None) -> SampleGating:
     """Positional wrapper of :func:`gate_sample` for :func:`immunoprofile.executors.run_tasks`."""
     return gate_sample(path, strategy, compensation=compensation, sample_id=sample_id,
-                       membership_path=membership_path, statistics=statistics)
+                       membership_path=membership_path, statistics=statistics,
+                       fitted_gatingml_path=fitted_gatingml_path)
+
+
+def gate_positions_frame(samples: Sequence[SampleGating]) -> pd.DataFrame | None:
+    """``gate_positions.csv``: fitted positions of every sample, flagged against the batch
+    median (``None`` when no sample has data-driven gates)."""
+    import pandas as pd
+
+    from .adaptive_gates import flag_positions
+
+    parts = [s.positions for s in samples if s.positions is not None and len(s.positions)]
+    if not parts:
+        return None
+    return flag_positions(pd.concat(parts, ignore_index=True))
 
 
 def _write_membership(destination: str | os.PathLike[str], result: Any) -> None:
@@ -348,6 +405,8 @@ def write_gate_outputs(
     dict
         Output name -> path written.
     """
+    import numpy as np
+
     from .._io import write_csv_atomic, write_h5ad_atomic, write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
@@ -366,6 +425,18 @@ def write_gate_outputs(
     provenance = build_provenance(inputs=inputs, parameters=dict(parameters), command=command,
                                   extra=json.loads(json.dumps(extra, default=str)))
     adata = gate_anndata(samples, strategy=strategy, provenance=provenance, failures=failures)
+    positions = gate_positions_frame(samples)
+    positions_path = out / "gate_positions.csv"
+    if positions is not None:
+        write_csv_atomic(positions_path, positions)
+        written["gate_positions"] = positions_path
+        uns = adata.uns["immunoprofile"]
+        uns["gate_positions_json"] = positions.to_json(orient="records")
+        flagged = positions[positions["flag"] != ""].groupby("sample_id")["population"].nunique()
+        adata.obs["n_gate_flags"] = np.array([int(flagged.get(s, 0)) for s in adata.obs_names],
+                                             dtype=np.int64)
+    elif positions_path.exists():
+        positions_path.unlink()  # a stale table from an earlier run would be a lie now
     write_h5ad_atomic(out / "flow.h5ad", adata)
     written["h5ad"] = out / "flow.h5ad"
     write_json_atomic(out / "provenance.json", provenance)

@@ -152,14 +152,18 @@ class ResultCache:
                             sha256=meta["sha256"], stats=tables["stats"],
                             keywords=dict(meta.get("keywords", {})),
                             n_events=int(meta.get("n_events", 0)),
-                            warnings=list(meta.get("warnings", [])))
+                            warnings=list(meta.get("warnings", [])),
+                            positions=tables.get("positions"))
 
     def put_gating(self, key: str, sample: SampleGating) -> Path:
         """Store a :class:`~immunoprofile.flow.batch.SampleGating`."""
         meta = {"sample_id": sample.sample_id, "file": sample.file, "sha256": sample.sha256,
                 "keywords": sample.keywords, "n_events": sample.n_events,
                 "warnings": sample.warnings}
-        return self.put("flow", key, {"stats": sample.stats}, meta)
+        tables = {"stats": sample.stats}
+        if sample.positions is not None and len(sample.positions):
+            tables["positions"] = sample.positions
+        return self.put("flow", key, tables, meta)
 
     # ----- cytokine plates ----------------------------------------------------------------
     def get_plate(self, key: str) -> Any | None:

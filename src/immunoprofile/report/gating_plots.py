@@ -108,6 +108,18 @@ def _draw_gate(ax, gate: G.Gate, strategy: G.Strategy, counts: dict[str, int],
         ax.add_patch(Ellipse(gate.mean, width, height, angle=angle, **edge))
         n = counts.get(gate.id, 0)
         note(f"{gate.name}\n{n} ({pct(n):.1f}%)", *gate.mean)
+    elif isinstance(gate, G.DensityGate):
+        # the accepted bins' outline (FlowCal density2d)
+        xe, ye = np.asarray(gate.x_edges), np.asarray(gate.y_edges)
+        bins = np.zeros((xe.size - 1, ye.size - 1))
+        if gate.accepted:
+            ij = np.asarray(gate.accepted)
+            bins[ij[:, 0], ij[:, 1]] = 1.0
+            ax.contour((xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2, bins.T, levels=[0.5],
+                       colors="#ff5a36", linewidths=1.1)
+            n = counts.get(gate.id, 0)
+            note(f"{gate.name}\n{n} ({pct(n):.1f}%)", float(xe[ij[:, 0]].mean()),
+                 float(ye[ij[:, 1]].mean()))
     elif isinstance(gate, G.QuadrantGate):
         cuts: dict[int, list[float]] = {}
         for axis, divider in enumerate(gate.dividers[:2]):
@@ -128,7 +140,13 @@ def _draw_gate(ax, gate: G.Gate, strategy: G.Strategy, counts: dict[str, int],
 @styled
 def gating_figure(sample_id: str, fcs, strategy: G.Strategy, result, spillover, *,
                   outlier: bool = False, max_panels: int = 16) -> plt.Figure:
-    """One compact row-wrapped grid: a panel per drawable gate over its parent's events."""
+    """One compact row-wrapped grid: a panel per drawable gate over its parent's events.
+
+    Data-driven gates are drawn where they were fitted on this sample (``result.fits``)."""
+    if getattr(result, "fits", None):
+        from ..flow.adaptive_gates import fitted_strategy
+
+        strategy = fitted_strategy(strategy, {g: r.fitted for g, r in result.fits.items()})
     drawable = [g for g in strategy.iter_gates()
                 if not isinstance(g, G.BooleanGate) and 1 <= len(g.dimensions) <= 2
                 and not any(isinstance(d, G.RatioDimension) for d in g.dimensions)][:max_panels]
@@ -159,7 +177,10 @@ def gating_figure(sample_id: str, fcs, strategy: G.Strategy, result, spillover, 
         if len(gate.dimensions) > 1:
             ax.set_ylabel(_label(gate.dimensions[1], fcs), labelpad=1)
         parent_name = "all events" if gate.parent is None else strategy.name_of(gate.parent)
-        ax.set_title(f"{parent_name} → {gate.name}", fontsize=6.5)
+        record = (getattr(result, "fits", None) or {}).get(gate.id)
+        fell_back = " (fallback)" if record is not None and record.fallback else ""
+        ax.set_title(f"{parent_name} → {gate.name}{fell_back}", fontsize=6.5,
+                     color="#c0392b" if fell_back else "black")
         ax.tick_params(length=2, pad=1, labelsize=5)
         ax.xaxis.set_major_locator(MaxNLocator(3))
         ax.yaxis.set_major_locator(MaxNLocator(3))

@@ -18,7 +18,7 @@ from immunoprofile.flow.fcs_write import write_fcs
 __all__ = [
     "CHANNELS", "MARKERS", "FLUOR_CHANNELS", "SPILLOVER_MATRIX", "FlowParams", "FlowSample",
     "simulate_flow_sample", "write_flow_sample", "POPULATIONS", "population_truth",
-    "expected_fractions",
+    "expected_fractions", "apply_gain",
 ]
 
 # (channel $PnN, marker $PnS). Fluorochromes as on a 4-laser BD LSRFortessa T-cell panel.
@@ -289,6 +289,14 @@ def simulate_flow_sample(rng: np.random.Generator, n_events: int, params: FlowPa
     observed[:, idx["Time"]] = np.sort(rng.uniform(0, n / 2000.0 * 100.0, n)).round(0)
     observed[:, cols] = np.clip(observed[:, cols], -500, 262_143)
     return FlowSample(observed.astype(np.float32), labels, t_subset, lineage, subset)
+
+
+def apply_gain(sample: FlowSample, gain: float) -> None:
+    """Scale every fluorescence detector of ``sample`` by ``gain`` in place (acquisition drift:
+    laser power / detector voltage of the day; scatter, spillover and the truth are unchanged)."""
+    cols = [CHANNELS.index(c) for c in FLUOR_CHANNELS]
+    sample.events[:, cols] = np.minimum(sample.events[:, cols] * np.float32(gain),
+                                        np.float32(262_143))
 
 
 def population_truth(sample: FlowSample) -> dict[str, tuple[int, int]]:
