@@ -53,6 +53,7 @@ from .gates import (
 __all__ = [
     "FlowJoWorkspace", "FlowJoSample", "FlowJoMatrix", "FlowJoPopulation",
     "read_flowjo_workspace", "ID_SEPARATOR", "population_id", "order_gates", "sample_fcs_path",
+    "FlowJoStrategy", "workspace_strategy",
 ]
 
 #: Separator between population names in the gate ids we build (``Time::Singlets::CD3+``).
@@ -147,6 +148,11 @@ class FlowJoWorkspace:
         FlowJo sample id -> :class:`FlowJoSample`.
     group_templates
         Group name -> the group's own template gate tree (may be empty).
+    group_sample_ids
+        Group name -> FlowJo ids of its samples.
+    template_errors
+        Group name -> why its template gates could not be read (raised when that template is
+        needed, not on reading the workspace).
     """
 
     path: str
@@ -155,6 +161,7 @@ class FlowJoWorkspace:
     samples: dict[str, FlowJoSample]
     group_templates: dict[str, tuple[FlowJoPopulation, ...]] = field(default_factory=dict)
     group_sample_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    template_errors: dict[str, str] = field(default_factory=dict)
 
     # ----- lookup --------------------------------------------------------------------------------
     def sample_names(self) -> list[str]:
@@ -231,6 +238,9 @@ class FlowJoWorkspace:
                                             f"({members[0].name!r} differs from "
                                             f"{_listing(differing)}) and the group has no "
                                             "template gates; choose one with sample=")
+        if not template and group in self.template_errors:
+            raise InputError(self.path, f"group {group!r}: its template gates cannot be read "
+                                        f"({self.template_errors[group]})")
         if not template:
             raise InputError(self.path, f"group {group!r} has no samples and no gates")
         donor = members[0] if members else next(iter(self.samples.values()), None)
@@ -347,9 +357,10 @@ def read_flowjo_workspace(path: str | os.PathLike[str]) -> FlowJoWorkspace:
     groups: dict[str, tuple[str, ...]] = {}
     group_ids: dict[str, tuple[str, ...]] = {}
     templates: dict[str, tuple[FlowJoPopulation, ...]] = {}
+    template_errors: dict[str, str] = {}
     groups_el = _child(root, "Groups")
     for group_node in (_children(groups_el, "GroupNode") if groups_el is not None else []):
-        name = _attr(group_node, "name")
+        name = _node_name(group_node)
         if name is None:
             raise ctx.fail("GroupNode", "missing name attribute")
         where = f"GroupNode {name!r}"
@@ -364,7 +375,13 @@ def read_flowjo_workspace(path: str | os.PathLike[str]) -> FlowJoWorkspace:
                 refs.append(sid)
         group_ids[name] = tuple(refs)
         groups[name] = tuple(samples[s].name for s in refs)
-        templates[name] = _parse_children(ctx, group_node, where)
+        try:
+            templates[name] = _parse_children(ctx, group_node, where)
+        except InputError as exc:
+            # A group's own template is only needed when that group's template is used
+            # (FlowJo 7.2 group templates lack the graphs their gates' axes come from).
+            templates[name] = ()
+            template_errors[name] = exc.reason
     if "All Samples" not in groups:
         # FlowJo always has it; synthesise it for hand-made workspaces.
         group_ids["All Samples"] = tuple(samples)
@@ -372,7 +389,7 @@ def read_flowjo_workspace(path: str | os.PathLike[str]) -> FlowJoWorkspace:
         templates["All Samples"] = ()
     return FlowJoWorkspace(path=path_str, version=_attr(root, "flowJoVersion") or "",
                            groups=groups, samples=samples, group_templates=templates,
-                           group_sample_ids=group_ids)
+                           group_sample_ids=group_ids, template_errors=template_errors)
 
 
 def _parse_sample(ctx: _Ctx, sample_el: ET.Element, index: int) -> FlowJoSample:
@@ -495,19 +512,6 @@ def _node_name(el: ET.Element) -> str | None:
     return name if name is not None else _attr(el, "nodeName")
 
 
-def _graph_axes(el: ET.Element) -> tuple[str, ...]:
-    """x (and y) axis names of a node's own graph.
-
-    FlowJo 7.2 stores no dimension names in its gates: a child's gate is drawn on (and so uses
-    the axes of) its parent node's graph.
-    """
-    graph = _child(el, "Graph")
-    if graph is None:
-        return ()
-    axes = {_attr(ax, "dimension"): _attr(ax, "name") for ax in _children(graph, "Axis")}
-    return tuple(n for n in (axes.get("x"), axes.get("y")) if n)
-
-
 def _population_elements(node: ET.Element) -> Iterable[ET.Element]:
     """Child population elements, direct (Mac) or inside <Subpopulations> (Windows, 10.x)."""
     for el in node:
@@ -527,13 +531,12 @@ def _parse_children(ctx: _Ctx, node: ET.Element, where: str) -> tuple[FlowJoPopu
     # itself hold "/", so the limit is generous
     if where.count("/") > _MAX_DEPTH:
         raise ctx.fail(where, f"populations nested deeper than {_MAX_DEPTH} levels")
-    axes = _graph_axes(node)
     out: list[FlowJoPopulation] = []
     seen: set[str] = set()
     for el in _population_elements(node):
         tag = local_name(el.tag)
         if tag == "Population":
-            pop = _parse_population(ctx, el, where, axes)
+            pop = _parse_population(ctx, el, where)
         else:
             pop = _parse_boolean(ctx, el, tag, where)
         if pop.name in seen:
@@ -552,8 +555,7 @@ def _inverted(ctx: _Ctx, where: str, el: ET.Element) -> bool:
     return inside == "0" or negated not in ("", "0", "false")
 
 
-def _parse_population(ctx: _Ctx, el: ET.Element, parent_where: str,
-                      parent_axes: tuple[str, ...]) -> FlowJoPopulation:
+def _parse_population(ctx: _Ctx, el: ET.Element, parent_where: str) -> FlowJoPopulation:
     name = _node_name(el)
     if name is None or name == "":
         raise ctx.fail(parent_where, "a <Population> has no name")
@@ -572,7 +574,7 @@ def _parse_population(ctx: _Ctx, el: ET.Element, parent_where: str,
                                      if isinstance(c.tag, str)):
             kind, dims, params, inverted = _parse_mac_gate(ctx, where, mac)
         elif len(legacy) == 1:
-            kind, dims, params, inverted = _parse_v15_gate(ctx, where, legacy[0], parent_axes)
+            kind, dims, params, inverted = _parse_v15_gate(ctx, where, legacy[0])
         elif legacy:
             raise ctx.fail(where, f"population holds {len(legacy)} gate elements, expected one")
         else:
@@ -660,37 +662,37 @@ def _points(ctx: _Ctx, where: str, el: ET.Element, tag: str = "Point") -> tuple[
                  for p in _children(el, tag))
 
 
-def _parse_v15_gate(ctx: _Ctx, where: str, el: ET.Element,
-                    parent_axes: tuple[str, ...]) -> _Parsed:
-    """FlowJo 7.2 (workspace 1.5): gate elements without dimension names (see _graph_axes)."""
+def _parse_v15_gate(ctx: _Ctx, where: str, el: ET.Element) -> _Parsed:
+    """FlowJo 7.2 (workspace 1.5): gate elements naming their axes in ``<Axis>`` children.
+
+    A RectangleGate is two RangeGates (each with its own Axis); an EllipseGate holds its two
+    foci as ``<Point>`` and four ``<EdgePoints>`` (256-bin display space, as in 7.6/10.x).
+    """
     tag = local_name(el.tag)
     inverted = _inverted(ctx, where, el)
     params: dict[str, Any]
     if tag == "EllipseGate":
-        dims = list(_graph_axes_of(el))
+        dims = list(_axes_of(el))
         edge_el = _child(el, "EdgePoints")
         edge = _points(ctx, where, edge_el) if edge_el is not None else ()
         params, kind = _ellipse_params(ctx, where, _points(ctx, where, el), edge), "ellipse"
     elif tag == "PolygonGate":
-        dims, kind = list(parent_axes[:2]), "polygon"
+        dims, kind = list(_axes_of(el)), "polygon"
         params = {"vertices": _points(ctx, where, el)}
     else:
         ranges = [el] if tag == "RangeGate" else _children(el, "RangeGate")
-        dims, kind = list(parent_axes[:len(ranges)]), "rectangle"
+        dims = [name for r in ranges for name in _axes_of(r)]
+        if len(dims) != len(ranges):
+            raise ctx.fail(where, f"<{tag}> has {len(ranges)} ranges but names {len(dims)} axes")
+        kind = "rectangle"
         params = {"mins": tuple(_float(ctx, where, _attr(r, "min"), "min") for r in ranges),
                   "maxs": tuple(_float(ctx, where, _attr(r, "max"), "max") for r in ranges)}
-        if len(dims) != len(ranges):
-            raise ctx.fail(where, f"<{tag}> has {len(ranges)} ranges but the parent's graph "
-                                  f"names {len(parent_axes)} axes")
-    if len(dims) < (1 if kind == "rectangle" else 2):
-        raise ctx.fail(where, f"<{tag}> names no dimensions and the parent's graph has "
-                              f"{len(parent_axes)} axes")
     _check_shape(ctx, where, kind, dims, params)
     return kind, dims, params, inverted
 
 
-def _graph_axes_of(el: ET.Element) -> tuple[str, ...]:
-    """x, y names of <Axis> children of a gate element (FlowJo 7.2 ellipses name their own)."""
+def _axes_of(el: ET.Element) -> tuple[str, ...]:
+    """x, y names of the ``<Axis>`` children of a FlowJo 7.2 gate element."""
     axes = {_attr(ax, "dimension"): _attr(ax, "name") for ax in _children(el, "Axis")}
     return tuple(n for n in (axes.get("x"), axes.get("y")) if n)
 
@@ -1135,3 +1137,123 @@ def sample_fcs_path(workspace: FlowJoWorkspace, sample: FlowJoSample) -> Path | 
             return full
     return None
 
+
+
+def _basename(name: str) -> str:
+    """File name of a path written on any system (FlowJo 7 stores ``Z:\\dir\\file.fcs``)."""
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+@dataclass
+class FlowJoStrategy(Strategy):
+    """A workspace's strategy for batch gating: each FCS file is gated with its own sample.
+
+    FlowJo keeps a full gate tree per sample (a sample's own copy of a gate wins over the
+    group's), so :meth:`for_file` matches a file to its workspace sample and returns that
+    sample's strategy. The inherited gates are a representative tree (the group's common
+    gates, else its first sample's), used for provenance and summaries only.
+    """
+
+    workspace: FlowJoWorkspace | None = None
+    group: str = "All Samples"
+
+    def candidates(self) -> list[FlowJoSample]:
+        """The samples files may match: the group's (all samples for ``All Samples``)."""
+        assert self.workspace is not None
+        ws = self.workspace
+        return [ws.samples[i] for i in ws.group_sample_ids.get(self.group, tuple(ws.samples))]
+
+    def match(self, path: str | os.PathLike[str], text: Mapping[str, str]) -> FlowJoSample:
+        """The workspace sample of an FCS file: by ``$FIL``, then file name, then sample name.
+
+        Raises
+        ------
+        InputError
+            No sample, or more than one sample, matches (naming the file and what was tried).
+        """
+        file_name = Path(path).name
+        fil = _basename(str({k.upper(): v for k, v in text.items()}.get("$FIL", "")).strip())
+        samples = self.candidates()
+        rules = [
+            ("$FIL", fil, lambda s: _basename(s.keywords.get("$FIL", "")).strip()),
+            ("file name", file_name, lambda s: _basename(s.uri or "") or s.file_name),
+            ("file name", file_name, lambda s: _basename(s.file_name)),
+            ("sample name", file_name, lambda s: s.name),
+            ("sample name", Path(file_name).stem, lambda s: Path(s.name).stem),
+        ]
+        for what, key, of in rules:
+            if not key:
+                continue
+            hits = [s for s in samples if of(s) == key]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise InputError(path, f"{what} {key!r} matches {len(hits)} samples of workspace "
+                                       f"{Path(self.workspace.path).name} (FlowJo ids "  # type: ignore[union-attr]
+                                       f"{', '.join(h.id for h in hits)})")
+        where = "" if self.group == "All Samples" else f" in group {self.group!r}"
+        raise InputError(path, f"matches no sample of workspace "
+                               f"{Path(self.workspace.path).name}{where} "  # type: ignore[union-attr]
+                               f"(by $FIL {fil!r}, file name or sample name)")
+
+    def for_file(self, path: str | os.PathLike[str],
+                 text: Mapping[str, str]) -> tuple[Strategy, str]:
+        """The strategy of the file's workspace sample and that sample's name.
+
+        Raises
+        ------
+        InputError
+            No matching sample, a sample without gates, or gates that cannot be converted.
+        """
+        assert self.workspace is not None
+        sample = self.match(path, text)
+        strategy = self.workspace.strategy(sample=sample.id, group=None)
+        strategy.meta["group"] = self.group
+        if not strategy.gates:
+            raise InputError(path, f"workspace sample {sample.name!r} has no gates")
+        return strategy, sample.name
+
+
+def workspace_strategy(workspace: FlowJoWorkspace, group: str | None = None
+                       ) -> FlowJoStrategy | Strategy:
+    """A :class:`FlowJoStrategy` for gating files with their own workspace samples.
+
+    A group without samples but with template gates gives that template as a plain
+    :class:`Strategy` (applied to every file).
+
+    Raises
+    ------
+    InputError
+        Unknown group, a group with neither samples nor gates, or no sample of the group with
+        any gate.
+    """
+    group = group or "All Samples"
+    if group not in workspace.groups:
+        raise InputError(workspace.path, f"no sample group {group!r} in the workspace; groups "
+                                         f"are: {_listing(workspace.groups)}")
+    members = [workspace.samples[i] for i in workspace.group_sample_ids.get(group, ())]
+    if not members:
+        # a template-only group: its gates apply to every file (no sample to match)
+        return workspace.strategy(group=group)
+    if not any(s.populations for s in members):
+        raise InputError(workspace.path, f"no sample of group {group!r} has any gate")
+    note = None
+    try:
+        rep = workspace.strategy(group=group)
+    except InputError:
+        # The samples' trees differ (or one cannot be converted): the first sample with gates
+        # stands for the group in summaries; each file is still gated with its own sample.
+        first = next(s for s in members if s.populations)
+        try:
+            rep = workspace.strategy(sample=first.id, group=None)
+        except InputError:
+            rep = Strategy(gates={}, source=workspace.path, format="flowjo", meta={"notes": []})
+        note = (f"samples of group {group!r} have their own gates; summary shows sample "
+                f"{first.name!r}")
+    meta = dict(rep.meta)
+    meta["notes"] = list(meta.get("notes", [])) + ([note] if note else [])
+    meta["group"] = group
+    meta["per_sample"] = True
+    return FlowJoStrategy(gates=rep.gates, transforms=rep.transforms,
+                          compensations=rep.compensations, source=workspace.path,
+                          format="flowjo", meta=meta, workspace=workspace, group=group)
