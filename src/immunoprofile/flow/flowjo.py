@@ -1,4 +1,5 @@
-"""FlowJo 10 workspaces (``.wsp``) into the :class:`~immunoprofile.flow.gates.Strategy` model.
+"""FlowJo workspaces (7.x ``.wsp``, 8.x/9.x Mac ``.xml``, 10.x ``.wsp``) into the
+:class:`~immunoprofile.flow.gates.Strategy` model.
 
 Contract: :func:`read_flowjo_workspace` parses a workspace with the safe XML parser into a
 :class:`FlowJoWorkspace` (groups, samples with keywords, per-sample transforms, compensation and
@@ -21,7 +22,25 @@ FlowJo conventions handled here
   can replace it); other matrices are kept in ``Strategy.compensations`` under their name.
 - FlowJo quadrant gates are four sibling rectangle populations (``Q1: ...`` .. ``Q4: ...``) and stay
   so: each quadrant is its own population with its own children.
-- ``AndNode``/``OrNode``/``NotNode`` reference their operands by population path ("Dependent").
+- ``AndNode``/``OrNode``/``NotNode`` reference their operands by population path ("Dependent");
+  Mac ``<BooleanGate specification="G1 & ! G0">`` indexes ``<GatePaths>``. Paths are absolute
+  (``/A``) or relative to the boolean's parent, else from the root.
+- ``eventsInside="0"`` (Mac: ``negated``) inverts a gate: the parent's events outside it.
+
+Older versions (checked against each version's own counts on the FlowJo tutorial files)
+----------------------------------------------------------------------------------------
+- 7.2 (workspace 1.5): gate elements (``PolygonGate``/``RectangleGate`` of two ``RangeGate``/
+  ``RangeGate``/``EllipseGate``) sit directly in the population and name their axes in
+  ``<Axis>`` children. 7.5/7.6 (1.6x) and 10.0 use ``<Gate>`` with Gating-ML 1.5 shapes whose
+  dimensions name a ``<parameter>`` instead of an ``<fcs-dimension>``.
+- 8.x/9.x Mac (2.0/3.0): populations nest directly (no ``<Subpopulations>``); a
+  ``<PolygonGate>`` wraps a ``Polygon``, ``PolyRect`` (rectangle), ``Range`` or ``Ellipse``
+  (two diameters' end points) with ``xAxisName``/``yAxisName``; 9.7 writes ``nodeName`` and
+  ``<Samples>``.
+- All of them store vertices on the data scale (after ``$PnG``), like 10.x, and store no
+  transforms: a log-amplified parameter (``$PnE``; Mac ``<Parameter log="1">``) is shown on a
+  log axis from ``f2`` over ``f1`` decades, which is the ``transforms:log`` FlowJo 10 writes for
+  the same files; polygons are straight there (that reproduces the 7.6.5 counts best).
 """
 
 from __future__ import annotations
