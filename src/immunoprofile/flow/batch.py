@@ -134,7 +134,9 @@ def gate_sample(
         The FCS file.
     strategy
         A :class:`~immunoprofile.flow.gates.Strategy`, or a strategy file (Gating-ML, FlowJo
-        workspace or YAML) loaded with ``load_strategy``.
+        workspace or YAML) loaded with ``load_strategy``. A FlowJo workspace gates the file with
+        its own workspace sample (``$FIL``, file name, sample name; no match is an
+        InputError) and ``stats`` gains a ``workspace_sample`` column.
     compensation
         ``"fcs"`` (the file's spillover), ``"none"``, a matrix file, or a ``Spillover``.
     sample_id
@@ -169,6 +171,10 @@ def gate_sample(
     sid = sample_id if sample_id is not None else path.stem
     digest = sha256_file(path)
     fcs = read_fcs(path)
+    workspace_sample = None
+    if hasattr(strategy, "for_file"):
+        # a FlowJo workspace: this file's own workspace sample (raises when none matches)
+        strategy, workspace_sample = strategy.for_file(path, fcs.text)
     spillover = resolve_spillover(compensation, fcs)
     result = evaluate(strategy, fcs, spillover=spillover)
     # stats reads None as "uncompensated", the engine as "the file's own": say "fcs" explicitly
@@ -180,6 +186,8 @@ def gate_sample(
         stats["file"] = path.name
     else:
         stats.insert(1, "file", path.name)
+    if workspace_sample is not None:
+        stats.insert(list(stats.columns).index("file") + 1, "workspace_sample", workspace_sample)
     if membership_path is not None:
         _write_membership(membership_path, result)
     warnings = [str(w) for w in getattr(fcs, "warnings", [])]
@@ -266,7 +274,8 @@ def gate_outputs_frame(samples: Sequence[SampleGating]) -> pd.DataFrame:
         return pd.DataFrame(columns=["sample_id", "file", "population", "parent", "count",
                                      "pct_parent", "pct_total"])
     frame = pd.concat([s.stats for s in ordered], ignore_index=True, sort=False)
-    lead = ["sample_id", "file", "population", "parent", "count", "pct_parent", "pct_total"]
+    lead = ["sample_id", "file", "workspace_sample", "population", "parent", "count",
+            "pct_parent", "pct_total"]
     rest = [c for c in frame.columns if c not in lead]
     stat_order = {"mfi": 0, "gmean": 1, "rcv": 2}
     rest.sort(key=lambda c: (stat_order.get(c.split("_", 1)[0], 3), _marker_rank(frame, c)))

@@ -339,6 +339,8 @@ class _Evaluation:
         else:
             raise InputError(self.strategy.source,
                              f"gate {gate.id!r}: unsupported gate type {type(gate).__name__}")
+        if getattr(gate, "inverted", False):  # FlowJo eventsInside="0": the outside
+            sub = ~sub
         self.masks[gate.id] = self._full(sub, idx)
 
     def _full(self, sub: NDArray[np.bool_], idx: NDArray[np.intp] | None) -> NDArray[np.bool_]:

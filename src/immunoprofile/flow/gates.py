@@ -94,12 +94,14 @@ class Gate:
 class RectangleGate(Gate):
     """Axis-aligned box; ``None`` bounds are open. Range gates are 1-D rectangles.
 
-    Gating-ML semantics: ``min <= x < max`` on every dimension.
+    Gating-ML semantics: ``min <= x < max`` on every dimension. ``inverted`` (FlowJo
+    ``eventsInside="0"``, also on polygons and ellipses): the parent's events outside the shape.
     """
 
     dims: tuple[AnyDimension, ...] = ()
     mins: tuple[float | None, ...] = ()
     maxs: tuple[float | None, ...] = ()
+    inverted: bool = False
 
     @property
     def dimensions(self) -> tuple[AnyDimension, ...]:
@@ -112,6 +114,7 @@ class PolygonGate(Gate):
 
     dims: tuple[AnyDimension, AnyDimension] = ()  # type: ignore[assignment]
     vertices: tuple[tuple[float, float], ...] = ()
+    inverted: bool = False
 
     @property
     def dimensions(self) -> tuple[AnyDimension, ...]:
@@ -126,6 +129,7 @@ class EllipseGate(Gate):
     mean: tuple[float, ...] = ()
     covariance: tuple[tuple[float, ...], ...] = ()
     distance_square: float = 1.0
+    inverted: bool = False
 
     @property
     def dimensions(self) -> tuple[AnyDimension, ...]:

@@ -200,6 +200,8 @@ def render_gating_png(sample_id: str, fcs_path: str, strategy_path: str, compens
 
     strategy = load_strategy(strategy_path)
     fcs = read_fcs(fcs_path)
+    if hasattr(strategy, "for_file"):  # a FlowJo workspace: this file's own sample
+        strategy, _ = strategy.for_file(fcs_path, fcs.text)
     spill = resolve_compensation(compensation, fcs)
     result = evaluate(strategy, fcs, spillover=spill if spill is not None else "none")
     fig = gating_figure(sample_id, fcs, strategy, result, spill, outlier=outlier)
