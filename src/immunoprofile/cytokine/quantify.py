@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "QuantifyOptions", "PlateResult", "quantify_plate", "quantify_plates",
     "write_cytokine_outputs", "to_anndata", "FLAGS", "LLOQ_POLICIES", "CONCENTRATION_COLUMNS",
-    "CURVE_COLUMNS", "SUMMARY_COLUMNS", "flag_code", "decode_flags", "is_drug_readout",
+    "CURVE_COLUMNS", "SUMMARY_COLUMNS", "VENDOR_DEFAULTS", "resolve_options", "flag_code", "decode_flags", "is_drug_readout",
 ]
 
 
@@ -60,7 +60,7 @@ CONCENTRATION_COLUMNS: tuple[str, ...] = (
 CURVE_COLUMNS: tuple[str, ...] = (
     "plate", "analyte", "unit", "model", "weights", "A", "B", "C", "D", "F", "r2_weighted",
     "cost", "lloq", "uloq", "n_standards_used", "standards_dropped", "converged", "message",
-    "drug_readout",
+    "drug_readout", "replicate_means",
 )
 #: Columns of :attr:`PlateResult.summary` (one row per plate × sample × dilution × analyte).
 SUMMARY_COLUMNS: tuple[str, ...] = (
@@ -77,13 +77,16 @@ class QuantifyOptions:
     Attributes
     ----------
     model
-        ``"5pl"`` (default, xPONENT "Logistic 5P") or ``"4pl"``.
+        ``"5pl"`` (default, xPONENT "Logistic 5P"), ``"4pl"`` or ``"auto"`` (what the
+        export's own software uses, see :data:`VENDOR_DEFAULTS`).
     weights
-        ``"1/y2"`` (xPONENT), ``"1/y"``, ``"power"`` (Bio-Plex, ``1/y^power``) or ``"none"``.
+        ``"1/y2"`` (xPONENT), ``"1/y"``, ``"power"`` (Bio-Plex, ``1/y^power``), ``"none"`` or
+        ``"auto"`` (the vendor's).
     power
         Exponent of the power-law weighting.
     replicate_means
-        Fit the mean Net MFI per standard level instead of every standard well.
+        Fit the mean Net MFI per standard level instead of every standard well; ``None``:
+        as the export's software does (Discovery Workbench fits replicate means).
     search
         ``"local"`` (vendor-compatible start) or ``"global"`` (lowest cost over many starts);
         see :func:`~immunoprofile.cytokine.curves.fit_curve`.
@@ -115,7 +118,7 @@ class QuantifyOptions:
     model: str = "5pl"
     weights: str = "1/y2"
     power: float = 1.8
-    replicate_means: bool = False
+    replicate_means: bool | None = False
     search: str = "local"
     recovery_range: tuple[float, float] = (80.0, 120.0)
     max_cv: float = 20.0
@@ -128,10 +131,10 @@ class QuantifyOptions:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.model not in MODELS:
-            problems.append(f"model {self.model!r} is not one of {', '.join(MODELS)}")
-        if self.weights not in WEIGHTS:
-            problems.append(f"weights {self.weights!r} is not one of {', '.join(WEIGHTS)}")
+        if self.model not in (*MODELS, "auto"):
+            problems.append(f"model {self.model!r} is not one of {', '.join(MODELS)}, auto")
+        if self.weights not in (*WEIGHTS, "auto"):
+            problems.append(f"weights {self.weights!r} is not one of {', '.join(WEIGHTS)}, auto")
         if self.search not in ("local", "global"):
             problems.append(f"search {self.search!r} is not 'local' or 'global'")
         if self.lloq_policy not in LLOQ_POLICIES:
@@ -159,6 +162,45 @@ class QuantifyOptions:
         out["recovery_range"] = list(self.recovery_range)
         out["drug_readouts"] = list(self.drug_readouts)
         return out
+
+
+#: What each instrument software fits by default (used for ``"auto"`` options):
+#: xPONENT "Logistic 5P" weighted 1/y² on every standard well; Bio-Plex Manager power-law
+#: variance (1/y^1.8) with the export's printed regression (4PL or 5PL) on its (already
+#: replicate-averaged) rows; MSD Discovery Workbench 4PL weighted 1/y² on the calibrators'
+#: replicate means (reproduces DW's Calc. Concentration, see tests/cytokine/test_msd_dw.py).
+VENDOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "xponent": {"model": "5pl", "weights": "1/y2", "replicate_means": False},
+    "bioplex": {"model": "5pl", "weights": "power", "replicate_means": False},
+    "msd": {"model": "4pl", "weights": "1/y2", "replicate_means": True},
+}
+_FORMAT_VENDOR = {"xponent": "xponent", "intelliflex_flat": "xponent", "beadlevel": "xponent",
+                  "generic": "xponent", "bioplex_xls": "bioplex", "bioplex_xlsx": "bioplex",
+                  "bioplex_xml": "bioplex", "msd_workbench": "msd", "msd_platereader": "msd"}
+
+
+def resolve_options(options: QuantifyOptions, plate: PlateData) -> QuantifyOptions:
+    """``options`` with every ``"auto"`` (``replicate_means=None``) replaced by the default of
+    the software that wrote ``plate`` (:data:`VENDOR_DEFAULTS`; unknown formats: xPONENT's).
+    A Bio-Plex export's printed regression type (``Logistic - 4PL``) picks the model."""
+    if options.model != "auto" and options.weights != "auto" and options.replicate_means is not None:
+        return options
+    vendor = _FORMAT_VENDOR.get(str(getattr(plate, "format", "") or ""), "xponent")
+    defaults = dict(VENDOR_DEFAULTS[vendor])
+    if vendor == "bioplex":
+        printed = [str(c.get("model", "")) for c in
+                   (getattr(plate, "metadata", {}) or {}).get("vendor_curves", {}).values()
+                   if isinstance(c, dict)]
+        if printed and all("4" in m and "5" not in m for m in printed if m) and any(printed):
+            defaults["model"] = "4pl"
+    changes: dict[str, Any] = {}
+    if options.model == "auto":
+        changes["model"] = defaults["model"]
+    if options.weights == "auto":
+        changes["weights"] = defaults["weights"]
+    if options.replicate_means is None:
+        changes["replicate_means"] = defaults["replicate_means"]
+    return replace(options, **changes)
 
 
 @dataclass
@@ -255,7 +297,7 @@ def quantify_plate(plate: PlateData, *, options: QuantifyOptions | None = None) 
         When the wells table lacks a required column. A curve that cannot be fitted is a
         ``failed_fit`` flag, never an exception.
     """
-    options = options or QuantifyOptions()
+    options = resolve_options(options or QuantifyOptions(), plate)
     wells = plate.wells
     required = {"plate", "well", "sample", "sample_type", "analyte", "median_mfi", "net_mfi",
                 "count", "dilution", "expected_conc", "unit"}
@@ -300,8 +342,9 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
     units = [u for u in rows["unit"].astype(str) if u and u != "nan"]
     unit = units[0] if units else ""
 
-    # which standard wells enter the fit
-    usable = is_std & np.isfinite(expected) & (expected > 0) & np.isfinite(net)
+    # which standard wells enter the fit (a zero calibrator too: it pins the bottom asymptote,
+    # as Discovery Workbench fits it)
+    usable = is_std & np.isfinite(expected) & (expected >= 0) & np.isfinite(net)
     if options.drop_low_bead_standards:
         usable &= ~(np.isfinite(count) & (count < options.min_beads))
     dropped = [str(w) for w in rows.loc[is_std & ~usable, "well"]]
@@ -406,6 +449,7 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
         "lloq": lloq, "uloq": uloq, "n_standards_used": int(usable.sum()),
         "standards_dropped": ";".join(dropped), "converged": bool(fit.converged),
         "message": message, "drug_readout": is_drug_readout(analyte, options.drug_readouts),
+        "replicate_means": bool(options.replicate_means),
     }
     return out, curve_row, fit
 
@@ -425,7 +469,7 @@ def _limits(expected: np.ndarray, in_well: np.ndarray, is_std: np.ndarray,
             options: QuantifyOptions) -> tuple[float, float, str]:
     """LLOQ and ULOQ: lowest/highest standard level with recovery in range and CV <= max_cv."""
     levels: dict[float, list[int]] = {}
-    for i in np.flatnonzero(is_std):
+    for i in np.flatnonzero(is_std & (expected > 0)):  # recovery of a zero level is undefined
         levels.setdefault(float(expected[i]), []).append(int(i))
     lo, hi = options.recovery_range
     passing = []
