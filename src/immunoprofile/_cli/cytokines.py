@@ -99,8 +99,10 @@ def command(plate_inputs: tuple[Path, ...], layout_path: Path | None,
         read_layout(layout_path)
     standards = None
     if standards_path is not None:  # read once; a bad table is a usage error for every plate
-        from ..cytokine.readers.standards import read_standards
+        from ..cytokine.readers.standards import describe_columns, read_standards
         standards = read_standards(standards_path)
+        click.echo(f"{standards_path.name}: {describe_columns(standards)}",
+                   err=verbosity.quiet)
 
     from ..cytokine.readers import expand_plate_paths
     plate_files = expand_plate_paths(plate_inputs)
