@@ -110,6 +110,15 @@ def test_cli_reproduces_dw_calc_concentration(dw_path: Path, dw_table: pd.DataFr
     assert (fitted.n_standards_used == 24).all()  # CAL1-8 in triplicate, CAL8 = 0 included
     # the BSA spot carries no calibrators: an honest failed fit, not a silent zero
     assert not curves.loc[curves.analyte == "BSA", "converged"].any()
+    # DW's answer beside ours, and per plate QC in the report (BSA panel without a curve)
+    comp = pd.read_csv(out / "vendor_comparison.csv")
+    assert len(comp) == 4536 and set(comp.plate) == set(BARCODES)
+    qc = pd.read_csv(out / "plate_qc.csv")
+    assert qc.plate.tolist() == BARCODES and (qc.n_without_standards == 1).all()
+    res = CliRunner().invoke(cli, ["report", str(out), "-q"])
+    assert res.exit_code == 0, res.output
+    page = (out / "report.html").read_text()
+    assert "vendor Δ % (median)" in page and "accepted" in page and "1LK05AG072" in page
 
 
 def test_each_well_fit_is_further_from_dw(dw_plate, dw_table: pd.DataFrame) -> None:
