@@ -181,17 +181,23 @@ class ResultCache:
         return PlateResult(concentrations=tables["concentrations"], curves=tables["curves"],
                            summary=tables["summary"], fits={}, path=meta.get("path", ""),
                            format=meta.get("format", ""), warnings=list(meta.get("warnings", [])),
-                           repairs=list(meta.get("repairs", [])), bridging=tables.get("bridging"))
+                           repairs=list(meta.get("repairs", [])), bridging=tables.get("bridging"),
+                           **{name: tables.get(name) for name in _OPTIONAL_PLATE_TABLES})
 
     def put_plate(self, key: str, result: Any) -> Path:
         """Store a :class:`~immunoprofile.cytokine.quantify.PlateResult` (without ``fits``)."""
         tables = {"concentrations": result.concentrations, "curves": result.curves,
                   "summary": result.summary}
-        if result.bridging is not None:
-            tables["bridging"] = result.bridging
+        for name in ("bridging", *_OPTIONAL_PLATE_TABLES):
+            if getattr(result, name, None) is not None:
+                tables[name] = getattr(result, name)
         meta = {"path": result.path, "format": result.format, "warnings": result.warnings,
                 "repairs": result.repairs}
         return self.put("plate", key, tables, meta)
+
+
+# PlateResult tables stored when present (QC and the vendor's results beside ours)
+_OPTIONAL_PLATE_TABLES = ("standard_levels", "plate_qc", "vendor_comparison")
 
 
 def _plain(value: Any) -> Any:

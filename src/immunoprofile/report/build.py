@@ -133,9 +133,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
             context["gating"], context["gating_note"] = _gating_figures(
                 data, outliers, save_png, max_gating_samples, jobs)
     if data.curves is not None or data.concentrations is not None:
-        pqc = plate_qc(data.curves, data.concentrations)
+        pqc = plate_qc(data.curves, data.concentrations, data.plate_acceptance)
         write_csv_atomic(run_root / "cytokine_qc_mqc.tsv", pqc, sep="\t")
-        context["plate_qc"] = {"html": _table_html(pqc, link_col="plate", link_prefix="plate-"),
+        rejected = list(pqc["accepted"] == "no") if "accepted" in pqc else None
+        context["plate_qc"] = {"html": _table_html(pqc, link_col="plate", link_prefix="plate-",
+                                                   flagged=rejected),
                                "tsv": _tsv_link(pqc, "plate_qc.tsv")}
         context["plates"] = _curve_figures(data, save_png)
     context["results"] = _results(data, save_png)

@@ -119,6 +119,10 @@ def curve_grid(plate: str, curves: pd.DataFrame, wells: pd.DataFrame) -> plt.Fig
                 ax.axvline(value, c="#555", ls=style, lw=0.8)
         r2 = c.get("r2_weighted", np.nan)
         ax.set_title(f"{analyte}  R²={r2:.4f}" if pd.notna(r2) else str(analyte))
+        if not len(pos) and not ok.any():  # an MSD reference spot without calibrators
+            ax.text(0.5, 0.5, "no standard curve", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=7, color="#777")
+            continue
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("concentration")
