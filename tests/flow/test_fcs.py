@@ -557,3 +557,18 @@ def test_unsupported_layouts_refused(tmp_path: Path) -> None:
         p = _write(tmp_path, build_fcs(cols, extra=extra))
         with pytest.raises(InputError, match=match):
             read_fcs(p)
+
+
+@pytest.mark.parametrize("rel", REF_FILES)
+def test_hashing_read_equals_plain_read(reference_dir: Path, rel: str) -> None:
+    """``sha256=True`` reads the file once: the same events (24-bit, packed and multi-data-set
+    files included) and the digest hashlib gives for the file's bytes."""
+    import hashlib
+
+    path = reference_dir / "flow" / rel
+    plain = read_fcs(path)
+    hashed = read_fcs(path, sha256=True)
+    np.testing.assert_array_equal(hashed.events, plain.events)
+    assert hashed.events.flags["C_CONTIGUOUS"] and hashed.events.dtype == plain.events.dtype
+    assert hashed.warnings == plain.warnings and plain.sha256 is None
+    assert hashed.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -157,8 +157,8 @@ def gate_sample(
 
         strategy = load_strategy(strategy, group=group)
     sid = sample_id if sample_id is not None else path.stem
-    digest = sha256_file(path)
-    fcs = read_fcs(path)
+    fcs = read_fcs(path, sha256=True)  # one read of the file: events and provenance digest
+    digest = fcs.sha256 or sha256_file(path)
     spillover = resolve_spillover(compensation, fcs)
     result = evaluate(strategy, fcs, spillover=spillover)
     # stats reads None as "uncompensated", the engine as "the file's own": say "fcs" explicitly
@@ -363,7 +363,8 @@ def write_gate_outputs(
         "failed": [{"input": str(i), "reason": r} for i, r in sorted(failures)],
     }
     provenance = build_provenance(inputs=inputs, parameters=dict(parameters), command=command,
-                                  extra=json.loads(json.dumps(extra, default=str)))
+                                  extra=json.loads(json.dumps(extra, default=str)),
+                                  sha256=_known_digests(inputs, samples))
     adata = gate_anndata(samples, strategy=strategy, provenance=provenance, failures=failures)
     write_h5ad_atomic(out / "flow.h5ad", adata)
     written["h5ad"] = out / "flow.h5ad"
@@ -378,6 +379,18 @@ def write_gate_outputs(
     elif failed_path.exists():
         failed_path.unlink()  # a stale list from an earlier run would be a lie now
     return written
+
+
+def _known_digests(inputs: Sequence[str | os.PathLike[str]],
+                   samples: Sequence[SampleGating]) -> dict[str, str]:
+    """Digests the samples computed while reading, for inputs whose file name identifies one
+    sample unambiguously (others are hashed again by ``build_provenance``)."""
+    by_name: dict[str, list[str]] = {}
+    for s in samples:
+        by_name.setdefault(s.file, []).append(s.sha256)
+    names = [Path(p).name for p in inputs]
+    return {os.fspath(p): by_name[name][0] for p, name in zip(inputs, names)
+            if len(by_name.get(name, ())) == 1 and names.count(name) == 1 and by_name[name][0]}
 
 
 def _one_line(value: Any) -> str:
