@@ -234,6 +234,16 @@ def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None =
     ``/Cells/Singlets/CD3+|mfi_CD4``. Everything of ours is under ``uns["immunoprofile"]``.
     """
     import anndata as ad
+
+    X, obs, var, uns = _gate_parts(samples, strategy=strategy, provenance=provenance,
+                                   failures=failures)
+    return ad.AnnData(X=X, obs=obs, var=var, uns=uns)
+
+
+def _gate_parts(samples: Sequence[SampleGating], *, strategy: Strategy | None,
+                provenance: Mapping[str, Any] | None,
+                failures: Sequence[tuple[str, str]]) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """``X, obs, var, uns`` of :func:`gate_anndata` (plain numpy/pandas: no anndata)."""
     import numpy as np
     import pandas as pd
 
@@ -304,7 +314,7 @@ def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None =
     if provenance is not None:
         uns["provenance_json"] = json.dumps(_stable_provenance(provenance), sort_keys=True,
                                             default=str)
-    return ad.AnnData(X=X, obs=obs, var=var, uns={"immunoprofile": uns})
+    return X, obs, var, {"immunoprofile": uns}
 
 
 def _stable_provenance(provenance: Mapping[str, Any]) -> dict[str, Any]:
@@ -347,7 +357,7 @@ def write_gate_outputs(
     dict
         Output name -> path written.
     """
-    from .._io import write_csv_atomic, write_h5ad_atomic, write_json_atomic, write_text_atomic
+    from .._io import write_csv_atomic, write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -365,8 +375,8 @@ def write_gate_outputs(
     provenance = build_provenance(inputs=inputs, parameters=dict(parameters), command=command,
                                   extra=json.loads(json.dumps(extra, default=str)),
                                   sha256=_known_digests(inputs, samples))
-    adata = gate_anndata(samples, strategy=strategy, provenance=provenance, failures=failures)
-    write_h5ad_atomic(out / "flow.h5ad", adata)
+    _write_flow_h5ad(out / "flow.h5ad", samples, strategy=strategy, provenance=provenance,
+                     failures=failures)
     written["h5ad"] = out / "flow.h5ad"
     write_json_atomic(out / "provenance.json", provenance)
     written["provenance"] = out / "provenance.json"
@@ -379,6 +389,22 @@ def write_gate_outputs(
     elif failed_path.exists():
         failed_path.unlink()  # a stale list from an earlier run would be a lie now
     return written
+
+
+def _write_flow_h5ad(path: Path, samples: Sequence[SampleGating], **parts: Any) -> None:
+    """``flow.h5ad`` through the h5py-only writer (importing anndata costs ~1 s a process);
+    through anndata for anything that writer does not cover."""
+    from .._h5ad import write_h5ad
+    from .._io import atomic_path, write_h5ad_atomic
+
+    X, obs, var, uns = _gate_parts(samples, **parts)
+    try:
+        with atomic_path(path) as tmp:
+            write_h5ad(tmp, X=X, obs=obs, var=var, uns=uns)
+    except TypeError:
+        import anndata as ad
+
+        write_h5ad_atomic(path, ad.AnnData(X=X, obs=obs, var=var, uns=uns))
 
 
 def _known_digests(inputs: Sequence[str | os.PathLike[str]],
