@@ -212,7 +212,7 @@ def _curve_figures(data: RunData, save_png) -> list[dict[str, Any]]:
     for plate in sorted(data.curves["plate"].unique(), key=str):
         curves = data.curves[data.curves["plate"] == plate]
         wells = data.concentrations[data.concentrations["plate"] == plate]
-        png = figure_png(curve_grid(str(plate), curves, wells))
+        png = figure_png(curve_grid(str(plate), curves, wells), tight=False)
         name = f"curves_{_anchor(plate)}"
         out.append({"plate": plate, "anchor": _anchor(plate), "png": save_png(name, png, curves),
                     "tsv": _tsv_link(curves, f"{name}.tsv")})
@@ -258,14 +258,15 @@ def _results(data: RunData, save_png) -> dict[str, Any] | None:
             if not feats:
                 continue
             sub = tidy[tidy["feature"].isin(feats)]
-            png = figure_png(trajectory_grid(sub, feats, title=title, log_y=log_y))
+            png = figure_png(trajectory_grid(sub, feats, title=title, log_y=log_y),
+                             tight=False)
             name = f"trajectories_{kind}"
             figures.append({"title": title, "png": save_png(name, png, sub),
                             "tsv": _tsv_link(sub, f"{name}.tsv")})
     result: dict[str, Any] = {"figures": figures}
     if data.comparisons is not None and len(data.comparisons):
         comp = data.comparisons
-        png = figure_png(forest_plot(comp))
+        png = figure_png(forest_plot(comp), tight=False)
         figures.append({"title": "Period contrasts (forest plot, features with the smallest q)",
                         "png": save_png("forest", png, comp), "tsv": _tsv_link(comp, "forest.tsv")})
         shown = [c for c in ("feature", "family", "contrast", "n", "estimate", "ci_low", "ci_high",
