@@ -142,7 +142,7 @@ def curve_grid(plate: str, curves: pd.DataFrame, wells: pd.DataFrame) -> plt.Fig
 
 @styled
 def trajectory_grid(tidy: pd.DataFrame, features: list[str], *, title: str,
-                    log_y: bool = False) -> plt.Figure:
+                    log_y: bool = False, labels: dict[str, str] | None = None) -> plt.Figure:
     """Per feature, one line per subject across study days, periods shaded.
 
     ``tidy`` columns: ``feature, subject_id, study_day, value, period``.
@@ -160,7 +160,8 @@ def trajectory_grid(tidy: pd.DataFrame, features: list[str], *, title: str,
             s = f[f["subject_id"] == subject].sort_values("study_day")
             ax.plot(s["study_day"], s["value"], marker="o", ms=2, lw=0.8,
                     color=colours(i % 10), label=subject)
-        ax.set_title(feature if len(feature) < 42 else "…" + feature[-40:])
+        name = (labels or {}).get(feature, feature)
+        ax.set_title(name if len(name) < 42 else "…" + name[-40:])
         ax.set_xlabel("study day")
         if log_y and (f["value"] > 0).any():
             ax.set_yscale("log")
@@ -172,7 +173,8 @@ def trajectory_grid(tidy: pd.DataFrame, features: list[str], *, title: str,
 
 
 @styled
-def forest_plot(comparisons: pd.DataFrame, *, max_features: int = 25) -> plt.Figure:
+def forest_plot(comparisons: pd.DataFrame, *, max_features: int = 25,
+                labels: dict[str, str] | None = None) -> plt.Figure:
     """Paired period contrasts (estimate with 95 % CI) for the features with the smallest q."""
     df = comparisons.dropna(subset=["estimate"]).copy()
     if "q" in df and df["q"].notna().any():
@@ -194,7 +196,8 @@ def forest_plot(comparisons: pd.DataFrame, *, max_features: int = 25) -> plt.Fig
                     lw=0.8, capsize=1.5, label=contrast)
     ax.axvline(0, c="#555", lw=0.8)
     ax.set_yticks(np.arange(len(features)))
-    ax.set_yticklabels([f if len(f) < 48 else "…" + f[-46:] for f in features])
+    names = [(labels or {}).get(f, f) for f in features]
+    ax.set_yticklabels([f if len(f) < 48 else "…" + f[-46:] for f in names])
     ax.invert_yaxis()
     ax.set_xlabel("paired difference on the transformed scale (95 % CI)")
     ax.legend(frameon=False, loc="lower right")
