@@ -750,3 +750,18 @@ def test_variable_int_masked_time(reference_dir: Path) -> None:
         want = 10 ** (float(e[0]) * raw[:, j] / 65536) * float(e[1]) if float(e[0]) > 0 \
             else raw[:, j] / g
         np.testing.assert_allclose(fcs.events[:, j], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("rel", REF_FILES)
+def test_hashing_read_equals_plain_read(reference_dir: Path, rel: str) -> None:
+    """``sha256=True`` reads the file once: the same events (24-bit, packed and multi-data-set
+    files included) and the digest hashlib gives for the file's bytes."""
+    import hashlib
+
+    path = reference_dir / "flow" / rel
+    plain = read_fcs(path)
+    hashed = read_fcs(path, sha256=True)
+    np.testing.assert_array_equal(hashed.events, plain.events)
+    assert hashed.events.flags["C_CONTIGUOUS"] and hashed.events.dtype == plain.events.dtype
+    assert hashed.warnings == plain.warnings and plain.sha256 is None
+    assert hashed.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()

@@ -24,15 +24,13 @@ def test_plot_draws_fitted_gates_of_the_population(example_dir, tmp_path, monkey
              "AD02_week2_flow.fcs"]
     strategy = load_strategy(example_dir / "strategy_adaptive.yaml")
     drawn = []
-    from immunoprofile.report import gating_plots
-
-    original = gating_plots._draw_gate
+    original = explore_plot._draw_gate
 
     def spy(ax, gate, shown, counts, parent_count):
         drawn.append((gate.id, gate.mins if hasattr(gate, "mins") else None))
         return original(ax, gate, shown, counts, parent_count)
 
-    monkeypatch.setattr(gating_plots, "_draw_gate", spy)
+    monkeypatch.setattr(explore_plot, "_draw_gate", spy)
     fig = explore_plot.population_figure(files, "CD3", strategy=strategy, parent="Live")
     assert len(fig.axes) >= 2
     # the CD3+ threshold drawn on each file where it was fitted there (files drift apart)

@@ -169,8 +169,8 @@ def gate_sample(
 
         strategy = load_strategy(strategy, group=group)
     sid = sample_id if sample_id is not None else path.stem
-    digest = sha256_file(path)
-    fcs = read_fcs(path)
+    fcs = read_fcs(path, sha256=True)  # one read of the file: events and provenance digest
+    digest = fcs.sha256 or sha256_file(path)
     workspace_sample = None
     if hasattr(strategy, "for_file"):
         # a FlowJo workspace: this file's own workspace sample (raises when none matches)
@@ -301,6 +301,16 @@ def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None =
     ``/Cells/Singlets/CD3+|mfi_CD4``. Everything of ours is under ``uns["immunoprofile"]``.
     """
     import anndata as ad
+
+    X, obs, var, uns = _gate_parts(samples, strategy=strategy, provenance=provenance,
+                                   failures=failures)
+    return ad.AnnData(X=X, obs=obs, var=var, uns=uns)
+
+
+def _gate_parts(samples: Sequence[SampleGating], *, strategy: Strategy | None,
+                provenance: Mapping[str, Any] | None,
+                failures: Sequence[tuple[str, str]]) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """``X, obs, var, uns`` of :func:`gate_anndata` (plain numpy/pandas: no anndata)."""
     import numpy as np
     import pandas as pd
 
@@ -371,7 +381,13 @@ def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None =
     if provenance is not None:
         uns["provenance_json"] = json.dumps(_stable_provenance(provenance), sort_keys=True,
                                             default=str)
-    return ad.AnnData(X=X, obs=obs, var=var, uns={"immunoprofile": uns})
+    positions = gate_positions_frame(samples)
+    if positions is not None:  # data-driven gates: where each sample's gates were fitted
+        uns["gate_positions_json"] = positions.to_json(orient="records")
+        flagged = positions[positions["flag"] != ""].groupby("sample_id")["population"].nunique()
+        obs["n_gate_flags"] = np.array([int(flagged.get(s, 0)) for s in obs.index],
+                                       dtype=np.int64)
+    return X, obs, var, {"immunoprofile": uns}
 
 
 def _stable_provenance(provenance: Mapping[str, Any]) -> dict[str, Any]:
@@ -414,9 +430,7 @@ def write_gate_outputs(
     dict
         Output name -> path written.
     """
-    import numpy as np
-
-    from .._io import write_csv_atomic, write_h5ad_atomic, write_json_atomic, write_text_atomic
+    from .._io import write_csv_atomic, write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -432,21 +446,17 @@ def write_gate_outputs(
         "failed": [{"input": str(i), "reason": r} for i, r in sorted(failures)],
     }
     provenance = build_provenance(inputs=inputs, parameters=dict(parameters), command=command,
-                                  extra=json.loads(json.dumps(extra, default=str)))
-    adata = gate_anndata(samples, strategy=strategy, provenance=provenance, failures=failures)
+                                  extra=json.loads(json.dumps(extra, default=str)),
+                                  sha256=_known_digests(inputs, samples))
     positions = gate_positions_frame(samples)
     positions_path = out / "gate_positions.csv"
     if positions is not None:
         write_csv_atomic(positions_path, positions)
         written["gate_positions"] = positions_path
-        uns = adata.uns["immunoprofile"]
-        uns["gate_positions_json"] = positions.to_json(orient="records")
-        flagged = positions[positions["flag"] != ""].groupby("sample_id")["population"].nunique()
-        adata.obs["n_gate_flags"] = np.array([int(flagged.get(s, 0)) for s in adata.obs_names],
-                                             dtype=np.int64)
     elif positions_path.exists():
         positions_path.unlink()  # a stale table from an earlier run would be a lie now
-    write_h5ad_atomic(out / "flow.h5ad", adata)
+    _write_flow_h5ad(out / "flow.h5ad", samples, strategy=strategy, provenance=provenance,
+                     failures=failures)
     written["h5ad"] = out / "flow.h5ad"
     write_json_atomic(out / "provenance.json", provenance)
     written["provenance"] = out / "provenance.json"
@@ -459,6 +469,34 @@ def write_gate_outputs(
     elif failed_path.exists():
         failed_path.unlink()  # a stale list from an earlier run would be a lie now
     return written
+
+
+def _write_flow_h5ad(path: Path, samples: Sequence[SampleGating], **parts: Any) -> None:
+    """``flow.h5ad`` through the h5py-only writer (importing anndata costs ~1 s a process);
+    through anndata for anything that writer does not cover."""
+    from .._h5ad import write_h5ad
+    from .._io import atomic_path, write_h5ad_atomic
+
+    X, obs, var, uns = _gate_parts(samples, **parts)
+    try:
+        with atomic_path(path) as tmp:
+            write_h5ad(tmp, X=X, obs=obs, var=var, uns=uns)
+    except TypeError:
+        import anndata as ad
+
+        write_h5ad_atomic(path, ad.AnnData(X=X, obs=obs, var=var, uns=uns))
+
+
+def _known_digests(inputs: Sequence[str | os.PathLike[str]],
+                   samples: Sequence[SampleGating]) -> dict[str, str]:
+    """Digests the samples computed while reading, for inputs whose file name identifies one
+    sample unambiguously (others are hashed again by ``build_provenance``)."""
+    by_name: dict[str, list[str]] = {}
+    for s in samples:
+        by_name.setdefault(s.file, []).append(s.sha256)
+    names = [Path(p).name for p in inputs]
+    return {os.fspath(p): by_name[name][0] for p, name in zip(inputs, names)
+            if len(by_name.get(name, ())) == 1 and names.count(name) == 1 and by_name[name][0]}
 
 
 def _one_line(value: Any) -> str:

@@ -153,6 +153,9 @@ class FCSData(_ChannelLookup):
         One sentence per repair made while reading.
     n_datasets
         Number of data sets chained by ``$NEXTDATA``.
+    sha256
+        Hex SHA-256 of the whole file, from the same bytes the events were decoded from
+        (``read_fcs(..., sha256=True)``); ``None`` when not asked for.
     """
 
     path: str
@@ -167,6 +170,7 @@ class FCSData(_ChannelLookup):
     warnings: list[str] = field(default_factory=list)
     n_datasets: int = 1
     dataset: int = 0
+    sha256: str | None = None
 
     @property
     def n_events(self) -> int:
@@ -596,13 +600,14 @@ def _decode(path: str, data: np.ndarray, n: int, params: list[_Param],
     if len(widths) == 1 and kinds == {"I"} and first.nbytes == 3 and n * p > 0:
         order, perm = _byte_perm(path, byteord, 3)
         base = data.base if isinstance(data.base, np.ndarray) else None
-        if order != "perm" and base is not None and base.size >= data.size + 1 \
-                and data.ctypes.data == base.ctypes.data:
+        at = data.ctypes.data - base.ctypes.data if base is not None else -1
+        if order != "perm" and base is not None and 0 <= at \
+                and base.size >= at + data.size + 1:
             # 24-bit: read each value as a 4-byte word starting at its own offset (stride 3;
             # the spare byte after the data keeps the last word in bounds), then drop the
             # neighbour's byte. Three vectorised passes, no per-byte loop.
             words = np.ndarray(shape=(n * p,), dtype=np.dtype("<u4" if order == "<" else ">u4"),
-                               buffer=base, offset=0, strides=(3,))
+                               buffer=base, offset=at, strides=(3,))
             vals = words.astype(np.uint32)
             if order == "<":
                 vals &= np.uint32(0xFFFFFF)
@@ -861,6 +866,25 @@ class _File:
                                         f"file has {got}")
         return out
 
+    def read_array_hashed(self, start: int, nbytes: int) -> tuple[np.ndarray, str]:
+        """Like :meth:`read_array`, reading the whole file once and hashing those bytes.
+
+        The file lands in one buffer placed so that DATA starts 64-byte aligned; the returned
+        array is a view of it (the HEADER/TEXT bytes around it are small).
+        """
+        import hashlib
+
+        pad = (-start) % 64
+        whole = np.zeros(pad + self.size + 8, dtype=np.uint8)
+        view = memoryview(whole)[pad:pad + self.size]
+        self._fh.seek(0)
+        got = self._fh.readinto(view)
+        if got != self.size:
+            raise InputError(self.path, f"file changed while being read: expected {self.size} "
+                                        f"bytes, got {got}")
+        digest = hashlib.sha256(view).hexdigest()  # releases the GIL; SHA-NI where present
+        return whole[pad + start:pad + start + nbytes], digest
+
 
 @contextlib.contextmanager
 def _open(path: str | os.PathLike[str]) -> Iterator[tuple[str, _File]]:
@@ -951,7 +975,7 @@ def read_fcs_metadata(path: str | os.PathLike[str], *, dataset: int = 0) -> FCSM
 
 
 def read_fcs(path: str | os.PathLike[str], *, dataset: int = 0,
-             dtype: Any = np.float32) -> FCSData:
+             dtype: Any = np.float32, sha256: bool = False) -> FCSData:
     """Read one data set of an FCS 2.0/3.0/3.1/3.2 file.
 
     Parameters
@@ -962,6 +986,9 @@ def read_fcs(path: str | os.PathLike[str], *, dataset: int = 0,
         Index of the data set in a ``$NEXTDATA`` chain (0 = first).
     dtype
         Floating dtype of ``events`` (``np.float32`` by default, ``np.float64`` for exactness).
+    sha256
+        Also hash the whole file (``FCSData.sha256``) from the bytes read, in the same single
+        read of the file, instead of reading it a second time for provenance.
 
     Returns
     -------
@@ -985,14 +1012,18 @@ def read_fcs(path: str | os.PathLike[str], *, dataset: int = 0,
             if any(q.nbytes > 1 and q.kind != "A" for q in params):
                 warnings.append("$BYTEORD is missing; assumed little-endian (1,2,3,4)")
             byteord = "1,2,3,4"
-        data = buf.read_array(start, nbytes)
+        digest = None
+        if sha256:
+            data, digest = buf.read_array_hashed(start, nbytes)
+        else:
+            data = buf.read_array(start, nbytes)
     events = _decode(p, data, n, params, byteord, out_dtype, warnings)
     _scale(ds.text, params, events, warnings)
     return FCSData(path=p, version=ds.header.version, text=dict(ds.text),
                    channels=[q.name for q in params], markers=[q.marker for q in params],
                    events=events, ranges=[q.range for q in params], datatype=label,
                    spillover=_spillover(p, ds.text, warnings), warnings=warnings,
-                   n_datasets=n_sets, dataset=dataset)
+                   n_datasets=n_sets, dataset=dataset, sha256=digest)
 
 
 def _scale(text: Mapping[str, str], params: list[_Param], events: np.ndarray,

@@ -29,6 +29,98 @@ TRANSFORMS = ("logicle", "asinh", "linear")
 _SCATTER = re.compile(r"^(FSC|SSC|TIME)([-_ ].*)?$", re.IGNORECASE)
 
 
+# ----- matplotlib drawing (axes with ticks in two units; the report's grids draw pixels) ---------
+
+def _draw_density(ax, x: np.ndarray, y: np.ndarray | None) -> None:
+    finite = np.isfinite(x) if y is None else np.isfinite(x) & np.isfinite(y)
+    if y is None:
+        ax.hist(x[finite], bins=128, color="#5d7fa3", histtype="stepfilled")
+        return
+    x, y = x[finite], y[finite]
+    if x.size == 0:
+        return
+    xr = np.percentile(x, [0.2, 99.8])
+    yr = np.percentile(y, [0.2, 99.8])
+    pad_x, pad_y = 0.08 * (xr[1] - xr[0] or 1), 0.08 * (yr[1] - yr[0] or 1)
+    hist, xe, ye = np.histogram2d(x, y, bins=96, range=[[xr[0] - pad_x, xr[1] + pad_x],
+                                                      [yr[0] - pad_y, yr[1] + pad_y]])
+    ax.imshow(np.log1p(hist.T), origin="lower", aspect="auto", cmap="viridis",
+              extent=(xe[0], xe[-1], ye[0], ye[-1]), interpolation="nearest")
+
+
+def _draw_gate(ax, gate: G.Gate, strategy: G.Strategy, counts: dict[str, int],
+               parent_count: int) -> None:
+    from matplotlib.patches import Ellipse, Polygon, Rectangle
+
+    edge = {"fill": False, "ec": "#ff5a36", "lw": 1.1}
+    xlim, ylim = ax.get_xlim(), ax.get_ylim()
+
+    def note(text: str, x: float, y: float) -> None:
+        ax.text(x, y, text, color="white", fontsize=6, ha="center", va="center",
+                bbox={"boxstyle": "round,pad=0.15", "fc": "#00000099", "ec": "none"})
+
+    pct = (lambda n: 100.0 * n / parent_count if parent_count else float("nan"))
+    if isinstance(gate, G.RectangleGate):
+        lo = [xlim[0] if v is None else v for v in gate.mins]
+        hi = [xlim[1] if v is None else v for v in gate.maxs]
+        if len(gate.dims) == 1:
+            for v in (gate.mins[0], gate.maxs[0]):
+                if v is not None:
+                    ax.axvline(v, c="#ff5a36", lw=1.1)
+            mid_y = sum(ylim) / 2
+        else:
+            lo[1] = ylim[0] if gate.mins[1] is None else gate.mins[1]
+            hi[1] = ylim[1] if gate.maxs[1] is None else gate.maxs[1]
+            ax.add_patch(Rectangle((lo[0], lo[1]), hi[0] - lo[0], hi[1] - lo[1], **edge))
+            mid_y = (lo[1] + hi[1]) / 2
+        n = counts.get(gate.id, 0)
+        note(f"{gate.name}\n{n} ({pct(n):.1f}%)", (max(lo[0], xlim[0]) + min(hi[0], xlim[1])) / 2,
+             mid_y)
+    elif isinstance(gate, G.PolygonGate):
+        vertices = np.asarray(gate.vertices, dtype=float)
+        ax.add_patch(Polygon(vertices, closed=True, **edge))
+        n = counts.get(gate.id, 0)
+        note(f"{gate.name}\n{n} ({pct(n):.1f}%)", *vertices.mean(axis=0))
+    elif isinstance(gate, G.EllipseGate) and len(gate.dims) == 2:
+        cov = np.asarray(gate.covariance, dtype=float)
+        values, vectors = np.linalg.eigh(cov)
+        angle = math.degrees(math.atan2(vectors[1, 1], vectors[0, 1]))
+        width, height = 2 * np.sqrt(values[::-1] * gate.distance_square)
+        ax.add_patch(Ellipse(gate.mean, width, height, angle=angle, **edge))
+        n = counts.get(gate.id, 0)
+        note(f"{gate.name}\n{n} ({pct(n):.1f}%)", *gate.mean)
+    elif isinstance(gate, G.DensityGate):
+        # the accepted bins' outline (FlowCal density2d)
+        xe, ye = np.asarray(gate.x_edges), np.asarray(gate.y_edges)
+        bins = np.zeros((xe.size - 1, ye.size - 1))
+        if gate.accepted:
+            ij = np.asarray(gate.accepted)
+            bins[ij[:, 0], ij[:, 1]] = 1.0
+            ax.contour((xe[:-1] + xe[1:]) / 2, (ye[:-1] + ye[1:]) / 2, bins.T, levels=[0.5],
+                       colors="#ff5a36", linewidths=1.1)
+            n = counts.get(gate.id, 0)
+            note(f"{gate.name}\n{n} ({pct(n):.1f}%)", float(xe[ij[:, 0]].mean()),
+                 float(ye[ij[:, 1]].mean()))
+    elif isinstance(gate, G.QuadrantGate):
+        cuts: dict[int, list[float]] = {}
+        for axis, divider in enumerate(gate.dividers[:2]):
+            for value in divider.values:
+                (ax.axvline if axis == 0 else ax.axhline)(value, c="#ff5a36", lw=1.1)
+                cuts.setdefault(axis, []).append(value)
+        for quadrant in gate.quadrants:
+            pos = dict(quadrant.positions)
+            xy = [pos.get(d.id, (xlim if i == 0 else ylim)[0]) for i, d in
+                  enumerate(gate.dividers[:2])]
+            xy = [min(max(v, lim[0]), lim[1]) for v, lim in zip(xy, (xlim, ylim))]
+            n = counts.get(quadrant.id, 0)
+            note(f"{quadrant.name or quadrant.id}\n{pct(n):.1f}%", *(xy + [sum(ylim) / 2])[:2])
+    ax.set_xlim(xlim)
+    ax.set_ylim(ylim)
+
+
+@styled
+
+
 def _override(name: str, fcs: Any) -> Any:
     from ..flow import transforms as tr
 
@@ -174,7 +266,7 @@ def population_figure(files: Sequence[str | os.PathLike[str]], x: str, y: str | 
     from ..flow.adaptive_gates import fitted_strategy
     from ..flow.engine import dimension_values, evaluate
     from ..flow.fcs import read_fcs
-    from .gating_plots import _draw_density, _draw_gate, _label
+    from .gating_plots import _label
 
     if transform is not None and transform not in TRANSFORMS:
         raise InputError(None, f"--transform must be one of {', '.join(TRANSFORMS)}")
