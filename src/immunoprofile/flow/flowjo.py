@@ -41,6 +41,11 @@ Older versions (checked against each version's own counts on the FlowJo tutorial
   transforms: a log-amplified parameter (``$PnE``; Mac ``<Parameter log="1">``) is shown on a
   log axis from ``f2`` over ``f1`` decades, which is the ``transforms:log`` FlowJo 10 writes for
   the same files; polygons are straight there (that reproduces the 7.6.5 counts best).
+- Mac 8.x/9.x draw gates on a 256-bin display of each parameter (log: ``lowValue`` over
+  ``decades``; linear: 0 .. ``highValue``) and store whole-bin coordinates (8.5.3 rounded to 4
+  decimals): they are snapped back onto that grid, rectangle bounds half a channel below the
+  bin (:meth:`_Converter.snap`). FlowJo 7-9 ellipses are not reproduced exactly (module
+  tests print the differences; the note of issue 11 has the evidence).
 """
 
 from __future__ import annotations
