@@ -41,6 +41,11 @@ Older versions (checked against each version's own counts on the FlowJo tutorial
   transforms: a log-amplified parameter (``$PnE``; Mac ``<Parameter log="1">``) is shown on a
   log axis from ``f2`` over ``f1`` decades, which is the ``transforms:log`` FlowJo 10 writes for
   the same files; polygons are straight there (that reproduces the 7.6.5 counts best).
+- Mac 8.x/9.x draw gates on a 256-bin display of each parameter (log: ``lowValue`` over
+  ``decades``; linear: 0 .. ``highValue``) and store whole-bin coordinates (8.5.3 rounded to 4
+  decimals): they are snapped back onto that grid, rectangle bounds half a channel below the
+  bin (:meth:`_Converter.snap`). FlowJo 7-9 ellipses are not reproduced exactly (module
+  tests print the differences; the note of issue 11 has the evidence).
 """
 
 from __future__ import annotations
@@ -144,6 +149,9 @@ class FlowJoSample:
     transforms: Mapping[str, tuple[str, Mapping[str, str]]]  # parameter -> (xml type, attributes)
     compensation: FlowJoMatrix | None
     populations: tuple[FlowJoPopulation, ...]
+    #: Mac 8.x/9.x only: parameter -> (``log``/``linear``, low, decades or high value, channels),
+    #: the 256-bin display on which that FlowJo draws (and snaps) gate coordinates
+    display_grid: Mapping[str, tuple[str, float, float, float]] = field(default_factory=dict)
 
     @property
     def file_name(self) -> str:
@@ -272,6 +280,10 @@ class FlowJoWorkspace:
             f"group template gates with the transforms and compensation of sample {donor.name!r}")
         return strategy
 
+
+#: How close (in display bins) a Mac coordinate must be to a whole bin to be snapped onto it:
+#: 4-decimal rounding moves a log coordinate by < 0.006 bin at the lowest stored values.
+_SNAP_BINS = 0.01
 
 #: deepest population nesting accepted (real workspaces are < 20 deep)
 _MAX_DEPTH = 100
@@ -453,7 +465,33 @@ def _parse_sample(ctx: _Ctx, sample_el: ET.Element, index: int) -> FlowJoSample:
 
     populations = _parse_children(ctx, node, where)
     return FlowJoSample(id=sid, name=name, uri=uri, keywords=keywords, transforms=transforms,
-                        compensation=compensation, populations=populations)
+                        compensation=compensation, populations=populations,
+                        display_grid=_mac_display_grid(sample_el))
+
+
+def _mac_display_grid(sample_el: ET.Element) -> dict[str, tuple[str, float, float, float]]:
+    """The 256-bin display of each Mac ``<Parameter>`` (log: lowValue over ``decades``;
+    linear: 0 .. highValue), with its number of channels (``range``).
+
+    Mac FlowJo 8/9 place gate coordinates on this grid: 9.6.4 stores them as float32 values
+    within 1e-5 bin of whole bins, 8.5.3 the same values rounded to 4 decimals.
+    """
+    out: dict[str, tuple[str, float, float, float]] = {}
+    for p in _children(sample_el, "Parameter"):
+        name = _attr(p, "name")
+        try:
+            channels = float(_attr(p, "range") or "nan")
+            if _attr(p, "log") == "1":
+                entry = ("log", float(_attr(p, "lowValue") or "nan"),
+                         float(_attr(p, "decades") or "nan"), channels)
+            else:
+                entry = ("linear", 0.0, float(_attr(p, "highValue") or "nan"), channels)
+        except ValueError:
+            continue
+        if name and all(math.isfinite(v) and v > 0 for v in entry[2:]) and \
+                (entry[0] == "linear" or entry[1] > 0):
+            out[name] = entry
+    return out
 
 
 def _legacy_transforms(sample_el: ET.Element, keywords: Mapping[str, str]
@@ -942,6 +980,35 @@ class _Converter:
                                        f"under its transform {self.transforms[dim.transform]!r}")
         return [float(v) for v in out]
 
+    def snap(self, dim_name: str, values: Iterable[float | None], *,
+             bound: bool) -> tuple[float | None, ...]:
+        """Mac 8.x/9.x coordinates back onto FlowJo's 256-bin display grid.
+
+        A coordinate within :data:`_SNAP_BINS` of a whole display bin is that bin (8.5.3 rounds
+        the values to 4 decimals, which can move a bound across a channel of log-amplified
+        data). A rectangle ``bound`` is then put half a channel below that bin's first
+        channel, so that ``min <= x < max`` keeps exactly the channels of the bins FlowJo
+        counts (its rectangle counts are ``first bin <= bin < last bin``) whatever the float
+        rounding of event values. Other coordinates, and other versions, are left as stored.
+        """
+        grid = self.sample.display_grid.get(dim_name)
+        if grid is None:
+            return tuple(values)
+        kind, low, span, channels = grid
+        out: list[float | None] = []
+        for v in values:
+            if v is None or (kind == "log" and not v > 0):
+                out.append(v)
+                continue
+            d = 256.0 * (math.log10(v / low) / span if kind == "log" else v / span)
+            k = round(d)
+            if abs(d - k) > _SNAP_BINS:
+                out.append(v)
+                continue
+            pos = k - (128.0 / channels if bound else 0.0)  # half a channel, in display bins
+            out.append(low * 10.0 ** (span * pos / 256.0) if kind == "log" else span * pos / 256.0)
+        return tuple(out)
+
     # gates ------------------------------------------------------------------------------------
     def register(self, pops: tuple[FlowJoPopulation, ...], parent: tuple[str, ...]) -> None:
         """Record every population path first, so booleans may name any population."""
@@ -1004,7 +1071,10 @@ class _Converter:
         if pop.kind == "rectangle":
             # Raw scale: FlowJo's rectangle counts are exact there (see module docstring).
             dims = tuple(self.dimension(d, where, transformed=False) for d in pop.dims)
-            mins, maxs = pop.params["mins"], pop.params["maxs"]
+            mins = tuple(self.snap(d, [lo], bound=True)[0]
+                         for d, lo in zip(pop.dims, pop.params["mins"]))
+            maxs = tuple(self.snap(d, [hi], bound=True)[0]
+                         for d, hi in zip(pop.dims, pop.params["maxs"]))
             for d, lo, hi in zip(pop.dims, mins, maxs):
                 if lo is not None and hi is not None and lo > hi:
                     raise self.ctx.fail(where, f"rectangle min {lo} > max {hi} on {d!r}")
@@ -1013,8 +1083,10 @@ class _Converter:
         if pop.kind == "polygon":
             dx, dy = (self.dimension(d, where, transformed=True) for d in pop.dims)
             verts = pop.params["vertices"]
-            xs = self.forward(dx, [v[0] for v in verts], where)
-            ys = self.forward(dy, [v[1] for v in verts], where)
+            xs = self.forward(dx, list(self.snap(pop.dims[0], [v[0] for v in verts],
+                                                 bound=False)), where)
+            ys = self.forward(dy, list(self.snap(pop.dims[1], [v[1] for v in verts],
+                                                 bound=False)), where)
             return PolygonGate(id=gid, parent=parent, name=pop.name, dims=(dx, dy),
                                vertices=tuple(zip(xs, ys)), inverted=pop.inverted)
         if pop.kind == "ellipse":
@@ -1029,8 +1101,10 @@ class _Converter:
         if pop.kind == "ellipse4":
             dx, dy = (self.dimension(d, where, transformed=True) for d in pop.dims)
             pts = pop.params["diameters"]
-            xs = self.forward(dx, [p[0] for p in pts], where)
-            ys = self.forward(dy, [p[1] for p in pts], where)
+            xs = self.forward(dx, list(self.snap(pop.dims[0], [p[0] for p in pts],
+                                                 bound=False)), where)
+            ys = self.forward(dy, list(self.snap(pop.dims[1], [p[1] for p in pts],
+                                                 bound=False)), where)
             mean, cov = _ellipse_from_diameters(self.ctx, where, list(zip(xs, ys)))
             return EllipseGate(id=gid, parent=parent, name=pop.name, dims=(dx, dy), mean=mean,
                                covariance=cov, distance_square=1.0, inverted=pop.inverted)
