@@ -20,8 +20,7 @@ Methods
   the ``landmark`` range is located and its centre estimated (:func:`landmark_peak`), and the
   fallback cut is scaled in data units by centre / ``reference`` (where that centre sat on the
   data the cut was drawn on). Detector gain drift multiplies a channel's
-  signal, so the cut follows the day's gain; the peak of a large population is estimated far
-  more precisely than a valley next to a small one.
+  signal, so the cut follows the day's gain.
 - ``cluster``: scikit-learn ``GaussianMixture`` (full covariances, fixed ``seed``), the
   component whose mean is nearest ``reference``; the gate is that component's ellipsoid holding
   ``probability`` of its mass (distance² = χ²\\ :sub:`d` quantile).
@@ -275,8 +274,8 @@ def landmark_peak(x: NDArray[np.float64], *, window: tuple[float, float], adjust
 
     The peak of the smoothed density (as for :func:`density_minimum`) finds the population; its
     centre is then the median of the events within ± 2 half-widths-at-half-maximum of the
-    current centre, iterated to a fixed point (a trimmed median: the density's mode moves by
-    several % between samples of a few thousand events, a median by about 1 %).
+    current centre, iterated to a fixed point (a trimmed median: not limited by the density
+    grid's resolution, and not pulled by a neighbouring population's tail).
 
     Parameters
     ----------
