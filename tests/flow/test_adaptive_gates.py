@@ -255,3 +255,59 @@ def test_one_peak_falls_back_to_the_stated_coordinate(tmp_path):
     assert record.fallback and "one peak" in record.reason
     assert record.positions == {"A min": 0.5} and record.data_values["A min"] == pytest.approx(500)
     assert result.counts["T"] == int((events[:, 0].astype(np.float32) >= 500).sum())
+
+
+# --- landmark cuts ------------------------------------------------------------------------------
+
+def _two_populations(tmp_path: Path, gain: float, seed: int = 3) -> Path:
+    from immunoprofile.flow.fcs_write import write_fcs
+
+    rng = np.random.default_rng(seed)
+    neg = 150 * np.exp(0.5 * rng.standard_normal(2000))
+    pos = 9000 * np.exp(0.33 * rng.standard_normal(3000))
+    a = np.concatenate([neg, pos]) * gain
+    events = np.column_stack([a, rng.normal(500, 50, a.size)]).astype(np.float32)
+    path = tmp_path / f"g{gain}.fcs"
+    write_fcs(path, events, ["A", "B"], ["", ""])
+    return path
+
+
+_LANDMARK = ("compensation: none\nunits: data\ntransforms: {default: {type: logicle, T: 262144, "
+             "W: 0.5, M: 4.5, A: 0}}\n")
+
+
+@pytest.mark.parametrize("gain", [0.8, 1.0, 1.25])
+def test_landmark_cut_follows_a_known_gain(tmp_path, gain):
+    strategy = _strategy(tmp_path, "  - {name: T, type: threshold, channel: A, method: landmark,"
+                                   " landmark: [3000, 30000], reference: 9000, fallback: 960}\n",
+                         head=_LANDMARK)
+    record = evaluate(strategy, read_fcs(_two_populations(tmp_path, gain))).fits["T"]
+    assert not record.fallback
+    # the positive population's centre (median 9000 x gain) within 2 %, the cut scaled with it
+    assert record.data_values["A min landmark"] == pytest.approx(9000 * gain, rel=0.02)
+    assert record.data_values["A min"] == pytest.approx(
+        960 * record.data_values["A min landmark"] / 9000, rel=1e-6)
+
+
+def test_landmark_guardrails(tmp_path):
+    strategy = _strategy(tmp_path, "  - {name: T, type: threshold, channel: A, method: landmark,"
+                                   " landmark: [20000, 100000], reference: 40000, fallback: 960}\n",
+                         head=_LANDMARK)
+    record = evaluate(strategy, read_fcs(_two_populations(tmp_path, 1.0))).fits["T"]
+    assert record.fallback and "no density peak inside the landmark range" in record.reason
+    assert record.data_values["A min"] == pytest.approx(960)
+    assert ag.landmark_peak(np.arange(5.0), window=(0, 1))[1] == "only 5 events"
+
+
+@pytest.mark.parametrize("gate, message", [
+    ("  - {name: T, type: threshold, channel: CD3, method: landmark, fallback: 960}\n",
+     r"/T threshold: method landmark needs 'landmark' \[low, high\]"),
+    ("  - {name: T, type: threshold, channel: CD3, method: landmark, fallback: 960,"
+     " landmark: [3000, 30000], reference: 100}\n",
+     r"/T threshold: reference 100 lies outside the landmark range \[0.5\d+ \(= 3000 in data"),
+    ("  - {name: T, type: threshold, channel: CD3, method: tail, fallback: 960,"
+     " reference: 9000}\n", r"'landmark' and 'reference' belong to method landmark"),
+])
+def test_landmark_spec_errors(tmp_path, gate, message):
+    with pytest.raises(InputError, match=message):
+        _strategy(tmp_path, gate, head="units: data\n" + _HEAD)

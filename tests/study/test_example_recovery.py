@@ -28,19 +28,14 @@ CONTRASTS = {"runin_vs_treatment": "run-in_vs_treatment",
 
 
 @pytest.fixture(scope="module")
-def example_run(tmp_path_factory):
-    # The fixed-coordinate strategy on the trial as acquired without day-to-day fluorescence
-    # drift (what its coordinates were drawn for): the committed example_data/ carries a
-    # 0.8-1.25 gain per acquisition day (truth/acquisition.csv), which moves the fixed gates'
-    # Treg % with the day's gain enough to blur the modest Treg rise (issue 16).
-    from immunoprofile.simulate import simulate_trial
-
-    example_dir = simulate_trial(tmp_path_factory.mktemp("undrifted"), n_events=6000,
-                                 acquisition_drift=None)
+def example_run(tmp_path_factory, example_dir):
+    # The bundled trial as `make demo` runs it: files acquired with a 0.8-1.25 fluorescence gain
+    # per acquisition day (truth/acquisition.csv), gated with the data-driven strategy (each
+    # fluorescence cut carried along with a landmark population; issue 16).
     out = tmp_path_factory.mktemp("example")
     runner = CliRunner()
     gate = runner.invoke(cli, ["gate", str(example_dir / "flow"), "--strategy",
-                               str(example_dir / "strategy.yaml"), "--manifest",
+                               str(example_dir / "strategy_adaptive.yaml"), "--manifest",
                                str(example_dir / "manifest.csv"), "--out", str(out / "flow"), "-q"])
     assert gate.exit_code == 0, gate.output
     plates = sorted(str(p) for p in (example_dir / "plates").glob("*.csv"))

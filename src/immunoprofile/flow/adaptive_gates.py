@@ -15,6 +15,12 @@ Methods
 - ``tail``: the first grid point right of the highest peak where the density falls below
   ``fraction`` × that peak's height.
 - ``quantile``: the ``q`` quantile of the parent's values.
+- ``landmark``: the stated cut carried along with a landmark population (flowStats'
+  ``gaussNorm`` idea, Hahne et al. 2010): the population with the highest density peak inside
+  the ``landmark`` range is located and its centre estimated (:func:`landmark_peak`), and the
+  fallback cut is scaled in data units by centre / ``reference`` (where that centre sat on the
+  data the cut was drawn on). Detector gain drift multiplies a channel's
+  signal, so the cut follows the day's gain.
 - ``cluster``: scikit-learn ``GaussianMixture`` (full covariances, fixed ``seed``), the
   component whose mean is nearest ``reference``; the gate is that component's ellipsoid holding
   ``probability`` of its mass (distance² = χ²\\ :sub:`d` quantile).
@@ -52,11 +58,11 @@ from .gates import (
 )
 
 __all__ = ["FitRecord", "fit_gate", "kde", "density_minimum", "tail_cut", "quantile_cut",
-           "fit_cluster", "fit_singlets", "density2d", "density_members", "position_rows",
+           "landmark_peak", "fit_cluster", "fit_singlets", "density2d", "density_members", "position_rows",
            "flag_positions", "fitted_strategy", "POSITION_COLUMNS", "CUT_METHODS", "MIN_EVENTS"]
 
 #: Methods of a fitted cut (threshold, rectangle bound, quadrant divider).
-CUT_METHODS = ("density_minimum", "tail", "quantile")
+CUT_METHODS = ("density_minimum", "tail", "quantile", "landmark")
 #: Fewer finite parent events than this: no fit, the stated coordinates are used.
 MIN_EVENTS = 20
 _GRID = 512
@@ -260,6 +266,89 @@ def quantile_cut(x: NDArray[np.float64], *, q: float,
     if not _in(cut, search):
         return None, f"quantile {cut:.4g} outside the search range"
     return cut, ""
+
+
+def landmark_peak(x: NDArray[np.float64], *, window: tuple[float, float], adjust: float = 2.0
+                  ) -> tuple[float | None, str]:
+    """The centre of the landmark population whose density peak is highest inside ``window``.
+
+    The peak of the smoothed density (as for :func:`density_minimum`) finds the population; its
+    centre is then the median of the events within ± 2 half-widths-at-half-maximum of the
+    current centre, iterated to a fixed point (a trimmed median: not limited by the density
+    grid's resolution, and not pulled by a neighbouring population's tail).
+
+    Parameters
+    ----------
+    x
+        The parent's values on one axis (transformed units).
+    window
+        ``(low, high)``: where the landmark population's density peak is looked for.
+    adjust
+        Bandwidth multiplier of ``bw.nrd0``.
+
+    Returns
+    -------
+    centre, reason
+        The centre, or ``None`` with the reason (too few events, no local maximum strictly
+        inside the window, a centre that leaves the window).
+    """
+    x = _finite(x)
+    if x.size < MIN_EVENTS:
+        return None, f"only {x.size} events"
+    grid, dens = kde(x, adjust=adjust)
+    peaks = _extrema(dens, -2)
+    peaks = peaks[(grid[peaks] > window[0]) & (grid[peaks] < window[1])]
+    if peaks.size == 0:
+        return None, "no density peak inside the landmark range"
+    k = int(peaks[np.argmax(dens[peaks])])
+    half = dens[k] / 2
+    below_left = np.flatnonzero(dens[:k] < half)
+    below_right = np.flatnonzero(dens[k:] < half)
+    left = grid[k] - grid[below_left[-1]] if below_left.size else np.inf
+    right = grid[k + below_right[0]] - grid[k] if below_right.size else np.inf
+    width = 2 * min(left, right)
+    if not math.isfinite(width):
+        return None, "the landmark peak has no half-maximum width"
+    centre = float(grid[k])
+    for _ in range(50):
+        inside = x[np.abs(x - centre) <= width]
+        if inside.size < MIN_EVENTS:
+            return None, f"only {inside.size} events around the landmark peak"
+        new = float(np.median(inside))
+        if abs(new - centre) <= 1e-9 * max(1.0, abs(centre)):
+            break
+        centre = new
+    if not window[0] < centre < window[1]:
+        return None, "the landmark centre lies outside the landmark range"
+    return centre, ""
+
+
+def _scale_cut(cut: float, peak: float, reference: float, transform: Any
+               ) -> float | None:
+    # cut_data × peak_data / reference_data, back on the transformed scale
+    if transform is None:
+        return cut * peak / reference if reference else None
+    with np.errstate(all="ignore"):
+        c, p, r = np.asarray(transform.inverse(np.array([cut, peak, reference], dtype=float)))
+        if not (np.isfinite([c, p, r]).all() and r > 0 and p > 0):
+            return None
+        out = float(np.asarray(transform.apply(np.array([c * p / r], dtype=float)))[0])
+    return out if math.isfinite(out) else None
+
+
+def _landmark_cut(x: NDArray[np.float64], spec: CutFit, fallback: float, transform: Any
+                  ) -> tuple[float | None, float | None, str]:
+    opts = dict(spec.options)
+    peak, why = landmark_peak(x, window=(opts["landmark_low"], opts["landmark_high"]),
+                              adjust=float(opts.get("adjust", 2.0)))
+    if peak is None:
+        return None, None, why
+    cut = _scale_cut(fallback, peak, float(opts["reference"]), transform)
+    if cut is None:
+        return None, peak, "the landmark has no positive value in data units"
+    if not _in(cut, spec.search):
+        return None, peak, f"landmark cut {cut:.4g} outside the search range"
+    return cut, peak, ""
 
 
 def _cut(x: NDArray[np.float64], spec: CutFit) -> tuple[float | None, str]:
@@ -468,7 +557,7 @@ def fit_gate(gate: Gate, fit: GateFit, columns: Sequence[NDArray[np.float64]],
         record.data_values[name] = None if axis is None else _inverse(transforms[axis], value)
 
     if fit.kind == "cuts":
-        out = _fit_cuts(gate, fit, columns, names, put, reasons)
+        out = _fit_cuts(gate, fit, columns, names, transforms, put, reasons)
     elif fit.kind == "cluster":
         out = _fit_cluster(gate, fit, columns, names, put, reasons)
     elif fit.kind == "singlets":
@@ -483,16 +572,28 @@ def fit_gate(gate: Gate, fit: GateFit, columns: Sequence[NDArray[np.float64]],
     return out, record
 
 
-def _fit_cuts(gate: Gate, fit: GateFit, columns, names, put, reasons) -> Gate:
+def _one_cut(x, spec: CutFit, fallback: float, axis: int, label: str, transforms, put
+             ) -> tuple[float | None, str]:
+    # a landmark cut also records the landmark's position (peak / reference = the day's gain)
+    if spec.method != "landmark":
+        return _cut(x, spec)
+    cut, peak, why = _landmark_cut(x, spec, fallback, transforms[axis])
+    put(f"{label} landmark", float("nan") if peak is None else peak, axis)
+    return cut, why
+
+
+def _fit_cuts(gate: Gate, fit: GateFit, columns, names, transforms, put, reasons) -> Gate:
     if isinstance(gate, QuadrantGate):
         axis_of = {d.id: i for i, d in enumerate(gate.dividers)}
         values = {d.id: list(d.values) for d in gate.dividers}
         for spec in fit.cuts:
             axis = axis_of[spec.target[0]]
-            cut, why = _cut(columns[axis], spec)
+            stated = values[spec.target[0]][0]
+            cut, why = _one_cut(columns[axis], spec, stated, axis, f"{names[axis]} at",
+                                transforms, put)
             if cut is None:
                 reasons.append(f"{names[axis]}: {why}")
-                cut = values[spec.target[0]][0]
+                cut = stated
             put(f"{names[axis]} at", cut, axis)
             values[spec.target[0]] = [cut]
         dividers = tuple(dataclasses.replace(d, values=tuple(values[d.id]))
@@ -508,8 +609,9 @@ def _fit_cuts(gate: Gate, fit: GateFit, columns, names, put, reasons) -> Gate:
     mins, maxs = list(gate.mins), list(gate.maxs)
     for spec in fit.cuts:
         axis, side = int(spec.target[0]), spec.target[1]
-        cut, why = _cut(columns[axis], spec)
         bounds = mins if side == "min" else maxs
+        cut, why = _one_cut(columns[axis], spec, bounds[axis], axis, f"{names[axis]} {side}",
+                            transforms, put)
         if cut is None:
             reasons.append(f"{names[axis]} {side}: {why}")
             cut = bounds[axis]

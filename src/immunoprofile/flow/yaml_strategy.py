@@ -59,14 +59,15 @@ _GATE_KEYS: dict[str, tuple[str, ...]] = {
     "boolean": ("name", "type", "children", "op", "of", "parent"),
     # data-driven gates (fitted per sample; flow/adaptive_gates.py)
     "threshold": (*_COMMON, *_FITTED, "channel", "side", "method", "search", "fallback",
-                  "adjust", "min_peak", "fraction", "q"),
+                  "adjust", "min_peak", "fraction", "q", "landmark", "reference"),
     "cluster": (*_COMMON, *_FITTED, "x", "y", "dims", "components", "reference", "probability",
                 "seed", "search", "fallback"),
     "singlets": (*_COMMON, *_FITTED, "x", "y", "width", "x_range", "fallback"),
     "density": (*_COMMON, *_FITTED, "x", "y", "fraction", "bins", "range", "sigma", "fallback"),
 }
 #: Keys of a fitted coordinate (``min: {method: density_minimum, search: [..], fallback: ..}``).
-_CUT_KEYS = ("method", "search", "fallback", "adjust", "min_peak", "fraction", "q")
+_CUT_KEYS = ("method", "search", "fallback", "adjust", "min_peak", "fraction", "q", "landmark",
+             "reference")
 _UNITS = ("transformed", "data")
 _TRANSFORM_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # type: (required, optional)
@@ -464,7 +465,32 @@ class _Builder:
                 options.append((opt, v))
         if method == "quantile" and "q" not in raw:
             raise _Problem(f"{spot}: method quantile needs 'q' (0-1)")
+        if method == "landmark":
+            options += self.landmark(spot, raw, dim, units)
+        elif "landmark" in raw or "reference" in raw:
+            raise _Problem(f"{spot}: 'landmark' and 'reference' belong to method landmark")
         return fallback, {"method": method, "search": search, "options": tuple(options)}
+
+    def landmark(self, spot: str, raw: Mapping[str, Any], dim: Dimension, units: str
+                 ) -> list[tuple[str, float]]:
+        """``landmark: [low, high]`` (where the peak is looked for) and ``reference`` (where it
+        sat on the data the fallback was drawn on), in transformed units."""
+        if "landmark" not in raw or "reference" not in raw:
+            raise _Problem(f"{spot}: method landmark needs 'landmark' [low, high] (where the "
+                           "landmark population's peak is looked for) and 'reference' (its "
+                           "position on the data the fallback was drawn on)")
+        lo, hi = _pair(spot, "landmark", raw["landmark"])
+        lo_t = self.to_scale(spot, "landmark", dim, lo, units)
+        hi_t = self.to_scale(spot, "landmark", dim, hi, units)
+        ref = self.to_scale(spot, "reference", dim, _number(spot, "reference", raw["reference"]),
+                            units)
+        if lo_t is None or hi_t is None or lo_t >= hi_t:
+            raise _Problem(f"{spot}: landmark must be [low, high] with low < high, got "
+                           f"{raw['landmark']!r}")
+        if ref is None or not lo_t < ref < hi_t:
+            raise _Problem(f"{spot}: reference {raw['reference']!r} lies outside the landmark "
+                           f"range [{self.fmt(dim, lo_t)}, {self.fmt(dim, hi_t)}]")
+        return [("landmark_low", lo_t), ("landmark_high", hi_t), ("reference", ref)]
 
     def gate_units(self, gpath: str, item: Mapping[str, Any]) -> str:
         return self.read_units(f"{gpath}: units", item.get("units", self.units))

@@ -155,13 +155,19 @@ gates:
 
 STRATEGY_ADAPTIVE_YAML = """\
 # Example data-driven gating strategy for the simulated anakinra trial (docs/strategy_yaml.md).
-# The same populations as strategy.yaml, but every gate is placed on each sample's own events
-# (so acquisition drift between days moves the gates with the populations). Fitted positions
-# per sample go to gate_positions.csv; a fit that fails uses the stated fallback and is flagged.
+# The same populations as strategy.yaml, with the fluorescence cuts placed on each sample's own
+# events: each cut is strategy.yaml's coordinate carried along with a landmark population
+# (method: landmark; the cut is scaled by where that population's centre sits today relative to
+# `reference`, where it sat on the data the cut was drawn on), so a day's detector gain moves the
+# cut with the populations. The singlet band is fitted per sample too. Fitted positions per
+# sample go to gate_positions.csv (a landmark / reference is that day's gain); a fit that fails
+# uses the stated fallback and is flagged.
+#
+# The lymphocyte scatter gate stays fixed: scatter does not drift in this trial, and a per-file
+# Gaussian-mixture ellipse (type: cluster) moved every downstream % by ~0.1 pp (issue 16).
 #
 # Coordinates are in data units (units: data): scatter in instrument channels (0-262144),
-# fluorescence in compensated intensity (logicle 0.45 is about 960). Covariances stay in
-# transformed units (a covariance has no meaning in data units on a logicle axis).
+# fluorescence in compensated intensity (logicle 0.45 is about 960).
 format: immunoprofile-strategy/1
 name: T-cell / Th2 / Treg panel, data-driven gates (example trial)
 compensation: fcs
@@ -173,19 +179,11 @@ transforms:
   SSC-A: {type: linear, T: 262144}
   Time: none
 gates:
-  # Lymphocytes: the Gaussian-mixture component nearest a typical lymphocyte (FSC 55k, SSC 16k),
-  # its ellipse holding 99 % of the component.
   - name: Cells
-    type: cluster
+    type: polygon
     x: FSC-A
     y: SSC-A
-    components: 4
-    reference: [55000, 16500]
-    probability: 0.99
-    seed: 0
-    search: [[30000, 90000], [5000, 40000]]
-    max_shift: 0.03
-    fallback: {mean: [55000, 16500], covariance: [[0.0007, 0.0], [0.0, 0.0002]]}
+    vertices: [[34079, 3932], [144179, 3932], [144179, 36700], [34079, 36700]]
     children:
       # Single cells: FSC-H / FSC-A within 4 robust SDs of its median; doublets fall below.
       - name: Singlets
@@ -196,21 +194,24 @@ gates:
         max_shift: 0.03
         fallback: [[13107, 9175], [157286, 110100], [157286, 165150], [13107, 13762]]
         children:
+          # landmark: the live cells' (dye-negative) peak
           - name: Live
             type: threshold
             channel: Viability
             side: below
-            method: tail        # few dead cells are left in the scatter gate: no second peak
-            fraction: 0.02
-            search: [500, 8000]
+            method: landmark
+            landmark: [80, 700]
+            reference: 225
             fallback: 1560
             max_shift: 0.05
             children:
+              # landmark: the T cells' CD3 peak
               - name: CD3+
                 type: threshold
                 channel: CD3
-                method: density_minimum
-                search: [300, 4000]
+                method: landmark
+                landmark: [3000, 30000]
+                reference: 9000
                 fallback: 960
                 max_shift: 0.05
                 children:
@@ -218,8 +219,8 @@ gates:
                     type: quadrant
                     x: CD4
                     y: CD8
-                    at: [{method: density_minimum, search: [300, 5000], fallback: 960},
-                         {method: density_minimum, search: [300, 5000], fallback: 960}]
+                    at: [{method: landmark, landmark: [4000, 40000], reference: 11000, fallback: 960},
+                         {method: landmark, landmark: [5000, 50000], reference: 14000, fallback: 960}]
                     max_shift: 0.05
                     quadrants:
                       CD4+CD8-:
@@ -228,23 +229,23 @@ gates:
                           - name: Th2
                             type: threshold
                             channel: CRTH2
-                            method: density_minimum
-                            min_peak: 0.02
-                            search: [300, 3000]
+                            method: landmark
+                            landmark: [2000, 20000]
+                            reference: 4150
                             fallback: 792
                             max_shift: 0.05
                           - name: Treg
                             type: rectangle
                             max_shift: 0.05
                             bounds:
-                              CD25: [{method: density_minimum, min_peak: 0.02, search: [300, 3000], fallback: 960}, null]
-                              CD127: [null, {method: density_minimum, min_peak: 0.02, search: [300, 3000], fallback: 792}]
+                              CD25: [{method: landmark, landmark: [1500, 20000], reference: 3330, fallback: 960}, null]
+                              CD127: [null, {method: landmark, landmark: [1200, 10000], reference: 2800, fallback: 792}]
                           - name: CD45RA CCR7
                             type: quadrant
                             x: CD45RA
                             y: CCR7
-                            at: [{method: density_minimum, search: [300, 5000], fallback: 960},
-                                 {method: density_minimum, search: [300, 3000], fallback: 792}]
+                            at: [{method: landmark, landmark: [3500, 30000], reference: 8500, fallback: 960},
+                                 {method: landmark, landmark: [1500, 12000], reference: 3190, fallback: 792}]
                             max_shift: 0.05
                             quadrants:
                               Naive: [+, +]
@@ -690,10 +691,9 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         "| `strategy.gatingml.xml` | The same strategy as Gating-ML 2.0 (written by "
         "`immunoprofile.flow.gatingml.write_gatingml`), markers resolved to detector names "
         "(CD4 -> BV605-A) from the first FCS file; gives identical counts on every file. |",
-        "| `strategy_adaptive.yaml` | The same populations with data-driven gates (Gaussian-mixture "
-        "lymphocytes, a singlet band, density-minimum and tail thresholds, fitted quadrant "
-        "dividers), coordinates in data units; placed on each file's own events, so they follow "
-        "the acquisition drift. `make demo` uses it. |",
+        "| `strategy_adaptive.yaml` | The same populations with data-driven gates (a singlet band "
+        "fitted per file; every fluorescence cut carried along with a landmark population, so "
+        "it follows the day's detector gain), coordinates in data units. `make demo` uses it. |",
         "| `truth/` | What the simulation put in (below). |",
         "",
         f"Cytokines were measured at a subset of visits ({plates}): two 96-well plates hold 36 "
