@@ -33,6 +33,7 @@ The method, per control (documented in ``docs/compensation.md``):
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -48,7 +49,7 @@ from .compensation import Spillover, compensate
 __all__ = [
     "ControlSummary", "SpilloverEstimate", "estimate_spillover", "write_spillover_outputs",
     "read_channel_map", "fluorescence_channels", "scatter_gate", "robust_line",
-    "plot_controls",
+    "plot_controls", "acquisition_date",
 ]
 
 #: Fewest positive events a control may have for a slope to be estimated.
@@ -220,6 +221,19 @@ def _channel_from_keywords(fcs: Any, detectors: Sequence[str]) -> str | None:
         hits = [d for d, dye in dyes.items() if dye and dye in runs]
         if hits:
             return max(hits, key=lambda d: len(dyes[d]))
+    return None
+
+
+def acquisition_date(text: Mapping[str, Any]) -> _dt.date | None:
+    """The acquisition day in a file's ``$DATE`` (``17-MAY-2018``, ``2018-05-17`` ...), or
+    ``None`` when absent or unreadable."""
+    raw = next((str(v).strip() for k, v in text.items() if str(k).upper() == "$DATE"), "")
+    for fmt in ("%d-%b-%Y", "%Y-%m-%d", "%d-%b-%y", "%d/%m/%Y", "%m/%d/%Y", "%Y/%m/%d",
+                "%d.%m.%Y", "%b %d, %Y"):
+        try:
+            return _dt.datetime.strptime(raw.title() if "%b" in fmt else raw, fmt).date()
+        except ValueError:
+            continue
     return None
 
 
