@@ -152,13 +152,14 @@ class ResultCache:
                             sha256=meta["sha256"], stats=tables["stats"],
                             keywords=dict(meta.get("keywords", {})),
                             n_events=int(meta.get("n_events", 0)),
-                            warnings=list(meta.get("warnings", [])))
+                            warnings=list(meta.get("warnings", [])),
+                            time_qc=meta.get("time_qc"))
 
     def put_gating(self, key: str, sample: SampleGating) -> Path:
         """Store a :class:`~immunoprofile.flow.batch.SampleGating`."""
         meta = {"sample_id": sample.sample_id, "file": sample.file, "sha256": sample.sha256,
                 "keywords": sample.keywords, "n_events": sample.n_events,
-                "warnings": sample.warnings}
+                "warnings": sample.warnings, "time_qc": sample.time_qc}
         return self.put("flow", key, {"stats": sample.stats}, meta)
 
     # ----- cytokine plates ----------------------------------------------------------------
