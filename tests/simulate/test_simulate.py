@@ -8,6 +8,7 @@ simulated truth.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from pathlib import Path
 
@@ -124,9 +125,12 @@ def test_manifest_matches_files_and_design(example_dir, manifest):
 
 def test_flow_files_read_back_with_panel_and_spillover(example_dir, manifest):
     flow = manifest[manifest.assay == "flow"]
+    acquisition = pd.read_csv(example_dir / "truth" / "acquisition.csv")
+    burst = acquisition[acquisition.kind == "clog_burst"].set_index("sample_id")["n_events"]
     for row in flow.itertuples():
         fcs = read_fcs(example_dir / row.file)
-        assert fcs.n_events == EXAMPLE_EVENTS
+        # a clog's burst adds junk events to the tube's own (truth/acquisition.csv)
+        assert fcs.n_events == EXAMPLE_EVENTS + int(burst.get(row.sample_id, 0))
         assert list(fcs.channels) == list(sim_flow.CHANNELS)
         assert list(fcs.markers) == list(sim_flow.MARKERS)
         assert fcs.text["$SMNO"] == row.sample_id and fcs.text["$SRC"] == row.subject_id
@@ -200,12 +204,23 @@ def test_gating_recovers_truth_and_gatingml_equals_yaml(example_dir, manifest):
     yaml_strategy = load_strategy(example_dir / "strategy.yaml")
     gml_strategy = load_strategy(example_dir / "strategy.gatingml.xml")
     assert gml_strategy.format == "gatingml"
+    from immunoprofile.flow.timeqc import apply_root_gate, time_qc
+
     truth = pd.read_csv(example_dir / "truth" / "flow_truth.csv")
+    anomalous = set(pd.read_csv(example_dir / "truth" / "acquisition.csv")["sample_id"])
     errors = []
     for row in manifest[manifest.assay == "flow"].itertuples():
         fcs = read_fcs(example_dir / row.file)
-        gated = evaluate(yaml_strategy, fcs)
-        gml = evaluate(gml_strategy, fcs)
+        if row.sample_id in anomalous:
+            # files with a clog or a drift: the truth is the tube's own cells, which is what
+            # is left after time QC removes the bad stretch (the burst is junk)
+            keep = time_qc(fcs).keep
+            kept = dataclasses.replace(fcs, events=fcs.events[keep])
+            gated = apply_root_gate(evaluate(yaml_strategy, kept), keep)
+            gml = apply_root_gate(evaluate(gml_strategy, kept), keep)
+        else:
+            gated = evaluate(yaml_strategy, fcs)
+            gml = evaluate(gml_strategy, fcs)
         by_path = {gated.paths[k]: v for k, v in gated.counts.items()}
         assert by_path == {gml.paths[k]: v for k, v in gml.counts.items()}
         parent_path = {gated.paths[k]: gated.paths[p] for k, p in gated.parents.items() if p}
@@ -216,6 +231,56 @@ def test_gating_recovers_truth_and_gatingml_equals_yaml(example_dir, manifest):
     assert len(errors) == 75 * 12
     assert errors.max() < 1.0   # percentage points, for every population of every file
     assert np.median(errors) < 0.1
+
+
+def test_example_time_qc_removes_clogs_keeps_good_events(example_dir, manifest):
+    """Issue 12's oracle on the example trial: >= 95 % of clog events removed, <= 2 % of the
+    good events (neither clog nor drift), drift below 0.6 of the level mostly removed."""
+    from immunoprofile.flow.timeqc import time_qc
+
+    acquisition = pd.read_csv(example_dir / "truth" / "acquisition.csv")
+    assert set(acquisition.kind) == {"clog_gap", "clog_burst", "drift", "drift_below_0.6"}
+    totals = {"clog": [0, 0], "good": [0, 0], "severe": [0, 0]}
+    for row in manifest[manifest.assay == "flow"].itertuples():
+        fcs = read_fcs(example_dir / row.file)
+        removed = ~time_qc(fcs).keep
+        marks = {k: np.zeros(fcs.n_events, dtype=bool) for k in ("clog", "drift", "severe")}
+        for t in acquisition[acquisition.sample_id == row.sample_id].itertuples():
+            key = {"clog_burst": "clog", "drift": "drift", "drift_below_0.6": "severe"}.get(t.kind)
+            if key:
+                marks[key][int(t.first_event):int(t.last_event) + 1] = True
+        good = ~marks["clog"] & ~marks["drift"]
+        for key, mask in (("clog", marks["clog"]), ("good", good), ("severe", marks["severe"])):
+            totals[key][0] += int(removed[mask].sum())
+            totals[key][1] += int(mask.sum())
+    assert totals["clog"][1] == 1000 and totals["clog"][0] / totals["clog"][1] >= 0.95
+    assert totals["good"][0] / totals["good"][1] <= 0.02
+    assert totals["severe"][0] / totals["severe"][1] >= 0.6
+
+
+def test_example_controls_give_the_true_spillover(example_dir):
+    from immunoprofile.flow.spillover_estimation import estimate_spillover
+
+    controls = example_dir / "controls"
+    est = estimate_spillover(sorted(controls.glob("*.fcs")),
+                             unstained=controls / "Unstained.fcs",
+                             channels=controls / "channels.csv")
+    assert est.detectors == sim_flow.FLUOR_CHANNELS and len(est.controls) == 9
+    assert np.abs(est.spillover.matrix - sim_flow.SPILLOVER_MATRIX).max() <= 0.005
+
+
+def test_new_features_leave_everything_else_unchanged(tmp_path):
+    """Controls and anomalies draw from their own streams: with them off, the same files."""
+    on = simulate_trial(tmp_path / "on", n_events=400, n_subjects=2)
+    off = simulate_trial(tmp_path / "off", n_events=400, n_subjects=2, controls=False,
+                         anomalies=False)
+    changed = set(pd.read_csv(on / "truth" / "acquisition.csv")["sample_id"])
+    assert changed == {"AD02_week4_flow"}
+    for path in sorted(off.rglob("*")):
+        if path.is_file() and path.name != "README.md":
+            same = path.read_bytes() == (on / path.relative_to(off)).read_bytes()
+            assert same == (path.stem not in changed), path
+    assert (on / "controls" / "channels.csv").is_file() and not (off / "controls").exists()
 
 
 # --- plates -------------------------------------------------------------------------------------

@@ -21,7 +21,10 @@ The rule (every threshold is relative to the file's own robust level, median ± 
    interquartile range are compared with the median over chunks: a chunk is flagged when
    either departs by more than ``signal_k`` (5) robust SDs *and* by at least ``min_shift``
    (0.15 asinh units, about 15 % for bright signals). Rate is judged first so that a burst's
-   own events do not drag a chunk of good events with them.
+   own events do not drag a chunk of good events with them; chunks never straddle a stretch
+   removed for rate. The file's level is re-estimated without the flagged chunks until the
+   flags are stable (a drift over a third of the file would otherwise pull the median and
+   inflate the MAD).
 3. **Short good stretches** -- good stretches shorter than ``min_good_bins`` (3) rate bins
    between two flagged stretches are removed too (PeacoQC's ``consecutive_bins``).
 
@@ -262,20 +265,30 @@ def time_qc(fcs: Any, options: TimeQCOptions | None = None) -> TimeQCResult:
         centred = data - data.mean(axis=0)
         var = np.maximum((centred ** 2).mean(axis=0), 1e-12)
         kurtosis = (centred ** 4).mean(axis=0) / var ** 2
-        for j, name in enumerate(names):
-            # sampling error of a chunk's mean / SD (asinh values are bounded, so both are
-            # stable): a floor under the MAD across chunks, which few chunks estimate poorly
-            sd = float(np.sqrt(var[j]))
-            se_mean = sd / np.sqrt(sizes)
-            se_sd = sd * np.sqrt(max(kurtosis[j] - 1.0, 0.1) / (4 * sizes))
-            for stat, label, floor in ((meds[:, j], "level", se_mean),
-                                       (sds[:, j], "spread", se_sd)):
-                level, spread = _robust(stat)
-                dev = np.abs(stat - level)
-                hit = (dev > opt.signal_k * np.maximum(spread, floor)) & (dev >= opt.min_shift)
-                for c in np.flatnonzero(hit):
-                    reasons[c].append(f"{label} {name}")
-                flagged |= hit
+        # the file's level is re-estimated without the chunks found so far, until stable: a
+        # drift covering a third of the file would otherwise pull the level and inflate the MAD
+        for _ in range(5):
+            found = np.zeros(n_chunks, dtype=bool)
+            reasons = [[] for _ in range(n_chunks)]
+            ref = ~flagged if (~flagged).sum() >= 5 else np.ones(n_chunks, dtype=bool)
+            for j, name in enumerate(names):
+                # sampling error of a chunk's mean / SD (asinh values are bounded, so both are
+                # stable): a floor under the MAD across chunks, which few chunks estimate poorly
+                sd = float(np.sqrt(var[j]))
+                se_mean = sd / np.sqrt(sizes)
+                se_sd = sd * np.sqrt(max(kurtosis[j] - 1.0, 0.1) / (4 * sizes))
+                for stat, label, floor in ((meds[:, j], "level", se_mean),
+                                           (sds[:, j], "spread", se_sd)):
+                    level, spread = _robust(stat[ref])
+                    dev = np.abs(stat - level)
+                    hit = (dev > opt.signal_k * np.maximum(spread, floor)) \
+                        & (dev >= opt.min_shift)
+                    for c in np.flatnonzero(hit):
+                        reasons[c].append(f"{label} {name}")
+                    found |= hit
+            if np.array_equal(found, flagged):
+                break
+            flagged = found
         for c in range(n_chunks):
             chunk = rows[bounds[c]:bounds[c + 1]]
             if flagged[c]:
