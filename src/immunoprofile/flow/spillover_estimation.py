@@ -26,8 +26,13 @@ The method, per control (documented in ``docs/compensation.md``):
    exactly, so one regression per detector is the answer and AutoSpill's iterative refinement
    (needed on transformed data) adds nothing. ``method="median"`` gives CytoExploreR's estimate
    instead: ``(median_pos - median_unstained) / (same in the primary channel)``.
-4. **Check** -- every control is compensated with the final matrix and the residual slope of
-   each detector on the primary channel is recomputed over the positive events (ideally 0).
+4. **Check** -- every control is compensated with the full matrix (all rows at once) and the
+   residual slope of each detector on the primary channel is recomputed over its positive
+   events. The row's own fit makes this nearly 0 by construction; what it catches is the
+   interplay of rows through the inverse (and saturation or a wrong primary). Over all gated
+   events, negatives included, the slope would also measure how the positives' and negatives'
+   autofluorescence differ (0.037 for the reference 7-AAD control, whose positives are dead
+   cells), which is not a compensation error.
 """
 
 from __future__ import annotations
@@ -78,7 +83,8 @@ class ControlSummary:
     intercepts
         Detector -> regression intercept (background in that detector).
     residual_slopes
-        Detector -> slope of compensated detector on compensated primary (after the fact).
+        Detector -> slope of compensated detector on compensated primary over the positive
+        events (after the fact).
     """
 
     file: str
