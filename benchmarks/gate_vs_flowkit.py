@@ -17,7 +17,11 @@ with ``statistics=("median",)`` (counts, %, MFI). Every population
 count must be identical.
 Printed: time of the pipeline (imports excluded, best of ``--repeats``), time of the whole
 process (imports included), the ratios, peak resident memory (VmHWM), and ``immunoprofile
---help`` time.
+--help`` time; then the issue-14 target lines: RATIOS per size (default statistics, medians
+only, counts only, peak memory), the whole process on ``--whole-files`` files of the largest
+size (``immunoprofile gate --jobs 1`` against a FlowKit script writing the same counts and
+medians), and with ``--report-run demo_output`` the example trial's report build time. The
+batch of 200 files is ``benchmarks/batch.py``.
 """
 
 from __future__ import annotations
@@ -246,6 +250,73 @@ def _run_side(side: str, fcs_path: Path, gml_path: Path, repeats: int) -> dict:
     return data
 
 
+FLOWKIT_SCRIPT = '''
+import sys
+import flowkit as fk
+import numpy as np
+import pandas as pd
+gml, out, files = sys.argv[1], sys.argv[2], sys.argv[3:]
+rows = []
+for path in files:
+    sample = fk.Sample(path, sample_id="s")
+    session = fk.Session(gating_strategy=gml, fcs_samples=[sample])
+    session.analyze_samples(use_mp=False)
+    report = session.get_analysis_report()
+    sample.apply_compensation(sample.metadata["spillover"])
+    comp = sample.get_events(source="comp")
+    fl = [i for i, n in enumerate(sample.pnn_labels) if n not in ("FSC-A", "FSC-H", "SSC-A", "Time")]
+    for name, gpath, count in zip(report["gate_name"], report["gate_path"], report["count"]):
+        mask = session.get_gate_membership("s", name, gate_path=gpath)
+        med = np.median(comp[mask][:, fl], axis=0) if mask.any() else [np.nan] * len(fl)
+        rows.append({"file": path, "population": name, "count": int(count), **{
+            f"mfi_{sample.pnn_labels[i]}": float(v) for i, v in zip(fl, med)}})
+pd.DataFrame(rows).to_csv(out, index=False)
+'''
+
+
+def whole_process(workdir: Path, gml: Path, files: list[Path], repeats: int) -> dict:
+    """Wall and CPU seconds of ``immunoprofile gate FILES --jobs 1`` (default statistics,
+    populations.csv + flow.h5ad + provenance) and of a FlowKit script doing the same gating
+    with medians to a CSV, each a fresh process from start to exit (imports included)."""
+    import resource
+
+    script = workdir / "flowkit_gate.py"
+    script.write_text(FLOWKIT_SCRIPT)
+    exe = Path(sys.executable).with_name("immunoprofile")
+    ours = ([str(exe)] if exe.exists() else [sys.executable, "-m", "immunoprofile.cli"]) + [
+        "gate", *map(str, files), "--strategy", str(gml), "--out", str(workdir / "ip_out"),
+        "--jobs", "1", "-q"]
+    theirs = [sys.executable, str(script), str(gml), str(workdir / "fk_out.csv"),
+              *map(str, files)]
+    out = {}
+    for name, cmd in (("immunoprofile", ours), ("FlowKit", theirs)):
+        wall = cpu = float("inf")
+        for _ in range(repeats):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True)
+            wall = min(wall, time.perf_counter() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpu = min(cpu, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        out[name] = {"wall_s": wall, "cpu_s": cpu}
+    return out
+
+
+def report_time(run_dir: Path, jobs: int) -> tuple[float, float]:
+    """Wall seconds of ``immunoprofile report RUN_DIR`` (a fresh process) and the build time
+    the report itself logs."""
+    exe = Path(sys.executable).with_name("immunoprofile")
+    cmd = ([str(exe)] if exe.exists() else [sys.executable, "-m", "immunoprofile.cli"]) + [
+        "report", str(run_dir), "--out", str(run_dir / "report_bench.html")]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    import re
+
+    found = re.findall(r"MB, ([0-9.]+) s\)", proc.stderr + proc.stdout)
+    return wall, float(found[-1]) if found else float("nan")
+
+
 def _help_time() -> float:
     exe = Path(sys.executable).with_name("immunoprofile")
     cmd = [str(exe), "--help"] if exe.exists() else [sys.executable, "-m", "immunoprofile.cli",
@@ -270,6 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", type=Path, default=None, help="keep generated files here")
+    parser.add_argument("--whole-files", type=int, default=3,
+                        help="files of the largest size for the whole-process comparison (0: skip)")
+    parser.add_argument("--report-run", type=Path, default=None,
+                        help="a finished run folder (e.g. demo_output) whose report to time")
     parser.add_argument("--side", choices=list(SIDES), help=argparse.SUPPRESS)
     parser.add_argument("paths", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -317,6 +392,30 @@ def main(argv: list[str] | None = None) -> int:
               f"{fk_res['pipeline_s'] / med_res['pipeline_s']:.1f}x "
               f"(CPU {fk_res['cpu_s'] / med_res['cpu_s']:.1f}x), peak memory "
               f"{med_res['peak_mib'] / fk_res['peak_mib']:.2f}")
+        print(f"{size:>9} RATIOS vs FlowKit (CPU): default statistics "
+              f"{fk_res['cpu_s'] / ip_res['cpu_s']:.1f}x (target 15), medians only "
+              f"{fk_res['cpu_s'] / med_res['cpu_s']:.1f}x (target 20), counts only "
+              f"{fk_res['counts_cpu_s'] / med_res['counts_cpu_s']:.1f}x; peak memory "
+              f"{ip_res['peak_mib']:.0f} MiB (target <= 200)")
+    if args.whole_files:
+        size = max(args.sizes)
+        files = []
+        for k in range(args.whole_files):
+            path = workdir / f"whole_{size}_{k}.fcs"
+            if not path.exists():
+                make_file(path, size, seed=100 + k)
+            files.append(path)
+        whole = whole_process(workdir, gml, files, args.repeats)
+        fk_w, ip_w = whole["FlowKit"], whole["immunoprofile"]
+        print(f"whole process, {len(files)} x {size} events: FlowKit script "
+              f"{fk_w['wall_s']:.2f} s wall ({fk_w['cpu_s']:.2f} CPU), immunoprofile gate "
+              f"--jobs 1 {ip_w['wall_s']:.2f} s wall ({ip_w['cpu_s']:.2f} CPU): RATIO "
+              f"{fk_w['wall_s'] / ip_w['wall_s']:.1f}x wall, {fk_w['cpu_s'] / ip_w['cpu_s']:.1f}x "
+              f"CPU (target 6)")
+    if args.report_run is not None:
+        wall, logged = report_time(args.report_run, 2)
+        print(f"report of {args.report_run}: {wall:.1f} s wall for the whole command, "
+              f"{logged:.1f} s build time as logged (target <= 15)")
     print(f"immunoprofile --help: {_help_time():.3f} s (best of 5)")
     return 0 if ok else 1
 

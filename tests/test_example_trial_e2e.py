@@ -64,7 +64,7 @@ def test_example_report_in_chromium(example_run, tmp_path):
     # per-sample QC rows + per-plate rows in the summary; one gating figure per sample,
     # two plates of curves, two trajectory grids and the forest plot, and one acquisition-
     # over-time figure per file that lost events to time QC (the simulated clogs and drift)
-    anomalous = pd.read_csv(EXAMPLE_DIR / "truth" / "acquisition.csv")["sample_id"].nunique()
+    anomalous = pd.read_csv(EXAMPLE_DIR / "truth" / "time_anomalies.csv")["sample_id"].nunique()
     assert facts["summaryRows"] >= n_flow + 2
     assert facts["images"] == n_flow + 2 + 3 + anomalous
     assert shot.stat().st_size > 20_000
@@ -84,7 +84,7 @@ def test_run_computes_compensation_and_removes_bad_stretches(example_run):
     populations = pd.read_csv(example_run / "flow" / "populations.csv")
     root = populations[populations["population"] == "TimeQC"].set_index("sample_id")
     assert len(root) == populations["sample_id"].nunique()
-    truth = pd.read_csv(EXAMPLE_DIR / "truth" / "acquisition.csv")
+    truth = pd.read_csv(EXAMPLE_DIR / "truth" / "time_anomalies.csv")
     burst = truth[truth.kind == "clog_burst"].set_index("sample_id")["n_events"]
     for sid, n in burst.items():
         assert root.loc[sid, "pct_removed_time_qc"] >= 100 * 0.95 * n / (6000 + n)

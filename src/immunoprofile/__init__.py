@@ -7,9 +7,13 @@ line fast). Stages are plain functions over plain data; see the README for the f
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # one source of truth for the version: the installed package's metadata (pyproject.toml)
+    __version__ = importlib.metadata.version("immunoprofile")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {

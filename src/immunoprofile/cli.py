@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "First look at an FCS file: channels, markers, spillover, keywords."),
     "gate": ("gate", "Compensate, transform, gate and summarise FCS files."),
     "compensate": ("compensate", "Compute a spillover matrix from single-stain controls."),
+    "plot": ("plot", "Density plot or histogram of a population, with the strategy's gates."),
     "cytokines": ("cytokines", "Fit standard curves and quantify multiplex cytokine plates."),
     "assemble": ("assemble", "Join flow and cytokine results with the manifest into AnnData."),
     "compare": ("compare", "Compare run-in, treatment and post-treatment periods."),

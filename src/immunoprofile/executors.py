@@ -154,7 +154,12 @@ def _process_pool(fn, tasks, jobs: int) -> Iterator[TaskOutcome]:
 
 
 def _dask(fn, tasks, spec: ExecutorSpec) -> Iterator[TaskOutcome]:
-    from dask.distributed import Client, LocalCluster, as_completed
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:  # an optional extra: say how to get it, not a bare traceback
+        raise ImmunoprofileError(
+            "the Dask executor needs the 'dask' extra: pip install 'immunoprofile[dask]' "
+            f"({exc})") from exc
 
     _pin_blas_threads()
     cluster = None

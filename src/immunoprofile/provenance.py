@@ -54,6 +54,7 @@ def build_provenance(
     parameters: Mapping[str, Any] | None = None,
     command: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    sha256: Mapping[str | os.PathLike[str], str] | None = None,
 ) -> dict[str, Any]:
     """Assemble a JSON-serialisable provenance record.
 
@@ -67,15 +68,20 @@ def build_provenance(
         The command line or pipeline step that produced the output.
     extra
         Anything else worth keeping (repairs made while reading, warnings ...).
+    sha256
+        Digests already known, by path (e.g. computed from the very bytes a reader decoded):
+        those inputs are not read a second time.
     """
+    known = {str(Path(k).resolve()): v for k, v in (sha256 or {}).items()}
     records = []
     for path in sorted({os.fspath(p) for p in inputs}):
         p = Path(path)
+        resolved = str(p.resolve())
         records.append({
-            "path": str(p.resolve()),
+            "path": resolved,
             "name": p.name,
             "size": p.stat().st_size,
-            "sha256": sha256_file(p),
+            "sha256": known.get(resolved) or sha256_file(p),
         })
     return {
         "schema_version": SCHEMA_VERSION,

@@ -172,3 +172,31 @@ def test_gate_sample_missing_file_and_compensation_choices(tmp_path: Path) -> No
         gate_sample(tmp_path / "nope.fcs", strategy)
     with pytest.raises(InputError, match="compensation matrix file not found"):
         gate_sample(tmp_path / "t.fcs", strategy, compensation=str(tmp_path / "nope.csv"))
+
+
+def test_provenance_digests_come_from_the_gating_read(reference_dir: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The FCS digest is taken from the bytes read for gating and reused by provenance (the file
+    is not read again); inputs without a known digest are still hashed."""
+    import hashlib
+
+    from immunoprofile import provenance as prov_mod
+    from immunoprofile.flow.batch import gate_sample, write_gate_outputs
+    from immunoprofile.flow.strategy import load_strategy
+
+    root = reference_dir / "flow" / "gatingml2"
+    fcs_path = root / "data1.fcs"
+    strategy_path = root / "gml" / "gml_rect1_gate.xml"
+    sample = gate_sample(fcs_path, load_strategy(strategy_path), compensation="none")
+    assert sample.sha256 == hashlib.sha256(fcs_path.read_bytes()).hexdigest()
+    hashed: list[str] = []
+    real = prov_mod.sha256_file
+    monkeypatch.setattr(prov_mod, "sha256_file", lambda p, **k: hashed.append(Path(p).name)
+                        or real(p, **k))
+    write_gate_outputs(tmp_path / "out", [sample], [], strategy=None, parameters={},
+                       inputs=[fcs_path, strategy_path])
+    prov = json.loads((tmp_path / "out" / "provenance.json").read_text())
+    digests = {r["name"]: r["sha256"] for r in prov["inputs"]}
+    assert digests["data1.fcs"] == sample.sha256
+    assert digests[strategy_path.name] == hashlib.sha256(strategy_path.read_bytes()).hexdigest()
+    assert hashed == [strategy_path.name]

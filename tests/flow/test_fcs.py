@@ -42,12 +42,14 @@ def _encode_column(values: np.ndarray, kind: str, bits: int, byteord: str) -> np
 def build_dataset(columns: list[dict], *, version: str = "FCS3.1", byteord: str = "1,2,3,4",
                   datatype: str | None = None, extra: dict[str, str] | None = None,
                   nextdata: int = 0, header_data: str = "ok", delim: str = "/",
-                  tot: int | None = None, drop_bytes: int = 0) -> bytes:
+                  tot: int | None = None, drop_bytes: int = 0,
+                  raw_data: bytes | None = None) -> bytes:
     """One FCS data set. ``columns``: dicts with name, values, and optional marker, kind, bits,
     range, e (``$PnE``), g (``$PnG``), datatype (``$PnDATATYPE``).
 
     ``header_data``: "ok", "zero" (offsets only in TEXT, as for > 99,999,999), "blank",
-    "offbyone" (end one byte too far).
+    "offbyone" (end one byte too far). ``raw_data`` replaces the encoded DATA segment (for
+    layouts the column encoder does not write: packed bit widths, ASCII).
     """
     n = len(columns[0]["values"]) if columns else 0
     dt = datatype or columns[0].get("kind", "F")
@@ -68,9 +70,12 @@ def build_dataset(columns: list[dict], *, version: str = "FCS3.1", byteord: str 
             text[f"$P{i}G"] = str(c["g"])
         if "datatype" in c:
             text[f"$P{i}DATATYPE"] = c["datatype"]
-        blocks.append(_encode_column(np.asarray(c["values"]), kind, bits, byteord))
+        if raw_data is None:
+            blocks.append(_encode_column(np.asarray(c["values"]), kind, bits, byteord))
     text.update(extra or {})
     data = np.concatenate(blocks, axis=1).tobytes() if blocks else b""
+    if raw_data is not None:
+        data = raw_data
     if drop_bytes:
         data = data[:-drop_bytes]
 
@@ -119,6 +124,8 @@ def _write(tmp_path: Path, raw: bytes, name: str = "t.fcs") -> Path:
 # --------------------------------------------------------------------------------------------
 
 REF_FILES = [
+    *(f"compensation_controls/Compensation-{c}.fcs"
+      for c in ("7AAD", "AF700", "APC-Cy7", "APC", "FITC", "PE", "Unstained")),
     "fcs_edge_cases/flowcal/Data001.fcs",
     "fcs_edge_cases/flowcal/Data002.fcs",
     "fcs_edge_cases/flowcal/Data003.fcs",
@@ -133,12 +140,23 @@ REF_FILES = [
     "flowjo_wsp/simple_diamond_example/test_data_diamond_01.fcs",
     "flowjo_wsp/simple_line_example/data_set_simple_line_100.fcs",
     "gatingml2/data1.fcs",
-]
+    "fcs_instruments/3FITC_4PE_004.fcs",
+    "fcs_instruments/B01 KC-A-W---91-US.fcs",
+    "fcs_instruments/G11.fcs",
+    "fcs_instruments/cytofkit_130515_C2_stim_CD19-.fcs",
+    "fcs_instruments/cytonorm_CyTOF_Gates_PTLG021_Unstim_Control_1.fcs",
+    "fcs_instruments/peacoqc_111.fcs",
+    "fcs_instruments/variable_int_example.fcs",
+] + [f"flowjo_versions/fcs/931115-{well}- Sample {i:02d}.fcs"
+     for i, row in enumerate("BCDE", start=1) for well in (f"{row}01", f"{row}02", f"{row}07",
+                                                           f"{row}08")]
 
 # Files flowio 1.4 reads as they are (it refuses 24-bit data, multi-data-set files without the
-# dedicated call, and offset discrepancies).
+# dedicated call, offset discrepancies and packed 9-bit integers; its preprocessing refuses
+# variable_int_example.fcs for its $TIMESTEP "xxxxxxxxx", tested on its own below).
 FLOWIO_READABLE = [f for f in REF_FILES if "Data003" not in f and "coulter" not in f
-                   and "noncompliant" not in f]
+                   and "noncompliant" not in f and "flowjo_versions" not in f
+                   and "variable_int" not in f]
 
 
 def test_reference_list_is_complete(reference_dir: Path) -> None:
@@ -551,9 +569,199 @@ def test_dtype_must_be_float(tmp_path: Path) -> None:
 
 def test_unsupported_layouts_refused(tmp_path: Path) -> None:
     cols = [dict(name="a", values=np.ones(3, dtype=np.float32), kind="F")]
-    for extra, match in [({"$DATATYPE": "A"}, "ASCII"), ({"$MODE": "C"}, "histogram"),
-                         ({"$P1B": "10", "$DATATYPE": "I"}, "whole-byte"),
+    for extra, match in [({"$MODE": "C"}, "histogram"),
+                         ({"$P1B": "65", "$DATATYPE": "I"}, "1 to 64 bits"),
+                         ({"$P1B": "0", "$DATATYPE": "I"}, "1 to 64 bits"),
+                         ({"$P1B": "x", "$DATATYPE": "A"}, "character count"),
+                         ({"$DATATYPE": "Q"}, "not one of I, F, D, A"),
                          ({"$BYTEORD": "1,2,2,4"}, "not a permutation")]:
         p = _write(tmp_path, build_fcs(cols, extra=extra))
         with pytest.raises(InputError, match=match):
             read_fcs(p)
+
+
+# --------------------------------------------------------------------------------------------
+# Packed integer widths, ASCII data, supplemental TEXT, instrument files
+# --------------------------------------------------------------------------------------------
+
+TUTORIAL = "flowjo_versions/fcs/931115-B01- Sample 01.fcs"
+
+# The Lymphocytes polygon (ForSc, OrthSc) of sample B01 as FlowJo 7.6.5 stores it
+# (flowjo_versions/workspaces/advanced-v7.6.5.wsp); FlowJo counted 6,885 events inside
+# (counts/advanced-v7.6.5.tsv).
+LYMPHOCYTES_765 = [(39.2, 26.979257651833066), (64.0, 42.26978079673291),
+                   (96.8, 40.83475889339059), (100.8, 16.070522443712346),
+                   (72.8, 7.516748085768883), (39.2, 10.257227679827297)]
+
+
+def _pack_lsb_first(values: np.ndarray, widths: list[int]) -> bytes:
+    """Pack rows of integers into one least-significant-bit-first stream (Python ints, slow)."""
+    acc, pos = 0, 0
+    for row in values.tolist():
+        for v, w in zip(row, widths):
+            acc |= (int(v) & ((1 << w) - 1)) << pos
+            pos += w
+    return acc.to_bytes((pos + 7) // 8, "little")
+
+
+def test_tutorial_packed_9bit_reproduces_flowjo_count(reference_dir: Path) -> None:
+    from matplotlib.path import Path as MplPath
+
+    fcs = read_fcs(reference_dir / "flow" / TUTORIAL, dtype=np.float64)
+    assert fcs.text["$P1B"] == "9" and fcs.n_events == 10_000 and fcs.n_channels == 5
+    inside = int(MplPath(LYMPHOCYTES_765).contains_points(fcs.events[:, :2]).sum())
+    # FlowJo bins polygons; the oracle tolerance is max(15 events, 1 %). The other bit order
+    # (most significant bit first) puts 245 events there.
+    assert abs(inside - 6885) <= max(15, 0.01 * 6885), inside
+    # Channel values are 9-bit: ForSc (linear, gain 2.5) on 0..511/2.5, the log channels on
+    # 0.2 * 10**(3.84 * [0, 511] / 512).
+    assert fcs.events[:, 0].min() >= 0 and fcs.events[:, 0].max() <= 511 / 2.5
+    np.testing.assert_allclose(fcs.events[:, 0] * 2.5, np.round(fcs.events[:, 0] * 2.5),
+                               atol=1e-9)
+    assert fcs.events[:, 1:].min() >= 0.2 and fcs.events[:, 1:].max() <= 0.2 * 10 ** 3.84
+
+
+@pytest.mark.parametrize("widths", [[9, 9, 9], [10, 12, 7], [1, 16, 3, 33], [60, 9], [64, 5]])
+def test_packed_widths_roundtrip(tmp_path: Path, widths: list[int]) -> None:
+    n = 37
+    vals = np.stack([RNG.integers(0, 2 ** min(w, 62), size=n, dtype=np.int64) for w in widths],
+                    axis=1).astype(np.uint64)
+    if widths[0] == 64:
+        vals[0, 0] = np.uint64(2 ** 64 - 1)
+    cols = [dict(name=f"c{j}", values=vals[:, j], kind="I", bits=w, range=2 ** w)
+            for j, w in enumerate(widths)]
+    raw = build_fcs(cols, version="FCS2.0", byteord="4,3,2,1", datatype="I",
+                    raw_data=_pack_lsb_first(vals, widths))
+    fcs = read_fcs(_write(tmp_path, raw), dtype=np.float64)
+    assert fcs.warnings == []
+    np.testing.assert_array_equal(fcs.events, vals.astype(np.float64))
+
+
+def test_packed_width_with_range_mask(tmp_path: Path) -> None:
+    vals = np.array([[1023, 5], [600, 1023]], dtype=np.uint64)
+    cols = [dict(name="a", values=vals[:, 0], kind="I", bits=10, range=512),
+            dict(name="b", values=vals[:, 1], kind="I", bits=10, range=1024)]
+    raw = build_fcs(cols, datatype="I", raw_data=_pack_lsb_first(vals, [10, 10]))
+    fcs = read_fcs(_write(tmp_path, raw))
+    np.testing.assert_array_equal(fcs.events, [[511, 5], [88, 1023]])
+
+
+def test_packed_truncated_data_refused(tmp_path: Path) -> None:
+    vals = np.arange(20, dtype=np.uint64).reshape(10, 2)
+    cols = [dict(name=f"c{j}", values=vals[:, j], kind="I", bits=9, range=512) for j in range(2)]
+    raw = build_fcs(cols, datatype="I", raw_data=_pack_lsb_first(vals, [9, 9])[:-3])
+    with pytest.raises(InputError, match="data segment truncated: expected 23 bytes"):
+        read_fcs(_write(tmp_path, raw))
+
+
+def test_ascii_fixed_width(tmp_path: Path) -> None:
+    vals = np.array([[1, 20, 300], [4095, 0, 7], [12, 345, 999]])
+    widths = [4, 5, 3]
+    data = "".join(f"{v:>{w}d}" for row in vals for v, w in zip(row, widths)).encode()
+    cols = [dict(name=f"c{j}", values=vals[:, j], kind="A", bits=w, range=4096,
+                 e="4,1" if j == 2 else "0,0") for j, w in enumerate(widths)]
+    raw = build_fcs(cols, datatype="A", raw_data=data)
+    fcs = read_fcs(_write(tmp_path, raw), dtype=np.float64)
+    assert fcs.datatype == "A"
+    np.testing.assert_array_equal(fcs.events[:, :2], vals[:, :2])
+    # $PnE log amplification applies to ASCII channel values as to integers.
+    np.testing.assert_allclose(fcs.events[:, 2], 10 ** (4 * vals[:, 2] / 4096))
+    bad = build_fcs(cols, datatype="A", raw_data=data.replace(b" 345", b" 3x5"))
+    with pytest.raises(InputError, match="ASCII c1 value b?'3x5' is not a number"):
+        read_fcs(_write(tmp_path, bad, "bad.fcs"))
+
+
+def test_ascii_delimited(tmp_path: Path) -> None:
+    vals = np.array([[1.5, 20, 300], [4095, 0, 7], [12, -3e2, 999]])
+    data = b"1.5 20,300\r\n4095\t0  7\n12, -3e2 ,999\n"
+    cols = [dict(name=f"c{j}", values=vals[:, j], kind="A", bits="*", range=4096)
+            for j in range(3)]
+    fcs = read_fcs(_write(tmp_path, build_fcs(cols, datatype="A", raw_data=data)),
+                   dtype=np.float64)
+    np.testing.assert_array_equal(fcs.events, vals)
+    assert read_fcs_metadata(tmp_path / "t.fcs").n_events == 3
+    # Without $TOT the events are counted.
+    raw = build_fcs(cols, datatype="A", raw_data=data).replace(b"$TOT/3/", b"$TOX/3/")
+    fcs = read_fcs(_write(tmp_path, raw, "nt.fcs"), dtype=np.float64)
+    np.testing.assert_array_equal(fcs.events, vals)
+    assert any("$TOT is missing" in w for w in fcs.warnings)
+    assert read_fcs_metadata(tmp_path / "nt.fcs").n_events == 3
+    short = build_fcs(cols, datatype="A", raw_data=data[:-5])
+    with pytest.raises(InputError, match=r"hold 8 values; \$TOT 3 × \$PAR 3 needs 9"):
+        read_fcs(_write(tmp_path, short, "short.fcs"))
+    mixed = build_fcs(cols, datatype="A", raw_data=data, extra={"$P2B": "4"})
+    with pytest.raises(InputError, match="mix delimited"):
+        read_fcs(_write(tmp_path, mixed, "mixed.fcs"))
+
+
+@pytest.mark.parametrize("s_start, s_end, warned", [
+    ("58", "58", True),       # NovoCyte: inside the primary TEXT
+    ("0", "0", False),        # no supplemental TEXT
+    ("", "", False),
+    ("3", "40", True),        # inside the HEADER
+    ("90000", "90010", True),  # past the end of the file
+])
+def test_supplemental_text_offsets_ignored(tmp_path: Path, s_start: str, s_end: str,
+                                           warned: bool) -> None:
+    v = RNG.normal(size=(50, 8)).astype(np.float32)
+    cols = [dict(name=f"c{j}", values=v[:, j], kind="F") for j in range(8)]
+    raw = build_fcs(cols, version="FCS3.0", extra={"$BEGINSTEXT": s_start, "$ENDSTEXT": s_end})
+    fcs = read_fcs(_write(tmp_path, raw))
+    np.testing.assert_array_equal(fcs.events, v)
+    msgs = [w for w in fcs.warnings if "supplemental TEXT" in w]
+    assert bool(msgs) == warned, fcs.warnings
+    if warned:
+        assert f"supplemental TEXT offsets {s_start}-{s_end}" in msgs[0] and "ignored" in msgs[0]
+
+
+def test_unreadable_supplemental_text_is_ignored(tmp_path: Path) -> None:
+    v = RNG.normal(size=(4, 1)).astype(np.float32)
+    raw = build_fcs([dict(name="a", values=v[:, 0], kind="F")],
+                    extra={"$BEGINSTEXT": "999999", "$ENDSTEXT": "999999"})
+    raw = raw.replace(b"999999", str(len(raw)).rjust(6, "0").encode())
+    fcs = read_fcs(_write(tmp_path, raw + b"x"))
+    assert any("supplemental TEXT" in w and "too short" in w for w in fcs.warnings)
+    np.testing.assert_array_equal(fcs.events, v)
+
+
+def test_accuri_equals_flowio_preprocessed_truth(reference_dir: Path) -> None:
+    d = reference_dir / "flow" / "fcs_instruments"
+    truth = np.load(d / "B01 KC-A-W---91-US_preprocessed_events.npy")
+    fcs = read_fcs(d / "B01 KC-A-W---91-US.fcs", dtype=np.float64)
+    assert fcs.text["$TIMESTEP"] == "0.1" and fcs.channels[-1] == "Time"
+    np.testing.assert_array_equal(fcs.events, truth)
+    np.testing.assert_allclose(read_fcs(d / "B01 KC-A-W---91-US.fcs").events, truth, rtol=1e-7)
+
+
+def test_variable_int_masked_time(reference_dir: Path) -> None:
+    import flowio
+
+    path = reference_dir / "flow" / "fcs_instruments" / "variable_int_example.fcs"
+    fcs = read_fcs(path, dtype=np.float64)
+    # FlowIO's tests: 32-bit Time masked by $PnR 11209599 -> next power of two - 1.
+    np.testing.assert_array_equal(fcs.events[:, fcs.channel_index("Time")], [8265081, 15691602])
+    assert any("$TIMESTEP" in w for w in fcs.warnings)
+    # The 16-bit channels: flowio's raw integers with gain/log applied as FCS says (flowio's
+    # own preprocessing refuses this file's $TIMESTEP 'xxxxxxxxx').
+    raw = flowio.FlowData(str(path)).as_array(preprocess=False)
+    for j in range(fcs.n_channels - 1):
+        e = fcs.text[f"$P{j + 1}E"].split(",")
+        g = float(fcs.text.get(f"$P{j + 1}G", "1") or 1)
+        want = 10 ** (float(e[0]) * raw[:, j] / 65536) * float(e[1]) if float(e[0]) > 0 \
+            else raw[:, j] / g
+        np.testing.assert_allclose(fcs.events[:, j], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("rel", REF_FILES)
+def test_hashing_read_equals_plain_read(reference_dir: Path, rel: str) -> None:
+    """``sha256=True`` reads the file once: the same events (24-bit, packed and multi-data-set
+    files included) and the digest hashlib gives for the file's bytes."""
+    import hashlib
+
+    path = reference_dir / "flow" / rel
+    plain = read_fcs(path)
+    hashed = read_fcs(path, sha256=True)
+    np.testing.assert_array_equal(hashed.events, plain.events)
+    assert hashed.events.flags["C_CONTIGUOUS"] and hashed.events.dtype == plain.events.dtype
+    assert hashed.warnings == plain.warnings and plain.sha256 is None
+    assert hashed.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()

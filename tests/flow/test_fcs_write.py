@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import flowio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 import numpy as np
@@ -21,6 +20,8 @@ def _events(n: int = 2000, seed: int = 1) -> np.ndarray:
 
 
 def _read_flowio(path) -> tuple[flowio.FlowData, np.ndarray]:
+    import flowio
+
     fd = flowio.FlowData(str(path))
     return fd, np.asarray(fd.as_array(preprocess=False), dtype=np.float32)
 
@@ -190,6 +191,8 @@ def test_file_larger_than_99999999_bytes(tmp_path):
     with open(path, "rb") as handle:
         header = handle.read(58)
     assert header[26:34].strip() == b"0" and header[34:42].strip() == b"0"
+    import flowio
+
     fd = flowio.FlowData(str(path), only_text=True)
     begin, end = int(fd.text["begindata"]), int(fd.text["enddata"])
     assert end > 99_999_999 and end - begin + 1 == events.nbytes

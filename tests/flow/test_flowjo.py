@@ -454,8 +454,8 @@ def _edited(wsp_dir: Path, tmp_path: Path, old: str, new: str, name: str = "x.ws
 
 
 @pytest.mark.parametrize("old, new, message", [
-    ('<gating:EllipsoidGate eventsInside="1"', '<gating:EllipsoidGate eventsInside="0"',
-     r"/ellipse1: <EllipsoidGate eventsInside='0'> \(an inverted gate\) is not supported"),
+    ('<gating:EllipsoidGate eventsInside="1"', '<gating:EllipsoidGate eventsInside="2"',
+     r"/ellipse1: eventsInside='2' is neither 0 nor 1"),
     ("gating:EllipsoidGate", "gating:CurlyQuadGate",
      r"/ellipse1: gate element <CurlyQuadGate> is not supported"),
     ("transforms:linear", "transforms:miltenyi",
@@ -466,7 +466,7 @@ def _edited(wsp_dir: Path, tmp_path: Path, old: str, new: str, name: str = "x.ws
     ('<gating:coordinate data-type:value="96" />', '<gating:coordinate data-type:value="inf" />',
      r"/ellipse1: vertex coordinate 'inf' is not finite"),
     ('sampleID="1" >', 'sampleID="1" ><Subpopulations><Population name="a"/></Subpopulations>',
-     r"/a: population has no <Gate> element"),
+     r"/a: population has no gate \(no <Gate>"),
 ])
 def test_unsupported_constructs_name_the_element(wsp_dir: Path, tmp_path: Path, old: str,
                                                  new: str, message: str) -> None:

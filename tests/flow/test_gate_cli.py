@@ -145,3 +145,62 @@ def test_duplicate_sample_ids_exit_2(batch, tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["gate", str(folder), str(other / "tube0.fcs"),
                                       "--strategy", str(strategy), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
+
+
+def _versions(reference_dir: Path) -> Path:
+    d = reference_dir / "flow" / "flowjo_versions"
+    if not d.is_dir():
+        pytest.skip("reference folder flow/flowjo_versions is absent")
+    return d
+
+
+def test_mac_flowjo_workspace_gates_every_file_with_its_own_sample(reference_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    """FlowJo 8.5.3 (Mac): populations nested without <Subpopulations> used to give zero gates
+    and "gated 16/16"; now every file has its own sample's 10 or 24 populations."""
+    d = _versions(reference_dir)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["gate", str(d / "fcs"), "--strategy",
+                                      str(d / "workspaces" / "advanced-v8.5.3.xml"),
+                                      "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "gated 16/16" in result.output
+    table = pd.read_csv(out / "populations.csv")
+    expected = pd.read_csv(d / "counts" / "advanced-v8.5.3.tsv", sep="\t")
+    assert len(table) == len(expected) == 164
+    assert (table["workspace_sample"] == table["file"]).all()
+    assert set(zip(table["file"], table["population"])) == set(zip(expected["fil"],
+                                                                   expected["path"]))
+
+
+def test_file_matching_no_workspace_sample_fails_alone(reference_dir: Path,
+                                                       tmp_path: Path) -> None:
+    d = _versions(reference_dir)
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    for src in (d / "fcs" / "931115-B01- Sample 01.fcs",
+                reference_dir / "flow" / "gatingml2" / "data1.fcs"):
+        (folder / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["gate", str(folder), "--strategy",
+                                      str(d / "workspaces" / "advanced-v7.6.5.wsp"),
+                                      "--out", str(out)])
+    assert result.exit_code == 1
+    failed = pd.read_csv(out / "failed.tsv", sep="\t")
+    assert len(failed) == 1 and "data1.fcs: matches no sample of workspace" in failed["reason"][0]
+    table = pd.read_csv(out / "populations.csv")
+    assert set(table["file"]) == {"931115-B01- Sample 01.fcs"} and len(table) == 6
+
+
+def test_strategy_without_gates_exit_2(batch, tmp_path: Path) -> None:
+    folder, _ = batch
+    empty = tmp_path / "empty.xml"
+    empty.write_text('<?xml version="1.0"?><gating:Gating-ML xmlns:gating='
+                     '"http://www.isac-net.org/std/Gating-ML/v2.0/gating"/>')
+    proc = subprocess.run([sys.executable, "-m", "immunoprofile.cli", "gate", str(folder),
+                           "--strategy", str(empty), "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "defines no gates" in lines[0]
+    assert not (tmp_path / "o").exists()

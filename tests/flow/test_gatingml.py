@@ -322,3 +322,27 @@ def _fcs_from(events):
     return FCSData(path="mem.fcs", version="FCS3.1", text={}, channels=["A", "B"],
                    markers=["", ""], events=events, ranges=[1024.0, 1024.0], datatype="F",
                    spillover=None)
+
+
+def test_flowjo_export_comp_prefix_is_the_compensated_channel(reference_dir, tmp_path):
+    """FlowJo's Gating-ML export names dimensions ``Comp-<channel>``: that channel under the
+    compensation-ref, or the file's own spillover when none is given."""
+    from immunoprofile.flow.engine import evaluate
+    from immunoprofile.flow.fcs import read_fcs
+
+    fcs = read_fcs(reference_dir / "flow" / "fcs_edge_cases" / "flowkit" / "100715.fcs")
+    rect = ('<gating:RectangleGate gating:id="R"><gating:dimension {comp} gating:min="1000" '
+            'gating:max="5000"><data-type:fcs-dimension data-type:name="{name}"/>'
+            '</gating:dimension></gating:RectangleGate>')
+    masks = {}
+    for label, comp, name in [("fcs", 'gating:compensation-ref="FCS"', "B515-A"),
+                              ("flowjo", "", "Comp-B515-A"),
+                              ("flowjo-ref", 'gating:compensation-ref="FCS"', "Comp-B515-A"),
+                              ("raw", 'gating:compensation-ref="uncompensated"', "B515-A")]:
+        strategy = read_gatingml(_write(tmp_path, rect.format(comp=comp, name=name)))
+        dim = strategy.gates["R"].dims[0]
+        assert dim.channel == "B515-A"
+        masks[label] = evaluate(strategy, fcs).masks["R"]
+    np.testing.assert_array_equal(masks["flowjo"], masks["fcs"])
+    np.testing.assert_array_equal(masks["flowjo-ref"], masks["fcs"])
+    assert (masks["raw"] != masks["fcs"]).sum() > 50  # compensation matters on this channel (98)

@@ -51,3 +51,36 @@ def test_plate_qc_counts_flags(synthetic_run):
 def test_empty_run_dir_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="no immunoprofile outputs"):
         build_report(tmp_path)
+
+
+def test_labels_read_as_people_speak_and_samples_sort_in_protocol_order():
+    import numpy as np
+    import pandas as pd
+
+    from immunoprofile.report.build import _natural, _protocol_order, feature_labels
+
+    var = pd.DataFrame({
+        "feature_type": ["frequency", "frequency", "count", "mfi", "concentration"],
+        "population": ["/Cells/CD3+/CD4+CD8-/Th2", "/Cells", "/Cells/CD3+", "/Cells/CD3+", ""],
+        "parent": ["/Cells/CD3+/CD4+CD8-", "nan", "/Cells", "/Cells", ""],
+        "statistic": ["pct_parent", "pct_parent", "count", "median", "concentration"],
+        "marker": ["", "", "", "CD4", ""], "analyte": ["", "", "", "", "IL-13"],
+        "unit": ["%", "%", "events", "MFI", "pg/mL"]},
+        index=["/Cells/CD3+/CD4+CD8-/Th2|pct_parent", "/Cells|pct_parent", "/Cells/CD3+|count",
+               "/Cells/CD3+|mfi_CD4", "IL-13|pg/mL"])
+    assert list(feature_labels(var).values()) == [
+        "Th2 % of CD4+CD8-", "Cells % of all events", "CD3+ count", "CD3+ MFI CD4",
+        "IL-13 (pg/mL)"]
+    ids = ["AD01_week12", "AD01_week2", "AD10_week0", "AD02_week0", "AD01_screening"]
+    assert sorted(ids, key=_natural) == ["AD01_screening", "AD01_week2", "AD01_week12",
+                                         "AD02_week0", "AD10_week0"]
+
+    class Study:  # the study's obs gives the protocol: screening (day -14) comes first
+        obs = pd.DataFrame({"flow_sample_id": ids, "subject_id": ["AD01", "AD01", "AD10",
+                                                                  "AD02", "AD01"],
+                            "study_day": [84, 14, 0, 0, -14]})
+
+    key = _protocol_order(Study())
+    assert sorted(ids + ["unknown"], key=key) == ["AD01_screening", "AD01_week2", "AD01_week12",
+                                                  "AD02_week0", "AD10_week0", "unknown"]
+    assert not np.isnan(key("AD01_week2")[2])

@@ -125,11 +125,11 @@ def test_manifest_matches_files_and_design(example_dir, manifest):
 
 def test_flow_files_read_back_with_panel_and_spillover(example_dir, manifest):
     flow = manifest[manifest.assay == "flow"]
-    acquisition = pd.read_csv(example_dir / "truth" / "acquisition.csv")
+    acquisition = pd.read_csv(example_dir / "truth" / "time_anomalies.csv")
     burst = acquisition[acquisition.kind == "clog_burst"].set_index("sample_id")["n_events"]
     for row in flow.itertuples():
         fcs = read_fcs(example_dir / row.file)
-        # a clog's burst adds junk events to the tube's own (truth/acquisition.csv)
+        # a clog's burst adds junk events to the tube's own (truth/time_anomalies.csv)
         assert fcs.n_events == EXAMPLE_EVENTS + int(burst.get(row.sample_id, 0))
         assert list(fcs.channels) == list(sim_flow.CHANNELS)
         assert list(fcs.markers) == list(sim_flow.MARKERS)
@@ -197,30 +197,104 @@ def test_truth_tables_are_consistent_with_design(example_dir):
     assert (fold["treatment"] / fold["run-in"] > 5).all()
 
 
-def test_gating_recovers_truth_and_gatingml_equals_yaml(example_dir, manifest):
+@pytest.fixture(scope="module")
+def undrifted(tmp_path_factory) -> Path:
+    """The example trial without acquisition drift (what the fixed strategy was drawn on)."""
+    out = tmp_path_factory.mktemp("undrifted")
+    simulate_trial(out, n_events=EXAMPLE_EVENTS, acquisition_drift=None)
+    return out
+
+
+def _anomalous(root: Path) -> set[str]:
+    """Files with a simulated clog or signal drift (truth/time_anomalies.csv)."""
+    path = root / "truth" / "time_anomalies.csv"
+    return set(pd.read_csv(path)["sample_id"]) if path.is_file() else set()
+
+
+def _evaluate(strategy, fcs, anomalous: bool):
+    """Gate a file; one with a clog or drift on what time QC keeps: its truth is the tube's own
+    cells, which is what is left once the bad stretch (a clog's burst is junk) is removed."""
+    from immunoprofile.flow.engine import evaluate
+    from immunoprofile.flow.timeqc import apply_root_gate, time_qc
+
+    if not anomalous:
+        return evaluate(strategy, fcs)
+    keep = time_qc(fcs).keep
+    kept = dataclasses.replace(fcs, events=fcs.events[keep])
+    return apply_root_gate(evaluate(strategy, kept), keep)
+
+
+def _gating_errors(root: Path, strategy, manifest: pd.DataFrame, other=None) -> np.ndarray:
+    """|% of parent - realized truth| for every population of every flow file (pp)."""
+    truth = pd.read_csv(root / "truth" / "flow_truth.csv")
+    anomalous = _anomalous(root)
+    errors = []
+    for row in manifest[manifest.assay == "flow"].itertuples():
+        fcs = read_fcs(root / row.file)
+        gated = _evaluate(strategy, fcs, row.sample_id in anomalous)
+        by_path = {gated.paths[k]: v for k, v in gated.counts.items()}
+        if other is not None:
+            again = _evaluate(other, fcs, row.sample_id in anomalous)
+            assert by_path == {again.paths[k]: v for k, v in again.counts.items()}
+        parent_path = {gated.paths[k]: gated.paths[p] for k, p in gated.parents.items() if p}
+        for t in truth[truth.sample_id == row.sample_id].itertuples():
+            pct = 100.0 * by_path[t.population] / by_path[parent_path[t.population]]
+            errors.append(pct - t.realized_pct_parent)
+    return np.abs(np.array(errors))
+
+
+def test_acquisition_drift_is_in_the_truth_and_leaves_the_rest_unchanged(example_dir, manifest,
+                                                                        undrifted):
+    drift = pd.read_csv(example_dir / "truth" / "acquisition.csv")
+    flow = manifest[manifest.assay == "flow"]
+    assert sorted(drift.sample_id) == sorted(flow.sample_id)
+    assert drift.fluorescence_factor.between(0.8, 1.25).all()
+    assert drift.fluorescence_factor.max() > 1.15 and drift.fluorescence_factor.min() < 0.85
+    assert not (undrifted / "truth" / "acquisition.csv").exists()
+    fluor = [sim_flow.CHANNELS.index(c) for c in sim_flow.FLUOR_CHANNELS]
+    rest = [i for i in range(len(sim_flow.CHANNELS)) if i not in fluor]
+    for row in drift.head(5).itertuples():
+        a = read_fcs(example_dir / "flow" / f"{row.sample_id}.fcs").events
+        b = read_fcs(undrifted / "flow" / f"{row.sample_id}.fcs").events
+        np.testing.assert_array_equal(a[:, rest], b[:, rest])
+        np.testing.assert_allclose(a[:, fluor], np.minimum(b[:, fluor] * np.float32(
+            row.fluorescence_factor), 262143), rtol=1e-6)
+    # the drift has its own stream: every other file of the trial is the same bytes
+    same = [p for p in ("manifest.csv", "clinical.csv", "plates/plate1.csv", "plates/plate2.csv",
+                        "truth/flow_truth.csv", "truth/cytokine_truth.csv")
+            if (example_dir / p).read_bytes() == (undrifted / p).read_bytes()]
+    assert len(same) == 6
+
+
+def test_data_driven_strategy_recovers_truth_on_the_drifted_trial(example_dir, manifest):
+    """Issue 16's bar: every population of every drifted file within 1 pp of the event truth,
+    median <= 0.3 pp, with the gates placed on each file's own events."""
+    from immunoprofile.flow.strategy import load_strategy
+
+    strategy = load_strategy(example_dir / "strategy_adaptive.yaml")
+    assert strategy.fits and strategy.meta["units"] == "data"
+    errors = _gating_errors(example_dir, strategy, manifest)
+    assert len(errors) == 75 * 12
+    assert errors.max() < 1.0
+    assert np.median(errors) <= 0.3
+
+
+def test_gating_recovers_truth_and_gatingml_equals_yaml(example_dir, manifest, undrifted):
+    """The fixed-coordinate strategy on the trial as acquired without drift (the coordinates
+    were drawn for it); the drifted files are gated with it in the next test."""
     from immunoprofile.flow.engine import evaluate
     from immunoprofile.flow.strategy import load_strategy
 
     yaml_strategy = load_strategy(example_dir / "strategy.yaml")
     gml_strategy = load_strategy(example_dir / "strategy.gatingml.xml")
     assert gml_strategy.format == "gatingml"
-    from immunoprofile.flow.timeqc import apply_root_gate, time_qc
-
-    truth = pd.read_csv(example_dir / "truth" / "flow_truth.csv")
-    anomalous = set(pd.read_csv(example_dir / "truth" / "acquisition.csv")["sample_id"])
+    truth = pd.read_csv(undrifted / "truth" / "flow_truth.csv")
+    anomalous = _anomalous(undrifted)
     errors = []
     for row in manifest[manifest.assay == "flow"].itertuples():
-        fcs = read_fcs(example_dir / row.file)
-        if row.sample_id in anomalous:
-            # files with a clog or a drift: the truth is the tube's own cells, which is what
-            # is left after time QC removes the bad stretch (the burst is junk)
-            keep = time_qc(fcs).keep
-            kept = dataclasses.replace(fcs, events=fcs.events[keep])
-            gated = apply_root_gate(evaluate(yaml_strategy, kept), keep)
-            gml = apply_root_gate(evaluate(gml_strategy, kept), keep)
-        else:
-            gated = evaluate(yaml_strategy, fcs)
-            gml = evaluate(gml_strategy, fcs)
+        fcs = read_fcs(undrifted / row.file)
+        gated = _evaluate(yaml_strategy, fcs, row.sample_id in anomalous)
+        gml = _evaluate(gml_strategy, fcs, row.sample_id in anomalous)
         by_path = {gated.paths[k]: v for k, v in gated.counts.items()}
         assert by_path == {gml.paths[k]: v for k, v in gml.counts.items()}
         parent_path = {gated.paths[k]: gated.paths[p] for k, p in gated.parents.items() if p}
@@ -238,7 +312,7 @@ def test_example_time_qc_removes_clogs_keeps_good_events(example_dir, manifest):
     good events (neither clog nor drift), drift below 0.6 of the level mostly removed."""
     from immunoprofile.flow.timeqc import time_qc
 
-    acquisition = pd.read_csv(example_dir / "truth" / "acquisition.csv")
+    acquisition = pd.read_csv(example_dir / "truth" / "time_anomalies.csv")
     assert set(acquisition.kind) == {"clog_gap", "clog_burst", "drift", "drift_below_0.6"}
     totals = {"clog": [0, 0], "good": [0, 0], "severe": [0, 0]}
     for row in manifest[manifest.assay == "flow"].itertuples():
@@ -274,7 +348,7 @@ def test_new_features_leave_everything_else_unchanged(tmp_path):
     on = simulate_trial(tmp_path / "on", n_events=400, n_subjects=2)
     off = simulate_trial(tmp_path / "off", n_events=400, n_subjects=2, controls=False,
                          anomalies=False)
-    changed = set(pd.read_csv(on / "truth" / "acquisition.csv")["sample_id"])
+    changed = set(pd.read_csv(on / "truth" / "time_anomalies.csv")["sample_id"])
     assert changed == {"AD02_week4_flow"}
     for path in sorted(off.rglob("*")):
         if path.is_file() and path.name != "README.md":

@@ -22,19 +22,24 @@ log = logging.getLogger("immunoprofile.cytokines")
 
 
 @click.command("cytokines")
-@click.argument("plate_files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("plate_inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--layout", "layout_path", default=None, type=click.Path(path_type=Path),
               help="Plate layout CSV (well -> sample, type, dilution) applied to every plate.")
 @click.option("--standards", "standards_path", default=None, type=click.Path(path_type=Path),
               help="Kit standards table (analyte x standard -> expected concentration, unit).")
-@click.option("--model", type=click.Choice(["5pl", "4pl"]), default="5pl", show_default=True,
-              help="Standard-curve model (xPONENT form).")
-@click.option("--weights", type=click.Choice(["1/y2", "1/y", "power", "none"]), default="1/y2",
-              show_default=True, help="Fit weighting: 1/y2 (xPONENT), power (Bio-Plex), ...")
+@click.option("--model", type=click.Choice(["auto", "5pl", "4pl"]), default="auto",
+              show_default=True,
+              help="Standard-curve model (xPONENT form); auto: the export's software's own "
+                   "(xPONENT 5PL, Bio-Plex its printed 4PL/5PL, MSD Discovery Workbench 4PL).")
+@click.option("--weights", type=click.Choice(["auto", "1/y2", "1/y", "power", "none"]),
+              default="auto", show_default=True,
+              help="Fit weighting: 1/y2 (xPONENT, MSD), power (Bio-Plex), ...; auto: the "
+                   "export's software's.")
 @click.option("--power", default=1.8, show_default=True, type=float,
               help="Exponent of --weights power (1/y^power).")
-@click.option("--replicate-means", is_flag=True,
-              help="Fit the mean Net MFI per standard level instead of every standard well.")
+@click.option("--replicate-means/--each-well", "replicate_means", default=None,
+              help="Fit the mean Net MFI per standard level / every standard well (default: as "
+                   "the export's software: replicate means for MSD, each well otherwise).")
 @click.option("--search", type=click.Choice(["local", "global"]), default="local",
               show_default=True,
               help="local: vendor-compatible start; global: lowest cost over many starts.")
@@ -58,12 +63,13 @@ log = logging.getLogger("immunoprofile.cytokines")
 @click.option("--out", "out_dir", default="cytokines_output", show_default=True,
               type=click.Path(path_type=Path), help="Output folder.")
 @common_options
-def command(plate_files: tuple[Path, ...], layout_path: Path | None,
+def command(plate_inputs: tuple[Path, ...], layout_path: Path | None,
             standards_path: Path | None, model: str, weights: str, power: float,
-            replicate_means: bool, search: str, lloq_policy: str, min_beads: int,
+            replicate_means: bool | None, search: str, lloq_policy: str, min_beads: int,
             drop_low_bead_standards: bool, max_cv: float, recovery: str, bridging_sample: str | None,
             drug_readouts: tuple[str, ...], no_repair: bool, out_dir: Path, verbosity) -> None:
-    """Fit standard curves and quantify the multiplex PLATE_FILES (xPONENT, Bio-Plex, MSD, ...).
+    """Fit standard curves and quantify the multiplex PLATE_INPUTS (xPONENT, Bio-Plex, MSD, ...;
+    files, or folders of plate exports).
 
     Writes concentrations.csv, standard_curves.csv, summary.csv, cytokines.h5ad,
     provenance.json and failed.tsv to --out. Exit 1 when a plate could not be read (listed in
@@ -93,9 +99,15 @@ def command(plate_files: tuple[Path, ...], layout_path: Path | None,
         read_layout(layout_path)
     standards = None
     if standards_path is not None:  # read once; a bad table is a usage error for every plate
-        from ..cytokine.readers.standards import read_standards
+        from ..cytokine.readers.standards import describe_columns, read_standards
         standards = read_standards(standards_path)
+        click.echo(f"{standards_path.name}: {describe_columns(standards)}",
+                   err=verbosity.quiet)
 
+    from ..cytokine.readers import expand_plate_paths
+    plate_files = expand_plate_paths(plate_inputs)
+    if not plate_files:
+        raise InputError(plate_inputs[0], "no plate exports in the folder(s) given")
     out_dir.mkdir(parents=True, exist_ok=True)
     add_log_file(out_dir / "cytokines.log")
     plates, failures = [], []
@@ -120,7 +132,7 @@ def command(plate_files: tuple[Path, ...], layout_path: Path | None,
         for message in plate.warnings:
             log.warning("%s: %s", path.name, message)
         plates.append(plate)
-    log.info("quantifying %d plate export(s): %s, weights %s", len(plates), model.upper(),
+    log.info("quantifying %d plate export(s): model %s, weights %s", len(plates), model,
              weights)
     results = quantify_plates(plates, options)
     for plate, result in zip(plates, results):

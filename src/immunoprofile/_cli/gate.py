@@ -82,7 +82,9 @@ def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, gr
     tasks = []
     for sid, f in zip(sample_ids, files):
         member = str(out_dir / "membership" / f"{sid}.parquet") if membership else None
-        tasks.append((sid, (str(f), strategy, comp_arg, sid, member, wanted, time_qc)))
+        # data-driven gates: each sample's fitted gates as fixed Gating-ML (replayable)
+        fitted = str(out_dir / "fitted_gates" / f"{sid}.gatingml.xml") if strategy.fits else None
+        tasks.append((sid, (str(f), strategy, comp_arg, sid, member, wanted, fitted, time_qc)))
 
     log.info("gating %d file(s) with %s (%d job(s))", len(tasks), strategy_path.name, jobs)
     with progress(len(tasks), "gating", quiet=verbosity.quiet) as advance:

@@ -13,7 +13,17 @@ infinite-concentration asymptote: not invertible, concentration NaN; xPONENT's `
 outside the standards' concentration range), ``low_beads`` (bead count < ``min_beads``),
 ``high_cv`` (replicate CV > ``max_cv``), ``missing`` (no Net MFI in the export, e.g. a
 Bio-Plex outlier ``---`` or an xPONENT ``NaN`` cell; an addition to the architecture's list, so a
-missing value never reads ``ok``).
+missing value never reads ``ok``), ``control_out_of_range`` (every well of a kit control whose
+replicate-mean concentration lies outside its range, or that cannot be quantified).
+
+QC a lab is audited on: kit controls against their ranges (the kit sheet's ``control_low/high``
+or the export's Control Range; a control with only an expected concentration, or a zero-width
+range, is held to ``recovery_range`` of it); per standard level the recovery and replicate CV
+(:attr:`PlateResult.standard_levels`, summarised per curve in ``standard_curves.csv``); plate
+acceptance (:attr:`PlateResult.plate_qc`: every curve with standards converged with defined
+LLOQ/ULOQ, every checked control in range). Where the export carries the software's own
+results, :attr:`PlateResult.vendor_comparison` sets ours beside them (``vendor_comparison.csv``)
+and the per-analyte agreement goes into ``standard_curves.csv``/``summary.csv``.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import pandas as pd
 
 from ..errors import InputError
 from .curves import MODELS, WEIGHTS, CurveFit, fit_curve
+from .._frames import is_text_column
 
 if TYPE_CHECKING:
     from anndata import AnnData
@@ -40,13 +51,15 @@ if TYPE_CHECKING:
 __all__ = [
     "QuantifyOptions", "PlateResult", "quantify_plate", "quantify_plates",
     "write_cytokine_outputs", "to_anndata", "FLAGS", "LLOQ_POLICIES", "CONCENTRATION_COLUMNS",
-    "CURVE_COLUMNS", "SUMMARY_COLUMNS", "flag_code", "decode_flags", "is_drug_readout",
+    "CURVE_COLUMNS", "SUMMARY_COLUMNS", "STANDARD_LEVEL_COLUMNS", "PLATE_QC_COLUMNS",
+    "VENDOR_COMPARISON_COLUMNS", "VENDOR_DEFAULTS", "resolve_options", "flag_code", "decode_flags", "is_drug_readout",
 ]
 
 
 #: Every flag, in the order they are joined (``ok`` = none of the others).
 FLAGS: tuple[str, ...] = ("ok", "failed_fit", "below_curve", "above_curve", "<LLOQ", ">ULOQ",
-                          "extrapolated", "low_beads", "high_cv", "missing")
+                          "extrapolated", "low_beads", "high_cv", "missing",
+                          "control_out_of_range")
 #: What ``concentration_reported`` holds for results below the LLOQ (and below the curve).
 LLOQ_POLICIES: tuple[str, ...] = ("keep", "half", "sqrt2", "na")
 
@@ -60,13 +73,30 @@ CONCENTRATION_COLUMNS: tuple[str, ...] = (
 CURVE_COLUMNS: tuple[str, ...] = (
     "plate", "analyte", "unit", "model", "weights", "A", "B", "C", "D", "F", "r2_weighted",
     "cost", "lloq", "uloq", "n_standards_used", "standards_dropped", "converged", "message",
-    "drug_readout",
+    "drug_readout", "replicate_means", "standard_levels", "levels_recovery_ok",
+    "standard_cv_max", "controls_checked", "controls_out_of_range", "vendor_n",
+    "vendor_median_rel_diff", "vendor_within_1pct",
+)
+#: Columns of :attr:`PlateResult.standard_levels` (one row per plate × analyte × standard level).
+STANDARD_LEVEL_COLUMNS: tuple[str, ...] = (
+    "plate", "analyte", "standard", "expected_conc", "n_wells", "n_used", "mean_concentration",
+    "recovery", "cv", "recovery_ok", "cv_ok", "in_loq_range",
+)
+#: Columns of :attr:`PlateResult.plate_qc` (one row per plate).
+PLATE_QC_COLUMNS: tuple[str, ...] = (
+    "plate", "accepted", "n_analytes", "n_curves", "n_curves_converged", "n_without_standards",
+    "n_loq_undefined", "n_controls_checked", "n_controls_out_of_range", "reasons",
+)
+#: Columns of :attr:`PlateResult.vendor_comparison` (``vendor_comparison.csv``).
+VENDOR_COMPARISON_COLUMNS: tuple[str, ...] = (
+    "plate", "well", "sample_id", "sample_type", "analyte", "concentration",
+    "vendor_concentration", "relative_difference", "flag", "vendor_flag",
 )
 #: Columns of :attr:`PlateResult.summary` (one row per plate × sample × dilution × analyte).
 SUMMARY_COLUMNS: tuple[str, ...] = (
     "sample_id", "plate", "sample_type", "analyte", "unit", "dilution", "n_replicates",
     "mean_net_mfi", "concentration", "concentration_reported", "cv", "flag", "lloq", "uloq",
-    "bridging_factor",
+    "bridging_factor", "vendor_concentration", "vendor_median_rel_diff", "plate_accepted",
 )
 
 
@@ -77,13 +107,16 @@ class QuantifyOptions:
     Attributes
     ----------
     model
-        ``"5pl"`` (default, xPONENT "Logistic 5P") or ``"4pl"``.
+        ``"5pl"`` (default, xPONENT "Logistic 5P"), ``"4pl"`` or ``"auto"`` (what the
+        export's own software uses, see :data:`VENDOR_DEFAULTS`).
     weights
-        ``"1/y2"`` (xPONENT), ``"1/y"``, ``"power"`` (Bio-Plex, ``1/y^power``) or ``"none"``.
+        ``"1/y2"`` (xPONENT), ``"1/y"``, ``"power"`` (Bio-Plex, ``1/y^power``), ``"none"`` or
+        ``"auto"`` (the vendor's).
     power
         Exponent of the power-law weighting.
     replicate_means
-        Fit the mean Net MFI per standard level instead of every standard well.
+        Fit the mean Net MFI per standard level instead of every standard well; ``None``:
+        as the export's software does (Discovery Workbench fits replicate means).
     search
         ``"local"`` (vendor-compatible start) or ``"global"`` (lowest cost over many starts);
         see :func:`~immunoprofile.cytokine.curves.fit_curve`.
@@ -115,7 +148,7 @@ class QuantifyOptions:
     model: str = "5pl"
     weights: str = "1/y2"
     power: float = 1.8
-    replicate_means: bool = False
+    replicate_means: bool | None = False
     search: str = "local"
     recovery_range: tuple[float, float] = (80.0, 120.0)
     max_cv: float = 20.0
@@ -128,10 +161,10 @@ class QuantifyOptions:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.model not in MODELS:
-            problems.append(f"model {self.model!r} is not one of {', '.join(MODELS)}")
-        if self.weights not in WEIGHTS:
-            problems.append(f"weights {self.weights!r} is not one of {', '.join(WEIGHTS)}")
+        if self.model not in (*MODELS, "auto"):
+            problems.append(f"model {self.model!r} is not one of {', '.join(MODELS)}, auto")
+        if self.weights not in (*WEIGHTS, "auto"):
+            problems.append(f"weights {self.weights!r} is not one of {', '.join(WEIGHTS)}, auto")
         if self.search not in ("local", "global"):
             problems.append(f"search {self.search!r} is not 'local' or 'global'")
         if self.lloq_policy not in LLOQ_POLICIES:
@@ -161,6 +194,45 @@ class QuantifyOptions:
         return out
 
 
+#: What each instrument software fits by default (used for ``"auto"`` options):
+#: xPONENT "Logistic 5P" weighted 1/y² on every standard well; Bio-Plex Manager power-law
+#: variance (1/y^1.8) with the export's printed regression (4PL or 5PL) on its (already
+#: replicate-averaged) rows; MSD Discovery Workbench 4PL weighted 1/y² on the calibrators'
+#: replicate means (reproduces DW's Calc. Concentration, see tests/cytokine/test_msd_dw.py).
+VENDOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "xponent": {"model": "5pl", "weights": "1/y2", "replicate_means": False},
+    "bioplex": {"model": "5pl", "weights": "power", "replicate_means": False},
+    "msd": {"model": "4pl", "weights": "1/y2", "replicate_means": True},
+}
+_FORMAT_VENDOR = {"xponent": "xponent", "intelliflex_flat": "xponent", "beadlevel": "xponent",
+                  "generic": "xponent", "bioplex_xls": "bioplex", "bioplex_xlsx": "bioplex",
+                  "bioplex_xml": "bioplex", "msd_workbench": "msd", "msd_platereader": "msd"}
+
+
+def resolve_options(options: QuantifyOptions, plate: PlateData) -> QuantifyOptions:
+    """``options`` with every ``"auto"`` (``replicate_means=None``) replaced by the default of
+    the software that wrote ``plate`` (:data:`VENDOR_DEFAULTS`; unknown formats: xPONENT's).
+    A Bio-Plex export's printed regression type (``Logistic - 4PL``) picks the model."""
+    if options.model != "auto" and options.weights != "auto" and options.replicate_means is not None:
+        return options
+    vendor = _FORMAT_VENDOR.get(str(getattr(plate, "format", "") or ""), "xponent")
+    defaults = dict(VENDOR_DEFAULTS[vendor])
+    if vendor == "bioplex":
+        printed = [str(c.get("model", "")) for c in
+                   (getattr(plate, "metadata", {}) or {}).get("vendor_curves", {}).values()
+                   if isinstance(c, dict)]
+        if printed and all("4" in m and "5" not in m for m in printed if m) and any(printed):
+            defaults["model"] = "4pl"
+    changes: dict[str, Any] = {}
+    if options.model == "auto":
+        changes["model"] = defaults["model"]
+    if options.weights == "auto":
+        changes["weights"] = defaults["weights"]
+    if options.replicate_means is None:
+        changes["replicate_means"] = defaults["replicate_means"]
+    return replace(options, **changes)
+
+
 @dataclass
 class PlateResult:
     """The quantified plate(s) of one export.
@@ -186,6 +258,13 @@ class PlateResult:
     plate
         The :class:`PlateData` quantified (lets a runner that quantified plates one by one in
         workers re-run :func:`quantify_plates` for bridging).
+    standard_levels
+        Recovery and replicate CV per standard level, :data:`STANDARD_LEVEL_COLUMNS`.
+    plate_qc
+        Plate acceptance, one row per plate, :data:`PLATE_QC_COLUMNS`.
+    vendor_comparison
+        Ours beside the export's own results (:data:`VENDOR_COMPARISON_COLUMNS`), ``None``
+        when the export carries none.
     """
 
     concentrations: pd.DataFrame
@@ -198,6 +277,9 @@ class PlateResult:
     repairs: list[dict[str, Any]] = field(default_factory=list)
     bridging: pd.DataFrame | None = None
     plate: PlateData | None = field(default=None, repr=False)
+    standard_levels: pd.DataFrame | None = None
+    plate_qc: pd.DataFrame | None = None
+    vendor_comparison: pd.DataFrame | None = None
 
 
 # ---------------------------------------------------------------------------- flags
@@ -255,7 +337,7 @@ def quantify_plate(plate: PlateData, *, options: QuantifyOptions | None = None) 
         When the wells table lacks a required column. A curve that cannot be fitted is a
         ``failed_fit`` flag, never an exception.
     """
-    options = options or QuantifyOptions()
+    options = resolve_options(options or QuantifyOptions(), plate)
     wells = plate.wells
     required = {"plate", "well", "sample", "sample_type", "analyte", "median_mfi", "net_mfi",
                 "count", "dilution", "expected_conc", "unit"}
@@ -264,12 +346,16 @@ def quantify_plate(plate: PlateData, *, options: QuantifyOptions | None = None) 
         raise InputError(getattr(plate, "path", "") or None,
                          f"plate table lacks column(s) {', '.join(sorted(missing))}")
     warnings = list(getattr(plate, "warnings", []) or [])
-    conc_parts, curve_rows, fits = [], [], {}
+    conc_parts, curve_rows, level_rows, fits = [], [], [], {}
     failed: dict[tuple[str, str], list[str]] = {}  # (plate, reason) -> analytes
+    ranges = _control_ranges(getattr(plate, "metadata", {}) or {})
     for (plate_name, analyte), rows in wells.groupby(["plate", "analyte"], sort=False):
-        rows_out, curve_row, fit = _quantify_analyte(rows, str(plate_name), str(analyte), options)
+        rows_out, curve_row, fit, levels = _quantify_analyte(
+            rows, str(plate_name), str(analyte), options,
+            {k[0]: v for k, v in ranges.items() if k[1] == str(analyte)})
         conc_parts.append(rows_out)
         curve_rows.append(curve_row)
+        level_rows += levels
         fits[(str(plate_name), str(analyte))] = fit
         if not fit.converged:
             failed.setdefault((str(plate_name), fit.message), []).append(str(analyte))
@@ -284,12 +370,19 @@ def quantify_plate(plate: PlateData, *, options: QuantifyOptions | None = None) 
                          fits=fits, path=str(getattr(plate, "path", "") or ""),
                          format=str(getattr(plate, "format", "") or ""), warnings=warnings,
                          repairs=list(getattr(plate, "repairs", []) or []), plate=plate)
-    result.summary = _summarise(result.concentrations, result.curves)
+    result.standard_levels = pd.DataFrame(level_rows, columns=list(STANDARD_LEVEL_COLUMNS))
+    result.vendor_comparison = _vendor_comparison(plate, concentrations)
+    _vendor_agreement(result, options)
+    result.plate_qc = _plate_qc(result)
+    result.summary = _summarise(result.concentrations, result.curves, result.vendor_comparison,
+                                result.plate_qc)
     return result
 
 
 def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
-                      options: QuantifyOptions) -> tuple[pd.DataFrame, dict[str, Any], CurveFit]:
+                      options: QuantifyOptions,
+                      ranges: Mapping[str, tuple[float, float]] | None = None
+                      ) -> tuple[pd.DataFrame, dict[str, Any], CurveFit, list[dict[str, Any]]]:
     rows = rows.reset_index(drop=True)
     net = rows["net_mfi"].to_numpy(dtype=float)
     dilution = rows["dilution"].to_numpy(dtype=float)
@@ -300,8 +393,9 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
     units = [u for u in rows["unit"].astype(str) if u and u != "nan"]
     unit = units[0] if units else ""
 
-    # which standard wells enter the fit
-    usable = is_std & np.isfinite(expected) & (expected > 0) & np.isfinite(net)
+    # which standard wells enter the fit (a zero calibrator too: it pins the bottom asymptote,
+    # as Discovery Workbench fits it)
+    usable = is_std & np.isfinite(expected) & (expected >= 0) & np.isfinite(net)
     if options.drop_low_bead_standards:
         usable &= ~(np.isfinite(count) & (count < options.min_beads))
     dropped = [str(w) for w in rows.loc[is_std & ~usable, "well"]]
@@ -369,6 +463,12 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
         if math.isfinite(cv[i]) and cv[i] > options.max_cv:
             f.add("high_cv")
 
+    checked, out_of_range = (0, 0) if not usable.any() else _check_controls(
+        rows, groups, concentration, expected, flags, fit.converged, ranges or {}, options)
+    levels = _standard_levels(rows, expected, in_well, is_std, usable, lloq, uloq, options)
+    for lv in levels:
+        lv["plate"], lv["analyte"] = plate_name, analyte
+
     reported = concentration.copy()
     below = np.array([("<LLOQ" in f) or ("below_curve" in f) for f in flags], dtype=bool)
     if options.lloq_policy != "keep" and math.isfinite(lloq):
@@ -406,8 +506,103 @@ def _quantify_analyte(rows: pd.DataFrame, plate_name: str, analyte: str,
         "lloq": lloq, "uloq": uloq, "n_standards_used": int(usable.sum()),
         "standards_dropped": ";".join(dropped), "converged": bool(fit.converged),
         "message": message, "drug_readout": is_drug_readout(analyte, options.drug_readouts),
+        "replicate_means": bool(options.replicate_means),
+        **_level_summary(levels),
+        "controls_checked": checked, "controls_out_of_range": out_of_range,
+        "vendor_n": 0, "vendor_median_rel_diff": math.nan, "vendor_within_1pct": math.nan,
     }
-    return out, curve_row, fit
+    return out, curve_row, fit, levels
+
+
+def _control_ranges(metadata: Mapping[str, Any]) -> dict[tuple[str, str], tuple[float, float]]:
+    """``(sample, analyte) -> (low, high)`` from ``metadata["control_ranges"]`` (the export's
+    Control Range or the kit sheet's control_low/high; a missing bound is open)."""
+    out: dict[tuple[str, str], tuple[float, float]] = {}
+    for sample, per_analyte in (metadata.get("control_ranges") or {}).items():
+        if not isinstance(per_analyte, Mapping):
+            continue
+        for analyte, bounds in per_analyte.items():
+            try:
+                lo, hi = (math.nan if b is None else float(b) for b in bounds)
+            except (TypeError, ValueError):
+                continue
+            if math.isnan(lo) and math.isnan(hi):
+                continue
+            out[(str(sample), str(analyte))] = (-math.inf if math.isnan(lo) else lo,
+                                                math.inf if math.isnan(hi) else hi)
+    return out
+
+
+def _check_controls(rows: pd.DataFrame, groups: Mapping[tuple[Any, ...], list[int]],
+                    concentration: np.ndarray, expected: np.ndarray, flags: list[set[str]],
+                    converged: bool, ranges: Mapping[str, tuple[float, float]],
+                    options: QuantifyOptions) -> tuple[int, int]:
+    """Flag ``control_out_of_range`` on every well of a kit control whose replicate-mean
+    concentration lies outside its range (or that cannot be quantified). Without a range, or
+    with a zero-width one (xPONENT writes low = high = expected when none was set), the range
+    is ``recovery_range`` of the expected concentration. Returns (checked, out of range)."""
+    checked = failed = 0
+    lo_pct, hi_pct = options.recovery_range
+    for (sample, kind, _), members in groups.items():
+        if kind != "control":
+            continue
+        bounds = ranges.get(str(sample))
+        if bounds is None or not bounds[0] < bounds[1]:
+            known = expected[members]
+            known = known[np.isfinite(known) & (known > 0)]
+            if not known.size:
+                continue  # neither a range nor an expected concentration: nothing to check
+            bounds = (float(known[0]) * lo_pct / 100.0, float(known[0]) * hi_pct / 100.0)
+        values = concentration[members]
+        checked += 1
+        inside = converged and bool(np.isfinite(values).all()) and \
+            bounds[0] <= float(values.mean()) <= bounds[1]
+        if not inside:
+            failed += 1
+            for i in members:
+                flags[i].add("control_out_of_range")
+    return checked, failed
+
+
+def _standard_levels(rows: pd.DataFrame, expected: np.ndarray, in_well: np.ndarray,
+                     is_std: np.ndarray, usable: np.ndarray, lloq: float, uloq: float,
+                     options: QuantifyOptions) -> list[dict[str, Any]]:
+    """Recovery (mean back-calculated / expected × 100) and replicate CV per standard level."""
+    levels: dict[float, list[int]] = {}
+    for i in np.flatnonzero(is_std & np.isfinite(expected)):
+        levels.setdefault(float(expected[i]), []).append(int(i))
+    lo, hi = options.recovery_range
+    out = []
+    for level in sorted(levels, reverse=True):
+        members = levels[level]
+        used = [i for i in members if usable[i]]
+        values = in_well[used]
+        finite = values[np.isfinite(values)]
+        mean = float(finite.mean()) if finite.size else math.nan
+        recovery = 100.0 * mean / level if level > 0 and math.isfinite(mean) else math.nan
+        cv = _cv(values)
+        out.append({
+            "standard": str(rows["sample"].iat[members[0]]), "expected_conc": level,
+            "n_wells": len(members), "n_used": len(used), "mean_concentration": mean,
+            "recovery": recovery, "cv": cv,
+            "recovery_ok": bool(lo <= recovery <= hi) if math.isfinite(recovery) else None,
+            "cv_ok": not (math.isfinite(cv) and cv > options.max_cv),
+            "in_loq_range": bool(math.isfinite(lloq) and lloq <= level <= uloq),
+        })
+    return out
+
+
+def _level_summary(levels: list[dict[str, Any]]) -> dict[str, Any]:
+    """The per-level table as curve-table columns (one readable line for the auditor)."""
+    rated = [lv for lv in levels if lv["recovery_ok"] is not None]
+    cvs = [lv["cv"] for lv in levels if math.isfinite(lv["cv"])]
+    text = "; ".join(
+        f"{lv['standard']} {lv['expected_conc']:g}: "
+        + (f"{lv['recovery']:.1f} %" if math.isfinite(lv["recovery"]) else "n/a")
+        + (f", CV {lv['cv']:.1f} %" if math.isfinite(lv["cv"]) else "") for lv in levels)
+    return {"standard_levels": text,
+            "levels_recovery_ok": f"{sum(bool(lv['recovery_ok']) for lv in rated)}/{len(rated)}",
+            "standard_cv_max": max(cvs) if cvs else math.nan}
 
 
 def _cv(values: np.ndarray) -> float:
@@ -425,7 +620,7 @@ def _limits(expected: np.ndarray, in_well: np.ndarray, is_std: np.ndarray,
             options: QuantifyOptions) -> tuple[float, float, str]:
     """LLOQ and ULOQ: lowest/highest standard level with recovery in range and CV <= max_cv."""
     levels: dict[float, list[int]] = {}
-    for i in np.flatnonzero(is_std):
+    for i in np.flatnonzero(is_std & (expected > 0)):  # recovery of a zero level is undefined
         levels.setdefault(float(expected[i]), []).append(int(i))
     lo, hi = options.recovery_range
     passing = []
@@ -444,14 +639,23 @@ def _limits(expected: np.ndarray, in_well: np.ndarray, is_std: np.ndarray,
     return min(passing), max(passing), ""
 
 
-def _summarise(conc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
-    """Replicate means, CVs and the union of flags per plate × sample × dilution × analyte."""
+def _summarise(conc: pd.DataFrame, curves: pd.DataFrame, vendor: pd.DataFrame | None = None,
+               plate_qc: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Replicate means, CVs and the union of flags per plate × sample × dilution × analyte,
+    beside the vendor's replicate mean, the analyte's vendor agreement and plate acceptance."""
     if conc.empty:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     keys = ["plate", "sample_id", "sample_type", "dilution", "analyte"]
     codes = conc["flag"].map({f: flag_code(f) for f in conc["flag"].unique()}).astype(np.int64)
     work = conc[keys + ["unit", "net_mfi", "concentration", "concentration_reported",
                         "bridging_factor"]].copy()
+    work["vendor_concentration"] = math.nan
+    if vendor is not None and not vendor.empty:
+        comparable = vendor[np.isfinite(vendor["relative_difference"])]
+        lookup = dict(zip(zip(comparable["plate"], comparable["well"], comparable["analyte"]),
+                          comparable["vendor_concentration"]))
+        work["vendor_concentration"] = [lookup.get(k, math.nan) for k in
+                                        zip(conc["plate"], conc["well"], conc["analyte"])]
     for i, name in enumerate(FLAGS[1:], start=1):
         work[f"_bit{i}"] = (codes.to_numpy() >> i) & 1
     grouped = work.groupby(keys, sort=False, dropna=False)
@@ -461,6 +665,7 @@ def _summarise(conc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
         concentration_reported=("concentration_reported", "mean"),
         _sd=("concentration", "std"), _n=("concentration", "count"),
         bridging_factor=("bridging_factor", "first"),
+        vendor_concentration=("vendor_concentration", "mean"),
         **{f"_bit{i}": (f"_bit{i}", "max") for i in range(1, len(FLAGS))},
     ).reset_index()
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -468,11 +673,117 @@ def _summarise(conc: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     agg["cv"] = cv.where((agg["_n"] >= 2) & (agg["concentration"] != 0))
     union = sum(agg[f"_bit{i}"].to_numpy(dtype=np.int64) << i for i in range(1, len(FLAGS)))
     agg["flag"] = [decode_flags(c) for c in union]
-    limits = curves[["plate", "analyte", "lloq", "uloq"]]
+    limits = curves[["plate", "analyte", "lloq", "uloq", "vendor_median_rel_diff"]]
     agg = agg.merge(limits, on=["plate", "analyte"], how="left", sort=False)
     agg["lloq"] = agg["lloq"].astype(float) * agg["dilution"]
     agg["uloq"] = agg["uloq"].astype(float) * agg["dilution"]
+    accepted = ({} if plate_qc is None else
+                dict(zip(plate_qc["plate"].astype(str), plate_qc["accepted"].astype(bool))))
+    agg["plate_accepted"] = [accepted.get(str(p)) for p in agg["plate"]]
     return agg.loc[:, list(SUMMARY_COLUMNS)]
+
+
+# ---------------------------------------------------------------------------- vendor, QC
+_VENDOR_LIMIT = re.compile(r"^\s*(?:OOR\s*)?[<>]")
+
+
+def _vendor_comparison(plate: PlateData, conc: pd.DataFrame) -> pd.DataFrame | None:
+    """Our concentration beside the export's own result, well by well (``None`` without any).
+
+    ``relative_difference = ours / vendor - 1`` where both are numbers; a vendor value printed
+    as a limit (xPONENT ``< 2.44``, Bio-Plex ``OOR >``) is not a result and is not compared.
+    """
+    vendor = getattr(plate, "vendor", None)
+    if vendor is None or vendor.empty or conc.empty:
+        return None
+    v = vendor.drop_duplicates(["plate", "well", "analyte"]).rename(
+        columns={"concentration": "vendor_concentration", "flag": "vendor_flag"})
+    v = v.assign(plate=v["plate"].astype(str), well=v["well"].astype(str),
+                 analyte=v["analyte"].astype(str))
+    ours = conc[["plate", "well", "sample_id", "sample_type", "analyte", "concentration",
+                 "flag"]]
+    m = ours.merge(v[["plate", "well", "analyte", "vendor_concentration", "vendor_flag", "raw"]],
+                   on=["plate", "well", "analyte"], how="inner", sort=False)
+    if m.empty:
+        return None
+    ok = (np.isfinite(m["concentration"]) & np.isfinite(m["vendor_concentration"])
+          & (m["vendor_concentration"] != 0) & ~m["raw"].astype(str).str.match(_VENDOR_LIMIT))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = m["concentration"] / m["vendor_concentration"] - 1.0
+    m["relative_difference"] = rel.where(ok)
+    return m.loc[:, list(VENDOR_COMPARISON_COLUMNS)].reset_index(drop=True)
+
+
+def _vendor_agreement(result: PlateResult, options: QuantifyOptions) -> None:
+    """Per plate × analyte agreement with the vendor into the curves table; a warning naming
+    the settings that would explain a median difference above 1 %."""
+    comp = result.vendor_comparison
+    if comp is None:
+        return
+    rows = comp[(comp["sample_type"] != "background") & comp["relative_difference"].notna()]
+    stats = rows.assign(a=rows["relative_difference"].abs()).groupby(
+        ["plate", "analyte"], sort=False)["a"].agg(["size", "median",
+                                                    lambda a: float((a <= 0.01).mean())])
+    curves = result.curves
+    far: dict[str, list[str]] = {}
+    for i, (p, a) in enumerate(zip(curves["plate"], curves["analyte"])):
+        if (p, a) not in stats.index:
+            continue
+        n, med, within = stats.loc[(p, a)]
+        curves.at[i, "vendor_n"] = int(n)
+        curves.at[i, "vendor_median_rel_diff"] = float(med)
+        curves.at[i, "vendor_within_1pct"] = float(within)
+        if med > 0.01:
+            far.setdefault(str(p), []).append(f"{a} {100 * med:.2g} %")
+    meta = getattr(result.plate, "metadata", {}) or {}
+    printed = sorted({str(c.get("model")) for c in (meta.get("vendor_curves") or {}).values()
+                      if isinstance(c, Mapping) and c.get("model")})
+    weights = options.weights if options.weights != "power" else f"power({options.power:g})"
+    net = {"file": "the export's net MFI", "derived": "ours: median minus the mean blank",
+           "mixed": "the export's, ours where it gave none"}.get(str(meta.get("net_mfi")), "?")
+    for p, items in far.items():
+        result.warnings.append(
+            f"plate {p}: {len(items)} analyte(s) differ from the vendor's own results by a "
+            f"median above 1 % ({', '.join(items[:6])}{' …' if len(items) > 6 else ''}); "
+            f"settings that would explain it: model (ours {options.model.upper()}"
+            + (f"; the export printed {', '.join(printed)}" if printed else "")
+            + f"), weights (ours {weights}), replicate means (ours "
+            f"{'replicate means' if options.replicate_means else 'every well'}), background "
+            f"handling ({net}); see vendor_comparison.csv")
+
+
+def _plate_qc(result: PlateResult) -> pd.DataFrame:
+    """Plate acceptance: every analyte with standards fitted (converged, LLOQ/ULOQ defined) and
+    every checked kit control in range. Analytes without standard wells (an MSD BSA spot) are
+    counted, not failed."""
+    rows = []
+    curves = result.curves
+    for plate_name, c in curves.groupby("plate", sort=False):
+        has_std = c["n_standards_used"].astype(int) > 0
+        converged = c["converged"].astype(bool) & has_std
+        loq_undefined = converged & ~(np.isfinite(c["lloq"].astype(float))
+                                      & np.isfinite(c["uloq"].astype(float)))
+        checked = int(c["controls_checked"].sum())
+        out_of_range = int(c["controls_out_of_range"].sum())
+        reasons = []
+        if not has_std.any():
+            reasons.append("no standard curve")
+        if (has_std & ~converged).any():
+            reasons.append("fit failed: " + ", ".join(c.loc[has_std & ~converged, "analyte"]))
+        if loq_undefined.any():
+            reasons.append("LLOQ/ULOQ undefined: " + ", ".join(c.loc[loq_undefined, "analyte"]))
+        if out_of_range:
+            bad = c.loc[c["controls_out_of_range"] > 0, "analyte"]
+            reasons.append(f"{out_of_range} control result(s) out of range: "
+                           + ", ".join(bad.astype(str)[:8]) + (" …" if len(bad) > 8 else ""))
+        rows.append({"plate": str(plate_name), "accepted": not reasons,
+                     "n_analytes": int(len(c)), "n_curves": int(has_std.sum()),
+                     "n_curves_converged": int(converged.sum()),
+                     "n_without_standards": int((~has_std).sum()),
+                     "n_loq_undefined": int(loq_undefined.sum()),
+                     "n_controls_checked": checked, "n_controls_out_of_range": out_of_range,
+                     "reasons": "; ".join(reasons)})
+    return pd.DataFrame(rows, columns=list(PLATE_QC_COLUMNS))
 
 
 def _nanmean(values: np.ndarray) -> float:
@@ -642,7 +953,7 @@ def to_anndata(results: Sequence[PlateResult], *, options: QuantifyOptions | Non
     }, index=pd.Index(analytes, name="var_name"))
     curves_uns = curves.copy()
     for col in curves_uns.columns:  # h5ad stores plain columns; bools/objects as str/float
-        if curves_uns[col].dtype == object:
+        if is_text_column(curves_uns[col]):
             curves_uns[col] = curves_uns[col].astype(str)
     adata = ad.AnnData(X=X, obs=obs, var=var,
                        layers={"raw": raw, "cv": cv, "flag": flag})
@@ -698,8 +1009,9 @@ def write_cytokine_outputs(out_dir: str | os.PathLike[str], results: Sequence[Pl
     Returns
     -------
     dict
-        Output name → path: ``concentrations``, ``standard_curves``, ``summary``, ``h5ad``,
-        ``provenance``, ``failed``.
+        Output name → path: ``concentrations``, ``standard_curves``, ``summary``,
+        ``standard_levels``, ``plate_qc``, ``h5ad``, ``provenance``, ``failed`` and, when an
+        export carries the software's own results, ``vendor_comparison``.
     """
     from .._io import write_csv_atomic, write_h5ad_atomic, write_json_atomic
     from ..provenance import build_provenance
@@ -716,13 +1028,27 @@ def write_cytokine_outputs(out_dir: str | os.PathLike[str], results: Sequence[Pl
         "concentrations": out / "concentrations.csv",
         "standard_curves": out / "standard_curves.csv",
         "summary": out / "summary.csv",
+        "standard_levels": out / "standard_levels.csv",
+        "plate_qc": out / "plate_qc.csv",
         "h5ad": out / "cytokines.h5ad",
         "provenance": out / "provenance.json",
         "failed": out / "failed.tsv",
     }
     write_csv_atomic(paths["concentrations"], conc.loc[:, list(CONCENTRATION_COLUMNS)])
-    write_csv_atomic(paths["standard_curves"], curves.loc[:, list(CURVE_COLUMNS)])
-    write_csv_atomic(paths["summary"], summary.loc[:, list(SUMMARY_COLUMNS)])
+    write_csv_atomic(paths["standard_curves"], curves.reindex(columns=list(CURVE_COLUMNS)))
+    write_csv_atomic(paths["summary"], summary.reindex(columns=list(SUMMARY_COLUMNS)))
+    extra_tables = {}
+    for name, columns in (("standard_levels", STANDARD_LEVEL_COLUMNS),
+                          ("plate_qc", PLATE_QC_COLUMNS),
+                          ("vendor_comparison", VENDOR_COMPARISON_COLUMNS)):
+        frames = [getattr(r, name) for r in results if getattr(r, name, None) is not None]
+        extra_tables[name] = (pd.concat(frames, ignore_index=True) if frames else
+                              pd.DataFrame(columns=list(columns))).reindex(columns=list(columns))
+        if name == "vendor_comparison":
+            if not frames:
+                continue
+            paths["vendor_comparison"] = out / "vendor_comparison.csv"
+        write_csv_atomic(paths[name], extra_tables[name])
     write_h5ad_atomic(paths["h5ad"], to_anndata(results, options=options))
     failed = pd.DataFrame(list(failures), columns=["input", "reason"])
     write_csv_atomic(paths["failed"], failed, sep="\t")
@@ -735,6 +1061,7 @@ def write_cytokine_outputs(out_dir: str | os.PathLike[str], results: Sequence[Pl
         } for r in results],
         "failures": [{"input": str(i), "reason": str(m)} for i, m in failures],
         "flags": list(FLAGS),
+        "plate_qc": extra_tables["plate_qc"].to_dict(orient="records"),
     }
     params = dict(parameters) if parameters is not None else (options.to_dict() if options
                                                               else {})

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
 from ..provenance import build_provenance, sha256_file
+from .._frames import is_text_column
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
@@ -29,7 +30,8 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "SampleGating", "KEYWORDS", "gate_sample", "gate_task", "write_gate_outputs",
     "gate_outputs_frame", "gate_anndata", "resolve_spillover", "expand_fcs_inputs",
-    "sample_ids_from_manifest", "GATE_SCHEMA_VERSION", "time_qc_frame",
+    "sample_ids_from_manifest", "GATE_SCHEMA_VERSION", "gate_positions_frame",
+    "write_fitted_gatingml", "time_qc_frame",
 ]
 
 #: Layout version of ``flow.h5ad`` / ``populations.csv`` (bump when columns change meaning).
@@ -67,6 +69,9 @@ class SampleGating:
     time_qc
         :meth:`immunoprofile.flow.timeqc.TimeQCResult.summary` when time QC ran (rate and
         signal traces, removed stretches), else ``None``.
+    positions
+        Fitted positions of the data-driven gates
+        (:func:`immunoprofile.flow.adaptive_gates.position_rows`; empty when none).
     """
 
     sample_id: str
@@ -77,6 +82,7 @@ class SampleGating:
     n_events: int = 0
     warnings: list[str] = field(default_factory=list)
     time_qc: dict[str, Any] | None = None
+    positions: pd.DataFrame | None = None
 
 
 def resolve_spillover(compensation: Any, fcs: Any) -> Any:
@@ -124,6 +130,7 @@ def gate_sample(
     group: str | None = None,
     statistics: Sequence[str] | None = None,
     time_qc: Any = None,
+    fitted_gatingml_path: str | os.PathLike[str] | None = None,
 ) -> SampleGating:
     """Read, compensate, gate and summarise one FCS file.
 
@@ -133,7 +140,9 @@ def gate_sample(
         The FCS file.
     strategy
         A :class:`~immunoprofile.flow.gates.Strategy`, or a strategy file (Gating-ML, FlowJo
-        workspace or YAML) loaded with ``load_strategy``.
+        workspace or YAML) loaded with ``load_strategy``. A FlowJo workspace gates the file with
+        its own workspace sample (``$FIL``, file name, sample name; no match is an
+        InputError) and ``stats`` gains a ``workspace_sample`` column.
     compensation
         ``"fcs"`` (the file's spillover), ``"none"``, a matrix file, or a ``Spillover``.
     sample_id
@@ -151,6 +160,9 @@ def gate_sample(
         :class:`~immunoprofile.flow.timeqc.TimeQCOptions`. When on, bad stretches are removed as
         the root population ``TimeQC`` every population sits under, and the table gets
         ``pct_removed_time_qc``.
+    fitted_gatingml_path
+        When given and the strategy has data-driven gates, write this sample's fitted gates
+        there as Gating-ML 2.0 (fixed coordinates: re-gating with it replays this result).
 
     Returns
     -------
@@ -170,8 +182,12 @@ def gate_sample(
 
         strategy = load_strategy(strategy, group=group)
     sid = sample_id if sample_id is not None else path.stem
-    digest = sha256_file(path)
-    fcs = read_fcs(path)
+    fcs = read_fcs(path, sha256=True)  # one read of the file: events and provenance digest
+    digest = fcs.sha256 or sha256_file(path)
+    workspace_sample = None
+    if hasattr(strategy, "for_file"):
+        # a FlowJo workspace: this file's own workspace sample (raises when none matches)
+        strategy, workspace_sample = strategy.for_file(path, fcs.text)
     spillover = resolve_spillover(compensation, fcs)
     qc = None
     if time_qc:
@@ -195,23 +211,73 @@ def gate_sample(
     if qc is not None:
         stats.insert(stats.columns.get_loc("pct_total") + 1, "pct_removed_time_qc",
                      round(qc.pct_removed, 4))
+    if workspace_sample is not None:
+        stats.insert(list(stats.columns).index("file") + 1, "workspace_sample", workspace_sample)
     if membership_path is not None:
         _write_membership(membership_path, result)
     warnings = [str(w) for w in getattr(fcs, "warnings", [])]
     warnings += [str(w) for w in getattr(result, "warnings", [])]
     if qc is not None:
         warnings += [f"time QC: {w}" for w in qc.warnings]
+    positions = None
+    if result.fits:
+        import pandas as pd
+
+        from .adaptive_gates import position_rows
+
+        positions = pd.DataFrame(position_rows(result.fits, result.paths, str(sid)))
+        warnings += [f"data-driven gate {result.paths.get(gid, gid)} fell back to its stated "
+                     f"coordinates: {rec.reason}" for gid, rec in result.fits.items()
+                     if rec.fallback]
+        if fitted_gatingml_path is not None:
+            warnings += write_fitted_gatingml(strategy, result, fitted_gatingml_path)
     return SampleGating(sample_id=str(sid), file=path.name, sha256=digest, stats=stats,
                         keywords=_keywords(fcs.text), n_events=int(fcs.n_events),
-                        warnings=warnings, time_qc=None if qc is None else qc.summary())
+                        warnings=warnings, positions=positions,
+                        time_qc=None if qc is None else qc.summary())
+
+def write_fitted_gatingml(strategy: Strategy, result: Any,
+                          path: str | os.PathLike[str]) -> list[str]:
+    """Write one sample's fitted data-driven gates as a fixed Gating-ML 2.0 strategy.
+
+    Returns
+    -------
+    list of str
+        Warnings (a gate type Gating-ML cannot express, e.g. ``density``: nothing written).
+    """
+    from .adaptive_gates import fitted_strategy
+    from .gatingml import write_gatingml
+
+    fixed = fitted_strategy(strategy, {gid: rec.fitted for gid, rec in result.fits.items()})
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        write_gatingml(fixed, path)
+    except (InputError, ValueError) as exc:
+        return [f"fitted gates not written as Gating-ML: {exc}"]
+    return []
 
 
 def gate_task(path: str, strategy: Any, compensation: Any, sample_id: str | None,
               membership_path: str | None,
-              statistics: Sequence[str] | None = None, time_qc: Any = None) -> SampleGating:
+              statistics: Sequence[str] | None = None,
+              fitted_gatingml_path: str | None = None, time_qc: Any = None) -> SampleGating:
     """Positional wrapper of :func:`gate_sample` for :func:`immunoprofile.executors.run_tasks`."""
     return gate_sample(path, strategy, compensation=compensation, sample_id=sample_id,
-                       membership_path=membership_path, statistics=statistics, time_qc=time_qc)
+                       membership_path=membership_path, statistics=statistics,
+                       fitted_gatingml_path=fitted_gatingml_path, time_qc=time_qc)
+
+
+def gate_positions_frame(samples: Sequence[SampleGating]) -> pd.DataFrame | None:
+    """``gate_positions.csv``: fitted positions of every sample, flagged against the batch
+    median (``None`` when no sample has data-driven gates)."""
+    import pandas as pd
+
+    from .adaptive_gates import flag_positions
+
+    parts = [s.positions for s in samples if s.positions is not None and len(s.positions)]
+    if not parts:
+        return None
+    return flag_positions(pd.concat(parts, ignore_index=True))
 
 
 def _write_membership(destination: str | os.PathLike[str], result: Any) -> None:
@@ -235,8 +301,8 @@ def gate_outputs_frame(samples: Sequence[SampleGating]) -> pd.DataFrame:
         return pd.DataFrame(columns=["sample_id", "file", "population", "parent", "count",
                                      "pct_parent", "pct_total"])
     frame = pd.concat([s.stats for s in ordered], ignore_index=True, sort=False)
-    lead = ["sample_id", "file", "population", "parent", "count", "pct_parent", "pct_total",
-            "pct_removed_time_qc"]
+    lead = ["sample_id", "file", "workspace_sample", "population", "parent", "count",
+            "pct_parent", "pct_total", "pct_removed_time_qc"]
     rest = [c for c in frame.columns if c not in lead]
     stat_order = {"mfi": 0, "gmean": 1, "rcv": 2}
     rest.sort(key=lambda c: (stat_order.get(c.split("_", 1)[0], 3), _marker_rank(frame, c)))
@@ -262,6 +328,16 @@ def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None =
     ``/Cells/Singlets/CD3+|mfi_CD4``. Everything of ours is under ``uns["immunoprofile"]``.
     """
     import anndata as ad
+
+    X, obs, var, uns = _gate_parts(samples, strategy=strategy, provenance=provenance,
+                                   failures=failures)
+    return ad.AnnData(X=X, obs=obs, var=var, uns=uns)
+
+
+def _gate_parts(samples: Sequence[SampleGating], *, strategy: Strategy | None,
+                provenance: Mapping[str, Any] | None,
+                failures: Sequence[tuple[str, str]]) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """``X, obs, var, uns`` of :func:`gate_anndata` (plain numpy/pandas: no anndata)."""
     import numpy as np
     import pandas as pd
 
@@ -319,7 +395,7 @@ def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None =
         if any(key in s.keywords for s in ordered):
             obs[key] = [s.keywords.get(key, "") for s in ordered]
     for column in obs.columns:
-        if obs[column].dtype == object:
+        if is_text_column(obs[column]):
             obs[column] = obs[column].astype(str)
 
     uns: dict[str, Any] = {
@@ -335,7 +411,13 @@ def gate_anndata(samples: Sequence[SampleGating], *, strategy: Strategy | None =
     if provenance is not None:
         uns["provenance_json"] = json.dumps(_stable_provenance(provenance), sort_keys=True,
                                             default=str)
-    return ad.AnnData(X=X, obs=obs, var=var, uns={"immunoprofile": uns})
+    positions = gate_positions_frame(samples)
+    if positions is not None:  # data-driven gates: where each sample's gates were fitted
+        uns["gate_positions_json"] = positions.to_json(orient="records")
+        flagged = positions[positions["flag"] != ""].groupby("sample_id")["population"].nunique()
+        obs["n_gate_flags"] = np.array([int(flagged.get(s, 0)) for s in obs.index],
+                                       dtype=np.int64)
+    return X, obs, var, {"immunoprofile": uns}
 
 
 def _stable_provenance(provenance: Mapping[str, Any]) -> dict[str, Any]:
@@ -378,7 +460,7 @@ def write_gate_outputs(
     dict
         Output name -> path written.
     """
-    from .._io import write_csv_atomic, write_h5ad_atomic, write_json_atomic, write_text_atomic
+    from .._io import write_csv_atomic, write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -403,9 +485,17 @@ def write_gate_outputs(
         "failed": [{"input": str(i), "reason": r} for i, r in sorted(failures)],
     }
     provenance = build_provenance(inputs=inputs, parameters=dict(parameters), command=command,
-                                  extra=json.loads(json.dumps(extra, default=str)))
-    adata = gate_anndata(samples, strategy=strategy, provenance=provenance, failures=failures)
-    write_h5ad_atomic(out / "flow.h5ad", adata)
+                                  extra=json.loads(json.dumps(extra, default=str)),
+                                  sha256=_known_digests(inputs, samples))
+    positions = gate_positions_frame(samples)
+    positions_path = out / "gate_positions.csv"
+    if positions is not None:
+        write_csv_atomic(positions_path, positions)
+        written["gate_positions"] = positions_path
+    elif positions_path.exists():
+        positions_path.unlink()  # a stale table from an earlier run would be a lie now
+    _write_flow_h5ad(out / "flow.h5ad", samples, strategy=strategy, provenance=provenance,
+                     failures=failures)
     written["h5ad"] = out / "flow.h5ad"
     write_json_atomic(out / "provenance.json", provenance)
     written["provenance"] = out / "provenance.json"
@@ -447,6 +537,32 @@ def time_qc_frame(samples: Sequence[SampleGating]) -> pd.DataFrame:
         if c not in frame.columns:
             frame[c] = pd.Series(dtype=object)
     return frame[lead + [c for c in frame.columns if c not in lead]]
+def _write_flow_h5ad(path: Path, samples: Sequence[SampleGating], **parts: Any) -> None:
+    """``flow.h5ad`` through the h5py-only writer (importing anndata costs ~1 s a process);
+    through anndata for anything that writer does not cover."""
+    from .._h5ad import write_h5ad
+    from .._io import atomic_path, write_h5ad_atomic
+
+    X, obs, var, uns = _gate_parts(samples, **parts)
+    try:
+        with atomic_path(path) as tmp:
+            write_h5ad(tmp, X=X, obs=obs, var=var, uns=uns)
+    except TypeError:
+        import anndata as ad
+
+        write_h5ad_atomic(path, ad.AnnData(X=X, obs=obs, var=var, uns=uns))
+
+
+def _known_digests(inputs: Sequence[str | os.PathLike[str]],
+                   samples: Sequence[SampleGating]) -> dict[str, str]:
+    """Digests the samples computed while reading, for inputs whose file name identifies one
+    sample unambiguously (others are hashed again by ``build_provenance``)."""
+    by_name: dict[str, list[str]] = {}
+    for s in samples:
+        by_name.setdefault(s.file, []).append(s.sha256)
+    names = [Path(p).name for p in inputs]
+    return {os.fspath(p): by_name[name][0] for p, name in zip(inputs, names)
+            if len(by_name.get(name, ())) == 1 and names.count(name) == 1 and by_name[name][0]}
 
 
 def _one_line(value: Any) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,6 +27,7 @@ from .gates import (
     UNCOMPENSATED,
     AnyDimension,
     BooleanGate,
+    DensityGate,
     EllipseGate,
     Gate,
     PolygonGate,
@@ -72,6 +73,9 @@ class GatingResult:
         The FCS file evaluated.
     warnings
         Anything the caller should know (e.g. "FCS" compensation without a file spillover).
+    fits
+        Gate id -> :class:`~immunoprofile.flow.adaptive_gates.FitRecord` of every data-driven
+        gate (its fitted form on this data set, whether it fell back).
     """
 
     masks: dict[str, NDArray[np.bool_]]
@@ -81,6 +85,7 @@ class GatingResult:
     n_events: int
     path: str | None = None
     warnings: list[str] = field(default_factory=list)
+    fits: dict[str, Any] = field(default_factory=dict)
 
     def population_ids(self) -> list[str]:
         """Population ids, parents before children (strategy order)."""
@@ -147,6 +152,7 @@ class _Evaluation:
         self.masks: dict[str, NDArray[np.bool_]] = {}
         self.indices: dict[str, NDArray[np.intp] | None] = {}
         self.owner = strategy.quadrant_owner()
+        self.fits: dict[str, Any] = {}
 
     # ----- compensation ------------------------------------------------------------------------
     def matrix_for(self, compensation: str) -> Spillover | None:
@@ -302,6 +308,15 @@ class _Evaluation:
 
     def evaluate_gate(self, gate: Gate) -> None:
         idx = self.parent_indices(gate.parent)
+        fit = self.strategy.fits.get(gate.id)
+        if fit is not None:
+            # data-driven gate: placed on this sample's parent events, then evaluated as fixed
+            from .adaptive_gates import fit_gate
+
+            dims = gate.dimensions
+            gate, record = fit_gate(gate, fit, [self.values(d, idx) for d in dims],
+                                    [self.transform_of(d) for d in dims])
+            self.fits[gate.id] = record
         if isinstance(gate, BooleanGate):
             self.masks[gate.id] = self._boolean(gate, idx)
             return
@@ -316,9 +331,16 @@ class _Evaluation:
             sub = points_in_polygon(cols[0], cols[1], gate.vertices)
         elif isinstance(gate, EllipseGate):
             sub = _ellipsoid([self.values(d, idx) for d in gate.dims], gate)
+        elif isinstance(gate, DensityGate):
+            from .adaptive_gates import density_members
+
+            sub = density_members(self.values(gate.dims[0], idx), self.values(gate.dims[1], idx),
+                                  gate)
         else:
             raise InputError(self.strategy.source,
                              f"gate {gate.id!r}: unsupported gate type {type(gate).__name__}")
+        if getattr(gate, "inverted", False):  # FlowJo eventsInside="0": the outside
+            sub = ~sub
         self.masks[gate.id] = self._full(sub, idx)
 
     def _full(self, sub: NDArray[np.bool_], idx: NDArray[np.intp] | None) -> NDArray[np.bool_]:
@@ -498,6 +520,7 @@ def evaluate(strategy: Strategy, fcs: FCSData, *, spillover: Spillover | str | o
         n_events=fcs.n_events,
         path=run.path,
         warnings=run.warnings,
+        fits=run.fits,
     )
 
 

@@ -12,6 +12,13 @@ Parser notes (the *why* behind the choices)
   ``$PnDATATYPE``. Uniform layouts are read with one ``readinto`` plus at most one ``astype``
   pass (as fast as ``np.fromfile``); mixed widths, 24-bit integers and odd byte orders go
   through a per-column vectorised byte assembly.
+- Integers narrower than whole bytes (``$PnB`` 9, 10, 12, ..., FCS 2.0/3.0) are one packed
+  little-endian bit stream, least significant bit first, whatever ``$BYTEORD`` says: the order
+  the FACScan files of the FlowJo tutorial use (checked against FlowJo's own Lymphocytes count;
+  see :func:`_packed`). ``$DATATYPE A`` is read fixed-width (``$PnB`` characters) or delimited
+  (``$PnB *``).
+- Supplemental TEXT offsets that are empty, equal to the primary TEXT's, or impossible (inside
+  the HEADER/primary TEXT, past the end) are ignored, the impossible ones with a warning.
 - Integer data are masked with ``next_power_of_two($PnR) - 1`` when that is below ``2**$PnB`` (FCS
   3.1 §3.3.32), as flowio/FlowKit do.
 - ``$PnE f1,f2`` with ``f1 > 0`` gives ``10**(f1 * x / $PnR) * f2`` (``f2 == 0`` is read as 1, as
@@ -138,13 +145,17 @@ class FCSData(_ChannelLookup):
     ranges
         ``$PnR`` per column (NaN when missing or unreadable).
     datatype
-        ``$DATATYPE`` (``"I"``, ``"F"``, ``"D"``); ``"mixed"`` for FCS 3.2 mixed ``$PnDATATYPE``.
+        ``$DATATYPE`` (``"I"``, ``"F"``, ``"D"``, ``"A"``); ``"mixed"`` for FCS 3.2 mixed
+        ``$PnDATATYPE``.
     spillover
         The acquisition spillover from ``$SPILLOVER``/``$SPILL``/``SPILL``, or ``None``.
     warnings
         One sentence per repair made while reading.
     n_datasets
         Number of data sets chained by ``$NEXTDATA``.
+    sha256
+        Hex SHA-256 of the whole file, from the same bytes the events were decoded from
+        (``read_fcs(..., sha256=True)``); ``None`` when not asked for.
     """
 
     path: str
@@ -159,6 +170,7 @@ class FCSData(_ChannelLookup):
     warnings: list[str] = field(default_factory=list)
     n_datasets: int = 1
     dataset: int = 0
+    sha256: str | None = None
 
     @property
     def n_events(self) -> int:
@@ -312,19 +324,43 @@ def _read_dataset_meta(path: str, buf: _File, base: int) -> _Dataset:
         raise InputError(path, f"HEADER TEXT offsets {header.text_start}-{header.text_end} are "
                                f"outside the file ({size} bytes)")
     text = _parse_text(path, bytes(buf[ts:te + 1]), "TEXT", warnings)
-    # Supplemental TEXT (FCS 3.x): primary keywords win on conflicts.
-    s_start, s_end = _int_kw(text, "$BEGINSTEXT"), _int_kw(text, "$ENDSTEXT")
-    if s_start and s_end and s_end >= s_start and (s_start, s_end) != (header.text_start,
-                                                                       header.text_end):
-        if base + s_end < size:
-            supp = _parse_text(path, bytes(buf[base + s_start:base + s_end + 1]),
-                               "supplemental TEXT", warnings)
-            for k, v in supp.items():
-                text.setdefault(k, v)
-        else:
-            warnings.append(f"supplemental TEXT offsets {s_start}-{s_end} are outside the file; "
-                            "ignored")
+    _supplemental_text(path, buf, base, header, text, warnings)
     return _Dataset(base, header, text, warnings)
+
+
+def _supplemental_text(path: str, buf: _File, base: int, header: _Header, text: dict[str, str],
+                       warnings: list[str]) -> None:
+    """Merge the supplemental TEXT (FCS 3.x) into ``text``; primary keywords win on conflicts.
+
+    Empty or zero offsets mean "none". Offsets equal to the primary TEXT's are a common way of
+    saying the same; offsets that point into the HEADER or inside the primary TEXT (a NovoCyte
+    writes 58-58), past the end of the file, or to an unreadable segment cannot hold extra
+    keywords and are ignored with a warning: everything the file needs is checked later anyway.
+    """
+    s_start, s_end = _int_kw(text, "$BEGINSTEXT"), _int_kw(text, "$ENDSTEXT")
+    if not s_start and not s_end:
+        return
+    if (s_start, s_end) == (header.text_start, header.text_end):
+        return
+    where = f"supplemental TEXT offsets {s_start}-{s_end}"
+    if s_start is None or s_end is None or s_end < s_start:
+        warnings.append(f"{where} are not a segment; ignored")
+        return
+    if s_start < _HEADER_LEN or (s_start <= header.text_end and s_end >= header.text_start):
+        warnings.append(f"{where} point inside the HEADER or the primary TEXT "
+                        f"({header.text_start}-{header.text_end}); ignored")
+        return
+    if base + s_end >= len(buf):
+        warnings.append(f"{where} are outside the file; ignored")
+        return
+    try:
+        supp = _parse_text(path, bytes(buf[base + s_start:base + s_end + 1]),
+                           "supplemental TEXT", warnings)
+    except InputError as exc:
+        warnings.append(f"{where}: {exc.reason}; ignored")
+        return
+    for k, v in supp.items():
+        text.setdefault(k, v)
 
 
 def _int_kw(text: Mapping[str, str], key: str) -> int | None:
@@ -376,12 +412,13 @@ def _walk_datasets(path: str, buf: _File, stop_at: int | None = None) -> list[_D
 class _Param:
     name: str
     marker: str
-    kind: str  # "I", "F", "D"
-    nbytes: int
+    kind: str  # "I", "F", "D", "A" (ASCII)
+    nbytes: int  # 0 for packed integers and delimited ASCII
     range: float
     mask: int | None
     log: tuple[float, float] | None
     gain: float
+    bits: int = 0  # width in the DATA bit stream; 0 for delimited ASCII ($PnB "*")
 
 
 def _float_kw(text: Mapping[str, str], key: str) -> float | None:
@@ -401,9 +438,7 @@ def _params(path: str, text: Mapping[str, str], warnings: list[str]) -> tuple[li
         raise InputError(path, f"$PAR is missing or not a count ({text.get('$PAR')!r})")
     datatype = text.get("$DATATYPE", "").strip().upper()
     if datatype not in ("I", "F", "D", "A"):
-        raise InputError(path, f"$DATATYPE {text.get('$DATATYPE')!r} is not one of I, F, D")
-    if datatype == "A":
-        raise InputError(path, "ASCII ($DATATYPE A) data are not supported")
+        raise InputError(path, f"$DATATYPE {text.get('$DATATYPE')!r} is not one of I, F, D, A")
     mode = text.get("$MODE", "L").strip().upper() or "L"
     if mode != "L":
         raise InputError(path, f"$MODE {mode} (histogram data) is not supported; only list mode")
@@ -414,9 +449,19 @@ def _params(path: str, text: Mapping[str, str], warnings: list[str]) -> tuple[li
         if bits_raw is None:
             raise InputError(path, f"$P{i}B is missing although $PAR is {n_par}")
         kind = text.get(f"$P{i}DATATYPE", datatype).strip().upper() or datatype
-        if kind not in ("I", "F", "D"):
+        if kind not in ("I", "F", "D") and not (kind == "A" and datatype == "A"):
             raise InputError(path, f"$P{i}DATATYPE {kind!r} is not one of I, F, D")
         bits = _int_kw(text, f"$P{i}B")
+        if kind == "A":
+            # ASCII: $PnB is the number of characters, or "*" for delimited values
+            # (FCS 3.1 3.2.4); the standard requires "*" on all parameters or none.
+            if bits_raw.strip() == "*":
+                bits = 0
+            elif bits is None or bits <= 0:
+                raise InputError(path, f"$P{i}B {bits_raw!r} is neither a character count nor "
+                                       "'*' for ASCII data")
+            else:
+                bits *= 8
         if kind == "F" and bits != 32 or kind == "D" and bits != 64:
             if bits not in (32, 64) or bits is None:
                 # The type fixes the width; a wrong $PnB is a common writer bug.
@@ -427,9 +472,8 @@ def _params(path: str, text: Mapping[str, str], warnings: list[str]) -> tuple[li
                 warnings.append(f"$P{i}B is {bits} for {kind} data; read as "
                                 f"{'float' if bits == 32 else 'double'}")
                 kind = "F" if bits == 32 else "D"
-        if bits is None or bits <= 0 or bits % 8 or bits > 64:
-            raise InputError(path, f"$P{i}B {bits_raw!r}: only whole-byte widths up to 64 bits "
-                                   "are supported")
+        if kind != "A" and (bits is None or bits <= 0 or bits > 64):
+            raise InputError(path, f"$P{i}B {bits_raw!r} is not a width of 1 to 64 bits")
         name = text.get(f"$P{i}N", "").strip()
         if not name:
             name = f"P{i}"
@@ -440,8 +484,8 @@ def _params(path: str, text: Mapping[str, str], warnings: list[str]) -> tuple[li
             rng = float("nan")
         mask = None
         log = None
-        if kind == "I":
-            if rng > 0:
+        if kind in ("I", "A"):
+            if rng > 0 and kind == "I":
                 top = 1 << max(0, math.ceil(math.log2(rng)))
                 if top < (1 << bits):
                     mask = top - 1
@@ -454,8 +498,13 @@ def _params(path: str, text: Mapping[str, str], warnings: list[str]) -> tuple[li
         gain = _float_kw(text, f"$P{i}G")
         if gain is None or gain == 0:
             gain = 1.0
-        params.append(_Param(name, marker, kind, bits // 8, rng, mask, log, gain))
+        # Integers narrower than a whole number of bytes are packed without padding.
+        nbytes = bits // 8 if bits % 8 == 0 else 0
+        params.append(_Param(name, marker, kind, nbytes, rng, mask, log, gain, bits))
         kinds.add(kind)
+    if "A" in kinds and 0 < sum(q.bits == 0 for q in params) < len(params):
+        raise InputError(path, "ASCII data mix delimited ($PnB '*') and fixed-width parameters, "
+                               "which the standard does not allow")
     if len(kinds) > 1:
         label = "mixed"
     else:
@@ -520,6 +569,12 @@ def _decode(path: str, data: np.ndarray, n: int, params: list[_Param],
     row = sum(q.nbytes for q in params)
     if p == 0:
         return np.empty((n, 0), dtype=dtype)
+    if params[0].kind == "A":
+        if params[0].bits == 0:
+            return _ascii_delimited(path, data, n, p, warnings).astype(dtype, order="C")
+        return _ascii_fixed(path, data, n, params, dtype)
+    if any(q.bits % 8 for q in params):
+        return _packed(data, n, params, dtype)
     widths = {q.nbytes for q in params}
     kinds = {q.kind for q in params}
     first = params[0]
@@ -545,13 +600,14 @@ def _decode(path: str, data: np.ndarray, n: int, params: list[_Param],
     if len(widths) == 1 and kinds == {"I"} and first.nbytes == 3 and n * p > 0:
         order, perm = _byte_perm(path, byteord, 3)
         base = data.base if isinstance(data.base, np.ndarray) else None
-        if order != "perm" and base is not None and base.size >= data.size + 1 \
-                and data.ctypes.data == base.ctypes.data:
+        at = data.ctypes.data - base.ctypes.data if base is not None else -1
+        if order != "perm" and base is not None and 0 <= at \
+                and base.size >= at + data.size + 1:
             # 24-bit: read each value as a 4-byte word starting at its own offset (stride 3;
             # the spare byte after the data keeps the last word in bounds), then drop the
             # neighbour's byte. Three vectorised passes, no per-byte loop.
             words = np.ndarray(shape=(n * p,), dtype=np.dtype("<u4" if order == "<" else ">u4"),
-                               buffer=base, offset=0, strides=(3,))
+                               buffer=base, offset=at, strides=(3,))
             vals = words.astype(np.uint32)
             if order == "<":
                 vals &= np.uint32(0xFFFFFF)
@@ -609,9 +665,106 @@ def _decode(path: str, data: np.ndarray, n: int, params: list[_Param],
     return out
 
 
-def _locate_data(path: str, ds: _Dataset, size: int, row: int,
-                 warnings: list[str]) -> tuple[int, int]:
-    """Absolute start of DATA and the number of events, cross-checking HEADER, TEXT and size."""
+def _packed(data: np.ndarray, n: int, params: list[_Param], dtype: np.dtype) -> np.ndarray:
+    """Integers of any bit width packed without padding (``$PnB`` 9, 10, 12, ...).
+
+    The DATA segment is one little-endian bit stream: value ``k`` occupies stream bits
+    ``[o_k, o_k + width)`` where stream bit ``i`` is bit ``i % 8`` (least significant first) of
+    byte ``i // 8``, whatever ``$BYTEORD`` says. That is the order the FACScan files of the FlowJo
+    tutorial use: decoded so, their Lymphocytes polygon holds FlowJo's count (6,890 vs 6,885 in
+    FlowJo 7.6.5); the most-significant-first order gives 245. Each value is read as the
+    unaligned 8-byte little-endian word starting at its first byte (one gather per column),
+    shifted and masked; widths above 57 bits take the missing high bits from the next word.
+    """
+    nbytes = data.size
+    padded = np.zeros(nbytes + 16, dtype=np.uint8)  # spare bytes: words past the last value
+    padded[:nbytes] = data
+    # Overlapping words, one starting at every byte (stride 1): words[b] = bytes b..b+7.
+    words = np.ndarray(shape=(nbytes + 8,), dtype="<u8", buffer=padded, offset=0, strides=(1,))
+    row_bits = sum(q.bits for q in params)
+    out = np.empty((n, len(params)), dtype=dtype)
+    rows = np.arange(n, dtype=np.int64) * row_bits
+    col_off = 0
+    for j, q in enumerate(params):
+        off = rows + col_off
+        col_off += q.bits
+        first = off >> 3
+        shift = (off & 7).astype(np.uint64)
+        vals = words[first] >> shift
+        if q.bits > 57:  # the value may reach past the 8-byte word (shift + width > 64)
+            hi = words[first + 8] << (np.uint64(64) - np.maximum(shift, np.uint64(1)))
+            vals |= np.where(shift > 0, hi, np.uint64(0))
+        if q.bits < 64:
+            vals &= np.uint64((1 << q.bits) - 1)
+        if q.mask is not None:
+            vals &= np.uint64(q.mask)
+        out[:, j] = vals
+    return out
+
+
+_ASCII_SEPARATORS = bytes.maketrans(b",\t\r\n\x00", b"     ")
+
+
+def _ascii_numbers(path: str, raw: np.ndarray, what: str) -> np.ndarray:
+    """Parse an array of byte strings as numbers (float64), or say which one is not a number."""
+    try:
+        return raw.astype(np.float64)
+    except ValueError:
+        for tok in raw.ravel():
+            try:
+                float(tok)
+            except ValueError:
+                raise InputError(path, f"{what} value {tok.decode('latin-1')!r} is not a "
+                                       "number") from None
+        raise
+
+
+def _ascii_fixed(path: str, data: np.ndarray, n: int, params: list[_Param],
+                 dtype: np.dtype) -> np.ndarray:
+    """``$DATATYPE A`` with ``$PnB`` characters per value (fixed-width columns)."""
+    raw8 = data.reshape(n, sum(q.nbytes for q in params))
+    out = np.empty((n, len(params)), dtype=dtype)
+    off = 0
+    for j, q in enumerate(params):
+        col = np.ascontiguousarray(raw8[:, off:off + q.nbytes]).view(f"S{q.nbytes}")[:, 0]
+        off += q.nbytes
+        # Surrounding blanks are padding; an all-blank field is refused, not read as 0.
+        col = np.char.strip(col)
+        out[:, j] = _ascii_numbers(path, col, f"ASCII {q.name}")
+    return out
+
+
+def _ascii_delimited(path: str, data: np.ndarray, n: int | None, p: int,
+                     warnings: list[str]) -> np.ndarray:
+    """``$DATATYPE A`` with ``$PnB *``: values separated by blanks, tabs, commas, CR or LF.
+
+    Runs of separators count as one (FCS 3.1 3.2.4). ``n`` is ``$TOT`` (``None`` when missing).
+    """
+    tokens = data.tobytes().translate(_ASCII_SEPARATORS).split()
+    have = len(tokens)
+    if n is None:
+        n, rem = divmod(have, p)
+        if rem:
+            warnings.append(f"delimited ASCII DATA end with {rem} values of an incomplete event")
+    elif have < n * p:
+        raise InputError(path, f"delimited ASCII DATA hold {have} values; $TOT {n} × $PAR {p} "
+                               f"needs {n * p}")
+    elif have > n * p:
+        warnings.append(f"delimited ASCII DATA hold {have - n * p} values beyond $TOT × $PAR; "
+                        "ignored")
+    vals = _ascii_numbers(path, np.array(tokens[:n * p], dtype=bytes), "ASCII")
+    return vals.reshape(n, p)
+
+
+def _locate_data(path: str, ds: _Dataset, size: int, row_bits: int, warnings: list[str],
+                 delimited: bool = False) -> tuple[int, int | None, int]:
+    """Absolute start of DATA, the number of events and the DATA length in bytes.
+
+    HEADER, TEXT and file size are cross-checked. ``row_bits`` is the size of one event in bits
+    (packed integer widths need not fill whole bytes). Delimited ASCII events have no fixed
+    size: the segment is taken as the offsets give it and the event count (``None`` when
+    ``$TOT`` is missing) is checked by the decoder.
+    """
     h, text, base = ds.header, ds.text, ds.base
     tot = _int_kw(text, "$TOT")
     if tot is not None and tot < 0:
@@ -627,25 +780,33 @@ def _locate_data(path: str, ds: _Dataset, size: int, row: int,
     if header_blank:
         warnings.append("HEADER DATA offsets are blank; taken from $BEGINDATA/$ENDDATA")
     if not cands:
-        if tot == 0 or row == 0:
-            return base, 0
+        if tot == 0 or (row_bits == 0 and not delimited):
+            return base, 0, 0
         raise InputError(path, "no DATA segment offsets in HEADER or TEXT")
     avail = lambda s: size - (base + s)  # noqa: E731 - bytes from s to end of file
-    if row == 0:
-        return base, 0
+    if row_bits == 0 and not delimited:
+        return base, 0, 0
+    if delimited:
+        for src, s, e in cands:
+            if s > 0 and e >= s - 1 and avail(s) >= e - s + 1:
+                return base + s, tot, e - s + 1
+        src, s, e = cands[-1]
+        raise InputError(path, f"{src} DATA offsets {s}-{e} are outside the file ({size} bytes)")
     if tot is None:
         src, s, e = cands[-1]
         nbytes = e - s + 1
         if s <= 0 or nbytes < 0:
             raise InputError(path, f"{src} DATA offsets {s}-{e} are invalid")
-        n, rem = divmod(min(nbytes, max(0, avail(s))), row)
+        have = min(nbytes, max(0, avail(s)))
+        n = have * 8 // row_bits
         warnings.append(f"$TOT is missing; {n} events inferred from the DATA segment size")
+        rem = have - (n * row_bits + 7) // 8
         if rem:
             warnings.append(f"DATA segment has {rem} bytes beyond the last whole event")
-        return base + s, n
-    expected = tot * row
+        return base + s, n, (n * row_bits + 7) // 8
+    expected = (tot * row_bits + 7) // 8
     if expected == 0:
-        return base, 0
+        return base, 0, 0
     # 1. an exact match (or the classic end+1 writer bug) that fits in the file
     for slack in (0, 1):
         for src, s, e in cands:
@@ -657,17 +818,17 @@ def _locate_data(path: str, ds: _Dataset, size: int, row: int,
                 for o_src, o_s, o_e in others:
                     warnings.append(f"{o_src} DATA offsets {o_s}-{o_e} disagree with {src} "
                                     f"offsets {s}-{e}; used {src} (it matches $TOT × event size)")
-                return base + s, tot
+                return base + s, tot, expected
     # 2. a start that leaves room for all events (end offset wrong)
     for src, s, e in cands:
         if s > 0 and avail(s) >= expected:
             warnings.append(f"{src} DATA end offset {e} disagrees with $TOT × event size "
                             f"({expected} bytes from {s}); read {tot} events from {s}")
-            return base + s, tot
+            return base + s, tot, expected
     src, s, e = cands[-1]
     have = max(0, avail(s)) if s > 0 else 0
     raise InputError(path, f"data segment truncated: expected {expected} bytes "
-                           f"({tot} events × {row} bytes), file has {have}")
+                           f"({tot} events × {row_bits / 8:g} bytes), file has {have}")
 
 
 class _File:
@@ -704,6 +865,25 @@ class _File:
             raise InputError(self.path, f"data segment truncated: expected {nbytes} bytes, "
                                         f"file has {got}")
         return out
+
+    def read_array_hashed(self, start: int, nbytes: int) -> tuple[np.ndarray, str]:
+        """Like :meth:`read_array`, reading the whole file once and hashing those bytes.
+
+        The file lands in one buffer placed so that DATA starts 64-byte aligned; the returned
+        array is a view of it (the HEADER/TEXT bytes around it are small).
+        """
+        import hashlib
+
+        pad = (-start) % 64
+        whole = np.zeros(pad + self.size + 8, dtype=np.uint8)
+        view = memoryview(whole)[pad:pad + self.size]
+        self._fh.seek(0)
+        got = self._fh.readinto(view)
+        if got != self.size:
+            raise InputError(self.path, f"file changed while being read: expected {self.size} "
+                                        f"bytes, got {got}")
+        digest = hashlib.sha256(view).hexdigest()  # releases the GIL; SHA-NI where present
+        return whole[pad + start:pad + start + nbytes], digest
 
 
 @contextlib.contextmanager
@@ -749,13 +929,19 @@ def _select(path: str, buf: _File, dataset: int) -> tuple[_Dataset, int]:
     return sets[dataset], len(sets)
 
 
-def _meta(path: str, ds: _Dataset, size: int,
-          n_datasets: int) -> tuple[list[_Param], str, int, int, list[str]]:
+def _meta(path: str, ds: _Dataset,
+          buf: _File) -> tuple[list[_Param], str, int, int, int, list[str]]:
+    """Parameters, DATA start, event count and DATA length in bytes of one data set."""
     warnings = list(ds.warnings)
     params, label = _params(path, ds.text, warnings)
-    row = sum(q.nbytes for q in params)
-    start, n = _locate_data(path, ds, size, row, warnings)
-    return params, label, start, n, warnings
+    delimited = bool(params) and all(q.kind == "A" and q.bits == 0 for q in params)
+    start, n, nbytes = _locate_data(path, ds, len(buf), sum(q.bits for q in params), warnings,
+                                    delimited)
+    if n is None:  # delimited ASCII without $TOT: count the values
+        n = _ascii_delimited(path, buf.read_array(start, nbytes), None, len(params),
+                             warnings).shape[0]
+        warnings.append(f"$TOT is missing; {n} events counted in the delimited ASCII DATA")
+    return params, label, start, n, nbytes, warnings
 
 
 def read_fcs_metadata(path: str | os.PathLike[str], *, dataset: int = 0) -> FCSMetadata:
@@ -780,7 +966,7 @@ def read_fcs_metadata(path: str | os.PathLike[str], *, dataset: int = 0) -> FCSM
     """
     with _open(path) as (p, buf):
         ds, n_sets = _select(p, buf, dataset)
-        params, label, _start, n, warnings = _meta(p, ds, len(buf), n_sets)
+        params, label, _start, n, _nbytes, warnings = _meta(p, ds, buf)
     return FCSMetadata(path=p, version=ds.header.version, text=dict(ds.text),
                        channels=[q.name for q in params], markers=[q.marker for q in params],
                        ranges=[q.range for q in params], datatype=label,
@@ -789,7 +975,7 @@ def read_fcs_metadata(path: str | os.PathLike[str], *, dataset: int = 0) -> FCSM
 
 
 def read_fcs(path: str | os.PathLike[str], *, dataset: int = 0,
-             dtype: Any = np.float32) -> FCSData:
+             dtype: Any = np.float32, sha256: bool = False) -> FCSData:
     """Read one data set of an FCS 2.0/3.0/3.1/3.2 file.
 
     Parameters
@@ -800,6 +986,9 @@ def read_fcs(path: str | os.PathLike[str], *, dataset: int = 0,
         Index of the data set in a ``$NEXTDATA`` chain (0 = first).
     dtype
         Floating dtype of ``events`` (``np.float32`` by default, ``np.float64`` for exactness).
+    sha256
+        Also hash the whole file (``FCSData.sha256``) from the bytes read, in the same single
+        read of the file, instead of reading it a second time for provenance.
 
     Returns
     -------
@@ -817,20 +1006,24 @@ def read_fcs(path: str | os.PathLike[str], *, dataset: int = 0,
         raise InputError(None, f"read_fcs dtype must be a float type, got {out_dtype}")
     with _open(path) as (p, buf):
         ds, n_sets = _select(p, buf, dataset)
-        params, label, start, n, warnings = _meta(p, ds, len(buf), n_sets)
+        params, label, start, n, nbytes, warnings = _meta(p, ds, buf)
         byteord = ds.text.get("$BYTEORD", "").strip()
         if not byteord:
-            if any(q.nbytes > 1 for q in params):
+            if any(q.nbytes > 1 and q.kind != "A" for q in params):
                 warnings.append("$BYTEORD is missing; assumed little-endian (1,2,3,4)")
             byteord = "1,2,3,4"
-        data = buf.read_array(start, n * sum(q.nbytes for q in params))
+        digest = None
+        if sha256:
+            data, digest = buf.read_array_hashed(start, nbytes)
+        else:
+            data = buf.read_array(start, nbytes)
     events = _decode(p, data, n, params, byteord, out_dtype, warnings)
     _scale(ds.text, params, events, warnings)
     return FCSData(path=p, version=ds.header.version, text=dict(ds.text),
                    channels=[q.name for q in params], markers=[q.marker for q in params],
                    events=events, ranges=[q.range for q in params], datatype=label,
                    spillover=_spillover(p, ds.text, warnings), warnings=warnings,
-                   n_datasets=n_sets, dataset=dataset)
+                   n_datasets=n_sets, dataset=dataset, sha256=digest)
 
 
 def _scale(text: Mapping[str, str], params: list[_Param], events: np.ndarray,

@@ -1,4 +1,5 @@
-"""FlowJo 10 workspaces (``.wsp``) into the :class:`~immunoprofile.flow.gates.Strategy` model.
+"""FlowJo workspaces (7.x ``.wsp``, 8.x/9.x Mac ``.xml``, 10.x ``.wsp``) into the
+:class:`~immunoprofile.flow.gates.Strategy` model.
 
 Contract: :func:`read_flowjo_workspace` parses a workspace with the safe XML parser into a
 :class:`FlowJoWorkspace` (groups, samples with keywords, per-sample transforms, compensation and
@@ -21,7 +22,30 @@ FlowJo conventions handled here
   can replace it); other matrices are kept in ``Strategy.compensations`` under their name.
 - FlowJo quadrant gates are four sibling rectangle populations (``Q1: ...`` .. ``Q4: ...``) and stay
   so: each quadrant is its own population with its own children.
-- ``AndNode``/``OrNode``/``NotNode`` reference their operands by population path ("Dependent").
+- ``AndNode``/``OrNode``/``NotNode`` reference their operands by population path ("Dependent");
+  Mac ``<BooleanGate specification="G1 & ! G0">`` indexes ``<GatePaths>``. Paths are absolute
+  (``/A``) or relative to the boolean's parent, else from the root.
+- ``eventsInside="0"`` (Mac: ``negated``) inverts a gate: the parent's events outside it.
+
+Older versions (checked against each version's own counts on the FlowJo tutorial files)
+----------------------------------------------------------------------------------------
+- 7.2 (workspace 1.5): gate elements (``PolygonGate``/``RectangleGate`` of two ``RangeGate``/
+  ``RangeGate``/``EllipseGate``) sit directly in the population and name their axes in
+  ``<Axis>`` children. 7.5/7.6 (1.6x) and 10.0 use ``<Gate>`` with Gating-ML 1.5 shapes whose
+  dimensions name a ``<parameter>`` instead of an ``<fcs-dimension>``.
+- 8.x/9.x Mac (2.0/3.0): populations nest directly (no ``<Subpopulations>``); a
+  ``<PolygonGate>`` wraps a ``Polygon``, ``PolyRect`` (rectangle), ``Range`` or ``Ellipse``
+  (two diameters' end points) with ``xAxisName``/``yAxisName``; 9.7 writes ``nodeName`` and
+  ``<Samples>``.
+- All of them store vertices on the data scale (after ``$PnG``), like 10.x, and store no
+  transforms: a log-amplified parameter (``$PnE``; Mac ``<Parameter log="1">``) is shown on a
+  log axis from ``f2`` over ``f1`` decades, which is the ``transforms:log`` FlowJo 10 writes for
+  the same files; polygons are straight there (that reproduces the 7.6.5 counts best).
+- Mac 8.x/9.x draw gates on a 256-bin display of each parameter (log: ``lowValue`` over
+  ``decades``; linear: 0 .. ``highValue``) and store whole-bin coordinates (8.5.3 rounded to 4
+  decimals): they are snapped back onto that grid, rectangle bounds half a channel below the
+  bin (:meth:`_Converter.snap`). FlowJo 7-9 ellipses are not reproduced exactly (module
+  tests print the differences; the note of issue 11 has the evidence).
 """
 
 from __future__ import annotations
@@ -53,6 +77,7 @@ from .gates import (
 __all__ = [
     "FlowJoWorkspace", "FlowJoSample", "FlowJoMatrix", "FlowJoPopulation",
     "read_flowjo_workspace", "ID_SEPARATOR", "population_id", "order_gates", "sample_fcs_path",
+    "FlowJoStrategy", "workspace_strategy",
 ]
 
 #: Separator between population names in the gate ids we build (``Time::Singlets::CD3+``).
@@ -96,7 +121,11 @@ class FlowJoPopulation:
 
     ``kind`` is ``rectangle``, ``polygon``, ``ellipse`` or a boolean ``and``/``or``/``not``.
     ``params`` holds the geometry: ``mins``/``maxs`` (rectangle), ``vertices`` (polygon),
-    ``foci``/``edge`` (ellipse, display space 0-256), ``dependents`` (boolean: paths).
+    ``foci``/``edge`` (ellipse, display space 0-256), ``diameters`` (``ellipse4``: the Mac
+    ellipse's two axes as four end points on the data scale), ``dependents`` (boolean: paths,
+    absolute with a leading ``/`` or relative to the boolean's parent) and ``complements``
+    (boolean: which operands are negated). ``inverted`` (``eventsInside="0"``, Mac
+    ``negated``): the population is the parent's events *outside* the shape.
     """
 
     name: str
@@ -105,6 +134,7 @@ class FlowJoPopulation:
     params: Mapping[str, Any]
     owning_group: str
     children: tuple[FlowJoPopulation, ...] = ()
+    inverted: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +149,9 @@ class FlowJoSample:
     transforms: Mapping[str, tuple[str, Mapping[str, str]]]  # parameter -> (xml type, attributes)
     compensation: FlowJoMatrix | None
     populations: tuple[FlowJoPopulation, ...]
+    #: Mac 8.x/9.x only: parameter -> (``log``/``linear``, low, decades or high value, channels),
+    #: the 256-bin display on which that FlowJo draws (and snaps) gate coordinates
+    display_grid: Mapping[str, tuple[str, float, float, float]] = field(default_factory=dict)
 
     @property
     def file_name(self) -> str:
@@ -142,6 +175,11 @@ class FlowJoWorkspace:
         FlowJo sample id -> :class:`FlowJoSample`.
     group_templates
         Group name -> the group's own template gate tree (may be empty).
+    group_sample_ids
+        Group name -> FlowJo ids of its samples.
+    template_errors
+        Group name -> why its template gates could not be read (raised when that template is
+        needed, not on reading the workspace).
     """
 
     path: str
@@ -150,6 +188,7 @@ class FlowJoWorkspace:
     samples: dict[str, FlowJoSample]
     group_templates: dict[str, tuple[FlowJoPopulation, ...]] = field(default_factory=dict)
     group_sample_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    template_errors: dict[str, str] = field(default_factory=dict)
 
     # ----- lookup --------------------------------------------------------------------------------
     def sample_names(self) -> list[str]:
@@ -226,6 +265,9 @@ class FlowJoWorkspace:
                                             f"({members[0].name!r} differs from "
                                             f"{_listing(differing)}) and the group has no "
                                             "template gates; choose one with sample=")
+        if not template and group in self.template_errors:
+            raise InputError(self.path, f"group {group!r}: its template gates cannot be read "
+                                        f"({self.template_errors[group]})")
         if not template:
             raise InputError(self.path, f"group {group!r} has no samples and no gates")
         donor = members[0] if members else next(iter(self.samples.values()), None)
@@ -238,6 +280,10 @@ class FlowJoWorkspace:
             f"group template gates with the transforms and compensation of sample {donor.name!r}")
         return strategy
 
+
+#: How close (in display bins) a Mac coordinate must be to a whole bin to be snapped onto it:
+#: 4-decimal rounding moves a log coordinate by < 0.006 bin at the lowest stored values.
+_SNAP_BINS = 0.01
 
 #: deepest population nesting accepted (real workspaces are < 20 deep)
 _MAX_DEPTH = 100
@@ -328,7 +374,9 @@ def read_flowjo_workspace(path: str | os.PathLike[str]) -> FlowJoWorkspace:
                                "expected <Workspace>)")
     sample_list = _child(root, "SampleList")
     if sample_list is None:
-        raise ctx.fail("Workspace", "no <SampleList> element")
+        sample_list = _child(root, "Samples")  # FlowJo 9.7 (workspace 3.0)
+    if sample_list is None:
+        raise ctx.fail("Workspace", "no <SampleList> (or <Samples>) element")
 
     samples: dict[str, FlowJoSample] = {}
     for index, sample_el in enumerate(_children(sample_list, "Sample")):
@@ -340,9 +388,10 @@ def read_flowjo_workspace(path: str | os.PathLike[str]) -> FlowJoWorkspace:
     groups: dict[str, tuple[str, ...]] = {}
     group_ids: dict[str, tuple[str, ...]] = {}
     templates: dict[str, tuple[FlowJoPopulation, ...]] = {}
+    template_errors: dict[str, str] = {}
     groups_el = _child(root, "Groups")
     for group_node in (_children(groups_el, "GroupNode") if groups_el is not None else []):
-        name = _attr(group_node, "name")
+        name = _node_name(group_node)
         if name is None:
             raise ctx.fail("GroupNode", "missing name attribute")
         where = f"GroupNode {name!r}"
@@ -357,8 +406,13 @@ def read_flowjo_workspace(path: str | os.PathLike[str]) -> FlowJoWorkspace:
                 refs.append(sid)
         group_ids[name] = tuple(refs)
         groups[name] = tuple(samples[s].name for s in refs)
-        sub = _child(group_node, "Subpopulations")
-        templates[name] = _parse_subpopulations(ctx, sub, where) if sub is not None else ()
+        try:
+            templates[name] = _parse_children(ctx, group_node, where)
+        except InputError as exc:
+            # A group's own template is only needed when that group's template is used
+            # (FlowJo 7.2 group templates lack the graphs their gates' axes come from).
+            templates[name] = ()
+            template_errors[name] = exc.reason
     if "All Samples" not in groups:
         # FlowJo always has it; synthesise it for hand-made workspaces.
         group_ids["All Samples"] = tuple(samples)
@@ -366,14 +420,14 @@ def read_flowjo_workspace(path: str | os.PathLike[str]) -> FlowJoWorkspace:
         templates["All Samples"] = ()
     return FlowJoWorkspace(path=path_str, version=_attr(root, "flowJoVersion") or "",
                            groups=groups, samples=samples, group_templates=templates,
-                           group_sample_ids=group_ids)
+                           group_sample_ids=group_ids, template_errors=template_errors)
 
 
 def _parse_sample(ctx: _Ctx, sample_el: ET.Element, index: int) -> FlowJoSample:
     node = _child(sample_el, "SampleNode")
     if node is None:
         raise ctx.fail(f"Sample #{index + 1}", "no <SampleNode> element")
-    name = _attr(node, "name") or ""
+    name = _node_name(node) or ""
     sid = _attr(node, "sampleID")
     dataset = _child(sample_el, "DataSet")
     if sid is None and dataset is not None:
@@ -401,16 +455,78 @@ def _parse_sample(ctx: _Ctx, sample_el: ET.Element, index: int) -> FlowJoSample:
             raise ctx.fail(where, f"transform <{local_name(xform.tag)}> names no parameter")
         transforms[pname] = (local_name(xform.tag),
                              {local_name(k): v for k, v in xform.attrib.items()})
+    if xforms_el is None:
+        transforms.update(_legacy_transforms(sample_el, keywords))
 
     matrices = _children(sample_el, "spilloverMatrix")
     if len(matrices) > 1:
         raise ctx.fail(where, "more than one spilloverMatrix per sample is not supported")
     compensation = _parse_matrix(ctx, matrices[0], where) if matrices else None
 
-    sub = _child(node, "Subpopulations")
-    populations = _parse_subpopulations(ctx, sub, where) if sub is not None else ()
+    populations = _parse_children(ctx, node, where)
     return FlowJoSample(id=sid, name=name, uri=uri, keywords=keywords, transforms=transforms,
-                        compensation=compensation, populations=populations)
+                        compensation=compensation, populations=populations,
+                        display_grid=_mac_display_grid(sample_el))
+
+
+def _mac_display_grid(sample_el: ET.Element) -> dict[str, tuple[str, float, float, float]]:
+    """The 256-bin display of each Mac ``<Parameter>`` (log: lowValue over ``decades``;
+    linear: 0 .. highValue), with its number of channels (``range``).
+
+    Mac FlowJo 8/9 place gate coordinates on this grid: 9.6.4 stores them as float32 values
+    within 1e-5 bin of whole bins, 8.5.3 the same values rounded to 4 decimals.
+    """
+    out: dict[str, tuple[str, float, float, float]] = {}
+    for p in _children(sample_el, "Parameter"):
+        name = _attr(p, "name")
+        try:
+            channels = float(_attr(p, "range") or "nan")
+            if _attr(p, "log") == "1":
+                entry = ("log", float(_attr(p, "lowValue") or "nan"),
+                         float(_attr(p, "decades") or "nan"), channels)
+            else:
+                entry = ("linear", 0.0, float(_attr(p, "highValue") or "nan"), channels)
+        except ValueError:
+            continue
+        if name and all(math.isfinite(v) and v > 0 for v in entry[2:]) and \
+                (entry[0] == "linear" or entry[1] > 0):
+            out[name] = entry
+    return out
+
+
+def _legacy_transforms(sample_el: ET.Element, keywords: Mapping[str, str]
+                       ) -> dict[str, tuple[str, Mapping[str, str]]]:
+    """Display transforms of a FlowJo 7.x/8.x/9.x sample, which stores none explicitly.
+
+    Those versions show a log-amplified parameter (FCS ``$PnE f1,f2``; Mac ``<Parameter
+    log="1" decades lowValue>``) on a log axis of ``f1`` decades from ``f2``: the same as FlowJo
+    10's ``transforms:log`` with ``offset=f2, decades=f1`` (which FlowJo 10 writes for these
+    very files), and linear parameters on a linear axis.
+    """
+    out: dict[str, tuple[str, Mapping[str, str]]] = {}
+    mac = _children(sample_el, "Parameter")
+    for p in mac:
+        name = _attr(p, "name")
+        if name and _attr(p, "log") == "1":
+            out[name] = ("log", {"offset": _attr(p, "lowValue") or "1",
+                                 "decades": _attr(p, "decades") or ""})
+    if mac:
+        return out
+    upper = {k.upper(): v for k, v in keywords.items()}
+    try:
+        n_par = int(upper.get("$PAR", "0"))
+    except ValueError:
+        return out
+    for i in range(1, n_par + 1):
+        name = upper.get(f"$P{i}N", "").strip()
+        parts = [x.strip() for x in upper.get(f"$P{i}E", "").split(",")]
+        try:
+            f1, f2 = float(parts[0]), float(parts[1])
+        except (ValueError, IndexError):
+            continue
+        if name and f1 > 0:
+            out[name] = ("log", {"offset": repr(f2 if f2 > 0 else 1.0), "decades": repr(f1)})
+    return out
 
 
 def _parse_matrix(ctx: _Ctx, el: ET.Element, where: str) -> FlowJoMatrix:
@@ -439,24 +555,47 @@ def _parse_matrix(ctx: _Ctx, el: ET.Element, where: str) -> FlowJoMatrix:
                         or "", channels=tuple(channels), matrix=tuple(matrix))
 
 
-def _parse_subpopulations(ctx: _Ctx, sub: ET.Element, where: str
-                          ) -> tuple[FlowJoPopulation, ...]:
+#: Population-like elements (FlowJo 7.x/10.x use Subpopulations; Mac 8.x/9.x nest directly).
+_POPULATION_TAGS = {"Population", *_BOOLEAN_TAGS}
+#: FlowJo 7.2 (workspace 1.5) gate elements sitting directly in a <Population>.
+_V15_GATE_TAGS = {"PolygonGate", "RectangleGate", "RangeGate", "EllipseGate"}
+#: Shapes inside a Mac (workspace 2.0/3.0) <PolygonGate> wrapper.
+_MAC_SHAPE_TAGS = {"Polygon", "PolyRect", "Range", "Ellipse"}
+
+
+def _node_name(el: ET.Element) -> str | None:
+    """A node's name (FlowJo 9.7 writes ``nodeName``)."""
+    name = _attr(el, "name")
+    return name if name is not None else _attr(el, "nodeName")
+
+
+def _population_elements(node: ET.Element) -> Iterable[ET.Element]:
+    """Child population elements, direct (Mac) or inside <Subpopulations> (Windows, 10.x)."""
+    for el in node:
+        if not isinstance(el.tag, str):
+            continue
+        tag = local_name(el.tag)
+        if tag in _POPULATION_TAGS:
+            yield el
+        elif tag == "Subpopulations":
+            yield from (c for c in el if isinstance(c.tag, str)
+                        and local_name(c.tag) in _POPULATION_TAGS)
+
+
+def _parse_children(ctx: _Ctx, node: ET.Element, where: str) -> tuple[FlowJoPopulation, ...]:
+    """The population tree below ``node`` (a SampleNode, GroupNode or Population)."""
     # bounded recursion (3 frames per level here, more in the engine); a population name may
     # itself hold "/", so the limit is generous
     if where.count("/") > _MAX_DEPTH:
         raise ctx.fail(where, f"populations nested deeper than {_MAX_DEPTH} levels")
     out: list[FlowJoPopulation] = []
     seen: set[str] = set()
-    for el in sub:
-        if not isinstance(el.tag, str):
-            continue
+    for el in _population_elements(node):
         tag = local_name(el.tag)
         if tag == "Population":
             pop = _parse_population(ctx, el, where)
-        elif tag in _BOOLEAN_TAGS:
-            pop = _parse_boolean(ctx, el, tag, where)
         else:
-            continue  # Graph, statistics and other display-only nodes
+            pop = _parse_boolean(ctx, el, tag, where)
         if pop.name in seen:
             raise ctx.fail(f"{where}/{pop.name}", "two sibling populations share this name")
         seen.add(pop.name)
@@ -464,24 +603,67 @@ def _parse_subpopulations(ctx: _Ctx, sub: ET.Element, where: str
     return tuple(out)
 
 
-def _sub_children(ctx: _Ctx, el: ET.Element, where: str) -> tuple[FlowJoPopulation, ...]:
-    found: list[FlowJoPopulation] = []
-    for sub in _children(el, "Subpopulations"):
-        found.extend(_parse_subpopulations(ctx, sub, where))
-    names = [p.name for p in found]
-    if len(set(names)) != len(names):
-        raise ctx.fail(where, "two sibling populations share a name")
-    return tuple(found)
+def _inverted(ctx: _Ctx, where: str, el: ET.Element) -> bool:
+    """``eventsInside="0"`` (Windows, 10.x) or ``negated`` (Mac): the gate keeps the outside."""
+    inside = _attr(el, "eventsInside")
+    if inside not in (None, "0", "1"):
+        raise ctx.fail(where, f"eventsInside={inside!r} is neither 0 nor 1")
+    negated = (_attr(el, "negated") or "").strip()
+    return inside == "0" or negated not in ("", "0", "false")
 
 
 def _parse_population(ctx: _Ctx, el: ET.Element, parent_where: str) -> FlowJoPopulation:
-    name = _attr(el, "name")
+    name = _node_name(el)
     if name is None or name == "":
         raise ctx.fail(parent_where, "a <Population> has no name")
     where = f"{parent_where}/{name}"
     gate_el = _child(el, "Gate")
-    if gate_el is None:
-        raise ctx.fail(where, "population has no <Gate> element")
+    if gate_el is not None:
+        kind, dims, params, inverted = _parse_gating_ns_gate(ctx, where, gate_el)
+    else:
+        mac = _child(el, "PolygonGate")
+        legacy = [c for c in el if isinstance(c.tag, str) and local_name(c.tag) in
+                  _V15_GATE_TAGS]
+        if _child(el, "BooleanGate") is not None:
+            kind, dims, params, inverted = _parse_mac_boolean(ctx, where,
+                                                              _child(el, "BooleanGate"))
+        elif mac is not None and any(local_name(c.tag) in _MAC_SHAPE_TAGS for c in mac
+                                     if isinstance(c.tag, str)):
+            kind, dims, params, inverted = _parse_mac_gate(ctx, where, mac)
+        elif len(legacy) == 1:
+            kind, dims, params, inverted = _parse_v15_gate(ctx, where, legacy[0])
+        elif legacy:
+            raise ctx.fail(where, f"population holds {len(legacy)} gate elements, expected one")
+        else:
+            raise ctx.fail(where, "population has no gate (no <Gate>, FlowJo 7.2 gate element "
+                                  "or Mac <PolygonGate>/<BooleanGate>)")
+    return FlowJoPopulation(name=name, kind=kind, dims=tuple(dims), params=params,
+                            owning_group=_attr(el, "owningGroup") or _attr(el, "groupSource")
+                            or "", children=_parse_children(ctx, el, where),
+                            inverted=inverted)
+
+
+_Parsed = tuple[str, list[str], dict[str, Any], bool]
+
+
+def _check_shape(ctx: _Ctx, where: str, kind: str, dims: list[str],
+                 params: dict[str, Any]) -> None:
+    """Dimension and vertex counts every gate kind needs, whichever version wrote it."""
+    if kind == "rectangle":
+        if not dims:
+            raise ctx.fail(where, "rectangle/range gate without dimensions")
+        for d, lo, hi in zip(dims, params["mins"], params["maxs"]):
+            if lo is not None and hi is not None and lo > hi:
+                raise ctx.fail(where, f"rectangle min {lo} > max {hi} on {d!r}")
+    elif len(dims) != 2:
+        raise ctx.fail(where, f"{kind} gate needs 2 dimensions, has {len(dims)}")
+    if kind == "polygon" and len(params["vertices"]) < 3:
+        raise ctx.fail(where, f"polygon gate needs at least 3 vertices, has "
+                              f"{len(params['vertices'])}")
+
+
+def _parse_gating_ns_gate(ctx: _Ctx, where: str, gate_el: ET.Element) -> _Parsed:
+    """FlowJo 7.5+ (Windows) and 10.x: ``<Gate>`` holding one Gating-ML-like shape."""
     shapes = [c for c in gate_el if isinstance(c.tag, str)]
     if len(shapes) != 1:
         raise ctx.fail(where, f"<Gate> must hold exactly one gate element, found {len(shapes)}")
@@ -490,52 +672,169 @@ def _parse_population(ctx: _Ctx, el: ET.Element, parent_where: str) -> FlowJoPop
     if tag not in _SHAPE_TAGS:
         raise ctx.fail(where, f"gate element <{tag}> is not supported (supported: "
                               "RectangleGate, PolygonGate, EllipsoidGate, boolean nodes)")
-    inside = _attr(shape, "eventsInside")
-    if inside not in (None, "1"):
-        raise ctx.fail(where, f"<{tag} eventsInside={inside!r}> (an inverted gate) is not "
-                              "supported")
+    inverted = _inverted(ctx, where, shape)
     dims: list[str] = []
     mins: list[float | None] = []
     maxs: list[float | None] = []
     for dim_el in _children(shape, "dimension"):
-        fcs_dim = _child(dim_el, "fcs-dimension")
-        dname = _attr(fcs_dim, "name") if fcs_dim is not None else None
+        # 10.1+ name the channel in <fcs-dimension>, 7.6 and 10.0 in <parameter>
+        named = _child(dim_el, "fcs-dimension")
+        if named is None:
+            named = _child(dim_el, "parameter")
+        dname = _attr(named, "name") if named is not None else None
         if not dname:
-            raise ctx.fail(where, f"<{tag}> has a dimension without an fcs-dimension name")
+            raise ctx.fail(where, f"<{tag}> has a dimension without a channel name "
+                                  "(no <fcs-dimension> or <parameter>)")
         dims.append(dname)
         lo, hi = _attr(dim_el, "min"), _attr(dim_el, "max")
         mins.append(None if lo is None else _float(ctx, where, lo, f"min of {dname!r}"))
         maxs.append(None if hi is None else _float(ctx, where, hi, f"max of {dname!r}"))
     params: dict[str, Any]
     if tag == "RectangleGate":
-        if not dims:
-            raise ctx.fail(where, "<RectangleGate> without dimensions")
-        params = {"mins": tuple(mins), "maxs": tuple(maxs)}
-        kind = "rectangle"
+        params, kind = {"mins": tuple(mins), "maxs": tuple(maxs)}, "rectangle"
     elif tag == "PolygonGate":
-        if len(dims) != 2:
-            raise ctx.fail(where, f"<PolygonGate> needs 2 dimensions, has {len(dims)}")
         vertices = tuple(_vertex(ctx, where, v, 2) for v in _children(shape, "vertex"))
-        if len(vertices) < 3:
-            raise ctx.fail(where, f"<PolygonGate> needs at least 3 vertices, has {len(vertices)}")
-        params = {"vertices": vertices}
-        kind = "polygon"
+        params, kind = {"vertices": vertices}, "polygon"
     else:
-        if len(dims) != 2:
-            raise ctx.fail(where, f"<EllipsoidGate> needs 2 dimensions, has {len(dims)}")
         foci_el, edge_el = _child(shape, "foci"), _child(shape, "edge")
         if foci_el is None or edge_el is None:
             raise ctx.fail(where, "<EllipsoidGate> needs <foci> and <edge>")
         foci = tuple(_vertex(ctx, where, v, 2) for v in _children(foci_el, "vertex"))
         edge = tuple(_vertex(ctx, where, v, 2) for v in _children(edge_el, "vertex"))
-        if len(foci) != 2 or len(edge) != 4:
-            raise ctx.fail(where, f"<EllipsoidGate> needs 2 foci and 4 edge points, has "
-                                  f"{len(foci)} and {len(edge)}")
-        params = {"foci": foci, "edge": edge}
-        kind = "ellipse"
-    return FlowJoPopulation(name=name, kind=kind, dims=tuple(dims), params=params,
-                            owning_group=_attr(el, "owningGroup") or "",
-                            children=_sub_children(ctx, el, where))
+        params, kind = _ellipse_params(ctx, where, foci, edge), "ellipse"
+    _check_shape(ctx, where, kind, dims, params)
+    return kind, dims, params, inverted
+
+
+def _ellipse_params(ctx: _Ctx, where: str, foci: tuple[tuple[float, ...], ...],
+                    edge: tuple[tuple[float, ...], ...]) -> dict[str, Any]:
+    if len(foci) != 2 or len(edge) != 4:
+        raise ctx.fail(where, f"ellipse gate needs 2 foci and 4 edge points, has "
+                              f"{len(foci)} and {len(edge)}")
+    return {"foci": foci, "edge": edge}
+
+
+def _points(ctx: _Ctx, where: str, el: ET.Element, tag: str = "Point") -> tuple[tuple[float, float], ...]:
+    return tuple((_float(ctx, where, _attr(p, "x"), "x"), _float(ctx, where, _attr(p, "y"), "y"))
+                 for p in _children(el, tag))
+
+
+def _parse_v15_gate(ctx: _Ctx, where: str, el: ET.Element) -> _Parsed:
+    """FlowJo 7.2 (workspace 1.5): gate elements naming their axes in ``<Axis>`` children.
+
+    A RectangleGate is two RangeGates (each with its own Axis); an EllipseGate holds its two
+    foci as ``<Point>`` and four ``<EdgePoints>`` (256-bin display space, as in 7.6/10.x).
+    """
+    tag = local_name(el.tag)
+    inverted = _inverted(ctx, where, el)
+    params: dict[str, Any]
+    if tag == "EllipseGate":
+        dims = list(_axes_of(el))
+        edge_el = _child(el, "EdgePoints")
+        edge = _points(ctx, where, edge_el) if edge_el is not None else ()
+        params, kind = _ellipse_params(ctx, where, _points(ctx, where, el), edge), "ellipse"
+    elif tag == "PolygonGate":
+        dims, kind = list(_axes_of(el)), "polygon"
+        params = {"vertices": _points(ctx, where, el)}
+    else:
+        ranges = [el] if tag == "RangeGate" else _children(el, "RangeGate")
+        dims = [name for r in ranges for name in _axes_of(r)]
+        if len(dims) != len(ranges):
+            raise ctx.fail(where, f"<{tag}> has {len(ranges)} ranges but names {len(dims)} axes")
+        kind = "rectangle"
+        params = {"mins": tuple(_float(ctx, where, _attr(r, "min"), "min") for r in ranges),
+                  "maxs": tuple(_float(ctx, where, _attr(r, "max"), "max") for r in ranges)}
+    _check_shape(ctx, where, kind, dims, params)
+    return kind, dims, params, inverted
+
+
+def _axes_of(el: ET.Element) -> tuple[str, ...]:
+    """x, y names of the ``<Axis>`` children of a FlowJo 7.2 gate element."""
+    axes = {_attr(ax, "dimension"): _attr(ax, "name") for ax in _children(el, "Axis")}
+    return tuple(n for n in (axes.get("x"), axes.get("y")) if n)
+
+
+def _parse_mac_gate(ctx: _Ctx, where: str, wrapper: ET.Element) -> _Parsed:
+    """FlowJo 8.x/9.x Mac: ``<PolygonGate>`` holding a Polygon, PolyRect, Range or Ellipse.
+
+    Vertices are on the data (value) scale. A Range stores two vertices, a PolyRect the four
+    corners of a rectangle, an Ellipse the two ends of each of its axes (conjugate diameters).
+    """
+    shapes = [c for c in wrapper if isinstance(c.tag, str) and local_name(c.tag) in
+              _MAC_SHAPE_TAGS]
+    if len(shapes) != 1:
+        raise ctx.fail(where, f"Mac <PolygonGate> holds {len(shapes)} shapes, expected one")
+    shape = shapes[0]
+    tag = local_name(shape.tag)
+    inverted = _inverted(ctx, where, shape) or _inverted(ctx, where, wrapper)
+    dims = [d for d in (_attr(shape, "xAxisName"), _attr(shape, "yAxisName")) if d]
+    poly = _child(shape, "Polygon")
+    verts = _points(ctx, where, poly, "Vertex") if poly is not None else ()
+    params: dict[str, Any]
+    if tag == "Polygon":
+        params, kind = {"vertices": verts}, "polygon"
+    elif tag == "Range":
+        if len(verts) != 2:
+            raise ctx.fail(where, f"Mac <Range> needs 2 vertices, has {len(verts)}")
+        xs = [v[0] for v in verts] if verts[0][0] != verts[1][0] else [v[1] for v in verts]
+        dims, kind = dims[:1], "rectangle"
+        params = {"mins": (min(xs),), "maxs": (max(xs),)}
+    elif tag == "PolyRect":
+        if len(verts) != 4:
+            raise ctx.fail(where, f"Mac <PolyRect> needs 4 vertices, has {len(verts)}")
+        params = {"mins": tuple(min(v[i] for v in verts) for i in range(2)),
+                  "maxs": tuple(max(v[i] for v in verts) for i in range(2))}
+        kind = "rectangle"
+    else:
+        if len(verts) != 4:
+            raise ctx.fail(where, f"Mac <Ellipse> needs 4 vertices, has {len(verts)}")
+        params, kind = {"diameters": verts}, "ellipse4"
+    _check_shape(ctx, where, kind, dims, params)
+    return kind, dims, params, inverted
+
+
+def _parse_mac_boolean(ctx: _Ctx, where: str, el: ET.Element) -> _Parsed:
+    """Mac ``<BooleanGate specification="G1 & ! G0">`` over ``<GatePaths>`` (G0 = first path).
+
+    One operator over operands that may each be negated; nested expressions are refused.
+    """
+    spec = (_attr(el, "specification") or "").strip()
+    paths_el = _child(el, "GatePaths")
+    arr = _child(paths_el, "StringArray") if paths_el is not None else None
+    paths = [(s.text or "").strip() for s in (_children(arr, "String") if arr is not None
+                                              else [])]
+    tokens = spec.replace("!", " ! ").replace("&", " & ").replace("|", " | ").split()
+    if not tokens or "(" in spec or ")" in spec:
+        raise ctx.fail(where, f"boolean specification {spec!r} is not a flat expression of "
+                              "G<n> operands")
+    ops = {t for t in tokens if t in ("&", "|")}
+    if len(ops) > 1:
+        raise ctx.fail(where, f"boolean specification {spec!r} mixes & and |")
+    deps: list[str] = []
+    comps: list[bool] = []
+    expect_operand, negate = True, False
+    for t in tokens:
+        if t == "!" and expect_operand:
+            negate = not negate
+        elif expect_operand and t[:1] == "G" and t[1:].isdigit():
+            k = int(t[1:])
+            if k >= len(paths) or not paths[k]:
+                raise ctx.fail(where, f"boolean specification {spec!r}: {t} has no gate path")
+            deps.append(paths[k])
+            comps.append(negate)
+            expect_operand, negate = False, False
+        elif not expect_operand and t in ("&", "|"):
+            expect_operand = True
+        else:
+            raise ctx.fail(where, f"boolean specification {spec!r}: unexpected {t!r}")
+    if expect_operand:
+        raise ctx.fail(where, f"boolean specification {spec!r} ends with an operator")
+    if len(deps) == 1:
+        if not comps[0]:
+            raise ctx.fail(where, f"boolean specification {spec!r} has a single operand")
+        return "not", [], {"dependents": tuple(deps), "complements": (False,)}, False
+    op = "and" if ops == {"&"} else "or"
+    return op, [], {"dependents": tuple(deps), "complements": tuple(comps)}, False
 
 
 def _vertex(ctx: _Ctx, where: str, vertex_el: ET.Element, n: int) -> tuple[float, ...]:
@@ -547,7 +846,7 @@ def _vertex(ctx: _Ctx, where: str, vertex_el: ET.Element, n: int) -> tuple[float
 
 
 def _parse_boolean(ctx: _Ctx, el: ET.Element, tag: str, parent_where: str) -> FlowJoPopulation:
-    name = _attr(el, "name")
+    name = _node_name(el)
     if name is None or name == "":
         raise ctx.fail(parent_where, f"a <{tag}> has no name")
     where = f"{parent_where}/{name}"
@@ -561,9 +860,10 @@ def _parse_boolean(ctx: _Ctx, el: ET.Element, tag: str, parent_where: str) -> Fl
         raise ctx.fail(where, f"<NotNode> needs exactly one Dependent, has {len(deps)}")
     if op != "not" and len(deps) < 2:
         raise ctx.fail(where, f"<{tag}> needs at least two Dependents, has {len(deps)}")
-    return FlowJoPopulation(name=name, kind=op, dims=(), params={"dependents": deps},
+    return FlowJoPopulation(name=name, kind=op, dims=(),
+                            params={"dependents": deps, "complements": (False,) * len(deps)},
                             owning_group=_attr(el, "owningGroup") or "",
-                            children=_sub_children(ctx, el, where))
+                            children=_parse_children(ctx, el, where))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -680,8 +980,38 @@ class _Converter:
                                        f"under its transform {self.transforms[dim.transform]!r}")
         return [float(v) for v in out]
 
+    def snap(self, dim_name: str, values: Iterable[float | None], *,
+             bound: bool) -> tuple[float | None, ...]:
+        """Mac 8.x/9.x coordinates back onto FlowJo's 256-bin display grid.
+
+        A coordinate within :data:`_SNAP_BINS` of a whole display bin is that bin (8.5.3 rounds
+        the values to 4 decimals, which can move a bound across a channel of log-amplified
+        data). A rectangle ``bound`` is then put half a channel below that bin's first
+        channel, so that ``min <= x < max`` keeps exactly the channels of the bins FlowJo
+        counts (its rectangle counts are ``first bin <= bin < last bin``) whatever the float
+        rounding of event values. Other coordinates, and other versions, are left as stored.
+        """
+        grid = self.sample.display_grid.get(dim_name)
+        if grid is None:
+            return tuple(values)
+        kind, low, span, channels = grid
+        out: list[float | None] = []
+        for v in values:
+            if v is None or (kind == "log" and not v > 0):
+                out.append(v)
+                continue
+            d = 256.0 * (math.log10(v / low) / span if kind == "log" else v / span)
+            k = round(d)
+            if abs(d - k) > _SNAP_BINS:
+                out.append(v)
+                continue
+            pos = k - (128.0 / channels if bound else 0.0)  # half a channel, in display bins
+            out.append(low * 10.0 ** (span * pos / 256.0) if kind == "log" else span * pos / 256.0)
+        return tuple(out)
+
     # gates ------------------------------------------------------------------------------------
-    def walk(self, pops: tuple[FlowJoPopulation, ...], parent: tuple[str, ...]) -> None:
+    def register(self, pops: tuple[FlowJoPopulation, ...], parent: tuple[str, ...]) -> None:
+        """Record every population path first, so booleans may name any population."""
         for pop in pops:
             names = (*parent, pop.name)
             gid = population_id(names)
@@ -690,10 +1020,50 @@ class _Converter:
                 raise self.ctx.fail("/" + "/".join(names), f"population id {gid!r} is not "
                                     f"unique (a name contains {ID_SEPARATOR!r})")
             self.paths[names] = gid
+            self.register(pop.children, names)
+
+    def walk(self, pops: tuple[FlowJoPopulation, ...], parent: tuple[str, ...]) -> None:
+        if not parent:
+            self.register(pops, ())
         for pop in pops:
             names = (*parent, pop.name)
             self.gates.append(self.convert(pop, names, population_id(parent) if parent else None))
             self.walk(pop.children, names)
+
+    def operand(self, dep: str, parent: tuple[str, ...], where: str) -> str:
+        """Gate id of a boolean operand: an absolute path (``/A/B``), else a path relative to
+        the boolean's parent (FlowJo 7.x/Mac name siblings), else one from the root."""
+        parts = tuple(part for part in dep.split("/") if part != "")
+        candidates = [parts] if dep.startswith("/") else [(*parent, *parts), parts]
+        for cand in candidates:
+            if cand in self.paths:
+                return self.paths[cand]
+        raise self.ctx.fail(where, f"boolean operand {dep!r} is not a population of "
+                                   f"sample {self.sample.name!r}")
+
+    def display_scale(self, channel: str, where: str) -> str:
+        """A linear transform onto FlowJo's 0-1 display of a linear axis (0 .. $PnR/$PnG)."""
+        from . import transforms as tr
+
+        key = f"{channel} (linear display)"
+        if key not in self.transforms:
+            upper = {k.upper(): v for k, v in self.sample.keywords.items()}
+            top = None
+            for i in range(1, 1000):
+                if f"$P{i}N" not in upper:
+                    break
+                if upper[f"$P{i}N"].strip() == channel:
+                    try:
+                        gain = float(upper.get(f"$P{i}G", "1") or 1) or 1.0
+                        top = float(upper.get(f"$P{i}R", "")) / gain
+                    except ValueError:
+                        top = None
+                    break
+            if top is None or not top > 0:
+                raise self.ctx.fail(where, f"ellipse on linear {channel!r}: no $PnR keyword to "
+                                           "place FlowJo's 256-bin display coordinates")
+            self.transforms[key] = tr.LinearTransform(top, 0.0)
+        return key
 
     def convert(self, pop: FlowJoPopulation, names: tuple[str, ...], parent: str | None) -> Gate:
         gid = population_id(names)
@@ -701,35 +1071,47 @@ class _Converter:
         if pop.kind == "rectangle":
             # Raw scale: FlowJo's rectangle counts are exact there (see module docstring).
             dims = tuple(self.dimension(d, where, transformed=False) for d in pop.dims)
-            mins, maxs = pop.params["mins"], pop.params["maxs"]
+            mins = tuple(self.snap(d, [lo], bound=True)[0]
+                         for d, lo in zip(pop.dims, pop.params["mins"]))
+            maxs = tuple(self.snap(d, [hi], bound=True)[0]
+                         for d, hi in zip(pop.dims, pop.params["maxs"]))
             for d, lo, hi in zip(pop.dims, mins, maxs):
                 if lo is not None and hi is not None and lo > hi:
                     raise self.ctx.fail(where, f"rectangle min {lo} > max {hi} on {d!r}")
             return RectangleGate(id=gid, parent=parent, name=pop.name, dims=dims,
-                                 mins=tuple(mins), maxs=tuple(maxs))
+                                 mins=tuple(mins), maxs=tuple(maxs), inverted=pop.inverted)
         if pop.kind == "polygon":
             dx, dy = (self.dimension(d, where, transformed=True) for d in pop.dims)
             verts = pop.params["vertices"]
-            xs = self.forward(dx, [v[0] for v in verts], where)
-            ys = self.forward(dy, [v[1] for v in verts], where)
+            xs = self.forward(dx, list(self.snap(pop.dims[0], [v[0] for v in verts],
+                                                 bound=False)), where)
+            ys = self.forward(dy, list(self.snap(pop.dims[1], [v[1] for v in verts],
+                                                 bound=False)), where)
             return PolygonGate(id=gid, parent=parent, name=pop.name, dims=(dx, dy),
-                               vertices=tuple(zip(xs, ys)))
+                               vertices=tuple(zip(xs, ys)), inverted=pop.inverted)
         if pop.kind == "ellipse":
-            dims = tuple(self.dimension(d, where, transformed=True) for d in pop.dims)
+            # 256-bin display coordinates: a linear axis needs its display scale too
+            dims = tuple(d if d.transform is not None else
+                         Dimension(d.channel, d.compensation, self.display_scale(d.channel, where))
+                         for d in (self.dimension(n, where, transformed=True) for n in pop.dims))
             mean, cov = _ellipse_from_flowjo(self.ctx, where, pop.params["foci"],
                                              pop.params["edge"])
             return EllipseGate(id=gid, parent=parent, name=pop.name, dims=dims, mean=mean,
-                               covariance=cov, distance_square=1.0)
-        operands = []
-        for dep in pop.params["dependents"]:
-            dep_names = tuple(part for part in dep.split("/") if part != "")
-            target = self.paths.get(dep_names)
-            if target is None:
-                raise self.ctx.fail(where, f"boolean operand {dep!r} is not a population of "
-                                           f"sample {self.sample.name!r}")
-            operands.append((target, False))
+                               covariance=cov, distance_square=1.0, inverted=pop.inverted)
+        if pop.kind == "ellipse4":
+            dx, dy = (self.dimension(d, where, transformed=True) for d in pop.dims)
+            pts = pop.params["diameters"]
+            xs = self.forward(dx, list(self.snap(pop.dims[0], [p[0] for p in pts],
+                                                 bound=False)), where)
+            ys = self.forward(dy, list(self.snap(pop.dims[1], [p[1] for p in pts],
+                                                 bound=False)), where)
+            mean, cov = _ellipse_from_diameters(self.ctx, where, list(zip(xs, ys)))
+            return EllipseGate(id=gid, parent=parent, name=pop.name, dims=(dx, dy), mean=mean,
+                               covariance=cov, distance_square=1.0, inverted=pop.inverted)
+        operands = tuple((self.operand(dep, names[:-1], where), bool(comp)) for dep, comp in
+                         zip(pop.params["dependents"], pop.params["complements"]))
         return BooleanGate(id=gid, parent=parent, name=pop.name, op=pop.kind,
-                           operands=tuple(operands))
+                           operands=operands)
 
 
 def _ellipse_from_flowjo(ctx: _Ctx, where: str, foci: tuple[tuple[float, ...], ...],
@@ -757,6 +1139,25 @@ def _ellipse_from_flowjo(ctx: _Ctx, where: str, foci: tuple[tuple[float, ...], .
     a2 = a * a
     cov = ((a2 * cos * cos + b2 * sin * sin, (a2 - b2) * cos * sin),
            ((a2 - b2) * cos * sin, a2 * sin * sin + b2 * cos * cos))
+    return center, cov
+
+
+def _ellipse_from_diameters(ctx: _Ctx, where: str, pts: list[tuple[float, float]]
+                            ) -> tuple[tuple[float, float], tuple[tuple[float, ...], ...]]:
+    """Mac FlowJo ellipse: the end points of two conjugate diameters -> mean, covariance.
+
+    With half-diameters ``u = (p1 - p2) / 2`` and ``v = (p3 - p4) / 2`` the ellipse is
+    ``c + u cos t + v sin t``, i.e. ``(x - c)ᵀ (u uᵀ + v vᵀ)⁻¹ (x - c) = 1``.
+    """
+    (x1, y1), (x2, y2), (x3, y3), (x4, y4) = pts
+    center = ((x1 + x2 + x3 + x4) / 4.0, (y1 + y2 + y3 + y4) / 4.0)
+    u = ((x1 - x2) / 2.0, (y1 - y2) / 2.0)
+    v = ((x3 - x4) / 2.0, (y3 - y4) / 2.0)
+    cov = ((u[0] * u[0] + v[0] * v[0], u[0] * u[1] + v[0] * v[1]),
+           (u[0] * u[1] + v[0] * v[1], u[1] * u[1] + v[1] * v[1]))
+    det = cov[0][0] * cov[1][1] - cov[0][1] * cov[1][0]
+    if not (math.isfinite(det) and det > 0):
+        raise ctx.fail(where, "degenerate Mac ellipse (its diameters are parallel or empty)")
     return center, cov
 
 
@@ -829,3 +1230,123 @@ def sample_fcs_path(workspace: FlowJoWorkspace, sample: FlowJoSample) -> Path | 
             return full
     return None
 
+
+
+def _basename(name: str) -> str:
+    """File name of a path written on any system (FlowJo 7 stores ``Z:\\dir\\file.fcs``)."""
+    return name.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+@dataclass
+class FlowJoStrategy(Strategy):
+    """A workspace's strategy for batch gating: each FCS file is gated with its own sample.
+
+    FlowJo keeps a full gate tree per sample (a sample's own copy of a gate wins over the
+    group's), so :meth:`for_file` matches a file to its workspace sample and returns that
+    sample's strategy. The inherited gates are a representative tree (the group's common
+    gates, else its first sample's), used for provenance and summaries only.
+    """
+
+    workspace: FlowJoWorkspace | None = None
+    group: str = "All Samples"
+
+    def candidates(self) -> list[FlowJoSample]:
+        """The samples files may match: the group's (all samples for ``All Samples``)."""
+        assert self.workspace is not None
+        ws = self.workspace
+        return [ws.samples[i] for i in ws.group_sample_ids.get(self.group, tuple(ws.samples))]
+
+    def match(self, path: str | os.PathLike[str], text: Mapping[str, str]) -> FlowJoSample:
+        """The workspace sample of an FCS file: by ``$FIL``, then file name, then sample name.
+
+        Raises
+        ------
+        InputError
+            No sample, or more than one sample, matches (naming the file and what was tried).
+        """
+        file_name = Path(path).name
+        fil = _basename(str({k.upper(): v for k, v in text.items()}.get("$FIL", "")).strip())
+        samples = self.candidates()
+        rules = [
+            ("$FIL", fil, lambda s: _basename(s.keywords.get("$FIL", "")).strip()),
+            ("file name", file_name, lambda s: _basename(s.uri or "") or s.file_name),
+            ("file name", file_name, lambda s: _basename(s.file_name)),
+            ("sample name", file_name, lambda s: s.name),
+            ("sample name", Path(file_name).stem, lambda s: Path(s.name).stem),
+        ]
+        for what, key, of in rules:
+            if not key:
+                continue
+            hits = [s for s in samples if of(s) == key]
+            if len(hits) == 1:
+                return hits[0]
+            if len(hits) > 1:
+                raise InputError(path, f"{what} {key!r} matches {len(hits)} samples of workspace "
+                                       f"{Path(self.workspace.path).name} (FlowJo ids "  # type: ignore[union-attr]
+                                       f"{', '.join(h.id for h in hits)})")
+        where = "" if self.group == "All Samples" else f" in group {self.group!r}"
+        raise InputError(path, f"matches no sample of workspace "
+                               f"{Path(self.workspace.path).name}{where} "  # type: ignore[union-attr]
+                               f"(by $FIL {fil!r}, file name or sample name)")
+
+    def for_file(self, path: str | os.PathLike[str],
+                 text: Mapping[str, str]) -> tuple[Strategy, str]:
+        """The strategy of the file's workspace sample and that sample's name.
+
+        Raises
+        ------
+        InputError
+            No matching sample, a sample without gates, or gates that cannot be converted.
+        """
+        assert self.workspace is not None
+        sample = self.match(path, text)
+        strategy = self.workspace.strategy(sample=sample.id, group=None)
+        strategy.meta["group"] = self.group
+        if not strategy.gates:
+            raise InputError(path, f"workspace sample {sample.name!r} has no gates")
+        return strategy, sample.name
+
+
+def workspace_strategy(workspace: FlowJoWorkspace, group: str | None = None
+                       ) -> FlowJoStrategy | Strategy:
+    """A :class:`FlowJoStrategy` for gating files with their own workspace samples.
+
+    A group without samples but with template gates gives that template as a plain
+    :class:`Strategy` (applied to every file).
+
+    Raises
+    ------
+    InputError
+        Unknown group, a group with neither samples nor gates, or no sample of the group with
+        any gate.
+    """
+    group = group or "All Samples"
+    if group not in workspace.groups:
+        raise InputError(workspace.path, f"no sample group {group!r} in the workspace; groups "
+                                         f"are: {_listing(workspace.groups)}")
+    members = [workspace.samples[i] for i in workspace.group_sample_ids.get(group, ())]
+    if not members:
+        # a template-only group: its gates apply to every file (no sample to match)
+        return workspace.strategy(group=group)
+    if not any(s.populations for s in members):
+        raise InputError(workspace.path, f"no sample of group {group!r} has any gate")
+    note = None
+    try:
+        rep = workspace.strategy(group=group)
+    except InputError:
+        # The samples' trees differ (or one cannot be converted): the first sample with gates
+        # stands for the group in summaries; each file is still gated with its own sample.
+        first = next(s for s in members if s.populations)
+        try:
+            rep = workspace.strategy(sample=first.id, group=None)
+        except InputError:
+            rep = Strategy(gates={}, source=workspace.path, format="flowjo", meta={"notes": []})
+        note = (f"samples of group {group!r} have their own gates; summary shows sample "
+                f"{first.name!r}")
+    meta = dict(rep.meta)
+    meta["notes"] = list(meta.get("notes", [])) + ([note] if note else [])
+    meta["group"] = group
+    meta["per_sample"] = True
+    return FlowJoStrategy(gates=rep.gates, transforms=rep.transforms,
+                          compensations=rep.compensations, source=workspace.path,
+                          format="flowjo", meta=meta, workspace=workspace, group=group)

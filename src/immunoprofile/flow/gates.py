@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "UNCOMPENSATED", "FCS_SPILLOVER", "Dimension", "RatioDimension", "Gate", "RectangleGate",
     "PolygonGate", "EllipseGate", "QuadrantDivider", "Quadrant", "QuadrantGate", "BooleanGate",
-    "Strategy",
+    "DensityGate", "CutFit", "GateFit", "Strategy",
 ]
 
 #: ``Dimension.compensation`` value: use the raw channel.
@@ -94,12 +94,14 @@ class Gate:
 class RectangleGate(Gate):
     """Axis-aligned box; ``None`` bounds are open. Range gates are 1-D rectangles.
 
-    Gating-ML semantics: ``min <= x < max`` on every dimension.
+    Gating-ML semantics: ``min <= x < max`` on every dimension. ``inverted`` (FlowJo
+    ``eventsInside="0"``, also on polygons and ellipses): the parent's events outside the shape.
     """
 
     dims: tuple[AnyDimension, ...] = ()
     mins: tuple[float | None, ...] = ()
     maxs: tuple[float | None, ...] = ()
+    inverted: bool = False
 
     @property
     def dimensions(self) -> tuple[AnyDimension, ...]:
@@ -112,6 +114,7 @@ class PolygonGate(Gate):
 
     dims: tuple[AnyDimension, AnyDimension] = ()  # type: ignore[assignment]
     vertices: tuple[tuple[float, float], ...] = ()
+    inverted: bool = False
 
     @property
     def dimensions(self) -> tuple[AnyDimension, ...]:
@@ -126,6 +129,7 @@ class EllipseGate(Gate):
     mean: tuple[float, ...] = ()
     covariance: tuple[tuple[float, ...], ...] = ()
     distance_square: float = 1.0
+    inverted: bool = False
 
     @property
     def dimensions(self) -> tuple[AnyDimension, ...]:
@@ -179,6 +183,78 @@ class BooleanGate(Gate):
     operands: tuple[tuple[str, bool], ...] = ()  # (gate or quadrant id, complement)
 
 
+@dataclass(frozen=True)
+class DensityGate(Gate):
+    """2-D histogram-bin gate (FlowCal ``density2d``): events whose bin is in ``accepted``.
+
+    Bins are ``x_edges[i] <= x < x_edges[i+1]`` (the last bin closed, as ``numpy.histogram2d``);
+    ``accepted`` lists the ``(i, j)`` bins kept. Events outside the edges are outside the gate.
+    """
+
+    dims: tuple[AnyDimension, AnyDimension] = ()  # type: ignore[assignment]
+    x_edges: tuple[float, ...] = ()
+    y_edges: tuple[float, ...] = ()
+    accepted: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def dimensions(self) -> tuple[AnyDimension, ...]:
+        return self.dims
+
+
+@dataclass(frozen=True)
+class CutFit:
+    """How one interval coordinate of a gate is found from each sample's data.
+
+    Parameters
+    ----------
+    target
+        ``(dimension index, "min" | "max")`` of a rectangle/range gate, or
+        ``(divider id, "value")`` of a quadrant gate.
+    method
+        ``"density_minimum"`` (openCyto mindensity), ``"tail"`` or ``"quantile"``.
+    search
+        ``(low, high)`` in transformed units: the cut must land inside, else the fallback is used.
+    options
+        Method options as ``(name, value)`` pairs (``adjust``, ``min_peak``, ``fraction``, ``q``).
+    """
+
+    target: tuple[int | str, str]
+    method: str
+    search: tuple[float, float] | None = None
+    options: tuple[tuple[str, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class GateFit:
+    """A data-driven gate: the gate in :attr:`Strategy.gates` holds the *fallback* coordinates;
+    this says how to re-fit it on each sample's parent events (``flow.adaptive_gates``).
+
+    Parameters
+    ----------
+    kind
+        ``"cuts"`` (thresholds / quadrant dividers), ``"cluster"`` (Gaussian mixture ellipse),
+        ``"singlets"`` (band around the FSC-A/FSC-H diagonal) or ``"density"`` (FlowCal
+        density2d).
+    cuts
+        For ``"cuts"``: one :class:`CutFit` per fitted coordinate.
+    options
+        Kind options as ``(name, value)`` pairs (cluster: ``components``, ``reference``,
+        ``probability``, ``seed``; singlets: ``width``; density: ``fraction``, ``sigma``).
+    max_shift
+        Flag a sample whose fitted position lies farther than this (transformed units) from the
+        batch median; ``None`` = never.
+    """
+
+    kind: str
+    cuts: tuple[CutFit, ...] = ()
+    options: tuple[tuple[str, Any], ...] = ()
+    max_shift: float | None = None
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """One option's value (``default`` when absent)."""
+        return dict(self.options).get(name, default)
+
+
 @dataclass
 class Strategy:
     """A whole gating hierarchy plus what its dimensions refer to.
@@ -198,6 +274,9 @@ class Strategy:
         ``"gatingml"``, ``"flowjo"`` or ``"yaml"``.
     meta
         Free-form extras (FlowJo sample group, YAML description ...).
+    fits
+        Gate id -> :class:`GateFit` for data-driven gates (YAML only); the gate itself holds the
+        fallback coordinates.
     """
 
     gates: dict[str, Gate]
@@ -206,6 +285,7 @@ class Strategy:
     source: str | None = None
     format: str = "unknown"
     meta: dict[str, Any] = field(default_factory=dict)
+    fits: dict[str, GateFit] = field(default_factory=dict)
 
     # ----- hierarchy helpers ------------------------------------------------------------------
     def quadrant_owner(self) -> dict[str, str]:
@@ -280,6 +360,8 @@ class Strategy:
             "transforms": {tid: repr(t) for tid, t in self.transforms.items()},
             "compensations": sorted(self.compensations),
             "meta": {k: v for k, v in self.meta.items() if isinstance(v, (str, int, float, bool))},
+            **({"fits": {gid: _fit_summary(f) for gid, f in self.fits.items()}}
+               if self.fits else {}),
         }
 
 
@@ -289,6 +371,14 @@ def _gate_summary(gate: Gate) -> dict[str, Any]:
     summary["dimensions"] = [getattr(d, "channel", getattr(d, "ratio_id", "")) for d in
                              gate.dimensions]
     return summary
+
+
+def _fit_summary(fit: GateFit) -> dict[str, Any]:
+    return {"kind": fit.kind, "max_shift": fit.max_shift,
+            "options": {k: v for k, v in fit.options},
+            "cuts": [{"target": list(c.target), "method": c.method,
+                      "search": list(c.search) if c.search else None,
+                      "options": dict(c.options)} for c in fit.cuts]}
 
 
 def _as_float_tuple(values: Any) -> tuple[float, ...]:

@@ -50,6 +50,9 @@ from .transforms import (
 
 __all__ = ["read_gatingml", "write_gatingml", "GATING_NS", "TRANSFORMS_NS", "DATATYPE_NS"]
 
+#: Prefix of compensated parameters in FlowJo's Gating-ML export (``Comp-FITC-A``).
+FLOWJO_COMP_PREFIX = "Comp-"
+
 #: deepest parent/operand chain accepted (as in YAML strategies); real strategies are < 20 deep
 _MAX_DEPTH = 64
 
@@ -216,6 +219,13 @@ class _Reader:
             name = _attr(fcs_dims[0], "name")
             if not name:
                 raise self.fail(element, "fcs-dimension without data-type:name")
+            if name.startswith(FLOWJO_COMP_PREFIX) and len(name) > len(FLOWJO_COMP_PREFIX):
+                # FlowJo's Gating-ML export names a compensated parameter "Comp-<channel>"
+                # (with or without a compensation-ref): <channel> under that compensation,
+                # else under the file's own spillover.
+                name = name[len(FLOWJO_COMP_PREFIX):]
+                if compensation == UNCOMPENSATED:
+                    compensation = FCS_SPILLOVER
             return Dimension(self.channel(name, compensation), compensation, transform)
         ratio = _attr(new_dims[0], "transformation-ref")
         if ratio not in self.ratios:

@@ -60,7 +60,7 @@ def detect_strategy_format(path: str | os.PathLike[str]) -> str:
 
 def load_strategy(path: str | os.PathLike[str], *, group: str | None = None,
                   sample: str | None = None) -> Strategy:
-    """Load a gating strategy from Gating-ML 2.0, a FlowJo 10 workspace or the YAML format.
+    """Load a gating strategy from Gating-ML 2.0, a FlowJo workspace (7.x-10.x) or YAML.
 
     Parameters
     ----------
@@ -74,25 +74,39 @@ def load_strategy(path: str | os.PathLike[str], *, group: str | None = None,
     Returns
     -------
     Strategy
+        For a FlowJo workspace without ``sample``: a
+        :class:`~immunoprofile.flow.flowjo.FlowJoStrategy`, which gates each file with its own
+        workspace sample (matched by ``$FIL``, file name, sample name).
 
     Raises
     ------
     InputError
-        Unrecognised or invalid file, or ``group``/``sample`` given for a non-FlowJo file.
+        Unrecognised or invalid file, a strategy without gates, or ``group``/``sample`` given
+        for a non-FlowJo file.
     """
     kind = detect_strategy_format(path)
     if kind != "flowjo" and (group is not None or sample is not None):
         raise InputError(path, f"group/sample choose gates inside a FlowJo workspace; this is a "
                                f"{'Gating-ML' if kind == 'gatingml' else 'YAML'} strategy")
+    strategy: Strategy
     if kind == "gatingml":
         from .gatingml import read_gatingml
 
-        return read_gatingml(path)
-    if kind == "flowjo":
-        from .flowjo import read_flowjo_workspace
+        strategy = read_gatingml(path)
+    elif kind == "flowjo":
+        from .flowjo import read_flowjo_workspace, workspace_strategy
 
-        return read_flowjo_workspace(path).strategy(sample=sample,
-                                                    group=group or "All Samples")
-    from .yaml_strategy import read_yaml_strategy
+        workspace = read_flowjo_workspace(path)
+        if sample is None:
+            # gate every file with its own workspace sample (FlowJoStrategy.for_file)
+            strategy = workspace_strategy(workspace, group)
+        else:
+            strategy = workspace.strategy(sample=sample, group=group or "All Samples")
+    else:
+        from .yaml_strategy import read_yaml_strategy
 
-    return read_yaml_strategy(path)
+        strategy = read_yaml_strategy(path)
+    if not strategy.gates and not getattr(strategy, "workspace", None):
+        # nothing to evaluate: "gated N/N" with no population would be a silent wrong answer
+        raise InputError(path, "the strategy defines no gates")
+    return strategy

@@ -382,4 +382,4 @@ def apply_root_gate(result: Any, keep: np.ndarray, *, name: str = ROOT_NAME) -> 
     return GatingResult(masks=masks, counts={p: int(np.count_nonzero(m)) for p, m in masks.items()},
                         paths={name: name, **result.paths}, parents=parents,
                         n_events=int(keep.size), path=result.path,
-                        warnings=list(result.warnings))
+                        warnings=list(result.warnings), fits=dict(getattr(result, "fits", {})))

@@ -23,9 +23,12 @@ from .gates import (
     FCS_SPILLOVER,
     UNCOMPENSATED,
     BooleanGate,
+    CutFit,
+    DensityGate,
     Dimension,
     EllipseGate,
     Gate,
+    GateFit,
     PolygonGate,
     Quadrant,
     QuadrantDivider,
@@ -44,16 +47,27 @@ FORMAT_TAG = "immunoprofile-strategy/1"
 MAX_GATES = 10_000
 _MAX_DEPTH = 64
 
-_TOP_KEYS = ("format", "name", "description", "compensation", "transforms", "gates")
-_COMMON = ("name", "type", "children")
+_TOP_KEYS = ("format", "name", "description", "compensation", "transforms", "units", "gates")
+_COMMON = ("name", "type", "children", "units")
+_FITTED = ("max_shift",)
 _GATE_KEYS: dict[str, tuple[str, ...]] = {
-    "rectangle": (*_COMMON, "bounds"),
-    "range": (*_COMMON, "channel", "min", "max"),
+    "rectangle": (*_COMMON, *_FITTED, "bounds"),
+    "range": (*_COMMON, *_FITTED, "channel", "min", "max"),
     "polygon": (*_COMMON, "x", "y", "vertices"),
     "ellipse": (*_COMMON, "x", "y", "mean", "covariance", "distance_square"),
-    "quadrant": (*_COMMON, "x", "y", "at", "quadrants"),
-    "boolean": (*_COMMON, "op", "of", "parent"),
+    "quadrant": (*_COMMON, *_FITTED, "x", "y", "at", "quadrants"),
+    "boolean": ("name", "type", "children", "op", "of", "parent"),
+    # data-driven gates (fitted per sample; flow/adaptive_gates.py)
+    "threshold": (*_COMMON, *_FITTED, "channel", "side", "method", "search", "fallback",
+                  "adjust", "min_peak", "fraction", "q"),
+    "cluster": (*_COMMON, *_FITTED, "x", "y", "dims", "components", "reference", "probability",
+                "seed", "search", "fallback"),
+    "singlets": (*_COMMON, *_FITTED, "x", "y", "width", "x_range", "fallback"),
+    "density": (*_COMMON, *_FITTED, "x", "y", "fraction", "bins", "range", "sigma", "fallback"),
 }
+#: Keys of a fitted coordinate (``min: {method: density_minimum, search: [..], fallback: ..}``).
+_CUT_KEYS = ("method", "search", "fallback", "adjust", "min_peak", "fraction", "q")
+_UNITS = ("transformed", "data")
 _TRANSFORM_PARAMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # type: (required, optional)
     "linear": (("T",), ("A",)),
@@ -197,6 +211,8 @@ class _Builder:
         self.booleans: list[tuple[str, dict[str, Any], tuple[str, ...]]] = []
         self.count = 0
         self.not_populations: set[str] = set()
+        self.fits: dict[str, GateFit] = {}
+        self.units = "transformed"
 
     # top level --------------------------------------------------------------------------------
     def build(self, doc: Any) -> Strategy:
@@ -209,6 +225,7 @@ class _Builder:
             raise _Problem(f"format: unsupported {fmt!r} (expected {FORMAT_TAG!r})")
         self.read_compensation(doc.get("compensation", "fcs"))
         self.read_transforms(doc.get("transforms"))
+        self.units = self.read_units("units", doc.get("units", "transformed"))
         gates = doc.get("gates")
         if not isinstance(gates, list) or not gates:
             raise _Problem("gates: must be a non-empty list of gates")
@@ -220,7 +237,8 @@ class _Builder:
             ordered = order_gates(self.gates)
         except ValueError as exc:
             raise _Problem(f"gates: {exc}") from None
-        meta: dict[str, Any] = {"compensation": doc.get("compensation", "fcs")}
+        meta: dict[str, Any] = {"compensation": doc.get("compensation", "fcs"),
+                                "units": self.units}
         for key in ("name", "description"):
             if key in doc:
                 if not isinstance(doc[key], (str, int, float)) or isinstance(doc[key], bool):
@@ -228,7 +246,13 @@ class _Builder:
                 meta[key] = str(doc[key])
         return Strategy(gates=ordered, transforms=self.transforms,
                         compensations=self.compensations, source=self.source, format="yaml",
-                        meta=meta)
+                        meta=meta, fits=self.fits)
+
+    @staticmethod
+    def read_units(where: str, value: Any) -> str:
+        if value not in _UNITS:
+            raise _Problem(f"{where}: units must be 'transformed' or 'data', got {value!r}")
+        return str(value)
 
     def read_compensation(self, value: Any) -> None:
         if not isinstance(value, str) or not value.strip():
@@ -363,6 +387,113 @@ class _Builder:
         self.names[gid] = names
         return gid
 
+    # coordinates: units and fitted values -----------------------------------------------------
+    def transform_obj(self, dim: Dimension) -> Any:
+        return None if dim.transform is None else self.transforms.get(dim.transform)
+
+    def to_scale(self, where: str, key: str, dim: Dimension, value: float | None,
+                 units: str) -> float | None:
+        """A coordinate in transformed units (converted when the gate gives data units)."""
+        if value is None or units == "transformed":
+            return value
+        transform = self.transform_obj(dim)
+        if transform is None:
+            return value
+        import numpy as np
+
+        with np.errstate(all="ignore"):
+            out = float(np.asarray(transform.apply(np.array([value], dtype=float)))[0])
+        if not math.isfinite(out):
+            raise _Problem(f"{where}: {key} {value:g} (data units) has no value on the "
+                           f"{type(transform).__name__} scale of {dim.channel!r}")
+        return out
+
+    def data_value(self, dim: Dimension, value: float) -> float | None:
+        """A transformed coordinate in data units (``None`` for untransformed axes)."""
+        transform = self.transform_obj(dim)
+        if transform is None:
+            return None
+        import numpy as np
+
+        with np.errstate(all="ignore"):
+            return float(np.asarray(transform.inverse(np.array([value], dtype=float)))[0])
+
+    def fmt(self, dim: Dimension, value: float) -> str:
+        """``0.452 (= 1000 in data units)``: a transformed coordinate in both units."""
+        data = self.data_value(dim, value)
+        return f"{value}" if data is None else f"{value:.4g} (= {data:.4g} in data units)"
+
+    def coord(self, where: str, key: str, raw: Any, dim: Dimension, units: str, *,
+              allow_none: bool = True) -> tuple[float | None, dict[str, Any] | None]:
+        """A number, or a fitted-coordinate mapping -> (fallback value, fit arguments)."""
+        if not isinstance(raw, Mapping):
+            value = _number(where, key, raw, allow_none=allow_none)
+            return self.to_scale(where, key, dim, value, units), None
+        spot = f"{where} {key}"
+        _check_keys(spot, raw, _CUT_KEYS)
+        method = raw.get("method")
+        from .adaptive_gates import CUT_METHODS
+
+        if method not in CUT_METHODS:
+            raise _Problem(f"{spot}: method must be one of {', '.join(CUT_METHODS)}, got "
+                           f"{method!r}")
+        if "fallback" not in raw:
+            raise _Problem(f"{spot}: a fitted coordinate needs 'fallback' (used when the fit "
+                           "fails)")
+        fallback = self.to_scale(spot, "fallback", dim,
+                                 _number(spot, "fallback", raw["fallback"]), units)
+        search = None
+        if raw.get("search") is not None:
+            lo, hi = _pair(spot, "search", raw["search"])
+            lo_t = self.to_scale(spot, "search", dim, lo, units)
+            hi_t = self.to_scale(spot, "search", dim, hi, units)
+            if lo_t is None or hi_t is None or lo_t >= hi_t:
+                raise _Problem(f"{spot}: search must be [low, high] with low < high, got "
+                               f"{raw['search']!r}")
+            search = (lo_t, hi_t)
+            if fallback is not None and not lo_t <= fallback <= hi_t:
+                raise _Problem(f"{spot}: fallback {self.fmt(dim, fallback)} lies outside the "
+                               f"search range [{self.fmt(dim, lo_t)}, {self.fmt(dim, hi_t)}]")
+        options = []
+        for opt in ("adjust", "min_peak", "fraction", "q"):
+            if opt in raw:
+                v = _number(spot, opt, raw[opt])
+                if v is None or v <= 0 or (opt in ("min_peak", "fraction", "q") and v >= 1):
+                    raise _Problem(f"{spot}: {opt} must be > 0{' and < 1' if opt != 'adjust' else ''}, "
+                                   f"got {raw[opt]!r}")
+                options.append((opt, v))
+        if method == "quantile" and "q" not in raw:
+            raise _Problem(f"{spot}: method quantile needs 'q' (0-1)")
+        return fallback, {"method": method, "search": search, "options": tuple(options)}
+
+    def gate_units(self, gpath: str, item: Mapping[str, Any]) -> str:
+        return self.read_units(f"{gpath}: units", item.get("units", self.units))
+
+    def max_shift(self, gpath: str, item: Mapping[str, Any]) -> float | None:
+        if item.get("max_shift") is None:
+            return None
+        value = _number(gpath, "max_shift", item["max_shift"])
+        if value is None or value <= 0:
+            raise _Problem(f"{gpath}: max_shift must be > 0 (transformed units), got "
+                           f"{item['max_shift']!r}")
+        return value
+
+    def add_fit(self, gpath: str, gid: str, item: Mapping[str, Any], kind: str,
+                cuts: tuple[CutFit, ...] = (), **options: Any) -> None:
+        self.fits[gid] = GateFit(kind=kind, cuts=cuts, options=tuple(options.items()),
+                                 max_shift=self.max_shift(gpath, item))
+
+    def points(self, gpath: str, key: str, raw: Any, dims: tuple[Dimension, Dimension],
+               units: str, minimum: int = 3) -> tuple[tuple[float, float], ...]:
+        if not isinstance(raw, list) or len(raw) < minimum:
+            raise _Problem(f"{gpath}: {key} must be a list of at least {minimum} [x, y] pairs")
+        out = []
+        for i, v in enumerate(raw):
+            x, y = _pair(gpath, f"{key}[{i}]", v)
+            out.append((self.to_scale(gpath, f"{key}[{i}]", dims[0], x, units),
+                        self.to_scale(gpath, f"{key}[{i}]", dims[1], y, units)))
+        return tuple(out)  # type: ignore[return-value]
+
     def shape(self, kind: str, item: Mapping[str, Any], gid: str, name: str,
               parent: str | None, gpath: str) -> tuple[Gate, str]:
         def need(key: str) -> Any:
@@ -370,52 +501,70 @@ class _Builder:
                 raise _Problem(f"{gpath}: {kind} gate needs '{key}'")
             return item[key]
 
+        units = self.gate_units(gpath, item)
         if kind == "rectangle":
             bounds = need("bounds")
             if not isinstance(bounds, Mapping) or not bounds:
                 raise _Problem(f"{gpath}: bounds must map channel -> [min, max], got {bounds!r}")
-            dims, mins, maxs = [], [], []
-            for chan, pair in bounds.items():
-                dims.append(self.dim(gpath, "bounds", chan))
+            dims, mins, maxs, cuts = [], [], [], []
+            for axis, (chan, pair) in enumerate(bounds.items()):
+                dim = self.dim(gpath, "bounds", chan)
+                dims.append(dim)
                 if not isinstance(pair, (list, tuple)) or len(pair) != 2:
                     raise _Problem(f"{gpath}: bounds of {chan!r} must be [min, max] (null = "
                                    f"open), got {pair!r}")
-                lo = _number(gpath, f"bounds {chan!r} min", pair[0], allow_none=True)
-                hi = _number(gpath, f"bounds {chan!r} max", pair[1], allow_none=True)
-                self.check_interval(gpath, str(chan), lo, hi)
+                lo, fit_lo = self.coord(gpath, f"bounds {chan!r} min", pair[0], dim, units)
+                hi, fit_hi = self.coord(gpath, f"bounds {chan!r} max", pair[1], dim, units)
+                self.check_interval(gpath, dim, lo, hi)
+                cuts += [CutFit(target=(axis, side), **f) for side, f in
+                         (("min", fit_lo), ("max", fit_hi)) if f is not None]
                 mins.append(lo)
                 maxs.append(hi)
+            if cuts:
+                self.add_fit(gpath, gid, item, "cuts", tuple(cuts))
             return RectangleGate(id=gid, parent=parent, name=name, dims=tuple(dims),
                                  mins=tuple(mins), maxs=tuple(maxs)), gid
-        if kind == "range":
+        if kind in ("range", "threshold"):
             dim = self.dim(gpath, "channel", need("channel"))
-            lo = _number(gpath, "min", item.get("min"), allow_none=True)
-            hi = _number(gpath, "max", item.get("max"), allow_none=True)
+            if kind == "threshold":
+                side = item.get("side", "above")
+                if side not in ("above", "below"):
+                    raise _Problem(f"{gpath}: side must be 'above' (events >= the cut) or "
+                                   f"'below' (events < the cut), got {side!r}")
+                spec = {k: item[k] for k in _CUT_KEYS if k in item}
+                value, fit = self.coord(gpath, "threshold", spec, dim, units)
+                lo, hi = (value, None) if side == "above" else (None, value)
+                fit_lo, fit_hi = (fit, None) if side == "above" else (None, fit)
+            else:
+                lo, fit_lo = self.coord(gpath, "min", item.get("min"), dim, units)
+                hi, fit_hi = self.coord(gpath, "max", item.get("max"), dim, units)
             if lo is None and hi is None:
                 raise _Problem(f"{gpath}: range gate needs 'min' and/or 'max'")
-            self.check_interval(gpath, dim.channel, lo, hi)
+            self.check_interval(gpath, dim, lo, hi)
+            cuts = tuple(CutFit(target=(0, side), **f) for side, f in
+                         (("min", fit_lo), ("max", fit_hi)) if f is not None)
+            if cuts:
+                self.add_fit(gpath, gid, item, "cuts", cuts)
             return RectangleGate(id=gid, parent=parent, name=name, dims=(dim,), mins=(lo,),
                                  maxs=(hi,)), gid
-        if kind == "polygon":
+        if kind in ("polygon", "singlets", "density"):
             dx, dy = self.dim(gpath, "x", need("x")), self.dim(gpath, "y", need("y"))
-            verts = need("vertices")
-            if not isinstance(verts, list) or len(verts) < 3:
-                raise _Problem(f"{gpath}: vertices must be a list of at least 3 [x, y] pairs")
-            vertices = tuple(_pair(gpath, f"vertices[{i}]", v) for i, v in enumerate(verts))
-            return PolygonGate(id=gid, parent=parent, name=name, dims=(dx, dy),
-                               vertices=vertices), gid
+            if kind == "polygon":
+                vertices = self.points(gpath, "vertices", need("vertices"), (dx, dy), units)
+                return PolygonGate(id=gid, parent=parent, name=name, dims=(dx, dy),
+                                   vertices=vertices), gid
+            if kind == "singlets":
+                return self.singlets(gpath, item, gid, name, parent, (dx, dy), units), gid
+            return self.density(gpath, item, gid, name, parent, (dx, dy), units), gid
+        if kind == "cluster":
+            return self.cluster(gpath, item, gid, name, parent, units), gid
         if kind == "ellipse":
             dx, dy = self.dim(gpath, "x", need("x")), self.dim(gpath, "y", need("y"))
-            mean = _pair(gpath, "mean", need("mean"))
+            mx, my = _pair(gpath, "mean", need("mean"))
+            mean = (self.to_scale(gpath, "mean", dx, mx, units),
+                    self.to_scale(gpath, "mean", dy, my, units))
             cov = need("covariance")
-            if not isinstance(cov, list) or len(cov) != 2:
-                raise _Problem(f"{gpath}: covariance must be a 2x2 matrix [[a, b], [b, c]]")
-            rows = tuple(_pair(gpath, f"covariance[{i}]", r) for i, r in enumerate(cov))
-            a, b, c = rows[0][0], rows[0][1], rows[1][1]
-            if not math.isclose(rows[0][1], rows[1][0], rel_tol=1e-9, abs_tol=1e-12):
-                raise _Problem(f"{gpath}: covariance must be symmetric, got {cov!r}")
-            if not (a > 0 and a * c - b * b > 0):
-                raise _Problem(f"{gpath}: covariance must be positive definite, got {cov!r}")
+            rows = self.covariance(gpath, cov, 2)
             dsq = _number(gpath, "distance_square", item.get("distance_square", 1.0))
             if dsq is None or dsq <= 0:
                 raise _Problem(f"{gpath}: distance_square must be > 0, got {dsq!r}")
@@ -423,7 +572,16 @@ class _Builder:
                                covariance=rows, distance_square=dsq), gid
         # quadrant
         dx, dy = self.dim(gpath, "x", need("x")), self.dim(gpath, "y", need("y"))
-        at = _pair(gpath, "at", need("at"))
+        at_raw = need("at")
+        if not isinstance(at_raw, (list, tuple)) or len(at_raw) != 2:
+            raise _Problem(f"{gpath}: at must be a pair [x, y], got {at_raw!r}")
+        at_x, fit_x = self.coord(gpath, "at[0]", at_raw[0], dx, units, allow_none=False)
+        at_y, fit_y = self.coord(gpath, "at[1]", at_raw[1], dy, units, allow_none=False)
+        at = (float(at_x), float(at_y))  # type: ignore[arg-type]
+        cuts = tuple(CutFit(target=(f"{gid}{_SEP}{axis}", "value"), **f) for axis, f in
+                     (("x", fit_x), ("y", fit_y)) if f is not None)
+        if cuts:
+            self.add_fit(gpath, gid, item, "cuts", cuts)
         quads = need("quadrants")
         if not isinstance(quads, Mapping) or not quads:
             raise _Problem(f"{gpath}: quadrants must map name -> [x side, y side] (+ or -)")
@@ -471,10 +629,154 @@ class _Builder:
                            f"got {spec!r}")
         return (spec[0], spec[1])
 
-    @staticmethod
-    def check_interval(where: str, chan: str, lo: float | None, hi: float | None) -> None:
+    def check_interval(self, where: str, dim: Dimension, lo: float | None,
+                       hi: float | None) -> None:
         if lo is not None and hi is not None and lo >= hi:
-            raise _Problem(f"{where}: min {lo} must be below max {hi} on {chan!r}")
+            lo_d, hi_d = self.data_value(dim, lo), self.data_value(dim, hi)
+            both = "" if lo_d is None or hi_d is None else \
+                f" (in data units: {lo_d:.4g} and {hi_d:.4g})"
+            raise _Problem(f"{where}: min {lo} must be below max {hi} on {dim.channel!r}{both}")
+
+    @staticmethod
+    def covariance(gpath: str, cov: Any, ndim: int) -> tuple[tuple[float, ...], ...]:
+        """A symmetric positive definite ``ndim`` × ``ndim`` matrix (transformed units)."""
+        import numpy as np
+
+        if not isinstance(cov, list) or len(cov) != ndim or \
+                any(not isinstance(r, list) or len(r) != ndim for r in cov):
+            shape = "[[a, b], [b, c]]" if ndim == 2 else f"{ndim} rows of {ndim}"
+            raise _Problem(f"{gpath}: covariance must be a {ndim}x{ndim} matrix {shape}")
+        rows = tuple(tuple(float(_number(gpath, f"covariance[{i}]", v)) for v in r)  # type: ignore[arg-type]
+                     for i, r in enumerate(cov))
+        m = np.asarray(rows)
+        if not np.allclose(m, m.T, rtol=1e-9, atol=1e-12):
+            raise _Problem(f"{gpath}: covariance must be symmetric, got {cov!r}")
+        if not np.all(np.linalg.eigvalsh(m) > 0):
+            raise _Problem(f"{gpath}: covariance must be positive definite, got {cov!r}")
+        return rows
+
+    # data-driven gates ------------------------------------------------------------------------
+    def singlets(self, gpath: str, item: Mapping[str, Any], gid: str, name: str,
+                 parent: str | None, dims: tuple[Dimension, Dimension], units: str) -> Gate:
+        if "fallback" not in item:
+            raise _Problem(f"{gpath}: singlets gate needs 'fallback' (polygon vertices used "
+                           "when the fit fails)")
+        vertices = self.points(gpath, "fallback", item["fallback"], dims, units)
+        width = _number(gpath, "width", item.get("width", 4.0))
+        if width is None or width <= 0:
+            raise _Problem(f"{gpath}: width must be > 0 (robust SDs of y/x), got {width!r}")
+        options: dict[str, Any] = {"width": width}
+        if item.get("x_range") is not None:
+            lo, hi = _pair(gpath, "x_range", item["x_range"])
+            lo_t = self.to_scale(gpath, "x_range", dims[0], lo, units)
+            hi_t = self.to_scale(gpath, "x_range", dims[0], hi, units)
+            if not (lo_t is not None and hi_t is not None and 0 < lo_t < hi_t):
+                raise _Problem(f"{gpath}: x_range must be [low, high] with 0 < low < high")
+            options["x_range"] = (lo_t, hi_t)
+        self.add_fit(gpath, gid, item, "singlets", **options)
+        return PolygonGate(id=gid, parent=parent, name=name, dims=dims, vertices=vertices)
+
+    def density(self, gpath: str, item: Mapping[str, Any], gid: str, name: str,
+                parent: str | None, dims: tuple[Dimension, Dimension], units: str) -> Gate:
+        import numpy as np
+
+        fraction = _number(gpath, "fraction", item.get("fraction"))
+        if fraction is None or not 0 < fraction <= 1:
+            raise _Problem(f"{gpath}: density gate needs fraction (0 < fraction <= 1), got "
+                           f"{item.get('fraction')!r}")
+        bins = item.get("bins", 1024)
+        bins = [bins, bins] if not isinstance(bins, list) else bins
+        if len(bins) != 2 or any(isinstance(b, bool) or not isinstance(b, int) or not
+                                 2 <= b <= 4096 for b in bins):
+            raise _Problem(f"{gpath}: bins must be an integer 2-4096 or [nx, ny], got "
+                           f"{item.get('bins')!r}")
+        ranges = item.get("range", [[0.0, 1.0], [0.0, 1.0]])
+        if not isinstance(ranges, list) or len(ranges) != 2:
+            raise _Problem(f"{gpath}: range must be [[x low, x high], [y low, y high]]")
+        edges = []
+        for axis, (dim, r, nb) in enumerate(zip(dims, ranges, bins)):
+            lo, hi = _pair(gpath, f"range[{axis}]", r)
+            lo_t = self.to_scale(gpath, "range", dim, lo, units)
+            hi_t = self.to_scale(gpath, "range", dim, hi, units)
+            if lo_t is None or hi_t is None or lo_t >= hi_t:
+                raise _Problem(f"{gpath}: range[{axis}] must be [low, high] with low < high")
+            edges.append(tuple(float(v) for v in np.linspace(lo_t, hi_t, nb + 1)))
+        sigma = _number(gpath, "sigma", item.get("sigma", 10.0))
+        if sigma is None or sigma < 0:
+            raise _Problem(f"{gpath}: sigma must be >= 0 (bins), got {sigma!r}")
+        self.add_fit(gpath, gid, item, "density", fraction=fraction, sigma=sigma,
+                     x_edges=edges[0], y_edges=edges[1])
+        if item.get("fallback") is not None:
+            vertices = self.points(gpath, "fallback", item["fallback"], dims, units)
+            return PolygonGate(id=gid, parent=parent, name=name, dims=dims, vertices=vertices)
+        # no stated fallback: a failed fit keeps no events (and is flagged)
+        return DensityGate(id=gid, parent=parent, name=name, dims=dims, x_edges=edges[0],
+                           y_edges=edges[1], accepted=())
+
+    def cluster(self, gpath: str, item: Mapping[str, Any], gid: str, name: str,
+                parent: str | None, units: str) -> Gate:
+        if "dims" in item:
+            if "x" in item or "y" in item:
+                raise _Problem(f"{gpath}: give either x/y or dims, not both")
+            raw = item["dims"]
+            if not isinstance(raw, list) or len(raw) < 2:
+                raise _Problem(f"{gpath}: dims must list at least two channels")
+            dims = tuple(self.dim(gpath, "dims", c) for c in raw)
+        else:
+            for key in ("x", "y"):
+                if key not in item:
+                    raise _Problem(f"{gpath}: cluster gate needs 'x' and 'y' (or 'dims')")
+            dims = (self.dim(gpath, "x", item["x"]), self.dim(gpath, "y", item["y"]))
+        nd = len(dims)
+
+        def point(key: str, raw: Any) -> tuple[float, ...]:
+            if not isinstance(raw, list) or len(raw) != nd:
+                raise _Problem(f"{gpath}: {key} must list {nd} numbers (one per dimension)")
+            return tuple(float(self.to_scale(gpath, key, d,  # type: ignore[arg-type]
+                                              _number(gpath, key, v), units))
+                         for d, v in zip(dims, raw))
+
+        if "reference" not in item:
+            raise _Problem(f"{gpath}: cluster gate needs 'reference' (a point near the wanted "
+                           "population)")
+        reference = point("reference", item["reference"])
+        components = item.get("components", 3)
+        if isinstance(components, bool) or not isinstance(components, int) or \
+                not 1 <= components <= 20:
+            raise _Problem(f"{gpath}: components must be an integer 1-20, got {components!r}")
+        probability = _number(gpath, "probability", item.get("probability", 0.95))
+        if probability is None or not 0 < probability < 1:
+            raise _Problem(f"{gpath}: probability must be between 0 and 1, got "
+                           f"{item.get('probability')!r}")
+        seed = item.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise _Problem(f"{gpath}: seed must be a non-negative integer, got {seed!r}")
+        search = None
+        if item.get("search") is not None:
+            raw = item["search"]
+            if not isinstance(raw, list) or len(raw) != nd:
+                raise _Problem(f"{gpath}: search must give [low, high] per dimension")
+            search = []
+            for d, pair in zip(dims, raw):
+                lo, hi = _pair(gpath, "search", pair)
+                search.append((self.to_scale(gpath, "search", d, lo, units),
+                               self.to_scale(gpath, "search", d, hi, units)))
+            search = tuple(search)
+        fallback = item.get("fallback")
+        if not isinstance(fallback, Mapping) or "mean" not in fallback or \
+                "covariance" not in fallback:
+            raise _Problem(f"{gpath}: cluster gate needs fallback: {{mean: [...], covariance: "
+                           "[[...]]}} (transformed-unit covariance; used when the fit fails)")
+        _check_keys(f"{gpath} fallback", fallback, ("mean", "covariance"))
+        from scipy.stats import chi2
+
+        dsq = float(chi2.ppf(probability, df=nd))
+        self.add_fit(gpath, gid, item, "cluster", reference=reference, components=components,
+                     probability=probability, seed=seed, search=search)
+        return EllipseGate(id=gid, parent=parent, name=name, dims=dims,
+                           mean=point("fallback mean", fallback["mean"]),
+                           covariance=self.covariance(gpath, fallback["covariance"], nd),
+                           distance_square=dsq)
 
     # booleans ---------------------------------------------------------------------------------
     def lookup(self, where: str, ref: str) -> str:

@@ -153,14 +153,17 @@ class ResultCache:
                             keywords=dict(meta.get("keywords", {})),
                             n_events=int(meta.get("n_events", 0)),
                             warnings=list(meta.get("warnings", [])),
-                            time_qc=meta.get("time_qc"))
+                            positions=tables.get("positions"), time_qc=meta.get("time_qc"))
 
     def put_gating(self, key: str, sample: SampleGating) -> Path:
         """Store a :class:`~immunoprofile.flow.batch.SampleGating`."""
         meta = {"sample_id": sample.sample_id, "file": sample.file, "sha256": sample.sha256,
                 "keywords": sample.keywords, "n_events": sample.n_events,
                 "warnings": sample.warnings, "time_qc": sample.time_qc}
-        return self.put("flow", key, {"stats": sample.stats}, meta)
+        tables = {"stats": sample.stats}
+        if sample.positions is not None and len(sample.positions):
+            tables["positions"] = sample.positions
+        return self.put("flow", key, tables, meta)
 
     # ----- cytokine plates ----------------------------------------------------------------
     def get_plate(self, key: str) -> Any | None:
@@ -178,17 +181,23 @@ class ResultCache:
         return PlateResult(concentrations=tables["concentrations"], curves=tables["curves"],
                            summary=tables["summary"], fits={}, path=meta.get("path", ""),
                            format=meta.get("format", ""), warnings=list(meta.get("warnings", [])),
-                           repairs=list(meta.get("repairs", [])), bridging=tables.get("bridging"))
+                           repairs=list(meta.get("repairs", [])), bridging=tables.get("bridging"),
+                           **{name: tables.get(name) for name in _OPTIONAL_PLATE_TABLES})
 
     def put_plate(self, key: str, result: Any) -> Path:
         """Store a :class:`~immunoprofile.cytokine.quantify.PlateResult` (without ``fits``)."""
         tables = {"concentrations": result.concentrations, "curves": result.curves,
                   "summary": result.summary}
-        if result.bridging is not None:
-            tables["bridging"] = result.bridging
+        for name in ("bridging", *_OPTIONAL_PLATE_TABLES):
+            if getattr(result, name, None) is not None:
+                tables[name] = getattr(result, name)
         meta = {"path": result.path, "format": result.format, "warnings": result.warnings,
                 "repairs": result.repairs}
         return self.put("plate", key, tables, meta)
+
+
+# PlateResult tables stored when present (QC and the vendor's results beside ours)
+_OPTIONAL_PLATE_TABLES = ("standard_levels", "plate_qc", "vendor_comparison")
 
 
 def _plain(value: Any) -> Any:

@@ -203,10 +203,12 @@ class CytokineOptions(_Model):
     """Options of the cytokine stage (standard curves, quantification, QC flags)."""
 
     enabled: bool = True
-    model: Literal["5pl", "4pl"] = "5pl"
-    weights: Literal["1/y2", "1/y", "power", "none"] = "1/y2"
+    model: Literal["5pl", "4pl", "auto"] = Field("5pl", description="auto: the export's "
+                                                 "software's model (MSD 4PL, xPONENT 5PL, ...).")
+    weights: Literal["1/y2", "1/y", "power", "none", "auto"] = "1/y2"
     power: float = Field(1.8, gt=0, description="Exponent for weights: power.")
-    replicate_means: bool = Field(False, description="Fit replicate-mean Net MFI per standard.")
+    replicate_means: bool | None = Field(False, description="Fit replicate-mean Net MFI per "
+                                         "standard (null: as the export's software does).")
     search: Literal["local", "global"] = "local"
     recovery_range: tuple[float, float] = Field((80.0, 120.0), description="Standard recovery "
                                                 "(%) that counts towards LLOQ/ULOQ.")

@@ -274,13 +274,16 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
                                     "time_qc": None if time_qc is None else time_qc.to_dict()})
         keys[sid] = key
         member = out / "membership" / f"{sid}.parquet" if config.flow.membership else None
+        # data-driven gates: each sample's fitted gates as fixed Gating-ML (replayable)
+        fitted = out / "fitted_gates" / f"{sid}.gatingml.xml" if strategy.fits else None
         cached = None if force else cache.get_gating(key)
-        if cached is not None and (member is None or member.is_file()):
+        if cached is not None and all(p is None or p.is_file() for p in (member, fitted)):
             samples[sid] = cached
             continue
         tasks.append((sid, (str(path), strategy, sample_comp, sid,
                             None if member is None else str(member),
-                            tuple(config.flow.statistics), time_qc)))
+                            tuple(config.flow.statistics),
+                            None if fitted is None else str(fitted), time_qc)))
     summary.n_flow_cached = len(samples)
     log.info("gate: %d FCS file(s), %d from the cache, %d to compute (%s, %d job(s))",
              len(pairs), len(samples), len(tasks), spec.effective_kind(len(tasks)), spec.jobs)

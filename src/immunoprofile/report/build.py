@@ -19,8 +19,9 @@ from ..errors import InputError
 from .collect import RunData, collect_run
 from .plots import curve_grid, figure_png, forest_plot, trajectory_grid
 from .qc import flow_sample_qc, plate_qc, robust_outliers
+from .._frames import is_text_column
 
-__all__ = ["build_report", "ReportSummary"]
+__all__ = ["build_report", "ReportSummary", "feature_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def _table_html(frame: pd.DataFrame, *, row_ids: list[str] | None = None,
                 flagged: list[bool] | None = None, link_col: str | None = None,
                 link_prefix: str = "") -> str:
     """A plain HTML table; optional per-row anchors linking a column to the detail section."""
-    head = "".join(f"<th class='text'>{html.escape(str(c))}</th>" if frame[c].dtype == object
+    head = "".join(f"<th class='text'>{html.escape(str(c))}</th>" if is_text_column(frame[c])
                    else f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
     for i, (_, row) in enumerate(frame.iterrows()):
@@ -65,7 +66,7 @@ def _table_html(frame: pd.DataFrame, *, row_ids: list[str] | None = None,
                 text = html.escape(str(value))
             if link_col == column:
                 text = f"<a href='#{link_prefix}{_anchor(row[column])}'>{text}</a>"
-            css = " class='text'" if frame[column].dtype == object else ""
+            css = " class='text'" if is_text_column(frame[column]) else ""
             cells.append(f"<td{css}>{text}</td>")
         cls = " class='flagged'" if flagged and flagged[i] else ""
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
@@ -118,6 +119,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
         return _b64(png)
 
     context: dict[str, Any] = {"title": "immunoprofile report", "cards": [], "failures": []}
+    study = _read_study(data.study_path)
+    order = _protocol_order(study)
     _summary(data, context)
     outliers = pd.DataFrame(columns=["sample_id", "population"])
     if data.populations is not None and len(data.populations):
@@ -126,6 +129,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
         qc = flow_sample_qc(data.populations, outliers, max_time_qc_removed=float(
             time_qc_params.get("max_removed_pct", 10.0)) if isinstance(time_qc_params, dict)
             else 10.0)
+        qc = qc.iloc[sorted(range(len(qc)), key=lambda i: order(qc["sample_id"].iloc[i]))]
+        qc = qc.reset_index(drop=True)
         write_csv_atomic(run_root / "flow_qc_mqc.tsv", qc.drop(columns=["file"], errors="ignore"),
                          sep="\t")
         context["sample_qc"] = {"html": _table_html(qc, flagged=list(qc["flag"] != "ok"),
@@ -133,16 +138,18 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
                                 "tsv": _tsv_link(qc, "flow_sample_qc.tsv")}
         if gating:
             context["gating"], context["gating_note"] = _gating_figures(
-                data, outliers, save_png, max_gating_samples, jobs)
+                data, outliers, save_png, max_gating_samples, jobs, order)
     if data.time_qc is not None and len(data.time_qc):
         context["time_qc"], context["time_qc_note"] = _time_qc_figures(data, save_png)
     if data.curves is not None or data.concentrations is not None:
-        pqc = plate_qc(data.curves, data.concentrations)
+        pqc = plate_qc(data.curves, data.concentrations, data.plate_acceptance)
         write_csv_atomic(run_root / "cytokine_qc_mqc.tsv", pqc, sep="\t")
-        context["plate_qc"] = {"html": _table_html(pqc, link_col="plate", link_prefix="plate-"),
+        rejected = list(pqc["accepted"] == "no") if "accepted" in pqc else None
+        context["plate_qc"] = {"html": _table_html(pqc, link_col="plate", link_prefix="plate-",
+                                                   flagged=rejected),
                                "tsv": _tsv_link(pqc, "plate_qc.tsv")}
         context["plates"] = _curve_figures(data, save_png)
-    context["results"] = _results(data, save_png)
+    context["results"] = _results(data, save_png, study)
     context["provenance"] = _provenance(data)
     env = Environment(loader=PackageLoader("immunoprofile.report", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
@@ -176,7 +183,74 @@ def _summary(data: RunData, context: dict[str, Any]) -> None:
                            f"{prov.get('versions', {}).get('immunoprofile', '')}").strip(" ·")
 
 
-def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int, jobs: int):
+def _natural(text: Any) -> tuple:
+    """Sort key reading digit runs as numbers (week2 before week12, plate9 before plate10)."""
+    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part.casefold())
+                 for part in re.split(r"(\d+)", str(text)) if part)
+
+
+def _read_study(path: Path | None):
+    if path is None:
+        return None
+    import anndata as ad
+
+    return ad.read_h5ad(path)
+
+
+def _protocol_order(study) -> Any:
+    """Sort key of sample ids in protocol order: subject, then study day (from the study's
+    ``obs``), then the id read naturally; ids the study does not know sort by name alone."""
+    known: dict[str, tuple] = {}
+    if study is not None:
+        obs = study.obs
+        days = pd.to_numeric(obs.get("study_day"), errors="coerce") if "study_day" in obs \
+            else pd.Series(np.nan, index=obs.index)
+        for column in ("flow_sample_id", "cytokine_sample_id"):
+            if column not in obs or "subject_id" not in obs:
+                continue
+            for sid, subject, day in zip(obs[column], obs["subject_id"], days):
+                if isinstance(sid, str) and sid and sid != "nan":
+                    known.setdefault(sid, (_natural(subject),
+                                           float(day) if pd.notna(day) else np.inf))
+
+    def key(sample_id: Any) -> tuple:
+        hit = known.get(str(sample_id))
+        return (0, *hit, _natural(sample_id)) if hit else (1, (), np.inf, _natural(sample_id))
+
+    return key
+
+
+def feature_labels(var: pd.DataFrame) -> dict[str, str]:
+    """Feature name -> the label a reader expects: ``Th2 % of CD4+CD8-``, ``Th2 % of all
+    events``, ``Th2 count``, ``Th2 MFI CD4``, ``IL-13 (pg/mL)``."""
+    def leaf(path: Any) -> str:
+        text = "" if path is None or (isinstance(path, float) and np.isnan(path)) else str(path)
+        return text.rstrip("/").rsplit("/", 1)[-1] if text and text != "nan" else ""
+
+    names = {"mfi": "MFI", "median": "MFI", "gmean": "geo. mean", "rcv": "rCV"}
+    labels = {}
+    for name, row in var.iterrows():
+        get = (lambda k: row[k] if k in row.index and pd.notna(row[k]) else "")
+        statistic, population = str(get("statistic")), leaf(get("population"))
+        parent, marker, unit = leaf(get("parent")), str(get("marker")), str(get("unit"))
+        if get("feature_type") == "concentration" or (get("analyte") and not population):
+            label = f"{get('analyte') or name} ({unit})" if unit else str(get("analyte") or name)
+        elif statistic == "pct_parent" and population:
+            label = f"{population} % of {parent or 'all events'}"
+        elif statistic == "pct_total" and population:
+            label = f"{population} % of all events"
+        elif statistic == "count" and population:
+            label = f"{population} count"
+        elif population and statistic.split("_")[0] in names:
+            label = f"{population} {names[statistic.split('_')[0]]} {marker}".strip()
+        else:
+            label = leaf(str(name).split("|")[0]) or str(name)
+        labels[str(name)] = label
+    return labels
+
+
+def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int, jobs: int,
+                    order=None):
     from ..executors import ExecutorSpec, run_tasks
     from .gating_plots import locate_inputs, render_gating_png
 
@@ -187,8 +261,9 @@ def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int,
     by_file = (data.flow_provenance.get("parameters") or {}).get("compensation_by_file") or {}
     flagged = set(outliers["sample_id"])
     samples = data.populations[["sample_id", "file"]].drop_duplicates("sample_id")
-    samples = samples.assign(o=~samples["sample_id"].isin(flagged)).sort_values(
-        ["o", "sample_id"], kind="stable")
+    key = order or _protocol_order(None)
+    samples = samples.iloc[sorted(range(len(samples)), key=lambda i: (
+        samples["sample_id"].iloc[i] not in flagged, key(samples["sample_id"].iloc[i])))]
     tasks, missing = [], 0
     for sample_id, file in zip(samples["sample_id"], samples["file"]):
         if len(tasks) >= limit:
@@ -238,20 +313,17 @@ def _curve_figures(data: RunData, save_png) -> list[dict[str, Any]]:
     if data.curves is None or data.concentrations is None:
         return []
     out = []
-    for plate in sorted(data.curves["plate"].unique(), key=str):
+    for plate in sorted(data.curves["plate"].unique(), key=_natural):
         curves = data.curves[data.curves["plate"] == plate]
         wells = data.concentrations[data.concentrations["plate"] == plate]
-        png = figure_png(curve_grid(str(plate), curves, wells))
+        png = figure_png(curve_grid(str(plate), curves, wells), tight=False)
         name = f"curves_{_anchor(plate)}"
         out.append({"plate": plate, "anchor": _anchor(plate), "png": save_png(name, png, curves),
                     "tsv": _tsv_link(curves, f"{name}.tsv")})
     return out
 
 
-def _study_tidy(study_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    import anndata as ad
-
-    adata = ad.read_h5ad(study_path)
+def _study_tidy(adata) -> tuple[pd.DataFrame, pd.DataFrame]:
     X = adata.X.toarray() if hasattr(adata.X, "toarray") else np.asarray(adata.X, dtype=float)
     obs = adata.obs.reset_index(drop=True)
     frame = pd.DataFrame(X, columns=list(adata.var_names))
@@ -270,10 +342,12 @@ def _pick(features: list[str], comparisons: pd.DataFrame | None, n: int) -> list
     return features[:n]
 
 
-def _results(data: RunData, save_png) -> dict[str, Any] | None:
+def _results(data: RunData, save_png, study=None) -> dict[str, Any] | None:
     figures = []
-    if data.study_path is not None:
-        tidy, var = _study_tidy(data.study_path)
+    labels: dict[str, str] = {}
+    if study is not None:
+        tidy, var = _study_tidy(study)
+        labels = feature_labels(var.set_index("feature"))
         ftype = var.get("feature_type", pd.Series(["unknown"] * len(var)))
         groups = [
             ("Cell populations (% of parent) per subject", "frequency", False, 12),
@@ -287,20 +361,24 @@ def _results(data: RunData, save_png) -> dict[str, Any] | None:
             if not feats:
                 continue
             sub = tidy[tidy["feature"].isin(feats)]
-            png = figure_png(trajectory_grid(sub, feats, title=title, log_y=log_y))
+            png = figure_png(trajectory_grid(sub, feats, title=title, log_y=log_y,
+                                             labels=labels),
+                             tight=False)
             name = f"trajectories_{kind}"
             figures.append({"title": title, "png": save_png(name, png, sub),
                             "tsv": _tsv_link(sub, f"{name}.tsv")})
     result: dict[str, Any] = {"figures": figures}
     if data.comparisons is not None and len(data.comparisons):
         comp = data.comparisons
-        png = figure_png(forest_plot(comp))
+        png = figure_png(forest_plot(comp, labels=labels), tight=False)
         figures.append({"title": "Period contrasts (forest plot, features with the smallest q)",
                         "png": save_png("forest", png, comp), "tsv": _tsv_link(comp, "forest.tsv")})
         shown = [c for c in ("feature", "family", "contrast", "n", "estimate", "ci_low", "ci_high",
                              "fold_change", "p_wilcoxon", "p_ttest", "p_mixed", "q", "direction",
                              "note") if c in comp]
         table = comp[shown].copy()
+        if "feature" in table and labels:
+            table.insert(0, "label", [labels.get(str(f), str(f)) for f in table["feature"]])
         result["table"] = _table_html(table, flagged=list(table.get("q", pd.Series(
             np.ones(len(table)))).fillna(1) < 0.05))
         result["table_tsv"] = _tsv_link(comp, "comparisons.tsv")

@@ -25,6 +25,7 @@ class RunData:
     concentrations: pd.DataFrame | None = None
     curves: pd.DataFrame | None = None
     cytokine_failed: pd.DataFrame | None = None
+    plate_acceptance: pd.DataFrame | None = None  # cytokines' plate_qc.csv
     study_path: Path | None = None
     comparisons: pd.DataFrame | None = None
     time_qc: pd.DataFrame | None = None
@@ -93,6 +94,8 @@ def collect_run(run_dir: str | Path) -> RunData:
     if concentrations is not None:
         data.curves = _read_csv(_maybe(concentrations.parent / "standard_curves.csv"))
         data.cytokine_failed = _read_failed(_maybe(concentrations.parent / "failed.tsv"))
+        data.plate_acceptance = _read_csv(_maybe(concentrations.parent / "plate_qc.csv"),
+                                          ("plate", "accepted"))
     data.study_path = _find(root, "study.h5ad")
     data.comparisons = _read_csv(_find(root, "comparisons.csv"))
     if all(x is None for x in (data.populations, data.concentrations, data.study_path,

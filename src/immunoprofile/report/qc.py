@@ -73,9 +73,12 @@ def flow_sample_qc(populations: pd.DataFrame, outliers: pd.DataFrame, *,
     return pd.DataFrame(rows)
 
 
-def plate_qc(curves: pd.DataFrame | None, concentrations: pd.DataFrame | None) -> pd.DataFrame:
+def plate_qc(curves: pd.DataFrame | None, concentrations: pd.DataFrame | None,
+             acceptance: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per plate: analytes, curve fit R², failed fits, standards dropped, % results out of
-    range and wells with low bead counts."""
+    range and wells with low bead counts; where the outputs have them, plate acceptance (the
+    cytokines command's ``plate_qc.csv``), kit controls out of range and the agreement with the
+    vendor's own results (median over analytes of each analyte's median relative difference)."""
     plates = sorted(set(curves["plate"]) if curves is not None else
                     set(concentrations["plate"]) if concentrations is not None else set())
     rows = []
@@ -92,6 +95,13 @@ def plate_qc(curves: pd.DataFrame | None, concentrations: pd.DataFrame | None) -
             if "standards_dropped" in c:
                 row["standards dropped"] = int(c["standards_dropped"].fillna("").astype(str)
                                                .map(_count_items).sum())
+            if "controls_checked" in c:
+                row["controls out of range"] = (f"{int(c['controls_out_of_range'].sum())}/"
+                                                f"{int(c['controls_checked'].sum())}")
+            if "vendor_median_rel_diff" in c and c["vendor_median_rel_diff"].notna().any():
+                vendor = c["vendor_median_rel_diff"].astype(float) * 100.0
+                row["vendor Δ % (median)"] = float(np.nanmedian(vendor))
+                row["vendor Δ % (worst analyte)"] = float(np.nanmax(vendor))
         if concentrations is not None:
             k = concentrations[concentrations["plate"] == plate]
             if "sample_type" in k:
@@ -101,6 +111,13 @@ def plate_qc(curves: pd.DataFrame | None, concentrations: pd.DataFrame | None) -
             row["% out of range"] = (round(100.0 * float(flags.str.contains(
                 "LLOQ|ULOQ|below_curve|above_curve|extrapolated").mean()), 1) if len(k) else np.nan)
             row["low-bead wells"] = int(k.loc[flags.str.contains("low_beads"), "well"].nunique())
+        if acceptance is not None:
+            hit = acceptance[acceptance["plate"].astype(str) == str(plate)]
+            if len(hit):
+                ok = str(hit["accepted"].iat[0]).strip().lower() in ("true", "1")
+                row["accepted"] = "yes" if ok else "no"
+                reasons = hit["reasons"].iat[0] if "reasons" in hit else ""
+                row["why not"] = "" if ok or pd.isna(reasons) else str(reasons)
         rows.append(row)
     return pd.DataFrame(rows)
 

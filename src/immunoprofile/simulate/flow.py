@@ -18,7 +18,7 @@ from immunoprofile.flow.fcs_write import write_fcs
 __all__ = [
     "CHANNELS", "MARKERS", "FLUOR_CHANNELS", "SPILLOVER_MATRIX", "FlowParams", "FlowSample",
     "simulate_flow_sample", "write_flow_sample", "POPULATIONS", "population_truth",
-    "expected_fractions", "simulate_control", "add_clog", "add_drift",
+    "expected_fractions", "apply_gain", "simulate_control", "add_clog", "add_drift",
 ]
 
 # (channel $PnN, marker $PnS). Fluorochromes as on a 4-laser BD LSRFortessa T-cell panel.
@@ -343,6 +343,14 @@ def simulate_control(rng: np.random.Generator, n_events: int, stained: str | Non
         pos = ~debris & (rng.random(n) < positive_fraction)
         true[pos, idx[stained]] += _lognormal(rng, brightness, 0.5, int(pos.sum()))
     return _optics(rng, true).astype(np.float32)
+
+
+def apply_gain(sample: FlowSample, gain: float) -> None:
+    """Scale every fluorescence detector of ``sample`` by ``gain`` in place (acquisition drift:
+    laser power / detector voltage of the day; scatter, spillover and the truth are unchanged)."""
+    cols = [CHANNELS.index(c) for c in FLUOR_CHANNELS]
+    sample.events[:, cols] = np.minimum(sample.events[:, cols] * np.float32(gain),
+                                        np.float32(262_143))
 
 
 def population_truth(sample: FlowSample) -> dict[str, tuple[int, int]]:

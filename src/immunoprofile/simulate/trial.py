@@ -24,7 +24,8 @@ from immunoprofile.simulate import plates as _plates
 
 __all__ = [
     "VISITS", "PERIOD_OF_VISIT", "EXPOSURE", "CYTOKINE_VISITS", "FLOW_EFFECTS",
-    "CYTOKINE_EFFECTS", "STRATEGY_YAML", "simulate_trial", "trial_design", "resolve_markers",
+    "CYTOKINE_EFFECTS", "STRATEGY_YAML", "STRATEGY_ADAPTIVE_YAML", "ACQUISITION_DRIFT",
+    "acquisition_factor", "simulate_trial", "trial_design", "resolve_markers",
 ]
 
 DEFAULT_SEED = 20261124
@@ -64,11 +65,14 @@ NEGATIVE_CONTROLS = {"CD4-CD8+", "IL-4", "IL-6"}
 # shows it).
 PLATE_SHIFTS = {"plate1": (1.0, 1.0), "plate2": (0.86, 1.12)}
 STANDARD_BIAS = {"plate1": 1.0, "plate2": 1.08}
+# Fluorescence gain of the cytometer per acquisition day: log-uniform in this range.
+ACQUISITION_DRIFT: tuple[float, float] = (0.8, 1.25)
 
 # Acquisition anomalies (issue 12) put into a few files: (subject, visit) -> kind. A clog is a
 # 0.8 s gap then a burst of 500 junk events in 0.1 s; a drift lets every fluorescence signal sag
 # linearly to 35 % over the last 40 % of the acquisition. Drawn from their own random streams
-# (_ANOMALY_STREAM), so every other number of the trial is unchanged.
+# (_ANOMALY_STREAM), so every other number of the trial is unchanged. They are applied after the
+# per-day fluorescence gain (ACQUISITION_DRIFT), on the events the cytometer recorded.
 ACQUISITION_ANOMALIES: dict[tuple[str, str], str] = {
     ("AD02", "week4"): "clog", ("AD06", "week12"): "clog", ("AD03", "week8"): "drift",
 }
@@ -164,6 +168,114 @@ gates:
                       CD4+CD8+: [+, +]
                       CD4-CD8-: [-, -]
   # Memory CD4 T cells: every CD4 single-positive cell that is not naive (a boolean gate).
+  - name: Memory
+    type: boolean
+    op: and
+    of: [/Cells/Singlets/Live/CD3+/CD4+CD8-, not /Cells/Singlets/Live/CD3+/CD4+CD8-/Naive]
+    parent: /Cells/Singlets/Live/CD3+/CD4+CD8-
+"""
+
+STRATEGY_ADAPTIVE_YAML = """\
+# Example data-driven gating strategy for the simulated anakinra trial (docs/strategy_yaml.md).
+# The same populations as strategy.yaml, but every gate is placed on each sample's own events
+# (so acquisition drift between days moves the gates with the populations). Fitted positions
+# per sample go to gate_positions.csv; a fit that fails uses the stated fallback and is flagged.
+#
+# Coordinates are in data units (units: data): scatter in instrument channels (0-262144),
+# fluorescence in compensated intensity (logicle 0.45 is about 960). Covariances stay in
+# transformed units (a covariance has no meaning in data units on a logicle axis).
+format: immunoprofile-strategy/1
+name: T-cell / Th2 / Treg panel, data-driven gates (example trial)
+compensation: fcs
+units: data
+transforms:
+  default: {type: logicle, T: 262144, W: 0.5, M: 4.5, A: 0}
+  FSC-A: {type: linear, T: 262144}
+  FSC-H: {type: linear, T: 262144}
+  SSC-A: {type: linear, T: 262144}
+  Time: none
+gates:
+  # Lymphocytes: the Gaussian-mixture component nearest a typical lymphocyte (FSC 55k, SSC 16k),
+  # its ellipse holding 99 % of the component.
+  - name: Cells
+    type: cluster
+    x: FSC-A
+    y: SSC-A
+    components: 4
+    reference: [55000, 16500]
+    probability: 0.99
+    seed: 0
+    search: [[30000, 90000], [5000, 40000]]
+    max_shift: 0.03
+    fallback: {mean: [55000, 16500], covariance: [[0.0007, 0.0], [0.0, 0.0002]]}
+    children:
+      # Single cells: FSC-H / FSC-A within 4 robust SDs of its median; doublets fall below.
+      - name: Singlets
+        type: singlets
+        x: FSC-A
+        y: FSC-H
+        width: 4
+        max_shift: 0.03
+        fallback: [[13107, 9175], [157286, 110100], [157286, 165150], [13107, 13762]]
+        children:
+          - name: Live
+            type: threshold
+            channel: Viability
+            side: below
+            method: tail        # few dead cells are left in the scatter gate: no second peak
+            fraction: 0.02
+            search: [500, 8000]
+            fallback: 1560
+            max_shift: 0.05
+            children:
+              - name: CD3+
+                type: threshold
+                channel: CD3
+                method: density_minimum
+                search: [300, 4000]
+                fallback: 960
+                max_shift: 0.05
+                children:
+                  - name: CD4 CD8
+                    type: quadrant
+                    x: CD4
+                    y: CD8
+                    at: [{method: density_minimum, search: [300, 5000], fallback: 960},
+                         {method: density_minimum, search: [300, 5000], fallback: 960}]
+                    max_shift: 0.05
+                    quadrants:
+                      CD4+CD8-:
+                        position: [+, -]
+                        children:
+                          - name: Th2
+                            type: threshold
+                            channel: CRTH2
+                            method: density_minimum
+                            min_peak: 0.02
+                            search: [300, 3000]
+                            fallback: 792
+                            max_shift: 0.05
+                          - name: Treg
+                            type: rectangle
+                            max_shift: 0.05
+                            bounds:
+                              CD25: [{method: density_minimum, min_peak: 0.02, search: [300, 3000], fallback: 960}, null]
+                              CD127: [null, {method: density_minimum, min_peak: 0.02, search: [300, 3000], fallback: 792}]
+                          - name: CD45RA CCR7
+                            type: quadrant
+                            x: CD45RA
+                            y: CCR7
+                            at: [{method: density_minimum, search: [300, 5000], fallback: 960},
+                                 {method: density_minimum, search: [300, 3000], fallback: 792}]
+                            max_shift: 0.05
+                            quadrants:
+                              Naive: [+, +]
+                              CM: [-, +]
+                              EM: [-, -]
+                              TEMRA: [+, -]
+                      CD4-CD8+: [-, +]
+                      CD4+CD8+: [+, +]
+                      CD4-CD8-: [-, -]
   - name: Memory
     type: boolean
     op: and
@@ -291,9 +403,25 @@ def _fcs_date(day: _dt.date) -> str:
     return f"{day.day:02d}-{months[day.month - 1]}-{day.year}"
 
 
+def acquisition_factor(seed: int, day: _dt.date,
+                       drift: tuple[float, float] | None = ACQUISITION_DRIFT) -> float:
+    """Fluorescence gain of the cytometer on one acquisition day (1 without drift).
+
+    Log-uniform in ``drift``, from its own stream per calendar day (so the rest of the
+    simulated data does not change with it): laser power and PMT settings vary from day to day
+    and scale every fluorescence detector alike (scatter and the spillover are unchanged).
+    """
+    if drift is None:
+        return 1.0
+    rng = _rng(seed, 6, day.toordinal())
+    lo, hi = np.log(drift[0]), np.log(drift[1])
+    return float(np.exp(rng.uniform(lo, hi)))
+
+
 def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
-                   n_events: int = 8000, n_subjects: int = 8, controls: bool = True,
-                   anomalies: bool = True) -> Path:
+                   n_events: int = 8000, n_subjects: int = 8,
+                   acquisition_drift: tuple[float, float] | None = ACQUISITION_DRIFT,
+                   controls: bool = True, anomalies: bool = True) -> Path:
     """Write the example trial into ``out_dir``.
 
     Parameters
@@ -306,11 +434,14 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
         Events per FCS file.
     n_subjects
         Number of subjects (at most 8 fit the two plates at the cytokine visits).
+    acquisition_drift
+        ``(low, high)`` range of the per-acquisition-day fluorescence gain
+        (:func:`acquisition_factor`, written to ``truth/acquisition.csv``); ``None`` = none.
     controls
         Also write ``controls/``: single-stain compensation controls and an unstained tube.
     anomalies
         Put the clogs and the drift of :data:`ACQUISITION_ANOMALIES` into their files (truth in
-        ``truth/acquisition.csv``). Both options draw from their own random streams: with them
+        ``truth/time_anomalies.csv``). Both options draw from their own random streams: with them
         off, every other file is byte-identical to a run with them on.
 
     Returns
@@ -333,7 +464,8 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
 
     manifest: list[dict] = []
     flow_truth: list[dict] = []
-    acquisition_truth: list[dict] = []
+    acquisition: list[dict] = []
+    anomaly_truth: list[dict] = []
     serum: dict[str, dict[str, float]] = {}
     cyto_truth: list[dict] = []
     clinical_rows: list[dict] = []
@@ -348,14 +480,21 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
             params = _flow_params(subject, visit, rng)
             sample = _flow.simulate_flow_sample(rng, n_events, params)
             sample_id = f"{subject.subject_id}_{visit}_flow"
-            date = _fcs_date(subject.enrolled + _dt.timedelta(days=day))
+            acquired = subject.enrolled + _dt.timedelta(days=day)
+            date = _fcs_date(acquired)
+            gain = acquisition_factor(seed, acquired, acquisition_drift)
+            if gain != 1.0:
+                _flow.apply_gain(sample, gain)
+            acquisition.append({"sample_id": sample_id, "date": acquired.isoformat(),
+                                "fluorescence_factor": round(gain, 6)})
+
             kind = ACQUISITION_ANOMALIES.get((subject.subject_id, visit)) if anomalies else None
             written = sample
             if kind is not None:
                 events, rows = _anomaly(kind, sample.events,
                                         _stream(seed, _ANOMALY_STREAM, subject.index, v))
                 written = dataclasses.replace(sample, events=events)
-                acquisition_truth += [{"sample_id": sample_id, **r} for r in rows]
+                anomaly_truth += [{"sample_id": sample_id, **r} for r in rows]
             _flow.write_flow_sample(out / "flow" / f"{sample_id}.fcs", written, text={
                 "$DATE": date, "$FIL": f"{sample_id}.fcs", "$SRC": subject.subject_id,
                 "$SMNO": sample_id, "$PROJ": "Anakinra in atopic dermatitis (simulated)",
@@ -427,13 +566,15 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
     write_csv_atomic(out / "clinical.csv", pd.DataFrame(clinical_rows))
     write_csv_atomic(out / "truth" / "flow_truth.csv", pd.DataFrame(flow_truth))
     if anomalies:
-        write_csv_atomic(out / "truth" / "acquisition.csv", pd.DataFrame(
-            acquisition_truth, columns=["sample_id", "kind", "first_event", "last_event",
+        write_csv_atomic(out / "truth" / "time_anomalies.csv", pd.DataFrame(
+            anomaly_truth, columns=["sample_id", "kind", "first_event", "last_event",
                                         "n_events", "t_start_s", "t_end_s", "note"]))
     if controls:
         _write_controls(out / "controls", seed)
     write_csv_atomic(out / "truth" / "cytokine_truth.csv", pd.DataFrame(cyto_truth))
     write_csv_atomic(out / "truth" / "effects.csv", pd.DataFrame(_effects_rows()))
+    if acquisition_drift is not None:
+        write_csv_atomic(out / "truth" / "acquisition.csv", pd.DataFrame(acquisition))
     write_csv_atomic(out / "truth" / "plates.csv", pd.DataFrame([{
         "plate": plate, "file": f"plates/{plate}.csv", "top_mfi_factor": PLATE_SHIFTS[plate][0],
         "ec50_factor": PLATE_SHIFTS[plate][1], "standard_bias": STANDARD_BIAS[plate],
@@ -447,6 +588,7 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
         "stop_day": "" if s.stop_day is None else s.stop_day, "missed_doses": s.missed_doses,
         "plate": plate_of_subject[s.subject_id]} for s in subjects]))
     write_text_atomic(out / "strategy.yaml", STRATEGY_YAML)
+    write_text_atomic(out / "strategy_adaptive.yaml", STRATEGY_ADAPTIVE_YAML)
     first_fcs = out / next(m["file"] for m in manifest if m["assay"] == "flow")
     _write_gatingml(out, first_fcs)
     write_text_atomic(out / "README.md", _readme(seed=seed, n_events=n_events,
@@ -519,7 +661,7 @@ _README_ACQUISITION = """
   (`flow.compensation: controls`).
 - Clogs in `AD02_week4_flow.fcs` and `AD06_week12_flow.fcs`: no events for 0.8 s, then 500 junk
   events (dim, small) in 0.1 s; drift in `AD03_week8_flow.fcs`: every fluorescence signal sags
-  linearly to 35 % over the last 40 % of the acquisition. `truth/acquisition.csv` gives, per file,
+  linearly to 35 % over the last 40 % of the acquisition. `truth/time_anomalies.csv` gives, per file,
   the event range (0-based, file order) and times of each (`clog_gap`, `clog_burst`, `drift`,
   `drift_below_0.6`). The burst events are not cells of the sample: `truth/flow_truth.csv`
   counts the tube's own events only.
@@ -664,6 +806,10 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         "| `strategy.gatingml.xml` | The same strategy as Gating-ML 2.0 (written by "
         "`immunoprofile.flow.gatingml.write_gatingml`), markers resolved to detector names "
         "(CD4 -> BV605-A) from the first FCS file; gives identical counts on every file. |",
+        "| `strategy_adaptive.yaml` | The same populations with data-driven gates (Gaussian-mixture "
+        "lymphocytes, a singlet band, density-minimum and tail thresholds, fitted quadrant "
+        "dividers), coordinates in data units; placed on each file's own events, so they follow "
+        "the acquisition drift. `make demo` uses it. |",
         "| `truth/` | What the simulation put in (below). |",
         "",
         f"Cytokines were measured at a subset of visits ({plates}): two 96-well plates hold 36 "
@@ -688,6 +834,11 @@ def _readme(*, seed: int, n_events: int, n_subjects: int, subjects: list[Subject
         "(`expected_result_factor`) until normalised with the bridging pool.",
         "- `truth/subjects.csv`: per subject the drawn responsiveness, drug exposure (PK) factor, "
         "attended visits, plate, missed doses.",
+        "- `truth/acquisition.csv`: per flow file the acquisition date and `fluorescence_factor`, "
+        "the cytometer's fluorescence gain that day (log-uniform 0.8-1.25, the same for every "
+        "fluorescence detector; scatter and spillover unchanged). The event truth above does not "
+        "depend on it; fixed gate coordinates see the populations move, data-driven gates follow "
+        "them.",
         "",
         "Effects (scaled by each subject's responsiveness; they build up over the first month of "
         "dosing and wane after the last dose):",

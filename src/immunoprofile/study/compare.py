@@ -300,7 +300,7 @@ def compare_periods(
         return compare_periods(adata, **settings)
     if layer not in adata.layers:
         from ..errors import InputError
-        raise InputError(None, f"no layer {layer!r} in the study (have {', '.join(adata.layers)})")
+        raise InputError(None, f"no layer {layer!r} in the study (have {', '.join(k for k in adata.layers if k is not None)})")
     families = dict(DEFAULT_FAMILIES if families is None else families)
     fam = _assign_families(adata.var, families)
     pm = period_means(adata, layer=layer)

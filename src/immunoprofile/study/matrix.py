@@ -40,6 +40,7 @@ from ..provenance import build_provenance
 from .clinical import clinical_summary, read_clinical
 from .design import DEFAULT_DESIGN, StudyDesign
 from .manifest import read_manifest, validate_manifest
+from .._frames import is_text_column
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata as ad
@@ -600,7 +601,7 @@ def _strings_to_categoricals(frame: pd.DataFrame) -> None:
 
     for col in frame.columns:
         values = frame[col]
-        if values.dtype != object:
+        if not is_text_column(values):
             continue
         strings = [v for v in values if isinstance(v, str)]
         if all(isinstance(v, str) or v is None or (isinstance(v, float) and v != v) for v in values):
@@ -744,8 +745,9 @@ def _check_keys(adata: ad.AnnData) -> None:
                 walk(value, f"{where}[{key!r}]")
 
     walk(dict(adata.uns), "uns")
+    # anndata >= 0.13 lists X among the layers under the key None.
     for name in (*adata.layers.keys(), *adata.obsm.keys(), *adata.varm.keys()):
-        if "/" in name:
+        if name is not None and "/" in name:
             raise ValueError(f"'/' in key {name!r} cannot be stored")
 
 

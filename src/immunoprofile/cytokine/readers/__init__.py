@@ -17,6 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
@@ -26,7 +27,7 @@ if TYPE_CHECKING:  # pandas is imported inside functions (keeps ``--help`` fast)
 
 __all__ = [
     "PlateData", "read_plate", "detect_format", "classify_sample", "parse_well", "WELL_COLUMNS",
-    "FORMATS", "VENDOR_COLUMNS",
+    "FORMATS", "VENDOR_COLUMNS", "expand_plate_paths", "PLATE_SUFFIXES",
 ]
 
 #: Columns of :attr:`PlateData.wells`, in this order.
@@ -347,6 +348,12 @@ def parse_vendor_value(raw: Any) -> tuple[float, str]:
 # --------------------------------------------------------------------------------------------
 # format detection and the single entry point
 
+def _is_msd_header(line: str) -> bool:
+    """A Discovery Workbench table header: ``[Plate Name,] Sample, Assay, Well, ... Signal``."""
+    tokens = [t.strip().strip('"').strip().lower() for t in line.split(",")]
+    return {"sample", "assay", "well"} <= set(tokens) and "signal" in tokens
+
+
 def detect_format(path: str | os.PathLike[str]) -> str:
     """Recognise a plate export by its content.
 
@@ -383,14 +390,32 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         return "beadlevel"
     if "==========Data" in text or re.match(r"^\s*FileName\s*:", first):
         return "msd_platereader"
-    if re.match(r'^\s*"?Plate_', first) or any(
-            re.match(r'^\s*"?Sample"?\s*,\s*"?Assay"?\s*,\s*"?Well"?', ln) for ln in lines[:3]):
+    if re.match(r'^\s*"?Plate_', first) or any(_is_msd_header(ln) for ln in lines[:3]):
         return "msd_workbench"
     tokens = {t.strip().strip('"').strip() for t in re.split(r"[,;\t]", first.lower())}
     if "well" in tokens and ("analyte" in tokens or tokens & {"mfi", "median", "median_mfi"}):
         return "generic"
     raise InputError(path, "not a recognised plate export (xPONENT, Intelliflex, Bio-Plex, MSD, "
                            "bead-level, or generic CSV with columns well, analyte, mfi)")
+
+
+#: File endings of plate exports taken from a folder.
+PLATE_SUFFIXES: tuple[str, ...] = (".csv", ".txt", ".xlsx", ".xls", ".xml", ".tsv")
+
+
+def expand_plate_paths(items: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Plate inputs as given, folders replaced by their plate exports (sorted by name, hidden
+    files and other endings skipped; not recursive). A path that does not exist is kept, so
+    reading it reports it."""
+    files: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and not
+                            p.name.startswith(".") and p.suffix.lower() in PLATE_SUFFIXES)
+        else:
+            files.append(path)
+    return list(dict.fromkeys(files))
 
 
 def read_plate(path: str | os.PathLike[str], *,

@@ -219,7 +219,8 @@ def _read_sheets(path: str | os.PathLike[str], sheets: list[tuple[str, list[list
             stype = _TYPE_MAP.get(wtype[:1].upper(), None) if re.match(r"^[BSCX]\d*$", wtype,
                                                                         re.I) else None
             records.append({
-                "plate": plate, "well": well, "sample": desc or wtype,
+                "plate": plate, "well": well, "sample": desc or wtype, "_desc": desc,
+                "_sheet": sheet_name,
                 "sample_type": stype or classify_sample(desc or wtype),
                 "analyte": analyte, "bead_region": region,
                 "median_mfi": to_float(get(row, "fi")), "net_mfi": to_float(get(row, "fi - bkgd")),
@@ -254,7 +255,14 @@ def _read_sheets(path: str | os.PathLike[str], sheets: list[tuple[str, list[list
     if not records:
         raise InputError(path, "no analyte sheet with a 'Type, Well, FI' table found (not a "
                                "Bio-Plex Manager report?)")
-    metadata: dict[str, Any] = {"software": "Bio-Plex Manager", "sheets": [s for s, _ in sheets]}
+    conflicts = _one_id_per_well(records)
+    if conflicts:
+        warnings.append(
+            f"the Description of {len(conflicts)} well(s) differs between analyte sheets; "
+            "each well keeps the first sheet's (" + "; ".join(conflicts[:4])
+            + (" …" if len(conflicts) > 4 else "") + ")")
+    metadata: dict[str, Any] = {"software": "Bio-Plex Manager", "sheets": [s for s, _ in sheets],
+                                "sample_types_from": "type column"}
     for key, name in (("File Name", "source_file"), ("Acquisition Date", "date"),
                       ("Reader Serial Number", "serial_number"), ("Plate ID", "batch"),
                       ("RP1 PMT (Volts)", "rp1_pmt_volts"), ("Standard Lot", "standard_lot")):
@@ -267,6 +275,28 @@ def _read_sheets(path: str | os.PathLike[str], sheets: list[tuple[str, list[list
     wells = build_wells(records, path=path, warnings=warnings, metadata=metadata)
     return PlateData(wells=wells, metadata=metadata, warnings=warnings,
                      vendor=build_vendor(vendor), path=os.fspath(path), format=fmt)
+
+
+def _one_id_per_well(records: list[dict[str, Any]]) -> list[str]:
+    """One sample id per well across all analyte sheets (in place): the first sheet's
+    Description, else the first one any sheet gives, else the Type code. A 2007 workbook can
+    carry the Description on one analyte's sheet only, so without this the same well would get
+    ``8`` on one sheet and ``S4`` on another. Returns the wells whose sheets disagree."""
+    first: dict[tuple[str, str], tuple[str, str]] = {}
+    seen: dict[tuple[str, str], dict[str, str]] = {}
+    for r in records:
+        key = (r["plate"], r["well"])
+        if r["_desc"]:
+            first.setdefault(key, (r["_desc"], r["_sheet"]))
+            seen.setdefault(key, {}).setdefault(r["_desc"], r["_sheet"])
+    conflicts = [f"{w}: " + ", ".join(f"{d!r} on {sh!r}" for d, sh in descs.items())
+                 for (_, w), descs in seen.items() if len(descs) > 1]
+    for r in records:
+        chosen = first.get((r["plate"], r["well"]))
+        if chosen is not None:
+            r["sample"] = chosen[0]
+        del r["_desc"], r["_sheet"]
+    return conflicts
 
 
 # --------------------------------------------------------------------------------------------
@@ -397,6 +427,7 @@ def _read_xml(path: str | os.PathLike[str]) -> PlateData:
     for r in records:
         r["unit"] = units.get(r["analyte"], "")
     metadata: dict[str, Any] = {"software": "Bio-Plex Manager",
+                                "sample_types_from": "type column",
                                 "build": root.get("BioPlexManagerVersion", ""),
                                 "batch": plate,
                                 "n_wells_with_bead_data": len({k[0] for k in counts})}

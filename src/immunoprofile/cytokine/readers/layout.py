@@ -127,7 +127,9 @@ def read_generic(path: str | os.PathLike[str]) -> PlateData:
     if problems:
         raise InputError(path, "; ".join(problems[:8]) + (" …" if len(problems) > 8 else ""))
     warnings: list[str] = []
-    metadata: dict[str, Any] = {"software": "generic CSV"}
+    metadata: dict[str, Any] = {"software": "generic CSV",
+                                "sample_types_from": "type column" if "sample_type" in cols
+                                else "names"}
     wells = build_wells(records, path=path, warnings=warnings, metadata=metadata)
     return PlateData(wells=wells, metadata=metadata, warnings=warnings, path=os.fspath(path),
                      format="generic")
@@ -236,3 +238,5 @@ def apply_layout(plate: PlateData, layout: pd.DataFrame) -> None:
                          if not w.startswith("MSD plate-reader text has no")]
     refresh_derived_net_mfi(plate)
     plate.metadata["layout"] = {"wells": len(listed), "sample_types_changed": changed_types}
+    if listed:
+        plate.metadata["sample_types_from"] = "layout"

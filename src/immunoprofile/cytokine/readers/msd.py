@@ -6,9 +6,14 @@ reader raw text (96 or 384 wells) into the tidy well × analyte table, or raises
 
 * Workbench CSV: a ``Plate_<barcode>`` line, then a table ``Sample, Assay, Well, Spot, ...,
   Dilution, Concentration, Signal, Adjusted Signal, ..., Calc. Concentration`` (one row per well ×
-  assay; a further ``Plate_`` line starts the next plate). Assay → analyte, Signal → median_mfi,
-  Adjusted Signal → net_mfi, Concentration → expected_conc, Calc. Concentration and Detection
-  Range → ``vendor``. ECL assays have no beads, so ``count`` is NaN.
+  assay; a further ``Plate_`` line starts the next plate), or the multi-plate "Experiment Data
+  Table" (``Plate Name, Sample, Assay, Well, Spot, ...``: the plate on every row). The plate id
+  is the barcode (``Plate_`` removed). Assay → analyte (its Spot → ``metadata["spots"]``),
+  Signal → median_mfi, Adjusted Signal → net_mfi (blanks have none: there it is Signal minus
+  the blank mean), Concentration → expected_conc, Calc. Concentration and Detection Range →
+  ``vendor``. Sample types by DW's names (:func:`classify_msd_sample`: ``CAL1``, ``Calibrator
+  1``, ``S001`` are calibrators; a zero calibrator is a standard at concentration 0). ECL
+  assays have no beads, so ``count`` is NaN.
 * Plate-reader text: per plate a ``Key : value`` header (``Plate #``, ``Barcode1``, ``Type``, ...)
   and a ``==========Data====`` matrix (row letter, one ECL signal per column). The file carries no
   sample names: supply a plate layout (``read_plate(..., layout=...)``) to mark standards,
@@ -26,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InputError
-from . import (PlateData, build_vendor, build_wells, classify_sample, parse_well, read_text,
-               to_float)
+from . import PlateData, build_vendor, build_wells, parse_well, read_text, to_float
 
-__all__ = ["read_msd", "read_msd_workbench", "read_msd_platereader"]
+__all__ = ["read_msd", "read_msd_workbench", "read_msd_platereader", "classify_msd_sample"]
 
 
 def read_msd(path: str | os.PathLike[str], *, format: str | None = None) -> PlateData:
@@ -57,8 +61,48 @@ def _range_flag(text: str) -> str:
     return "ok"
 
 
+# Discovery Workbench names: calibrators CAL1 / Calibrator 1 / S001 / Standard 1, controls
+# C001 / "... Control ..." / "... Cont 1", blanks, unknowns U001 or any other name
+_MSD_BLANK = re.compile(r"^\s*(blank|background|bkgd|diluent|buffer)\b|^\s*B\d{3}\s*$", re.I)
+_MSD_STANDARD = re.compile(
+    r"^\s*(cal(ibrator)?|standard|std)[\s_\-#]*\d+\s*$|^\s*cal\s*$|^\s*S\d{3}\s*$", re.I)
+_MSD_CONTROL = re.compile(r"^\s*C\d{3}\s*$|\bcont(rol)?\b|\bctrl\b|^\s*qc", re.I)
+
+
+def classify_msd_sample(name: str, expected: float = math.nan) -> str:
+    """Sample type of a Discovery Workbench sample name.
+
+    ``CAL1``/``Calibrator 1``/``S001``/``Standard 1`` → standard; ``Blank*``/``B001`` →
+    background; ``C001`` or a name containing ``Control``/``Cont``/``Ctrl``/``QC`` → control;
+    any other name with a known concentration (``Concentration`` column) → control (DW reports
+    its % Recovery; a kit control such as ``MSD 1.1``); otherwise unknown.
+    """
+    text = "" if name is None else str(name)
+    if _MSD_BLANK.match(text):
+        return "background"
+    if _MSD_STANDARD.match(text):
+        return "standard"
+    if _MSD_CONTROL.search(text):
+        return "control"
+    if math.isfinite(expected):
+        return "control"
+    return "unknown"
+
+
+def _plate_id(text: str) -> str:
+    """``Plate_1LK05A1071`` → ``1LK05A1071`` (the barcode); other names as they are."""
+    text = text.strip()
+    return text[len("Plate_"):] if text.startswith("Plate_") and len(text) > 6 else text
+
+
 def read_msd_workbench(path: str | os.PathLike[str]) -> PlateData:
-    """Read a Discovery Workbench CSV export.
+    """Read a Discovery Workbench CSV export (one or many plates, 96 or 384 wells).
+
+    Two layouts: per-plate blocks (a ``Plate_<barcode>`` line, then ``Sample, Assay, Well, ...``)
+    and the "Experiment Data Table" (an optional ``# <experiment>: Experiment Data Table``
+    line, then ``Plate Name, Sample, Assay, Well, Spot, ...``, the plate on every row). The plate
+    id is the barcode (``Plate_`` removed). Every Assay is an analyte; its spot goes to
+    ``metadata["spots"]``.
 
     Returns
     -------
@@ -75,12 +119,20 @@ def read_msd_workbench(path: str | os.PathLike[str]) -> PlateData:
     records: list[dict[str, Any]] = []
     vendor: list[dict[str, Any]] = []
     warnings: list[str] = []
+    spots: dict[str, str] = {}
+    experiment = ""
+    seen: set[tuple[str, str, str]] = set()
+    duplicates: list[str] = []
     for row in rows:
         cells = [c.strip() for c in row]
         if not any(cells):
             continue
-        if cells[0].startswith("Plate_"):
-            plate = cells[0][len("Plate_"):] or plate
+        if cells[0].startswith("#"):
+            # "# Experiment_2020-09-01-085942: Experiment Data Table"
+            experiment = experiment or cells[0].lstrip("# ").split(":")[0].strip()
+            continue
+        if cells[0].startswith("Plate_") and not any(cells[1:]):
+            plate = _plate_id(cells[0]) or plate
             header = None
             continue
         if header is None:
@@ -96,24 +148,48 @@ def read_msd_workbench(path: str | os.PathLike[str]) -> PlateData:
         well = parse_well(get("well"))
         if well is None:
             continue
+        row_plate = _plate_id(get("plate name")) if "plate name" in header else plate
+        row_plate = row_plate or plate
         sample = get("sample")
-        assay = get("assay") or f"spot {get('spot') or 1}"
+        spot = get("spot")
+        assay = get("assay") or f"spot {spot or 1}"
+        if spot:
+            spots.setdefault(assay, spot)
+        key = (row_plate, well, assay)
+        if key in seen:
+            duplicates.append(f"{row_plate} {well} {assay}")
+            continue
+        seen.add(key)
+        expected = to_float(get("concentration"))
         records.append({
-            "plate": plate, "well": well, "sample": sample, "sample_type": classify_sample(sample),
+            "plate": row_plate, "well": well, "sample": sample,
             "analyte": assay, "median_mfi": to_float(get("signal")),
             "net_mfi": to_float(get("adjusted signal")), "count": math.nan,
-            "dilution": to_float(get("dilution")), "expected_conc": to_float(get("concentration")),
+            "dilution": to_float(get("dilution")), "expected_conc": expected,
         })
         if "calc. concentration" in header:
             raw = get("calc. concentration")
             value = to_float(raw)
             flag = _range_flag(get("detection range")) if math.isfinite(value) else "missing"
-            vendor.append({"plate": plate, "well": well, "analyte": assay, "concentration": value,
-                           "flag": flag, "raw": raw})
+            vendor.append({"plate": row_plate, "well": well, "analyte": assay,
+                           "concentration": value, "flag": flag, "raw": raw})
     if not records:
         raise InputError(path, "MSD Workbench export without a 'Sample, Assay, Well, ... Signal' "
                                "table")
-    metadata: dict[str, Any] = {"software": "MSD Discovery Workbench"}
+    # one type per sample: a kit control has a known concentration on some spots only
+    known = {(r["plate"], r["sample"]) for r in records if math.isfinite(r["expected_conc"])}
+    for r in records:
+        r["sample_type"] = classify_msd_sample(
+            r["sample"], 1.0 if (r["plate"], r["sample"]) in known else math.nan)
+    if duplicates:
+        warnings.append(f"{len(duplicates)} repeated plate/well/assay row(s) ignored (first kept):"
+                        f" {', '.join(duplicates[:5])}" + (" …" if len(duplicates) > 5 else ""))
+    metadata: dict[str, Any] = {"software": "MSD Discovery Workbench",
+                                "sample_types_from": "names"}
+    if experiment:
+        metadata["experiment"] = experiment
+    if spots:
+        metadata["spots"] = spots
     wells = build_wells(records, path=path, warnings=warnings, metadata=metadata)
     return PlateData(wells=wells, metadata=metadata,
                      warnings=warnings, vendor=build_vendor(vendor), path=os.fspath(path),

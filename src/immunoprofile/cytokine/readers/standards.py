@@ -27,19 +27,42 @@ from . import PlateData, classify_sample, read_text, to_float, well_sort_key
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["read_standards", "apply_standards", "STANDARDS_COLUMNS"]
+__all__ = ["read_standards", "apply_standards", "describe_columns", "STANDARDS_COLUMNS"]
 
 STANDARDS_COLUMNS = ("analyte", "standard", "expected_conc", "unit", "control_low", "control_high")
+# header synonyms vendors' kit lot sheets and labs use, compared after _header_key (lower case,
+# punctuation and "_" as blanks): "Expected Conc.", "expected_conc_pg_ml", "Range Low", "Std"...
 _ALIASES = {
-    "analyte": "analyte", "cytokine": "analyte", "bead": "analyte",
+    "analyte": "analyte", "cytokine": "analyte", "bead": "analyte", "analyte name": "analyte",
+    "target": "analyte", "assay": "analyte",
     "standard": "standard", "sample": "standard", "name": "standard", "reagent": "standard",
-    "level": "standard",
-    "expected_conc": "expected_conc", "expected": "expected_conc", "concentration": "expected_conc",
+    "level": "standard", "std": "standard", "standard name": "standard",
+    "sample name": "standard", "standard id": "standard", "calibrator": "standard",
+    "expected conc": "expected_conc", "expected": "expected_conc", "concentration": "expected_conc",
     "expected concentration": "expected_conc", "exp conc": "expected_conc", "conc": "expected_conc",
-    "unit": "unit", "units": "unit",
-    "control_low": "control_low", "low": "control_low", "control range - low": "control_low",
-    "control_high": "control_high", "high": "control_high", "control range - high": "control_high",
+    "exp concentration": "expected_conc", "nominal concentration": "expected_conc",
+    "unit": "unit", "units": "unit", "concentration unit": "unit", "conc unit": "unit",
+    "control low": "control_low", "low": "control_low", "control range low": "control_low",
+    "range low": "control_low", "low range": "control_low", "lower limit": "control_low",
+    "control high": "control_high", "high": "control_high", "control range high": "control_high",
+    "range high": "control_high", "high range": "control_high", "upper limit": "control_high",
+    "bead region": "bead_region", "region": "bead_region", "bead id": "bead_region",
+    "beadid": "bead_region", "bead number": "bead_region",
 }
+_UNIT_IN_HEADER = re.compile(r"\b(fg|pg|ng|ug|µg|mg|iu|u)\s*[/_ ]\s*(ml|l|dl)\b", re.I)
+
+
+def _header_key(header: str) -> tuple[str, str]:
+    """A header cell → (alias key, unit named in it): ``Expected Conc. (pg/mL)`` →
+    ``("expected conc", "pg/mL")``, ``expected_conc_pg_ml`` → ``("expected conc", "pg/mL")``."""
+    text = header.strip().lower().replace("_", " ")
+    unit = ""
+    m = _UNIT_IN_HEADER.search(text)
+    if m:
+        unit = f"{m.group(1)}/{m.group(2)}".replace("ml", "mL").replace("dl", "dL")
+        text = (text[:m.start()] + text[m.end():])
+    key = " ".join(re.sub(r"[^0-9a-zµ]+", " ", text).split())
+    return key, unit
 
 
 def _norm_analyte(name: str) -> str:
@@ -49,7 +72,7 @@ def _norm_analyte(name: str) -> str:
     return re.sub(r"[^0-9a-z]", "", text)
 
 
-_STD_NAME = re.compile(r"^(?:standard|std|s)[\s_\-]*0*(\d+)$")
+_STD_NAME = re.compile(r"^(?:standard|std|s|cal|calibrator)[\s_\-]*0*(\d+)$")
 _CTRL_NAME = re.compile(r"^(?:control|ctrl|c)[\s_\-]*0*(\d+)$")
 
 
@@ -72,8 +95,12 @@ def read_standards(path: str | os.PathLike[str]) -> pd.DataFrame:
     ----------
     path
         CSV or TSV (delimiter detected) with a header row; columns ``analyte, standard,
-        expected_conc, unit`` and optionally ``control_low, control_high`` (synonyms such as
-        ``Units``, ``Expected``, ``Reagent`` are accepted).
+        expected_conc, unit`` and optionally ``control_low, control_high`` and a bead region.
+        The headers of vendors' kit lot sheets and labs are read (``Standard``/``Sample``/
+        ``Std``, ``Expected Conc.``/``expected_conc_pg_ml`` (a unit in the header is the unit
+        when there is no unit column), ``Units``/``Unit``, ``Range Low``/``Range High``,
+        ``Bead Region``/``Region``); ``table.attrs["columns"]`` records which header fed which
+        field (:func:`describe_columns`), other columns are listed as ignored.
 
     Returns
     -------
@@ -99,16 +126,28 @@ def read_standards(path: str | os.PathLike[str]) -> pd.DataFrame:
         rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
     except csv.Error as exc:
         raise InputError(path, f"malformed standards table ({exc})") from None
-    header = [_ALIASES.get(h.strip().lower(), h.strip().lower()) for h in rows[0]]
-    missing = [c for c in ("analyte", "standard", "expected_conc") if c not in header]
+    idx: dict[str, int] = {}
+    header_unit = ""
+    ignored: list[str] = []
+    for i, cell in enumerate(rows[0]):
+        key, unit = _header_key(cell)
+        name = _ALIASES.get(key, key.replace(" ", "_"))
+        if name in (*STANDARDS_COLUMNS, "bead_region") and name not in idx:
+            idx[name] = i
+            if name == "expected_conc" and unit:
+                header_unit = unit
+        elif cell.strip():
+            ignored.append(cell.strip())
+    missing = [c for c in ("analyte", "standard", "expected_conc") if c not in idx]
     if missing:
         raise InputError(path, f"standards table lacks column(s) {', '.join(missing)} (need "
                                "analyte, standard, expected_conc[, unit, control_low, "
-                               "control_high])")
-    idx = {c: header.index(c) for c in STANDARDS_COLUMNS if c in header}
+                               "control_high]; synonyms such as Standard/Sample/Std, Expected "
+                               f"Conc., Units, Range Low/High are read; found {rows[0]})")
     records: list[dict[str, Any]] = []
     problems: list[str] = []
     seen: set[tuple[str, str]] = set()
+    regions: dict[str, int] = {}
     for n, row in enumerate(rows[1:], start=2):
         def cell(col: str) -> str:
             i = idx.get(col)
@@ -117,7 +156,8 @@ def read_standards(path: str | os.PathLike[str]) -> pd.DataFrame:
         if not analyte or not standard:
             problems.append(f"line {n}: analyte and standard are required")
             continue
-        rec = {"analyte": analyte, "standard": standard, "unit": cell("unit")}
+        rec = {"analyte": analyte, "standard": standard,
+               "unit": cell("unit") or header_unit}
         for col in ("expected_conc", "control_low", "control_high"):
             raw = cell(col)
             value = to_float(raw)
@@ -133,12 +173,31 @@ def read_standards(path: str | os.PathLike[str]) -> pd.DataFrame:
         if key in seen:
             problems.append(f"line {n}: duplicate entry {standard}/{analyte}")
         seen.add(key)
+        region = to_float(cell("bead_region"))
+        if math.isfinite(region):
+            regions.setdefault(analyte, int(region))
         records.append(rec)
     if problems:
         raise InputError(path, "; ".join(problems[:10]) + (" …" if len(problems) > 10 else ""))
     if not records:
         raise InputError(path, "standards table has a header but no rows")
-    return pd.DataFrame.from_records(records, columns=list(STANDARDS_COLUMNS))
+    table = pd.DataFrame.from_records(records, columns=list(STANDARDS_COLUMNS))
+    # which header fed which field (the command reports it), the bead regions for matching
+    table.attrs["columns"] = {name: rows[0][i].strip() for name, i in idx.items()}
+    if header_unit and "unit" not in idx:
+        table.attrs["columns"]["unit"] = f"{rows[0][idx['expected_conc']].strip()} (header)"
+    table.attrs["ignored_columns"] = ignored
+    table.attrs["bead_regions"] = regions
+    return table
+
+
+def describe_columns(table: pd.DataFrame) -> str:
+    """One line saying which of the sheet's columns :func:`read_standards` took."""
+    cols = table.attrs.get("columns") or {}
+    taken = ", ".join(f"{field} <- {header!r}" for field, header in cols.items())
+    ignored = table.attrs.get("ignored_columns") or []
+    return f"standards table columns: {taken}" + (
+        f"; ignored: {', '.join(repr(c) for c in ignored)}" if ignored else "")
 
 
 def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
@@ -160,8 +219,16 @@ def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
         loose.setdefault(_norm_analyte(a), a)
     entries: dict[tuple[str, str], dict[str, Any]] = {}
     unmatched: list[str] = []
+    # a kit sheet's bead region matches the plate's when the names differ ("IL-6" vs "Hu IL-6")
+    by_region: dict[int, str] = {}
+    if "bead_region" in df.columns:
+        for a, r in zip(df["analyte"], df["bead_region"]):
+            if r is not None and not (isinstance(r, float) and math.isnan(r)) and str(r) != "<NA>":
+                by_region.setdefault(int(r), a)
+    sheet_regions = table.attrs.get("bead_regions") or {}
     for rec in table.to_dict("records"):
-        a = exact.get(rec["analyte"]) or loose.get(_norm_analyte(rec["analyte"]))
+        a = exact.get(rec["analyte"]) or loose.get(_norm_analyte(rec["analyte"])) or \
+            by_region.get(sheet_regions.get(rec["analyte"], -1))
         if a is None:
             unmatched.append(str(rec["analyte"]))
             continue
@@ -174,9 +241,16 @@ def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
     matched = 0
     ranges = plate.metadata.setdefault("control_ranges", {})
     keys = df["sample"].map(_name_key)
+    # a type the export's type column (Bio-Plex B/S/C/X, a generic sample_type) or a layout gave
+    # wins over a name that looks like a kit entry: an unknown literally named "S1" stays one
+    typed = plate.metadata.get("sample_types_from") in ("type column", "layout")
+    kept: list[str] = []
     for i in range(len(df)):
         rec = entries.get((df.at[i, "analyte"], keys.iat[i]))
         if rec is None:
+            continue
+        if typed and df.at[i, "sample_type"] not in ("standard", "control"):
+            kept.append(f"{df.at[i, 'well']} {df.at[i, 'sample']}")
             continue
         matched += 1
         new = rec["expected_conc"]
@@ -198,6 +272,13 @@ def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
                 rec["control_low"], rec["control_high"]]
     if not ranges:
         plate.metadata.pop("control_ranges", None)
+    if kept:
+        names = list(dict.fromkeys(kept))
+        plate.warnings.append(
+            f"{len(names)} well(s) named like a standards-table entry keep the type the "
+            f"{'layout' if plate.metadata.get('sample_types_from') == 'layout' else 'file'} "
+            "gives them (not a standard/control): " + ", ".join(names[:6])
+            + (" …" if len(names) > 6 else ""))
     # the analyte's unit is one per plate: spread the table's unit to the unknowns too
     units = {a: rec["unit"] for (a, _), rec in entries.items() if rec["unit"]}
     for a, unit in units.items():
@@ -215,4 +296,5 @@ def apply_standards(plate: PlateData, table: pd.DataFrame) -> None:
                               "table: " + ", ".join(names[:10])
                               + (" …" if len(names) > 10 else ""))
     plate.metadata["standards_table"] = {"entries": int(len(table)), "values_matched": matched,
-                                         "differences": len(differences)}
+                                         "differences": len(differences),
+                                         "columns": dict(table.attrs.get("columns") or {})}
