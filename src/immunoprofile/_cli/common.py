@@ -118,13 +118,22 @@ def setup_logging(verbosity: Verbosity, log_file: str | Path | None = None) -> N
 
 
 def add_log_file(path: str | Path) -> None:
-    """Also write plain, timestamped logs to ``path`` (next to the outputs)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    """Also write plain, timestamped logs to ``path`` (next to the outputs), creating it (and its
+    folder) at the first record, so a command stopped by bad input leaves nothing behind."""
+    handler = _LazyFileHandler(path)
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler._immunoprofile = True  # type: ignore[attr-defined]
     logging.getLogger("immunoprofile").addHandler(handler)
+
+
+class _LazyFileHandler(logging.FileHandler):
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(path, mode="a", encoding="utf-8", delay=True)
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        Path(self.baseFilename).parent.mkdir(parents=True, exist_ok=True)
+        return super()._open()
 
 
 @contextlib.contextmanager

@@ -1,24 +1,21 @@
 """``immunoprofile cytokines``: read plate exports, fit standard curves, quantify, write outputs.
 
-The command only parses options, calls :func:`immunoprofile.cytokine.readers.read_plate` per
-file, :func:`immunoprofile.cytokine.quantify.quantify_plates` once and
-:func:`immunoprofile.cytokine.quantify.write_cytokine_outputs`. An unreadable plate is listed in
-``failed.tsv``, the others go on, and the exit code is 1.
+The command only parses options and calls :func:`immunoprofile.cytokine.quantify_files` (the
+same function ``immunoprofile run`` calls), which reads the plates through the process pool and
+writes the outputs. An unreadable plate is listed in ``failed.tsv``, the others go on, and the
+exit code is 1.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
 import click
 
-from .common import common_options
+from .common import common_options, progress
 
 __all__ = ["command"]
-
-log = logging.getLogger("immunoprofile.cytokines")
 
 
 @click.command("cytokines")
@@ -62,12 +59,15 @@ log = logging.getLogger("immunoprofile.cytokines")
               help="Keep the file's expected concentrations even when they look corrupted.")
 @click.option("--out", "out_dir", default="cytokines_output", show_default=True,
               type=click.Path(path_type=Path), help="Output folder.")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Worker processes (1 = serial).")
 @common_options
 def command(plate_inputs: tuple[Path, ...], layout_path: Path | None,
             standards_path: Path | None, model: str, weights: str, power: float,
             replicate_means: bool | None, search: str, lloq_policy: str, min_beads: int,
             drop_low_bead_standards: bool, max_cv: float, recovery: str, bridging_sample: str | None,
-            drug_readouts: tuple[str, ...], no_repair: bool, out_dir: Path, verbosity) -> None:
+            drug_readouts: tuple[str, ...], no_repair: bool, out_dir: Path, jobs: int,
+            verbosity) -> None:
     """Fit standard curves and quantify the multiplex PLATE_INPUTS (xPONENT, Bio-Plex, MSD, ...;
     files, or folders of plate exports).
 
@@ -75,9 +75,10 @@ def command(plate_inputs: tuple[Path, ...], layout_path: Path | None,
     provenance.json and failed.tsv to --out. Exit 1 when a plate could not be read (listed in
     failed.tsv; the others are still quantified), 2 for invalid options or inputs.
     """
-    from ..cytokine.quantify import QuantifyOptions, quantify_plates, write_cytokine_outputs
-    from ..cytokine.readers import read_plate
+    from ..cytokine.quantify import QuantifyOptions
+    from ..cytokine.stage import quantify_files
     from ..errors import InputError
+    from ..executors import ExecutorSpec
     from .common import add_log_file
 
     try:
@@ -91,69 +92,19 @@ def command(plate_inputs: tuple[Path, ...], layout_path: Path | None,
         drop_low_bead_standards=drop_low_bead_standards,
         lloq_policy=lloq_policy, bridging=bridging_sample is not None,
         bridging_sample=bridging_sample, drug_readouts=tuple(drug_readouts))
-    for extra, what in ((layout_path, "layout"), (standards_path, "standards table")):
-        if extra is not None and not extra.is_file():
-            raise InputError(extra, f"{what} file not found")
-    if layout_path is not None:  # one layout for every plate: a bad one is a usage error
-        from ..cytokine.readers.layout import read_layout
-        read_layout(layout_path)
-    standards = None
-    if standards_path is not None:  # read once; a bad table is a usage error for every plate
-        from ..cytokine.readers.standards import describe_columns, read_standards
-        standards = read_standards(standards_path)
-        click.echo(f"{standards_path.name}: {describe_columns(standards)}",
-                   err=verbosity.quiet)
-
-    from ..cytokine.readers import expand_plate_paths
-    plate_files = expand_plate_paths(plate_inputs)
-    if not plate_files:
-        raise InputError(plate_inputs[0], "no plate exports in the folder(s) given")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    add_log_file(out_dir / "cytokines.log")
-    plates, failures = [], []
-    for path in plate_files:
-        try:
-            plate = read_plate(path, layout=layout_path, standards=standards,
-                               repair=not no_repair)
-        except InputError as exc:
-            log.warning("%s", exc)
-            failures.append((str(path), exc.reason))
-            continue
-        except Exception as exc:  # noqa: BLE001 - a reader bug on one file must not stop the batch
-            if verbosity.debug:
-                raise
-            from ..executors import describe_error
-
-            # a bug, not bad input: say so (same wording as the executors), --debug shows it
-            reason = f"{describe_error(exc)}; run with --debug for the traceback"
-            log.warning("%s: %s", path, reason)
-            failures.append((str(path), reason))
-            continue
-        for message in plate.warnings:
-            log.warning("%s: %s", path.name, message)
-        plates.append(plate)
-    log.info("quantifying %d plate export(s): model %s, weights %s", len(plates), model,
-             weights)
-    results = quantify_plates(plates, options)
-    for plate, result in zip(plates, results):
-        for message in result.warnings[len(plate.warnings):]:  # quantification's own warnings
-            log.warning("%s: %s", Path(result.path).name, message)
-    inputs = [*plate_files, *(p for p in (layout_path, standards_path) if p is not None)]
-    written = write_cytokine_outputs(
-        out_dir, results, failures, parameters=options.to_dict() | {"repair": not no_repair,
-                                                                    "layout": _s(layout_path),
-                                                                    "standards": _s(standards_path)},
-        inputs=inputs, options=options, command=" ".join(["immunoprofile", *sys.argv[1:]]))
-    n_curves = sum(len(r.curves) for r in results)
-    n_failed_fits = sum(int((~r.curves["converged"].astype(bool)).sum()) for r in results)
-    click.echo(f"quantified {len(results)}/{len(plate_files)} plate export(s), {n_curves} curve(s)"
+    add_log_file(out_dir / "cytokines.log")  # opened at the first record: bad input leaves none
+    result = quantify_files(
+        plate_inputs, options, layout=layout_path, standards=standards_path,
+        repair=not no_repair, executor=ExecutorSpec("process", jobs), out_dir=out_dir,
+        progress=lambda total, what: progress(total, what, quiet=verbosity.quiet),
+        command=" ".join(["immunoprofile", *sys.argv[1:]]))
+    n_curves = sum(len(r.curves) for r in result.results)
+    n_failed_fits = sum(int((~r.curves["converged"].astype(bool)).sum()) for r in result.results)
+    n_files = len(result.results) + len(result.failures)
+    click.echo(f"quantified {len(result.results)}/{n_files} plate export(s), {n_curves} curve(s)"
                f" ({n_failed_fits} failed fit(s)); outputs in {out_dir}/ "
-               f"({', '.join(p.name for p in written.values())})", err=verbosity.quiet)
-    if failures:
-        for path, reason in failures:
+               f"({', '.join(p.name for p in result.written.values())})", err=verbosity.quiet)
+    if result.failures:
+        for path, reason in result.failures:
             click.echo(f"failed: {path}: {reason}", err=True)
         sys.exit(1)
-
-
-def _s(path: Path | None) -> str | None:
-    return None if path is None else str(path)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .gates import Strategy
 
 __all__ = [
-    "SampleGating", "KEYWORDS", "gate_sample", "gate_task", "write_gate_outputs",
+    "SampleGating", "KEYWORDS", "gate_sample", "write_gate_outputs",
     "gate_outputs_frame", "gate_anndata", "resolve_spillover", "expand_fcs_inputs",
     "sample_ids_from_manifest", "GATE_SCHEMA_VERSION", "gate_positions_frame",
     "write_fitted_gatingml", "time_qc_frame",
@@ -255,16 +255,6 @@ def write_fitted_gatingml(strategy: Strategy, result: Any,
     except (InputError, ValueError) as exc:
         return [f"fitted gates not written as Gating-ML: {exc}"]
     return []
-
-
-def gate_task(path: str, strategy: Any, compensation: Any, sample_id: str | None,
-              membership_path: str | None,
-              statistics: Sequence[str] | None = None,
-              fitted_gatingml_path: str | None = None, time_qc: Any = None) -> SampleGating:
-    """Positional wrapper of :func:`gate_sample` for :func:`immunoprofile.executors.run_tasks`."""
-    return gate_sample(path, strategy, compensation=compensation, sample_id=sample_id,
-                       membership_path=membership_path, statistics=statistics,
-                       fitted_gatingml_path=fitted_gatingml_path, time_qc=time_qc)
 
 
 def gate_positions_frame(samples: Sequence[SampleGating]) -> pd.DataFrame | None:
@@ -595,19 +585,26 @@ def expand_fcs_inputs(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return unique
 
 
-def sample_ids_from_manifest(path: str | os.PathLike[str]) -> dict[str, str]:
+def sample_ids_from_manifest(manifest: str | os.PathLike[str] | pd.DataFrame, *,
+                             source: str | os.PathLike[str] | None = None) -> dict[str, str]:
     """Map FCS file names to sample ids using a manifest's ``file`` and ``sample_id`` columns.
 
+    ``manifest`` is a CSV path or an already-read table (``source``: its file, for messages).
     Rows whose ``assay`` (when present) is not ``flow`` are ignored. Keys are file names
-    (basename), so the manifest may give paths relative to anywhere.
+    (basename), so the manifest may give paths relative to anywhere; the ids are given to
+    :func:`immunoprofile.flow.stage.pair_samples`.
     """
     import pandas as pd
 
-    path = Path(path)
-    try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise InputError(path, f"cannot read manifest ({' '.join(str(exc).split())})") from exc
+    if isinstance(manifest, pd.DataFrame):
+        path = Path(source) if source is not None else None
+        frame = manifest.astype(object).where(manifest.notna(), "").astype(str)
+    else:
+        path = Path(manifest)
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise InputError(path, f"cannot read manifest ({' '.join(str(exc).split())})") from exc
     missing = [c for c in ("sample_id", "file") if c not in frame.columns]
     if missing:
         raise InputError(path, f"manifest lacks column(s) {', '.join(missing)}")

@@ -79,7 +79,7 @@ def _b64(png: bytes) -> str:
 
 def build_report(run_dir: str | Path, out: str | Path | None = None, *,
                  max_gating_samples: int = 200, gating: bool = True,
-                 jobs: int = 2) -> ReportSummary:
+                 jobs: int = 2, title: str | None = None) -> ReportSummary:
     """Build the self-contained HTML report of a run directory.
 
     Parameters
@@ -95,6 +95,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
         Draw per-sample gating figures (re-reads the FCS files named in the provenance).
     jobs
         Worker processes drawing the gating figures (1 = in this process).
+    title
+        The report's title (default "immunoprofile report").
 
     Returns
     -------
@@ -118,7 +120,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
             write_csv_atomic(plots_dir / f"{name}.tsv", table, sep="\t")
         return _b64(png)
 
-    context: dict[str, Any] = {"title": "immunoprofile report", "cards": [], "failures": []}
+    context: dict[str, Any] = {"title": title or "immunoprofile report", "cards": [],
+                               "failures": []}
     study = _read_study(data.study_path)
     order = _protocol_order(study)
     _summary(data, context)

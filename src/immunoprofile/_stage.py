@@ -1,0 +1,67 @@
+"""What the batch stages (:func:`immunoprofile.flow.gate_files`,
+:func:`immunoprofile.cytokine.quantify_files`) share: running per-input tasks through an executor
+with an optional per-task cache and a progress bar.
+
+The cache is the caller's (the pipeline runner keys it by content); a stage only asks it for a
+task's result before running the task and hands it every result as soon as it arrives, so a run
+killed half-way keeps what is done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+from .executors import ExecutorSpec, TaskOutcome, run_tasks
+
+__all__ = ["TaskCache", "ProgressFactory", "no_progress", "run_stage_tasks"]
+
+#: ``progress(total, description)`` -> context manager yielding ``advance()``.
+ProgressFactory = Callable[[int, str], contextlib.AbstractContextManager[Callable[[], None]]]
+
+
+class TaskCache(Protocol):
+    """A per-task result store: ``get(task)`` (``None`` when absent) and ``put(task, value)``."""
+
+    def get(self, task: Any) -> Any | None: ...
+
+    def put(self, task: Any, value: Any) -> None: ...
+
+
+@contextlib.contextmanager
+def no_progress(total: int, description: str) -> Iterator[Callable[[], None]]:
+    """The silent :data:`ProgressFactory`."""
+    yield lambda: None
+
+
+def run_stage_tasks(fn: Callable[..., Any], tasks: Sequence[tuple[str, Any]], *,
+                    executor: ExecutorSpec | None, cache: TaskCache | None,
+                    progress: ProgressFactory | None, description: str,
+                    log: logging.Logger) -> list[TaskOutcome]:
+    """Run ``fn(task)`` for every ``(key, task)`` through ``executor`` (serial when ``None``),
+    logging each failure (traceback at debug level) and storing each success in ``cache``.
+
+    Returns
+    -------
+    list of TaskOutcome
+        In task order.
+    """
+    spec = executor if executor is not None else ExecutorSpec("serial")
+    by_key = dict(tasks)
+    with (progress or no_progress)(len(tasks), description) as advance:
+        def on_done(outcome: TaskOutcome) -> None:
+            if outcome.ok:
+                if cache is not None:
+                    cache.put(by_key[outcome.key], outcome.value)
+            else:
+                log.warning("%s: %s", outcome.key, outcome.error)
+                if outcome.details:
+                    log.debug(outcome.details)
+            advance()
+
+        if not tasks:
+            return []
+        return run_tasks(fn, [(key, (task,)) for key, task in tasks], spec=spec,
+                         on_done=on_done)

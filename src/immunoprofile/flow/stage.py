@@ -1,0 +1,290 @@
+"""The gate stage as one function: many FCS files, one strategy -> one tidy table, one AnnData.
+
+Contract: :func:`gate_files` gates every file with :func:`~immunoprofile.flow.batch.gate_sample`
+through an executor (serial, process pool or Dask), returns a :class:`GateFilesResult` (the tidy
+``populations.csv`` table, the ``flow.h5ad`` AnnData, the failures) and, given ``out_dir``, writes
+the gate outputs with :func:`~immunoprofile.flow.batch.write_gate_outputs`. ``immunoprofile gate``
+and the pipeline runner both call it, so their outputs are the same bytes; the runner adds only
+its cache (``cache=``) and the per-file matrices of its compensation controls
+(``compensation=`` a callable). :func:`pair_samples` is the one file -> sample id join.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from ..executors import ExecutorSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    import anndata
+    import pandas as pd
+
+    from .._stage import ProgressFactory, TaskCache
+    from .batch import SampleGating
+    from .gates import Strategy
+
+__all__ = ["GateFilesResult", "GateTask", "gate_files", "pair_samples"]
+
+log = logging.getLogger("immunoprofile.gate")
+
+_BUILTIN = ("fcs", "none")
+
+
+@dataclass(frozen=True)
+class GateTask:
+    """Everything one file's gating needs (small, picklable: what crosses to a worker, and what
+    a cache keys on)."""
+
+    sample_id: str
+    path: Path
+    strategy: Any
+    compensation: Any
+    statistics: tuple[str, ...] | None
+    time_qc: Any
+    membership_path: Path | None = None
+    fitted_gatingml_path: Path | None = None
+
+
+@dataclass
+class GateFilesResult:
+    """What :func:`gate_files` produced.
+
+    Attributes
+    ----------
+    samples
+        One :class:`~immunoprofile.flow.batch.SampleGating` per gated file, sorted by sample id.
+    failures
+        ``(input, reason)`` of every file that could not be gated.
+    strategy
+        The strategy used.
+    written
+        Output name -> path (empty without ``out_dir``).
+    n_cached
+        Samples that came from the cache.
+    """
+
+    samples: list[SampleGating]
+    failures: list[tuple[str, str]]
+    strategy: Strategy
+    written: dict[str, Path] = field(default_factory=dict)
+    n_cached: int = 0
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The tidy ``populations.csv`` table (one row per sample × population)."""
+        from .batch import gate_outputs_frame
+
+        return gate_outputs_frame(self.samples)
+
+    @property
+    def adata(self) -> anndata.AnnData:
+        """The ``flow.h5ad`` AnnData (obs = samples, var = population × statistic)."""
+        from .batch import gate_anndata
+
+        return gate_anndata(self.samples, strategy=self.strategy, failures=self.failures)
+
+
+def pair_samples(files: Sequence[str | os.PathLike[str]],
+                 sample_ids: Mapping[str, str] | None = None) -> list[tuple[str, Path]]:
+    """``(sample_id, path)`` of every file, sorted by sample id: the id is
+    ``sample_ids[file name]`` (a manifest's mapping,
+    :func:`~immunoprofile.flow.batch.sample_ids_from_manifest`), else the file stem.
+
+    Raises
+    ------
+    InputError
+        When two files get the same sample id.
+    """
+    mapping = sample_ids or {}
+    seen: dict[str, Path] = {}
+    for item in files:
+        path = Path(item)
+        sid = str(mapping.get(path.name, path.stem))
+        if sid in seen:
+            raise InputError(path, f"sample id {sid!r} is also the id of {seen[sid]}; rename a "
+                                   "file or map ids in a manifest")
+        seen[sid] = path
+    return sorted(seen.items())
+
+
+def gate_files(
+    files: Sequence[str | os.PathLike[str]],
+    strategy: Strategy | str | os.PathLike[str],
+    *,
+    sample_ids: Mapping[str, str] | None = None,
+    compensation: Any = "fcs",
+    group: str | None = None,
+    statistics: Sequence[str] | None = None,
+    time_qc: Any = None,
+    membership: bool = False,
+    executor: ExecutorSpec | None = None,
+    out_dir: str | os.PathLike[str] | None = None,
+    cache: TaskCache | None = None,
+    progress: ProgressFactory | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    command: str | None = None,
+) -> GateFilesResult:
+    """Gate many FCS files with one strategy into one table and one AnnData.
+
+    Parameters
+    ----------
+    files
+        FCS files (a folder stands for its ``*.fcs`` files). A file that cannot be read or gated
+        is listed in ``failures``; the others go on.
+    strategy
+        A :class:`~immunoprofile.flow.gates.Strategy`, or a Gating-ML / FlowJo / YAML file.
+    sample_ids
+        File name -> sample id (default: the file stem); see :func:`pair_samples`.
+    compensation
+        ``"fcs"`` (each file's own spillover), ``"none"``, a matrix file or ``Spillover``, or a
+        callable ``path -> one of those`` choosing per file (an ``InputError`` it raises fails
+        that file alone).
+    group
+        FlowJo sample group (workspaces only).
+    statistics
+        Marker statistics (:data:`immunoprofile.flow.stats.STATISTICS`); ``None`` = all.
+    time_qc
+        ``None``/``False`` (off), ``True`` (default options) or a
+        :class:`~immunoprofile.flow.timeqc.TimeQCOptions`.
+    membership
+        Also write ``membership/<sample_id>.parquet`` (needs ``out_dir``).
+    executor
+        Where tasks run (:class:`~immunoprofile.executors.ExecutorSpec`); ``None`` = serial.
+    out_dir
+        When given, write ``populations.csv``, ``flow.h5ad``, ``provenance.json``,
+        ``failed.tsv`` (and ``time_qc.csv``, ``gate_positions.csv``, ``fitted_gates/``) there.
+    cache
+        Per-sample result store (:class:`immunoprofile._stage.TaskCache`) keyed on
+        :class:`GateTask`.
+    progress
+        ``progress(total, description)`` context manager yielding ``advance()``.
+    parameters
+        Extra entries for the provenance ``parameters`` (the caller's own options).
+    command
+        The command line, for provenance.
+
+    Returns
+    -------
+    GateFilesResult
+    """
+    from .._stage import run_stage_tasks
+    from .batch import expand_fcs_inputs, write_gate_outputs
+    from .stats import STATISTICS
+    from .strategy import load_strategy
+
+    wanted = tuple(STATISTICS if statistics is None else statistics)
+    unknown = sorted(set(wanted) - set(STATISTICS))
+    if not wanted or unknown:
+        raise ValueError(f"statistics must be a non-empty subset of {', '.join(STATISTICS)}; "
+                         f"got {list(wanted)}")
+    strategy_path = None
+    if not hasattr(strategy, "gates"):
+        strategy_path = Path(strategy).resolve()
+        if not strategy_path.is_file():
+            raise InputError(strategy, "strategy file not found")
+        strategy = load_strategy(strategy_path, group=group)
+    if time_qc is True:
+        from .timeqc import TimeQCOptions
+
+        time_qc = TimeQCOptions()
+    if membership and out_dir is None:
+        raise ValueError("membership=True writes Parquet files: give out_dir")
+    choose = compensation if callable(compensation) else None
+    fixed = None if choose is not None else _check_compensation(compensation)
+    paths = [p for item in files
+             for p in (expand_fcs_inputs([item]) if Path(item).is_dir() else [Path(item)])]
+    pairs = pair_samples(paths, sample_ids)
+    out = None if out_dir is None else Path(out_dir)
+
+    samples: dict[str, SampleGating] = {}
+    failures: list[tuple[str, str]] = []
+    tasks: list[tuple[str, GateTask]] = []
+    matrix_of_file: dict[str, str] = {}
+    for sid, path in pairs:
+        sample_comp = fixed
+        if choose is not None:
+            try:
+                sample_comp = _check_compensation(choose(path))
+            except InputError as exc:
+                failures.append((str(path), str(exc)))
+                continue
+            matrix_of_file[path.name] = str(sample_comp)
+        task = GateTask(
+            sample_id=sid, path=path, strategy=strategy, compensation=sample_comp,
+            statistics=wanted, time_qc=time_qc or None,
+            membership_path=out / "membership" / f"{sid}.parquet" if membership else None,
+            # data-driven gates: each sample's fitted gates as fixed Gating-ML (replayable)
+            fitted_gatingml_path=(out / "fitted_gates" / f"{sid}.gatingml.xml"
+                                  if out is not None and strategy.fits else None))
+        hit = None if cache is None or not path.is_file() else cache.get(task)
+        if hit is not None and all(p is None or p.is_file() for p in
+                                   (task.membership_path, task.fitted_gatingml_path)):
+            samples[sid] = hit
+        else:
+            tasks.append((sid, task))
+    n_cached = len(samples)
+    spec = executor or ExecutorSpec("serial")
+    log.info("gate: %d FCS file(s), %d from the cache, %d to compute (%s, %d job(s))",
+             len(pairs), n_cached, len(tasks), spec.effective_kind(len(tasks)), spec.jobs)
+    outcomes = run_stage_tasks(_gate_one, tasks, executor=spec, cache=cache, progress=progress,
+                               description="gating", log=log)
+    path_of = dict(pairs)
+    for outcome in outcomes:
+        if outcome.ok:
+            samples[outcome.key] = outcome.value
+        else:
+            failures.append((str(path_of[outcome.key]), outcome.error or "failed"))
+    result = GateFilesResult(samples=[samples[s] for s in sorted(samples)],
+                             failures=sorted(failures), strategy=strategy, n_cached=n_cached)
+    if out is None:
+        return result
+    matrices = {Path(str(c)) for c in
+                ([fixed] if choose is None else matrix_of_file.values())
+                if isinstance(c, (str, os.PathLike)) and str(c) not in _BUILTIN}
+    params = {"strategy": None if strategy_path is None else str(strategy_path),
+              "compensation": (compensation if isinstance(compensation, str)
+                               else "per file" if choose is not None else str(compensation)),
+              "group": group, "membership": membership, "statistics": list(wanted),
+              "time_qc": None if not time_qc else time_qc.to_dict(),
+              **({"compensation_by_file": dict(sorted(matrix_of_file.items()))}
+                 if matrix_of_file else {}),
+              **dict(parameters or {})}
+    result.written = write_gate_outputs(
+        out, result.samples, result.failures, strategy=strategy, parameters=params,
+        inputs=[*(p for _, p in pairs if p.is_file()),
+                *([strategy_path] if strategy_path is not None else []), *sorted(matrices)],
+        command=command)
+    return result
+
+
+def _check_compensation(choice: Any) -> Any:
+    """A compensation choice as a task takes it: ``"fcs"``/``"none"``, a ``Spillover``, or a
+    matrix file's absolute path (a missing or unreadable matrix is an InputError here)."""
+    if isinstance(choice, str) and choice.lower() in _BUILTIN:
+        return choice.lower()
+    if not isinstance(choice, (str, os.PathLike)):
+        return choice  # an already-parsed Spillover
+    from .compensation import read_compensation_csv
+
+    if not Path(choice).is_file():
+        raise InputError(choice, "compensation matrix file not found "
+                                 "(--comp takes fcs, none or a matrix file)")
+    read_compensation_csv(choice)  # a bad matrix stops the batch now, not once per file
+    return str(Path(choice).resolve())
+
+
+def _gate_one(task: GateTask) -> SampleGating:
+    """One :class:`GateTask` through :func:`~immunoprofile.flow.batch.gate_sample` (the
+    executors' task function)."""
+    from .batch import gate_sample
+
+    return gate_sample(task.path, task.strategy, compensation=task.compensation,
+                       sample_id=task.sample_id, membership_path=task.membership_path,
+                       statistics=task.statistics, time_qc=task.time_qc,
+                       fitted_gatingml_path=task.fitted_gatingml_path)
