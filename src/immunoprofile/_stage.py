@@ -12,14 +12,35 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from .executors import ExecutorSpec, TaskOutcome, run_tasks
 
-__all__ = ["TaskCache", "ProgressFactory", "no_progress", "run_stage_tasks"]
+__all__ = ["TaskCache", "ProgressFactory", "StageOutcome", "no_progress", "run_stage_tasks"]
 
 #: ``progress(total, description)`` -> context manager yielding ``advance()``.
 ProgressFactory = Callable[[int, str], contextlib.AbstractContextManager[Callable[[], None]]]
+
+
+@dataclass(kw_only=True)
+class StageOutcome:
+    """What every batch stage returns besides its results.
+
+    Attributes
+    ----------
+    failures
+        ``(input, reason)`` of every input that could not be processed (the others went on).
+    written
+        Output name -> path (empty when no ``out_dir`` was given).
+    n_cached
+        Inputs whose result came from the cache.
+    """
+
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    written: dict[str, Path] = field(default_factory=dict)
+    n_cached: int = 0
 
 
 class TaskCache(Protocol):

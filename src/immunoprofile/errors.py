@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["ImmunoprofileError", "InputError", "SampleFailed"]
+__all__ = ["ImmunoprofileError", "InputError"]
 
 
 class ImmunoprofileError(Exception):
@@ -43,8 +43,3 @@ class InputError(ImmunoprofileError, ValueError):
     def __reduce__(self):  # survive pickling across process pools / Dask workers
         return (type(self), (self.path, self.reason))
 
-
-class SampleFailed(ImmunoprofileError):
-    """Raised by batch runners when one or more samples failed (exit code 1)."""
-
-    exit_code = 1

@@ -786,11 +786,6 @@ def _plate_qc(result: PlateResult) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(PLATE_QC_COLUMNS))
 
 
-def _nanmean(values: np.ndarray) -> float:
-    v = values[np.isfinite(values)]
-    return float(v.mean()) if v.size else math.nan
-
-
 # ---------------------------------------------------------------------------- many plates
 def quantify_plates(plates: Iterable[PlateData], options: QuantifyOptions | None = None
                     ) -> list[PlateResult]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._stage import StageOutcome
 from ..errors import InputError
 from ..executors import ExecutorSpec
 
@@ -46,29 +47,21 @@ class PlateTask:
     options: Any
 
 
-@dataclass
-class QuantifyFilesResult:
-    """What :func:`quantify_files` produced.
+@dataclass(kw_only=True)
+class QuantifyFilesResult(StageOutcome):
+    """What :func:`quantify_files` produced (``failures``, ``written``, ``n_cached``: see
+    :class:`~immunoprofile._stage.StageOutcome`).
 
     Attributes
     ----------
     results
         One :class:`~immunoprofile.cytokine.quantify.PlateResult` per export read, input order.
-    failures
-        ``(input, reason)`` of every export that could not be read or quantified.
     options
         The options used.
-    written
-        Output name -> path (empty without ``out_dir``).
-    n_cached
-        Exports that came from the cache.
     """
 
     results: list[PlateResult]
-    failures: list[tuple[str, str]]
     options: QuantifyOptions
-    written: dict[str, Path] = field(default_factory=dict)
-    n_cached: int = 0
 
     @property
     def concentrations(self) -> pd.DataFrame:

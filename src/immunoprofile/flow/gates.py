@@ -22,8 +22,6 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
-
 __all__ = [
     "UNCOMPENSATED", "FCS_SPILLOVER", "Dimension", "RatioDimension", "Gate", "RectangleGate",
     "PolygonGate", "EllipseGate", "QuadrantDivider", "Quadrant", "QuadrantGate", "BooleanGate",
@@ -379,10 +377,6 @@ def _fit_summary(fit: GateFit) -> dict[str, Any]:
             "cuts": [{"target": list(c.target), "method": c.method,
                       "search": list(c.search) if c.search else None,
                       "options": dict(c.options)} for c in fit.cuts]}
-
-
-def _as_float_tuple(values: Any) -> tuple[float, ...]:
-    return tuple(float(v) for v in np.asarray(values, dtype=float).ravel())
 
 
 def validate_strategy(strategy: Strategy) -> None:

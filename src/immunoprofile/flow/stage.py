@@ -14,10 +14,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._stage import StageOutcome
 from ..errors import InputError
 from ..executors import ExecutorSpec
 
@@ -51,29 +52,21 @@ class GateTask:
     fitted_gatingml_path: Path | None = None
 
 
-@dataclass
-class GateFilesResult:
-    """What :func:`gate_files` produced.
+@dataclass(kw_only=True)
+class GateFilesResult(StageOutcome):
+    """What :func:`gate_files` produced (``failures``, ``written``, ``n_cached``: see
+    :class:`~immunoprofile._stage.StageOutcome`).
 
     Attributes
     ----------
     samples
         One :class:`~immunoprofile.flow.batch.SampleGating` per gated file, sorted by sample id.
-    failures
-        ``(input, reason)`` of every file that could not be gated.
     strategy
         The strategy used.
-    written
-        Output name -> path (empty without ``out_dir``).
-    n_cached
-        Samples that came from the cache.
     """
 
     samples: list[SampleGating]
-    failures: list[tuple[str, str]]
     strategy: Strategy
-    written: dict[str, Path] = field(default_factory=dict)
-    n_cached: int = 0
 
     @property
     def table(self) -> pd.DataFrame:

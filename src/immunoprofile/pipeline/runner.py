@@ -210,7 +210,7 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
         sample_ids={p.name: s for s, p in pairs}, compensation=compensation,
         group=config.flow.group, statistics=config.flow.statistics,
         time_qc=config.flow.time_qc.options(), membership=config.flow.membership,
-        executor=spec, out_dir=out, cache=_FlowCache(config, force=force), progress=progress,
+        executor=spec, out_dir=out, cache=_flow_cache(config, force), progress=progress,
         parameters=parameters, command=f"immunoprofile run {config.source}")
     summary.n_flow = len(result.samples)
     summary.n_flow_cached = result.n_cached
@@ -219,45 +219,49 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
     return StageResult("gate", "done", message, list(result.written.values()))
 
 
-class _FlowCache:
-    """Per-sample gating results keyed by content: the FCS file, the strategy (and the matrices
-    it carries), the sample's compensation matrix and the options that shape the result
-    (``force``: every lookup misses, every result is still stored)."""
+class _StageCache:
+    """One stage's per-task results in the run's :class:`ResultCache`, keyed by content
+    (``key_of(task)``); ``force``: every lookup misses, every result is still stored."""
 
-    def __init__(self, config: PipelineConfig, *, force: bool = False) -> None:
-        self.config, self.force = config, force
-        self.store_ = ResultCache(config.cache_dir)
-        self.store_.clean_stale()
-        self._strategy: str | None = None  # hashed at the first lookup (the file is checked)
-        self._matrices: dict[int, str] = {}
-        self._keys: dict[str, str] = {}
+    def __init__(self, config: PipelineConfig, kind: str, key_of: Callable[[Any], str], *,
+                 force: bool) -> None:
+        self.store = ResultCache(config.cache_dir)
+        self.kind, self.key_of, self.force = kind, key_of, force
+        self._keys: dict[int, str] = {}  # id(task) -> key: each task is hashed once
 
-    def key(self, task: Any) -> str:
-        if self._strategy is None:
-            self._strategy = sha256_file(self.config.inputs.strategy)
-        if id(task.strategy) not in self._matrices:
-            self._matrices[id(task.strategy)] = _matrices_digest(task.strategy)
+    def get(self, task: Any) -> Any | None:
+        key = self._keys[id(task)] = self.key_of(task)
+        return None if self.force else getattr(self.store, f"get_{self.kind}")(key)
+
+    def put(self, task: Any, value: Any) -> None:
+        key = self._keys.get(id(task)) or self.key_of(task)
+        getattr(self.store, f"put_{self.kind}")(key, value)
+
+
+def _flow_cache(config: PipelineConfig, force: bool) -> _StageCache:
+    """Gating results keyed by the FCS file, the strategy (and the matrices it carries), the
+    sample's compensation matrix and the options that shape the result."""
+    digests: dict[Any, str] = {}  # the strategy file and each strategy object, hashed once
+
+    def key_of(task: Any) -> str:
+        if "file" not in digests:
+            digests["file"] = sha256_file(config.inputs.strategy)
+        if id(task.strategy) not in digests:
+            digests[id(task.strategy)] = _matrices_digest(task.strategy)
         comp = task.compensation
-        hashes = {"strategy": self._strategy,
-                  "strategy_matrices": self._matrices[id(task.strategy)],
+        hashes = {"strategy": digests["file"], "strategy_matrices": digests[id(task.strategy)],
                   "fcs": sha256_file(task.path)}
         if isinstance(comp, str) and comp not in ("fcs", "none"):
             hashes["compensation"] = sha256_file(comp)
-        time_qc = task.time_qc
-        key = cache_key(kind="flow", input_hashes=hashes, parameters={
+        return cache_key(kind="flow", input_hashes=hashes, parameters={
             "sample_id": task.sample_id, "file": task.path.name,
             "compensation": comp if comp in ("fcs", "none") else "matrix",
-            "group": self.config.flow.group, "statistics": sorted(task.statistics),
-            "time_qc": None if time_qc is None else time_qc.to_dict()})
-        self._keys[task.sample_id] = key
-        return key
+            "group": config.flow.group, "statistics": sorted(task.statistics),
+            "time_qc": None if task.time_qc is None else task.time_qc.to_dict()})
 
-    def get(self, task: Any) -> Any | None:
-        key = self.key(task)
-        return None if self.force else self.store_.get_gating(key)
-
-    def put(self, task: Any, value: Any) -> None:
-        self.store_.put_gating(self._keys.get(task.sample_id) or self.key(task), value)
+    cache = _StageCache(config, "gating", key_of, force=force)
+    cache.store.clean_stale()
+    return cache
 
 
 def compensation_from_controls(config: PipelineConfig, out_dir: Path) -> list[tuple[Any, Path]]:
@@ -361,7 +365,7 @@ def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, f
     result = quantify_files(
         plates, options, layout=config.inputs.layout, standards=config.inputs.standards,
         repair=config.cytokine.repair, executor=spec, out_dir=config.out_dir / "cytokines",
-        cache=_PlateCache(config, force=force), progress=progress,
+        cache=_plate_cache(config, force), progress=progress,
         command=f"immunoprofile run {config.source}")
     summary.n_plates = len(result.results)
     summary.n_plates_cached = result.n_cached
@@ -371,31 +375,18 @@ def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, f
                        "quantified", list(result.written.values()))
 
 
-class _PlateCache:
-    """Per-export results keyed by content: the export, the layout and standards files and the
-    options (``force``: every lookup misses, every result is still stored)."""
+def _plate_cache(config: PipelineConfig, force: bool) -> _StageCache:
+    """Plate results keyed by the export, the layout and standards files and the options."""
 
-    def __init__(self, config: PipelineConfig, *, force: bool = False) -> None:
-        self.force = force
-        self.store = ResultCache(config.cache_dir)
-        self._keys: dict[Path, str] = {}
-
-    def key(self, task: Any) -> str:
+    def key_of(task: Any) -> str:
         shared = {name: sha256_file(path) for name, path in (("layout", task.layout),
                                                             ("standards", task.standards))
                   if path is not None}
-        key = cache_key(kind="plate", input_hashes={**shared, "plate": sha256_file(task.path)},
-                        parameters={"options": task.options.to_dict(), "file": task.path.name,
-                                    "repair": task.repair})
-        self._keys[task.path] = key
-        return key
+        return cache_key(kind="plate", input_hashes={**shared, "plate": sha256_file(task.path)},
+                         parameters={"options": task.options.to_dict(), "file": task.path.name,
+                                     "repair": task.repair})
 
-    def get(self, task: Any) -> Any | None:
-        key = self.key(task)
-        return None if self.force else self.store.get_plate(key)
-
-    def put(self, task: Any, value: Any) -> None:
-        self.store.put_plate(self._keys.get(task.path) or self.key(task), value)
+    return _StageCache(config, "plate", key_of, force=force)
 
 
 # ----- study -----------------------------------------------------------------------------------
