@@ -80,6 +80,28 @@ def test_public_names_are_pinned():
     assert set(immunoprofile.__all__) - {"__version__"} == PUBLIC
 
 
+#: The stage namespaces (issue 13): the in-memory batch calls the CLI and the runner also use.
+NAMESPACES = {
+    "immunoprofile.flow": {"gate_files", "GateFilesResult"},
+    "immunoprofile.cytokine": {"PlateData", "detect_format", "read_plate", "read_standards",
+                               "quantify_files", "QuantifyFilesResult", "quantify_plates",
+                               "QuantifyOptions"},
+}
+
+
+def test_stage_namespaces_are_pinned_and_resolve():
+    for module, names in NAMESPACES.items():
+        mod = importlib.import_module(module)
+        assert set(mod.__all__) == names, module
+        for name in names:
+            assert callable(getattr(mod, name)), (module, name)
+    from immunoprofile.cytokine.stage import quantify_files
+    from immunoprofile.flow.stage import gate_files
+
+    assert importlib.import_module("immunoprofile.flow").gate_files is gate_files
+    assert importlib.import_module("immunoprofile.cytokine").quantify_files is quantify_files
+
+
 def test_every_public_name_resolves_lazily():
     for name in sorted(PUBLIC):
         assert getattr(immunoprofile, name) is not None, name
@@ -89,7 +111,7 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = ("import sys, immunoprofile; "
+    code = ("import sys, immunoprofile, immunoprofile.flow; "
             "print(sorted(m for m in ('numpy', 'pandas', 'anndata') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
