@@ -300,7 +300,7 @@ class AssembleOptions(_Model):
 
 
 class ReportOptions(_Model):
-    """The HTML report (built when the report module is present)."""
+    """The HTML report."""
 
     enabled: bool = True
     title: str | None = None
