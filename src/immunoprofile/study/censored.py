@@ -37,7 +37,8 @@ def tobit_contrast(y: np.ndarray, censored: np.ndarray, subject: Sequence[str] |
     Returns
     -------
     dict
-        ``estimate, se, ci_low, ci_high, p, sigma, status, reason``.
+        ``estimate, se, ci_low, ci_high, p, sigma, status, reason, subjects_left_out`` (subjects
+        censored at every visit: no information on the contrast).
     """
     import numpy as np
     from scipy import optimize, stats
@@ -51,6 +52,13 @@ def tobit_contrast(y: np.ndarray, censored: np.ndarray, subject: Sequence[str] |
     out: dict[str, Any] = {"estimate": math.nan, "se": math.nan, "ci_low": math.nan,
                            "ci_high": math.nan, "p": math.nan, "sigma": math.nan,
                            "status": "not estimable", "reason": ""}
+    # A subject censored at every visit of the two periods has its fixed effect at -inf and
+    # carries no information on the within-subject contrast: it is left out (and counted).
+    all_cens = sorted(s for s in set(subject) if cens[subject == s].all())
+    if all_cens:
+        keep = ~np.isin(subject, all_cens)
+        y, cens, subject, period = y[keep], cens[keep], subject[keep], period[keep]
+    out["subjects_left_out"] = all_cens
     subjects = sorted(set(subject))
     if (~cens).sum() < len(subjects) + 2 or not (period == second).any() or not (period == first).any():
         out["reason"] = "too few quantified values for a censored-normal fit"

@@ -706,6 +706,9 @@ def compare_periods(
                         notes.append(f"{100 * frac:.0f} % of values censored: censored-normal (Tobit) "
                                      "estimate, z-based CI and p" if tb["status"] == "ok"
                                      else f"Tobit not estimable: {tb['reason']}")
+                        if tb["subjects_left_out"]:
+                            notes.append("Tobit leaves out subject(s) censored at every visit: "
+                                         + ", ".join(tb["subjects_left_out"]))
                 if fit is not None:
                     mc = fit.contrast(a, b)
                     row.update(p_mixed=mc["p"], mixed_df=mc["df"], mixed_estimate=mc["estimate"],

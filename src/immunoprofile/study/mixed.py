@@ -201,7 +201,8 @@ class _Criterion:
         dof = self.n - self.p
         return (pr["logdet_v"] + pr["logdet_x"] + dof * (1.0 + math.log(2.0 * math.pi * pr["q"] / dof)))
 
-    def gradient(self, theta: np.ndarray) -> np.ndarray:
+    def slopes(self, theta: np.ndarray) -> np.ndarray:
+        """Derivatives of the criterion in ``theta_k²`` (finite at ``theta_k = 0``, unlike in theta)."""
         import numpy as np
         from scipy.linalg import cho_solve
 
@@ -210,15 +211,22 @@ class _Criterion:
             return np.full(2, np.nan)
         P = cho_solve(pr["cf"], self.eye, check_finite=False) - pr["Vi_X"] @ pr["XtViX_inv"] @ pr["Vi_X"].T
         dof = self.n - self.p
-        out = np.empty(2)
-        for k in range(2):
-            dV = 2.0 * theta[k] * self.A[k]
-            out[k] = float(np.sum(P * dV)) - dof * float(pr["Py"] @ dV @ pr["Py"]) / pr["q"]
-        return out
+        return np.array([float(np.sum(P * A)) - dof * float(pr["Py"] @ A @ pr["Py"]) / pr["q"]
+                         for A in self.A])
+
+    def gradient(self, theta: np.ndarray) -> np.ndarray:
+        import numpy as np
+
+        return 2.0 * np.asarray(theta, dtype=float) * self.slopes(theta)
 
 
 def _optimise(crit: _Criterion) -> tuple[np.ndarray, float, list[str]]:
-    """Best theta over a grid of starts, L-BFGS-B then Nelder–Mead; boundaries checked."""
+    """Best theta over a grid of starts, L-BFGS-B then Nelder–Mead; boundaries checked.
+
+    The criterion is even in each theta, so the optimisers run unconstrained and |theta| is
+    kept: a bound at 0 would trap L-BFGS-B there (the theta-gradient vanishes at 0 even where
+    the criterion falls as the variance grows).
+    """
     import numpy as np
     from scipy.optimize import minimize
 
@@ -230,9 +238,9 @@ def _optimise(crit: _Criterion) -> tuple[np.ndarray, float, list[str]]:
     for _, a, b in starts[:2]:
         x0 = np.array([max(a, 0.1), max(b, 0.1)])
         res = minimize(crit.value, x0, jac=crit.gradient, method="L-BFGS-B",
-                       bounds=[(0.0, None), (0.0, None)], options=lbfgs)
+                       options=lbfgs)
         if np.isfinite(res.fun):
-            candidates.append((float(res.fun), np.asarray(res.x, dtype=float)))
+            candidates.append((float(res.fun), np.abs(np.asarray(res.x, dtype=float))))
     if not candidates:
         return np.full(2, np.nan), math.inf, ["REML criterion not finite at any start"]
     fun, theta = min(candidates, key=lambda c: c[0])
@@ -244,9 +252,23 @@ def _optimise(crit: _Criterion) -> tuple[np.ndarray, float, list[str]]:
         if np.isfinite(nm.fun) and nm.fun < fun - 1e-9:
             fun, theta = float(nm.fun), np.abs(np.asarray(nm.x, dtype=float))
             res = minimize(crit.value, theta, jac=crit.gradient, method="L-BFGS-B",
-                           bounds=[(0.0, None), (0.0, None)], options=lbfgs)
+                           options=lbfgs)
             if np.isfinite(res.fun) and res.fun <= fun:
-                fun, theta = float(res.fun), np.asarray(res.x, dtype=float)
+                fun, theta = float(res.fun), np.abs(np.asarray(res.x, dtype=float))
+    # theta_k = 0 is a stationary point in theta even when the criterion falls as the variance
+    # grows (the gradient carries a factor theta_k): leave such a saddle from inside.
+    for _ in range(3):
+        slopes = crit.slopes(theta)
+        leave = (theta == 0) & (slopes < 0)
+        if not leave.any():
+            break
+        x0 = np.where(leave, 0.5, np.maximum(theta, 0.05))
+        res = minimize(crit.value, x0, jac=crit.gradient, method="L-BFGS-B",
+                       options=lbfgs)
+        if np.isfinite(res.fun) and res.fun < fun:
+            fun, theta = float(res.fun), np.abs(np.asarray(res.x, dtype=float))
+        else:
+            break
     # lme4's boundary check: a theta near zero is tried at exactly zero.
     for k in range(2):
         if 0 < theta[k] < _BOUNDARY_TOL:
