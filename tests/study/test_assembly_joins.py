@@ -149,3 +149,11 @@ def test_bridging_reaches_the_study(example_dir, plates):
     assert ok.sum() > 10 and np.allclose(raw[ok], back[ok] * f)
     unbridged = assemble(example_dir / "manifest.csv", cytokine_dir=plates, cytokine_value="concentration")
     assert np.allclose(np.asarray(unbridged.layers["raw"])[ok, j], back[ok])
+    assert not unbridged.uns["immunoprofile"]["cytokine_normalisation"]["bridging_applied"]
+    # the censoring level is in the value's units: bridged LLOQs for bridged values
+    lloq = adata.uns["immunoprofile"]["standard_curves"]
+    plate_lloq = lloq[lloq["analyte"] == "IL-13"].set_index("plate")["lloq"].astype(float)
+    f1 = float(factors[(factors["plate"] == "plate1") & (factors["analyte"] == "IL-13")]["bridging_factor"].iloc[0])
+    assert adata.var.loc["IL-13|pg/mL", "log_floor"] == pytest.approx(
+        2 * max(plate_lloq["plate1"] * f1, plate_lloq["plate2"] * f))
+    assert unbridged.var.loc["IL-13|pg/mL", "log_floor"] == pytest.approx(2 * plate_lloq.max())

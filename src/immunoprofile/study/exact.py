@@ -35,6 +35,16 @@ MAX_EXACT_FRIEDMAN = 60
 _REL = 1e-9  # statistics this close count as equal (float noise, not a difference)
 
 
+def _snap(x: np.ndarray) -> np.ndarray:
+    """Values equal to 12 significant digits made equal: means of identical values (e.g. a
+    censoring level) can differ in the last bits, which must not break their tie."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=float)
+    scale = float(np.max(np.abs(x))) if x.size else 0.0
+    return np.round(x / scale, 12) * scale if scale > 0 else x
+
+
 def friedman_exact(values: np.ndarray) -> tuple[float, float, str]:
     """Friedman test of ``values`` (subjects × periods, no NaN) with its exact permutation p.
 
@@ -48,7 +58,7 @@ def friedman_exact(values: np.ndarray) -> tuple[float, float, str]:
     import numpy as np
     from scipy import stats
 
-    x = np.asarray(values, dtype=float)
+    x = _snap(np.asarray(values, dtype=float))
     n, k = x.shape
     ranks2 = np.vstack([np.round(2 * stats.rankdata(row)).astype(int) for row in x])  # 2 × midranks
     ties = sum(float(np.sum(c ** 3 - c)) for row in x
@@ -92,7 +102,7 @@ def spearman_exact(x: np.ndarray, y: np.ndarray, *, max_exact: int = MAX_EXACT_S
     import numpy as np
     from scipy import stats
 
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x, y = _snap(np.asarray(x, dtype=float)), _snap(np.asarray(y, dtype=float))
     n = x.size
     rx, ry = stats.rankdata(x), stats.rankdata(y)
     if n < 3 or np.ptp(rx) == 0 or np.ptp(ry) == 0:

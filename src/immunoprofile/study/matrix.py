@@ -201,6 +201,17 @@ def _plate_files(conc_dir: Path) -> dict[str, list[str]]:
     return out
 
 
+def _bridging_sample(conc_dir: Path) -> str | None:
+    """The bridging control's name when the cytokine step normalised on one."""
+    prov = conc_dir / "provenance.json"
+    try:
+        params = json.loads(prov.read_text(encoding="utf-8")).get("parameters", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(params["bridging_sample"]) if params.get("bridging") and params.get("bridging_sample") \
+        else None
+
+
 def _same_file(manifest_file: str, base: Path, export: str) -> bool:
     """Whether a manifest ``file`` names the export at ``export`` (same resolved path or name)."""
     given = Path(manifest_file.replace("\\", "/"))
@@ -290,7 +301,7 @@ def _join_plate_results(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, plate_f
 def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_column: str,
                        drug_readouts: tuple[str, ...], path: Path, *,
                        plate_files: dict[str, list[str]] | None = None, base: Path | None = None,
-                       ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+                       bridging_sample: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Replicate-mean long table, var rows, QC rows (plate samples not in the manifest), unmatched."""
     import pandas as pd
 
@@ -309,8 +320,9 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
         conc[col] = conc[col].fillna(default).astype(str)
     conc["dilution"] = pd.to_numeric(conc["dilution"], errors="coerce").fillna(1.0) \
         if "dilution" in conc.columns else 1.0
+    # the factor applies only to concentration_reported; the raw value is on the plate's own scale
     conc["bridging_factor"] = pd.to_numeric(conc["bridging_factor"], errors="coerce").fillna(1.0) \
-        if "bridging_factor" in conc.columns else 1.0
+        if "bridging_factor" in conc.columns and value_column == "concentration_reported" else 1.0
     samples = ~conc["sample_type"].isin(_QC_TYPES)
     joined, unmatched, notes = _join_plate_results(conc[samples], manifest_cyto, plate_files or {},
                                                    base or Path.cwd())
@@ -335,8 +347,10 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
     for (sid, plate), g in left.groupby(["sample_id", "plate"], sort=True):
         unmatched.append({"side": "results", "assay": "cytokine", "sample_id": sid, "file": "",
                           "plate": plate, "well": ";".join(sorted(set(g["well"]))), "line": "",
-                          "reason": "result joins no manifest row (QC sample such as a bridging "
-                                    "pool, or a sample missing from the manifest)"})
+                          "reason": f"the bridging control {sid!r} (a QC sample, not in the manifest)"
+                          if sid == bridging_sample else
+                          "result joins no manifest row (a QC sample, or a sample missing from the "
+                          "manifest)"})
     qc = conc[conc["_sid"] == ""]
     qc = qc[~qc["sample_type"].isin(["standard", "background"])]
     grouped = data.groupby(["_sid", "analyte"], sort=True)
@@ -561,7 +575,8 @@ def assemble(
             value_col = "concentration"
         clong, cvar, qc, c_unmatched = _cytokine_features(
             conc, man[man["assay"] == "cytokine"], value_col, tuple(drug_readouts), conc_path,
-            plate_files=_plate_files(conc_path.parent), base=manifest_base)
+            plate_files=_plate_files(conc_path.parent), base=manifest_base,
+            bridging_sample=_bridging_sample(conc_path.parent))
         unmatched_rows += c_unmatched
         long_parts.append(clong[["sample_id", "feature", "value", "flag"]])
         back_calculated = clong[["sample_id", "feature", "back_calculated"]]
