@@ -241,3 +241,27 @@ def test_compare_cli_end_to_end(study, tmp_path):
     assert (tmp_path / "cmp" / "provenance.json").is_file()
     bad = CliRunner().invoke(cli, ["compare", str(tmp_path / "missing.h5ad"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2
+
+
+def test_estimands_choose_the_visits_of_a_period(study):
+    th2 = "/Cells/CD3+/CD4+/Th2|pct_parent"
+    plateau = {"treatment": ["week4", "week8", "week12"]}
+    table = compare_periods(study, mixed=False, populations=["all"], estimands=plateau)
+    plan = table.attrs["plan"]
+    assert plan["estimands"]["treatment"]["visits"] == ["week4", "week8", "week12"]
+    assert plan["estimands"]["run-in"]["visits"] == ["screening", "week0"]
+    j = list(study.var_names).index(th2)
+    t = np.asarray(study.layers["transformed"])[:, j]
+    obs = study.obs
+    d = []
+    for s in obs["subject_id"].cat.categories:
+        mine = (obs["subject_id"] == s).to_numpy()
+        run = t[mine & obs["visit"].isin(["screening", "week0"]).to_numpy()]
+        trt = t[mine & obs["visit"].isin(plateau["treatment"]).to_numpy()]
+        if np.isfinite(run).any() and np.isfinite(trt).any():
+            d.append(np.nanmean(trt) - np.nanmean(run))
+    r = rows(table, th2, "run-in_vs_treatment")
+    assert r["estimate"] == pytest.approx(np.mean(d)) and r["n"] == len(d)
+    from immunoprofile.errors import InputError
+    with pytest.raises(InputError, match="not treatment visits"):
+        compare_periods(study, mixed=False, estimands={"treatment": ["week16"]})
