@@ -17,7 +17,9 @@ optimum the way statsmodels' ``MixedLM`` did with a subject variance of zero and
   is optimised on the profiled REML criterion (``sigma`` profiled out);
 * the asymptotic covariance of ``varpar = (theta_1, theta_2, sigma)`` is
   ``2 · H⁺`` with ``H`` the Hessian of the (unprofiled) REML deviance in ``varpar`` (lmerTest
-  ``as_lmerModLT``; ``H⁺`` the pseudo-inverse over eigenvalues > 1e-8), here analytic;
+  ``as_lmerModLT``; ``H⁺`` the pseudo-inverse over eigenvalues > 1e-8), here analytic and on the
+  standardised data (y / SD(y); the df are scale free — lmerTest's absolute 1e-8 threshold on
+  the raw-scale Hessian would drop the sigma direction only for data on a scale of ~1e5);
 * for a contrast ``L``: ``var = L' C L`` with ``C = (X' V⁻¹ X)⁻¹``, ``g = ∂var/∂varpar``
   (analytic; lmerTest uses ``numDeriv::jacobian``), ``df = 2 var² / (g' (2H⁺) g)``, two-sided
   ``p = 2 P(t_df > |est / se|)``.
@@ -116,8 +118,9 @@ class PeriodLMM:
                     "reason": f"no data in period(s) {', '.join(missing)}"}
         L = self._coef(second) - self._coef(first)
         est = float(L @ self.beta)
-        var = float(L @ self.cov_beta @ L)
-        w = self._parts["VinvX"] @ (self.cov_beta @ L)  # V⁻¹ X C L
+        C = self._parts["C"]  # on the standardised scale (df are scale free)
+        var = float(L @ C @ L)
+        w = self._parts["VinvX"] @ (C @ L)  # V⁻¹ X C L
         g_phi = np.array([w @ A @ w for A in self._parts["A"]])  # ∂var/∂(s1, s2, s0)
         g = self._parts["J"].T @ g_phi
         denom = float(g @ self._parts["vcov_varpar"] @ g)
@@ -128,7 +131,7 @@ class PeriodLMM:
         if not (np.isfinite(df) and df > 0):
             return {**nan, "estimate": est, "status": "not estimable",
                     "reason": "Satterthwaite df undefined (no information on the variance parameters)"}
-        se = math.sqrt(var)
+        se = math.sqrt(var) * self._parts["scale"]
         t = est / se
         half = float(stats.t.ppf(0.5 + level / 2.0, df)) * se
         return {"estimate": est, "se": se, "df": float(df), "t": t,
@@ -351,21 +354,23 @@ def fit_period_lmm(y: np.ndarray, subject: Sequence[str] | np.ndarray,
     beta = pr["beta"] * scale
     beta[0] += shift
     sigma = math.sqrt(sigma2) * scale
-    s = np.array([theta[0] ** 2, theta[1] ** 2, 1.0]) * sigma ** 2  # (s1, s2, s0)
+    # Hessian and Jacobians on the standardised data (theta is scale free, sigma scales): the
+    # Satterthwaite df is invariant, and the dense algebra keeps its precision at any data scale.
+    sg = math.sqrt(sigma2)
+    s = np.array([theta[0] ** 2, theta[1] ** 2, 1.0]) * sigma2  # (s1, s2, s0)
     V = s[0] * A[0] + s[1] * A[1] + s[2] * np.eye(n)
     Vi = np.linalg.inv(V)
     ViX = Vi @ X
     C = np.linalg.inv(X.T @ ViX)
     C = (C + C.T) / 2.0
-    yy = ys * scale + shift
     P = Vi - ViX @ C @ ViX.T
-    Py = P @ yy
+    Py = P @ ys
     mats = [A[0], A[1], np.eye(n)]
     PV = [P @ M for M in mats]
     grad_phi = np.array([np.trace(PV[i]) - Py @ mats[i] @ Py for i in range(3)])
     H_phi = np.array([[-np.sum(PV[i] * PV[j].T) + 2.0 * Py @ mats[i] @ P @ mats[j] @ Py
                        for j in range(3)] for i in range(3)])
-    t1, t2, sg = float(theta[0]), float(theta[1]), sigma
+    t1, t2 = float(theta[0]), float(theta[1])
     # phi = (s1, s2, s0) = (sg² t1², sg² t2², sg²) as a function of varpar = (t1, t2, sg)
     J = np.array([[2 * sg ** 2 * t1, 0.0, 2 * sg * t1 ** 2],
                   [0.0, 2 * sg ** 2 * t2, 2 * sg * t2 ** 2],
@@ -395,7 +400,8 @@ def fit_period_lmm(y: np.ndarray, subject: Sequence[str] | np.ndarray,
     fit.status = "boundary" if boundary else "ok"
     fit.reason = (f"singular fit: {' and '.join(boundary)} variance estimated as 0 (verified "
                   "boundary optimum)") if boundary else ""
-    fit.beta, fit.cov_beta, fit.theta, fit.sigma = beta, C, np.asarray(theta, dtype=float), sigma
+    fit.beta, fit.cov_beta, fit.theta, fit.sigma = beta, C * scale ** 2, np.asarray(theta, dtype=float), sigma
     fit.reml_criterion = float(fun + 2 * (n - p) * math.log(scale))
-    fit._parts = {"VinvX": ViX, "A": mats, "J": J, "vcov_varpar": 2.0 * h_inv, "hessian": H}
+    fit._parts = {"VinvX": ViX, "C": C, "A": mats, "J": J, "vcov_varpar": 2.0 * h_inv,
+                  "hessian": H, "scale": scale}
     return fit
