@@ -90,6 +90,9 @@ def test_mixed_model_matches_lmertest_or_says_why(merged):
     assert np.allclose(rows["mixed_df"].to_numpy(dtype=float)[both],
                        rows["lmer_df_r" if "lmer_df_r" in rows else "lmer_df"].to_numpy(dtype=float)[both],
                        rtol=1e-3)
+    # singular fits: ours are 'boundary' exactly where lme4's isSingular() says so
+    fitted = rows[np.isfinite(ours)]
+    assert ((fitted["mixed_status"] == "boundary") == fitted["lmer_singular"].astype(bool)).all()
     # no p where R has none; where we refuse, the reason is in the note
     assert not (np.isfinite(ours) & ~np.isfinite(ref)).any()
     refused = rows[~np.isfinite(ours)]
