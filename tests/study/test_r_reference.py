@@ -134,3 +134,17 @@ def test_edge_cases_say_what_they_are():
     fitted = m[(m["contrast"] != "friedman") & m["lmer_singular"].notna() & m["p_mixed"].notna()]
     assert ((fitted["mixed_status"] == "boundary") == fitted["lmer_singular"].astype(bool)).all()
     assert (fitted["mixed_status"] == "boundary").any()
+
+
+def test_kenward_roger_matches_pbkrtest(merged):
+    # lmerTest::contest1D(ddf = "Kenward-Roger"): pbkrtest's vcovAdj and Lb_ddf
+    name, m = merged
+    long = pd.read_csv(REF / f"{name}_long.csv")
+    clinical = pd.read_csv(REF / f"{name}_clinical.csv")
+    ours = compare_periods(study_from_long(long, clinical), mixed_ddf="kenward-roger",
+                           primary=PRIMARY if name == "example_trial" else [])
+    kr = ours.merge(m[[*KEYS, "kr_df", "p_mixed_kr"]], on=KEYS)
+    both = kr["p_mixed"].notna() & kr["p_mixed_kr"].notna()
+    assert both.sum() > 20 and not (kr["p_mixed"].notna() & kr["p_mixed_kr"].isna()).any()
+    assert np.max(np.abs(kr.loc[both, "p_mixed"] - kr.loc[both, "p_mixed_kr"])) < 1e-4
+    assert np.allclose(kr.loc[both, "mixed_df"], kr.loc[both, "kr_df"], rtol=1e-3)

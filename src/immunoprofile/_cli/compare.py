@@ -27,11 +27,15 @@ __all__ = ["command"]
 @click.option("--primary", "primary", multiple=True,
               help="Pre-specified primary feature (repeatable): a var name, a gate-path tail such "
                    "as 'Th2|pct_parent', or a cytokine analyte such as 'IL-13'.")
+@click.option("--ddf", "mixed_ddf", default="satterthwaite", show_default=True,
+              type=click.Choice(["satterthwaite", "kenward-roger"]),
+              help="Denominator df of the mixed-model contrasts.")
 @click.option("--population", "populations", multiple=True, type=click.Choice(["evaluable", "all"]),
               help="Analysis population(s) to report (default: evaluable and all).")
 @common_options
 def command(study: Path, out_dir: Path, layer: str, min_subjects: int, no_mixed: bool,
-            primary: tuple[str, ...], populations: tuple[str, ...], verbosity: Verbosity) -> None:
+            mixed_ddf: str, primary: tuple[str, ...], populations: tuple[str, ...],
+            verbosity: Verbosity) -> None:
     """Compare run-in, treatment and post-treatment periods feature by feature in STUDY (.h5ad/.zarr)."""
     from .._io import write_csv_atomic, write_json_atomic
     from ..provenance import build_provenance
@@ -42,7 +46,7 @@ def command(study: Path, out_dir: Path, layer: str, min_subjects: int, no_mixed:
     # only once the input reads: an exit-2 failure leaves no file in the output folder
     add_log_file(out_dir / "compare.log")
     settings = {"layer": layer, "mixed": not no_mixed, "min_subjects": min_subjects,
-                "primary": list(primary)}
+                "primary": list(primary), "mixed_ddf": mixed_ddf}
     if populations:
         settings["populations"] = list(populations)
     table = compare_periods(adata, **settings)

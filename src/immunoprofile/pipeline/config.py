@@ -214,6 +214,8 @@ class CompareOptions(_Model):
     contrasts: list[tuple[str, str]] | None = Field(
         None, description="[first, second] period pairs; default: the protocol's contrasts.")
     mixed: bool = Field(True, description="Also fit the mixed model (sensitivity).")
+    mixed_ddf: Literal["satterthwaite", "kenward-roger"] = Field(
+        "satterthwaite", description="Mixed-model contrast df: Satterthwaite or Kenward-Roger.")
     min_subjects: int = Field(3, ge=1)
     alpha: float = Field(0.05, gt=0, lt=1)
 

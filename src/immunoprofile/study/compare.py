@@ -38,7 +38,8 @@ Methods (all on the ``transformed`` layer):
   with its 95 % CI (``estimate``, ``ci_low``, ``ci_high``); ``fold_change`` = 10^estimate for
   log10-scale features.
 * Mixed model on visit-level data: ``y ~ period + (1|subject) + (1|subject:period)``, REML,
-  Satterthwaite df as lmerTest (:mod:`immunoprofile.study.mixed`); ``mixed_status`` is ``ok``,
+  Satterthwaite df as lmerTest (:mod:`immunoprofile.study.mixed`; ``mixed_ddf="kenward-roger"``
+  for pbkrtest's Kenward–Roger); ``mixed_status`` is ``ok``,
   ``boundary`` (verified singular fit) or ``not estimable`` with the reason in ``note``.
 * Censored values (below the LLOQ, ``layers["censored"]``): rank tests see them tied at the
   single censoring level ``var["censor_level"]`` (the highest LLOQ among the plates involved,
@@ -355,7 +356,7 @@ def _settings_defaults() -> dict[str, Any]:
             "mixed": True, "min_subjects": 3, "alpha": 0.05, "populations": DEFAULT_POPULATIONS,
             "estimands": None, "primary": (), "primary_contrasts": None, "hierarchy": "gate",
             "primary_test": "ttest", "qc_populations": DEFAULT_QC_POPULATIONS, "test_qc": False,
-            "censored_max_fraction": 0.5}
+            "censored_max_fraction": 0.5, "mixed_ddf": "satterthwaite"}
 
 
 def analysis_plan(adata: ad.AnnData, **settings: Any) -> dict[str, Any]:
@@ -394,6 +395,9 @@ def analysis_plan(adata: ad.AnnData, **settings: Any) -> dict[str, Any]:
     if cfg["hierarchy"] not in ("gate", "fixed-sequence"):
         from ..errors import InputError
         raise InputError(None, f"hierarchy {cfg['hierarchy']!r}: allowed gate, fixed-sequence")
+    if cfg["mixed_ddf"] not in ("satterthwaite", "kenward-roger"):
+        from ..errors import InputError
+        raise InputError(None, f"mixed_ddf {cfg['mixed_ddf']!r}: allowed satterthwaite, kenward-roger")
     if cfg["primary_test"] not in ("ttest", "wilcoxon", "mixed"):
         from ..errors import InputError
         raise InputError(None, f"primary_test {cfg['primary_test']!r}: allowed ttest, wilcoxon, mixed")
@@ -441,8 +445,10 @@ def analysis_plan(adata: ad.AnnData, **settings: Any) -> dict[str, Any]:
                       f"the mixed model is not fitted to censored data; medians at the censoring "
                       f"level are reported as <LLOQ"),
         "mixed_model": ("y ~ period + (1|subject) + (1|subject:period) on visit-level data, REML, "
-                        "Satterthwaite df (lmerTest's method); degenerate fits not estimable; "
-                        "verified boundary fits reported as mixed_status 'boundary'")
+                        + ("Kenward-Roger (pbkrtest's adjusted covariance and df)"
+                           if cfg["mixed_ddf"] == "kenward-roger" else "Satterthwaite df (lmerTest's "
+                           "method)") + "; degenerate fits not estimable; verified boundary fits "
+                        "reported as mixed_status 'boundary'")
                        if cfg["mixed"] else "not fitted",
         "exact_tests": "exact Wilcoxon signed-rank, exact Friedman (enumeration), exact Spearman "
                        "(permutation, n <= 10)",
@@ -523,6 +529,7 @@ def compare_periods(
     qc_populations: Sequence[str] = DEFAULT_QC_POPULATIONS,
     test_qc: bool = False,
     censored_max_fraction: float = 0.5,
+    mixed_ddf: str = "satterthwaite",
     options: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Compare the protocol periods feature by feature under the analysis plan (module docstring).
@@ -563,6 +570,9 @@ def compare_periods(
         Test the QC gates too (then they join their family's BH).
     censored_max_fraction
         Above this fraction of censored values used, parametric estimates are not estimable.
+    mixed_ddf
+        Denominator df of the mixed-model contrasts: ``satterthwaite`` (lmerTest's default) or
+        ``kenward-roger`` (pbkrtest's adjusted covariance and df).
     options
         The same settings as a mapping (a pipeline config's ``compare.options``); its keys
         override the keyword arguments. Unknown keys are an ``InputError``.
@@ -587,7 +597,7 @@ def compare_periods(
                 "estimands": estimands, "primary": primary, "primary_contrasts": primary_contrasts,
                 "hierarchy": hierarchy, "primary_test": primary_test,
                 "qc_populations": qc_populations, "test_qc": test_qc,
-                "censored_max_fraction": censored_max_fraction}
+                "censored_max_fraction": censored_max_fraction, "mixed_ddf": mixed_ddf}
     if options:
         unknown = sorted(set(options) - set(settings))
         if unknown:
@@ -710,7 +720,7 @@ def compare_periods(
                             notes.append("Tobit leaves out subject(s) censored at every visit: "
                                          + ", ".join(tb["subjects_left_out"]))
                 if fit is not None:
-                    mc = fit.contrast(a, b)
+                    mc = fit.contrast(a, b, ddf=mixed_ddf)
                     row.update(p_mixed=mc["p"], mixed_df=mc["df"], mixed_estimate=mc["estimate"],
                                mixed_status=mc["status"])
                     if mc["status"] != "ok":

@@ -96,8 +96,20 @@ class PeriodLMM:
         return {"subject": float(self.theta[0] ** 2 * s2),
                 "subject:period": float(self.theta[1] ** 2 * s2), "residual": float(s2)}
 
-    def contrast(self, first: str, second: str, *, level: float = 0.95) -> dict[str, Any]:
-        """Estimate ``second − first`` with SE, Satterthwaite df, t, two-sided p and CI.
+    def contrast(self, first: str, second: str, *, level: float = 0.95,
+                 ddf: str = "satterthwaite") -> dict[str, Any]:
+        """Estimate ``second − first`` with SE, df, t, two-sided p and CI.
+
+        Parameters
+        ----------
+        first, second
+            Periods compared.
+        level
+            Confidence level of the CI.
+        ddf
+            ``"satterthwaite"`` (lmerTest's default) or ``"kenward-roger"`` (lmerTest's
+            ``ddf = "Kenward-Roger"``: pbkrtest's adjusted covariance ``vcovAdj`` for the SE and
+            ``Lb_ddf`` for the df).
 
         Returns
         -------
@@ -120,6 +132,10 @@ class PeriodLMM:
         est = float(L @ self.beta)
         C = self._parts["C"]  # on the standardised scale (df are scale free)
         var = float(L @ C @ L)
+        if ddf == "kenward-roger":
+            return self._kenward_roger(L, est, var, level, nan)
+        if ddf != "satterthwaite":
+            raise ValueError(f"ddf {ddf!r}: satterthwaite or kenward-roger")
         w = self._parts["VinvX"] @ (C @ L)  # V⁻¹ X C L
         g_phi = np.array([w @ A @ w for A in self._parts["A"]])  # ∂var/∂(s1, s2, s0)
         g = self._parts["J"].T @ g_phi
@@ -132,6 +148,69 @@ class PeriodLMM:
             return {**nan, "estimate": est, "status": "not estimable",
                     "reason": "Satterthwaite df undefined (no information on the variance parameters)"}
         se = math.sqrt(var) * self._parts["scale"]
+        t = est / se
+        half = float(stats.t.ppf(0.5 + level / 2.0, df)) * se
+        return {"estimate": est, "se": se, "df": float(df), "t": t,
+                "p": float(2.0 * stats.t.sf(abs(t), df)), "ci_low": est - half,
+                "ci_high": est + half, "status": self.status, "reason": self.reason}
+
+    def _kenward_roger(self, L: np.ndarray, est: float, var: float, level: float,
+                       nan: dict[str, float]) -> dict[str, Any]:
+        """pbkrtest's ``vcovAdj`` + ``Lb_ddf`` for one contrast (dense, standardised scale)."""
+        import numpy as np
+        from scipy import stats
+
+        parts = self._parts
+        Phi, X, G = parts["C"], parts["X"], parts["A"]  # G: Z_k Z_k' and I (residual)
+        s = parts["phi"]
+        V = sum(sk * Gk for sk, Gk in zip(s, G))
+        Vi = np.linalg.inv(V)
+        TT = Vi @ X
+        HH = [Gk @ Vi for Gk in G]
+        OO = [H @ X for H in HH]
+        k = len(G)
+        PP = [-(O.T @ TT) for O in OO]
+        PP = [(P + P.T) / 2.0 for P in PP]
+        QQ = {(r, t): OO[r].T @ Vi @ OO[t] for r in range(k) for t in range(r, k)}
+        IE2 = np.empty((k, k))
+        for i in range(k):
+            for j in range(i, k):
+                IE2[i, j] = IE2[j, i] = (np.sum(HH[i].T * HH[j]) - 2.0 * np.sum(Phi * QQ[(i, j)])
+                                         + np.sum((Phi @ PP[i]) * (PP[j] @ Phi)))
+        cond = float(np.min(np.abs(np.linalg.eigvalsh(IE2))))
+        W = 2.0 * (np.linalg.inv(IE2) if cond > 1e-10 else np.linalg.pinv(IE2))
+        UU = np.zeros_like(Phi)
+        for i in range(k - 1):
+            for j in range(i + 1, k):
+                UU += W[i, j] * (QQ[(i, j)] - PP[i] @ Phi @ PP[j])
+        UU = UU + UU.T
+        for i in range(k):
+            UU += W[i, i] * (QQ[(i, i)] - PP[i] @ Phi @ PP[i])
+        PhiA = Phi + 2.0 * Phi @ UU @ Phi
+        var_adj = float(L @ PhiA @ L)
+        Theta = np.outer(L, L) / var
+        A1 = A2 = 0.0
+        for i in range(k):
+            ui = Theta @ Phi @ PP[i] @ Phi
+            for j in range(i, k):
+                e = 1.0 if i == j else 2.0
+                uj = Theta @ Phi @ PP[j] @ Phi
+                A1 += e * W[i, j] * np.trace(ui) * np.trace(uj)
+                A2 += e * W[i, j] * np.sum(ui * uj.T)
+        q = 1.0
+        B = (A1 + 6.0 * A2) / (2.0 * q)
+        g = ((q + 1) * A1 - (q + 4) * A2) / ((q + 2) * A2)
+        den = 3 * q + 2 * (1 - g)
+        c1, c2, c3 = g / den, (q - g) / den, (q + 2 - g) / den
+        v0, v1, v2 = 1 + c1 * B, 1 - c2 * B, 1 - c3 * B
+        v0 = 0.0 if abs(v0) < 1e-10 else v0
+        ratio = 1.0 if abs(1 - A2 / q) < 1e-14 and abs(v1) < 1e-14 else (1 - A2 / q) / v1
+        rho = 1 / q * ratio ** 2 * v0 / v2
+        df = 4 + (q + 2) / (q * rho - 1)
+        if not (np.isfinite(df) and df > 0 and var_adj > 0):
+            return {**nan, "estimate": est, "status": "not estimable",
+                    "reason": "Kenward-Roger df undefined"}
+        se = math.sqrt(var_adj) * parts["scale"]
         t = est / se
         half = float(stats.t.ppf(0.5 + level / 2.0, df)) * se
         return {"estimate": est, "se": se, "df": float(df), "t": t,
@@ -403,5 +482,5 @@ def fit_period_lmm(y: np.ndarray, subject: Sequence[str] | np.ndarray,
     fit.beta, fit.cov_beta, fit.theta, fit.sigma = beta, C * scale ** 2, np.asarray(theta, dtype=float), sigma
     fit.reml_criterion = float(fun + 2 * (n - p) * math.log(scale))
     fit._parts = {"VinvX": ViX, "C": C, "A": mats, "J": J, "vcov_varpar": 2.0 * h_inv,
-                  "hessian": H, "scale": scale}
+                  "hessian": H, "scale": scale, "X": X, "phi": s}
     return fit
