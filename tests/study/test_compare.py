@@ -34,8 +34,9 @@ def hand_made(values: dict[str, np.ndarray], *, ftypes: dict[str, str] | None = 
     obs.index = obs["subject_id"] + "|" + obs["visit"]
     obs["subject_id"] = pd.Categorical(obs["subject_id"], categories=subjects)
     obs["period"] = pd.Categorical(obs["period"], categories=PERIODS, ordered=True)
-    if scorad is not None:
-        obs["scorad_pct_change"] = np.repeat(scorad, 3)
+    if scorad is not None:  # per visit: 50 in run-in and post-treatment, changed by scorad % on treatment
+        obs["scorad"] = np.column_stack([np.full(n, 50.0), 50.0 * (1 + scorad / 100.0),
+                                         np.full(n, 50.0)]).reshape(-1)
     ftypes = ftypes or {}
     var = pd.DataFrame(index=list(values))
     var["feature_type"] = [ftypes.get(f, "frequency") for f in values]
@@ -96,10 +97,17 @@ def test_null_feature_is_not_found(shift_table, shift_data):
     assert r["p_wilcoxon"] > 0.05
 
 
-def test_friedman_matches_scipy(shift_table, shift_data):
+def test_friedman_is_exact_within_subject_permutation(shift_table, shift_data):
+    x = shift_data["shift"]
     r = rows(shift_table, "shift", "friedman")
-    assert r["p_friedman"] == pytest.approx(stats.friedmanchisquare(*shift_data["shift"].T).pvalue)
-    assert r["n"] == 8
+    assert r["n"] == 8 and r["friedman_method"] == "exact"
+    # independent oracle: scipy enumerates all (3!)^8 within-subject permutations of the statistic
+    stat = lambda *cols, axis: stats.friedmanchisquare(*cols, axis=axis).statistic  # noqa: E731
+    ref = stats.permutation_test(tuple(x.T), stat, permutation_type="samples", vectorized=True,
+                                 n_resamples=np.inf, alternative="greater")
+    assert r["p_friedman"] == pytest.approx(ref.pvalue, rel=1e-9)
+    # the chi-square approximation the old code used is a different (larger here) number
+    assert abs(r["p_friedman"] - stats.friedmanchisquare(*x.T).pvalue) > 1e-4
 
 
 def test_bh_within_family_and_contrast(shift_table):
@@ -121,12 +129,19 @@ def test_fold_change_back_transformed_for_log_features(shift_table, shift_data):
     assert np.isnan(rows(shift_table, "shift", "run-in_vs_treatment")["fold_change"])
 
 
-def test_spearman_against_scorad_change(shift_table, shift_data):
+def test_spearman_against_scorad_change_is_exact(shift_table, shift_data):
     r = rows(shift_table, "shift", "run-in_vs_treatment")
     d = shift_data["shift"][:, 1] - shift_data["shift"][:, 0]
-    sp = stats.spearmanr(d, shift_data["scorad"])
-    assert r["spearman_rho"] == pytest.approx(sp.statistic) and r["p_spearman"] == pytest.approx(sp.pvalue)
+    change = shift_data["scorad"]  # SCORAD % change of the period means (hand_made's construction)
+    sp = stats.spearmanr(d, change)
+    # independent oracle: scipy enumerates all 8! pairings of d against the fixed SCORAD change
+    ref = stats.permutation_test((d,), lambda a: stats.spearmanr(a, change).statistic,
+                                 permutation_type="pairings", n_resamples=np.inf)
+    assert r["spearman_rho"] == pytest.approx(sp.statistic)
+    assert r["p_spearman"] == pytest.approx(ref.pvalue, rel=1e-9) and r["spearman_method"] == "exact"
     assert np.isnan(rows(shift_table, "shift", "treatment_vs_post-treatment")["spearman_rho"])
+    fam = shift_table[(shift_table["family"] == "flow") & shift_table["p_spearman"].notna()]
+    assert np.allclose(fam["q_spearman"], bh(fam["p_spearman"].to_numpy()))
 
 
 def brute_force_signed_rank_p(d: np.ndarray) -> float:
@@ -172,24 +187,15 @@ def test_missing_visits_and_too_few_subjects():
     assert "too few subjects" in rows(table, "sparse", "friedman")["note"]
 
 
-def test_mixed_model_matches_statsmodels_with_between_within_df():
-    import statsmodels.formula.api as smf
-
+def test_mixed_model_needs_replicate_visits_per_period():
+    # one visit per subject and period: the subject:period variance cannot be told from the
+    # residual, so the contrast is refused with the reason instead of getting a p
     rng = np.random.default_rng(5)
     subj = rng.normal(0, 1, 8)
     x = np.column_stack([subj, subj - 0.4, subj - 0.1]) + rng.normal(0, 0.2, (8, 3))
-    table = compare_periods(hand_made({"x": x}))
-    frame = pd.DataFrame({"y": x.reshape(-1), "s": np.repeat(np.arange(8), 3),
-                          "p": pd.Categorical(PERIODS * 8, categories=PERIODS)})
-    fit = smf.mixedlm("y ~ C(p)", frame, groups=frame["s"]).fit(reml=True)
-    name = "C(p)[T.treatment]"
-    df = 24 - 8 - 2
-    p = 2 * stats.t.sf(abs(fit.fe_params[name] / fit.bse_fe[name]), df)
-    r = rows(table, "x", "run-in_vs_treatment")
-    assert r["mixed_df"] == df
-    assert r["p_mixed"] == pytest.approx(p, rel=1e-3)
-    # the small-sample t reference is more conservative than the normal one statsmodels prints
-    assert r["p_mixed"] > fit.pvalues[name]
+    r = rows(compare_periods(hand_made({"x": x})), "x", "run-in_vs_treatment")
+    assert np.isnan(r["p_mixed"]) and r["mixed_status"] == "not estimable"
+    assert "not separable from the residual" in r["note"]
 
 
 def test_options_mapping_as_a_pipeline_config_passes_it():
@@ -223,8 +229,39 @@ def test_compare_cli_end_to_end(study, tmp_path):
     for col in ("feature", "family", "contrast", "n", "estimate", "ci_low", "ci_high", "fold_change",
                 "p_wilcoxon", "p_ttest", "p_mixed", "q", "direction"):
         assert col in table.columns
-    th2 = rows(table, "/Cells/CD3+/CD4+/Th2|pct_parent", "run-in_vs_treatment")
+    assert list(table["population"].unique()) == ["evaluable", "all"]
+    th2 = rows(table[table["population"] == "all"], "/Cells/CD3+/CD4+/Th2|pct_parent", "run-in_vs_treatment")
     assert th2["direction"] == "down" and th2["p_wilcoxon"] == pytest.approx(0.0078125, rel=1e-4)
+    ev = rows(table[table["population"] == "evaluable"], "/Cells/CD3+/CD4+/Th2|pct_parent",
+              "run-in_vs_treatment")
+    excluded = [s for s in study.obs.drop_duplicates("subject_id").query("evaluable != True")["subject_id"]]
+    assert excluded and ev["n"] == 8 - len(excluded)
+    assert all(s in ev["excluded_subjects"] and s in ev["note"] for s in excluded)
+    assert (tmp_path / "cmp" / "analysis_plan.json").is_file()
     assert (tmp_path / "cmp" / "provenance.json").is_file()
     bad = CliRunner().invoke(cli, ["compare", str(tmp_path / "missing.h5ad"), "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2
+
+
+def test_estimands_choose_the_visits_of_a_period(study):
+    th2 = "/Cells/CD3+/CD4+/Th2|pct_parent"
+    plateau = {"treatment": ["week4", "week8", "week12"]}
+    table = compare_periods(study, mixed=False, populations=["all"], estimands=plateau)
+    plan = table.attrs["plan"]
+    assert plan["estimands"]["treatment"]["visits"] == ["week4", "week8", "week12"]
+    assert plan["estimands"]["run-in"]["visits"] == ["screening", "week0"]
+    j = list(study.var_names).index(th2)
+    t = np.asarray(study.layers["transformed"])[:, j]
+    obs = study.obs
+    d = []
+    for s in obs["subject_id"].cat.categories:
+        mine = (obs["subject_id"] == s).to_numpy()
+        run = t[mine & obs["visit"].isin(["screening", "week0"]).to_numpy()]
+        trt = t[mine & obs["visit"].isin(plateau["treatment"]).to_numpy()]
+        if np.isfinite(run).any() and np.isfinite(trt).any():
+            d.append(np.nanmean(trt) - np.nanmean(run))
+    r = rows(table, th2, "run-in_vs_treatment")
+    assert r["estimate"] == pytest.approx(np.mean(d)) and r["n"] == len(d)
+    from immunoprofile.errors import InputError
+    with pytest.raises(InputError, match="not treatment visits"):
+        compare_periods(study, mixed=False, estimands={"treatment": ["week16"]})

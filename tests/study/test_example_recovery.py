@@ -23,6 +23,7 @@ from immunoprofile.cli import cli
 from immunoprofile.study.compare import DEFAULT_FAMILIES, compare_periods
 from immunoprofile.study.matrix import assemble
 
+PRIMARY = ["Th2|pct_parent", "Treg|pct_parent", "IL-13", "CCL17"]
 CONTRASTS = {"runin_vs_treatment": "run-in_vs_treatment",
              "treatment_vs_posttreatment": "treatment_vs_post-treatment"}
 
@@ -40,12 +41,13 @@ def example_run(tmp_path_factory, example_dir):
     assert gate.exit_code == 0, gate.output
     plates = sorted(str(p) for p in (example_dir / "plates").glob("*.csv"))
     cyto = runner.invoke(cli, ["cytokines", *plates, "--standards", str(example_dir / "standards.csv"),
-                               "--out", str(out / "cytokines"), "-q"])
+                               "--bridging", "BridgePool", "--out", str(out / "cytokines"), "-q"])
     assert cyto.exit_code == 0, cyto.output
     adata = assemble(example_dir / "manifest.csv", flow_dir=out / "flow", cytokine_dir=out / "cytokines",
                      clinical=example_dir / "clinical.csv")
     families = {k: v for k, v in DEFAULT_FAMILIES.items() if k != "flow_mfi"}  # MFIs: not in the truth
-    table = compare_periods(adata, families=families)
+    table = compare_periods(adata, families=families, primary=PRIMARY,
+                            primary_contrasts=[("run-in", "treatment"), ("treatment", "post-treatment")])
     effects = pd.read_csv(example_dir / "truth" / "effects.csv")
     return adata, table, effects
 
@@ -60,8 +62,9 @@ def feature_name(adata, effect) -> str:
     return str(hit.index[0])
 
 
-def row(table, feature, contrast):
-    sub = table[(table["feature"] == feature) & (table["contrast"] == contrast)]
+def row(table, feature, contrast, population="all"):
+    sub = table[(table["feature"] == feature) & (table["contrast"] == contrast)
+                & (table["population"] == population)]
     assert len(sub) == 1
     return sub.iloc[0]
 
@@ -118,6 +121,51 @@ def test_negative_controls_not_found(example_run):
         assert not (q < 0.05).any(), (name, q.min())
 
 
+def test_evaluable_population_excludes_the_dropout_and_says_so(example_run):
+    _, table, _ = example_run
+    ev = table[(table["population"] == "evaluable") & (table["contrast"] != "friedman")]
+    assert len(ev) and ev["excluded_subjects"].str.startswith("AD07 (50 of 84 doses").all()
+    assert ev.loc[ev["n"] > 0, "note"].str.contains("excludes AD07").all()
+    th2 = "/Cells/Singlets/Live/CD3+/CD4+CD8-/Th2|pct_parent"
+    assert row(table, th2, "run-in_vs_treatment", "evaluable")["n"] == 7
+    assert row(table, th2, "run-in_vs_treatment", "all")["n"] == 8
+
+
+def test_primary_hierarchy_and_qc_gates(example_run):
+    _, table, _ = example_run
+    primary = table[table["role"] == "primary"]
+    cd4 = "/Cells/Singlets/Live/CD3+/CD4+CD8-"
+    assert set(primary["feature"]) == {f"{cd4}/Th2|pct_parent", f"{cd4}/Treg|pct_parent",
+                                       "IL-13|pg/mL", "CCL17|pg/mL"}
+    assert primary["q"].isna().all()  # not in the exploratory BH families
+    for population in ("evaluable", "all"):
+        sub = primary[primary["population"] == population]
+        fr = sub[sub["contrast"] == "friedman"]
+        assert (fr["p_adjusted"] < 0.05).all()  # every primary feature passes the Friedman gate
+        first = sub[sub["contrast"] == "run-in_vs_treatment"]
+        assert (first["p_adjusted"] >= first["p_ttest"]).all()
+        assert (first["significant"] == (first["p_adjusted"] <= 0.05)).all()
+        # the large simulated effects survive the hierarchy (the modest Treg rise need not)
+        big = first[~first["feature"].str.contains("Treg")]
+        assert big["significant"].all(), big[["feature", "p_ttest", "p_adjusted"]]
+        assert sub.loc[sub["contrast"] == "run-in_vs_post-treatment", "p_adjusted"].isna().all()
+    qc = table[table["role"] == "qc"]
+    assert set(qc["feature"].str.split("|").str[0].str.rsplit("/", n=1).str[-1]) == {"Cells", "Singlets", "Live"}
+    assert qc["q"].isna().all() and not qc["significant"].any()
+    th2 = "/Cells/Singlets/Live/CD3+/CD4+CD8-/Th2|pct_parent"
+    assert row(table, th2, "friedman")["p_friedman"] == pytest.approx(0.000322, abs=5e-6)  # exact
+
+
+def test_mixed_model_never_reports_a_degenerate_fit(example_run):
+    _, table, _ = example_run
+    rows = table[table["contrast"] != "friedman"]
+    assert set(rows["mixed_status"]) <= {"ok", "boundary", "not estimable"}
+    bad = rows[rows["mixed_status"] == "not estimable"]
+    assert bad["p_mixed"].isna().all() and bad["note"].str.contains("mixed model").all()
+    good = rows[rows["mixed_status"].isin(["ok", "boundary"])]
+    assert good["p_mixed"].notna().all() and (good["mixed_df"] < 60).mean() > 0.3
+
+
 def test_drug_is_pharmacokinetic_and_fold_change_large(example_run):
     _, table, _ = example_run
     r = row(table, "IL-1RA|pg/mL", "run-in_vs_treatment")
@@ -132,5 +180,21 @@ def test_biomarker_change_tracks_scorad_change(example_run):
     _, table, _ = example_run
     for name in ("/Cells/Singlets/Live/CD3+/CD4+CD8-/Th2|pct_parent", "IL-13|pg/mL", "CCL17|pg/mL"):
         r = row(table, name, "run-in_vs_treatment")
-        assert r["n_spearman"] == 7  # AD07 has no week-12 SCORAD (dropped out)
+        assert r["n_spearman"] == 8  # change = period means: AD07 has run-in and treatment SCORAD
         assert r["spearman_rho"] > 0.5, (name, r["spearman_rho"])
+
+
+def test_r_reference_input_is_this_study(example_run):
+    # the R fixture (tests/study/data/r_reference) was computed from exactly this study matrix
+    from pathlib import Path
+
+    from study_long_format import long_from_study
+
+    adata, _, _ = example_run
+    ours = long_from_study(adata, PRIMARY)
+    ref = pd.read_csv(Path(__file__).parent / "data" / "r_reference" / "example_trial_long.csv")
+    assert list(ours[["subject", "visit", "feature"]].itertuples(index=False)) == \
+        list(ref[["subject", "visit", "feature"]].itertuples(index=False))
+    assert np.allclose(ours["y"].to_numpy(dtype=float), ref["y"].to_numpy(dtype=float), rtol=0, atol=1e-9)
+    assert (ours["censored"].to_numpy() == ref["censored"].to_numpy()).all()
+    assert (ours["role"].to_numpy() == ref["role"].to_numpy()).all()

@@ -79,12 +79,16 @@ def test_flags_combined_and_cytokine_censoring(study):
     assert labels.loc["S01|week0", "IL-4|pg/mL"] == "<LLOQ"
     assert labels.loc["S01|week0", "IL-13|pg/mL"] == "ok"
     floor = study.var.loc["IL-4|pg/mL", "log_floor"]
-    assert floor == pytest.approx(1.0 * 2 / 2)  # half the lowest sample LLOQ: plate LLOQ 1 × dilution 2
+    # one censoring level: the highest sample LLOQ among the plates (plate LLOQ 1 × dilution 2)
+    assert floor == pytest.approx(1.0 * 2)
+    assert study.var.loc["IL-4|pg/mL", "censor_level"] == pytest.approx(np.log10(2.0))
     assert np.isnan(cell(study, "S02|week0", "IL-4|pg/mL"))
     assert cell(study, "S01|week0", "IL-4|pg/mL") == pytest.approx(0.4)  # raw keeps the lab's number
-    # both censored kinds tie at the floor on the analysis scale
-    assert cell(study, "S02|week0", "IL-4|pg/mL", "transformed") == pytest.approx(np.log10(floor))
-    assert cell(study, "S01|week0", "IL-4|pg/mL", "transformed") == pytest.approx(np.log10(floor))
+    # both censored kinds are marked censored and tie at the censoring level on the analysis scale
+    for obs in ("S02|week0", "S01|week0"):
+        assert cell(study, obs, "IL-4|pg/mL", "censored") == 1
+        assert cell(study, obs, "IL-4|pg/mL", "transformed") == pytest.approx(np.log10(floor))
+    assert cell(study, "S01|week0", "IL-13|pg/mL", "censored") == 0
     codes = study.uns["immunoprofile"]["flag_codes"]
     assert {"ok", "<LLOQ", "below_curve"} <= set(codes["label"])
 
@@ -292,7 +296,7 @@ def test_reads_the_schema_1_layout(tmp_path):
     assert labels.loc["S03|week2", "IL-13|pg/mL"] == "missing: visit not attended"
     assert labels.loc["S02|week0", "IL-4|pg/mL"] == "below_curve"
     table = compare_periods(old, mixed=False)
-    th2 = table[(table["feature"] == "/Cells/CD3+/CD4+/Th2|pct_parent")
+    th2 = table[(table["feature"] == "/Cells/CD3+/CD4+/Th2|pct_parent") & (table["population"] == "all")
                 & (table["contrast"] == "run-in_vs_treatment")].iloc[0]
     assert th2["direction"] == "down" and th2["n"] == 8
     assert len(period_means(old)) == 24

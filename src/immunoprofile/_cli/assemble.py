@@ -2,7 +2,8 @@
 
 The command only parses options, calls :func:`immunoprofile.study.matrix.assemble` and writes
 the study (``.h5ad``, optionally ``.zarr``), one matrix per visit, the subject × period means,
-the same data as tidy Parquet, and ``provenance.json``.
+the same data as tidy Parquet, ``unmatched.tsv`` (every result without a manifest row and every
+manifest row without a result) and ``provenance.json``.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ __all__ = ["command"]
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Study file to write (e.g. study.h5ad); the other outputs go beside it.")
 @click.option("--zarr", "zarr", is_flag=True, help="Also write the study as a .zarr store.")
-@click.option("--cytokine-value", default="concentration", show_default=True,
+@click.option("--cytokine-value", default="concentration_reported", show_default=True,
               type=click.Choice(["concentration", "concentration_reported"]),
-              help="Which concentrations.csv column is the value.")
+              help="Which concentrations.csv column is the value (concentration_reported: LLOQ "
+                   "policy and bridging applied; the raw value stays as layer back_calculated).")
 @common_options
 def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, clinical: Path | None,
             out: Path, zarr: bool, cytokine_value: str, verbosity: Verbosity) -> None:
     """Join flow and cytokine results with the manifest (and clinical table) into one AnnData."""
-    from .._io import write_json_atomic, write_parquet_atomic
+    from .._io import write_csv_atomic, write_json_atomic, write_parquet_atomic
     from ..errors import InputError
     from ..provenance import build_provenance
     from ..study.matrix import assemble, period_means, split_by_visit, to_tidy, write_study
@@ -56,6 +58,9 @@ def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, cl
     for visit, sub in split_by_visit(adata).items():
         written.append(write_study(sub, folder / "study_by_visit" / f"{visit}.h5ad"))
     written.append(write_study(period_means(adata), folder / "period_means.h5ad"))
+    unmatched_path = folder / "unmatched.tsv"
+    write_csv_atomic(unmatched_path, adata.uns["immunoprofile"]["unmatched"], sep="\t")
+    written.append(unmatched_path)
     tidy_path = out.with_suffix(".parquet")
     write_parquet_atomic(tidy_path, to_tidy(adata))
     written.append(tidy_path)
@@ -65,6 +70,9 @@ def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, cl
         parameters={**inner.get("parameters", {}), "zarr": zarr},
         extra={"outputs": sorted(str(p) for p in written)}))
     n_missing = int((adata.obs["missing_reason"].astype(str) != "").sum())
+    n_unmatched = len(adata.uns["immunoprofile"]["unmatched"])
+    if n_unmatched:
+        click.echo(f"assemble: {n_unmatched} unmatched result(s)/manifest row(s) → {unmatched_path}")
     click.echo(f"assemble: {adata.n_obs} subject-visits ({adata.obs['subject_id'].nunique()} subjects, "
                f"{n_missing} with missing data, reasons in obs['missing_reason']) × {adata.n_vars} "
                f"features → {out}")

@@ -74,6 +74,8 @@ def handle_errors(verbosity: Verbosity | None = None) -> Iterator[None]:
         if debug:  # the traceback helps, but the exit code must not depend on --debug
             traceback.print_exc()
         echo_err(f"error: {exc}")
+        for line in getattr(exc, "detail_lines", ()):  # e.g. every manifest problem, one per line
+            echo_err(f"  {line}")
         sys.exit(2)
     except ImmunoprofileError as exc:
         if debug:

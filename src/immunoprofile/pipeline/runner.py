@@ -410,6 +410,11 @@ def _study_stage(config: PipelineConfig, manifest: Any, design: Any,
     adata = matrix.assemble(manifest, **kwargs)
     path = config.out_dir / "study.h5ad"
     write_h5ad_atomic(path, adata)
+    unmatched = adata.uns.get("immunoprofile", {}).get("unmatched")
+    if unmatched is not None:
+        from .._io import write_csv_atomic
+
+        write_csv_atomic(config.out_dir / "unmatched.tsv", unmatched, sep="\t")
     summary_msg = f"{adata.n_obs} sample(s) × {adata.n_vars} feature(s)"
     return StageResult("assemble", "done", summary_msg, [path])
 
@@ -427,9 +432,13 @@ def _compare_stage(config: PipelineConfig, design: Any, summary: RunSummary) -> 
     from ..study import compare
 
     adata = ad.read_h5ad(study_path)
-    table = compare.compare_periods(adata, **config.compare.kwargs())
+    table = compare.compare_periods(adata, **config.compare.kwargs(), **config.analysis.kwargs())
     path = config.out_dir / "comparisons.csv"
     write_csv_atomic(path, table)
+    if "plan" in table.attrs:
+        from .._io import write_json_atomic
+
+        write_json_atomic(config.out_dir / "analysis_plan.json", table.attrs["plan"])
     return StageResult("compare", "done", f"{len(table)} comparison(s)", [path])
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 import re
 import time
@@ -373,12 +374,15 @@ def _results(data: RunData, save_png, study=None) -> dict[str, Any] | None:
     result: dict[str, Any] = {"figures": figures}
     if data.comparisons is not None and len(data.comparisons):
         comp = data.comparisons
+        if "population" in comp:  # one population per plot/table: the plan's primary one
+            primary = data.analysis_plan.get("primary_population") or str(comp["population"].iloc[0])
+            comp = comp[comp["population"] == primary]
         png = figure_png(forest_plot(comp, labels=labels), tight=False)
         figures.append({"title": "Period contrasts (forest plot, features with the smallest q)",
                         "png": save_png("forest", png, comp), "tsv": _tsv_link(comp, "forest.tsv")})
-        shown = [c for c in ("feature", "family", "contrast", "n", "estimate", "ci_low", "ci_high",
-                             "fold_change", "p_wilcoxon", "p_ttest", "p_mixed", "q", "direction",
-                             "note") if c in comp]
+        shown = [c for c in ("population", "feature", "family", "role", "contrast", "n", "estimate",
+                             "ci_low", "ci_high", "fold_change", "p_wilcoxon", "p_ttest", "p_mixed",
+                             "q", "p_adjusted", "direction", "note") if c in comp]
         table = comp[shown].copy()
         if "feature" in table and labels:
             table.insert(0, "label", [labels.get(str(f), str(f)) for f in table["feature"]])
@@ -390,6 +394,14 @@ def _results(data: RunData, save_png, study=None) -> dict[str, Any] | None:
         result["note"] = (f"With at most {n_max} paired subjects the exact two-sided Wilcoxon p "
                           f"cannot go below {floor:.4f}; q = Benjamini–Hochberg within family. "
                           "Highlighted rows: q < 0.05.")
+        if data.analysis_plan:
+            plan = data.analysis_plan
+            pops = plan.get("populations", {})
+            result["note"] += (f" Population shown: {plan.get('primary_population', '')} ("
+                               + "; ".join(f"{k}: {len(v.get('subjects', []))} subjects"
+                                           + (f", excludes {', '.join(v['excluded'])}" if v.get("excluded") else "")
+                                           for k, v in pops.items()) + "); all rows in comparisons.csv.")
+            result["plan"] = json.dumps(plan, indent=1, default=str)
     return result if (figures or "table" in result) else None
 
 

@@ -29,6 +29,7 @@ class RunData:
     study_path: Path | None = None
     comparisons: pd.DataFrame | None = None
     time_qc: pd.DataFrame | None = None
+    analysis_plan: dict[str, Any] = field(default_factory=dict)
     other_failed: list[pd.DataFrame] = field(default_factory=list)
 
 
@@ -98,6 +99,12 @@ def collect_run(run_dir: str | Path) -> RunData:
                                           ("plate", "accepted"))
     data.study_path = _find(root, "study.h5ad")
     data.comparisons = _read_csv(_find(root, "comparisons.csv"))
+    plan = _find(root, "analysis_plan.json")
+    if plan is not None:
+        try:
+            data.analysis_plan = json.loads(plan.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            raise InputError(plan, f"not readable JSON ({exc})") from None
     if all(x is None for x in (data.populations, data.concentrations, data.study_path,
                                data.comparisons)):
         raise InputError(root, "no immunoprofile outputs found (populations.csv, "

@@ -3,6 +3,10 @@
 Contract: :func:`read_manifest` returns one clean row per sample (``sample_id, subject_id, visit,
 study_day, period, assay, file, plate, well``) or raises :class:`ManifestError` listing EVERY problem
 of the file at once (line, column, bad value, allowed values), never just the first one.
+
+Plate samples may be listed one row per sample (replicate wells joined by ``;``: ``E3;E4``) or one
+row per well as plate maps are written (rows sharing ``sample_id`` and everything but ``well``):
+both give the same sample row with all its wells.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ log = logging.getLogger(__name__)
 REQUIRED_COLUMNS: tuple[str, ...] = ("sample_id", "subject_id", "visit", "study_day", "assay", "file")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("period", "plate", "well")
 ASSAYS: tuple[str, ...] = ("flow", "cytokine")
+#: Problems a manifest error lists line by line (then a count).
+MAX_LISTED = 20
 _WELL = re.compile(r"^[A-Pa-p](0?[1-9]|1[0-9]|2[0-4])$")  # 96- and 384-well plates
 
 
@@ -51,15 +57,27 @@ class ManifestProblem:
 class ManifestError(InputError):
     """A manifest with one or more problems; ``.problems`` lists all of them.
 
-    The message stays one line (``InputError`` contract) and names the file, the number of
-    problems and each of them as ``line N, column 'c': reason (got 'v'); allowed: …``.
+    The message stays one line (``InputError`` contract): the file, the number of problems and
+    the first of them as ``line N, column 'c': reason (got 'v'); allowed: …``;
+    :attr:`detail_lines` lists them one per line (the first 20, then a count) for the CLI.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None, problems: Iterable[ManifestProblem]) -> None:
         self.problems = list(problems)
-        listing = " | ".join(str(p) for p in self.problems)
         n = len(self.problems)
-        super().__init__(path, f"{n} problem{'s' if n != 1 else ''} in the manifest: {listing}")
+        first = str(self.problems[0]) if self.problems else ""
+        more = f" (all {n} listed below)" if n > 1 else ""
+        super().__init__(path, f"{n} problem{'s' if n != 1 else ''} in the manifest: {first}{more}")
+
+    @property
+    def detail_lines(self) -> list[str]:
+        """One line per problem, the first :data:`MAX_LISTED`, then how many more (CLI output)."""
+        if len(self.problems) <= 1:
+            return []
+        lines = [str(p) for p in self.problems[:MAX_LISTED]]
+        if len(self.problems) > MAX_LISTED:
+            lines.append(f"... and {len(self.problems) - MAX_LISTED} more problem(s)")
+        return lines
 
     def __reduce__(self):  # keep .problems across process pools
         return (type(self), (self.path, self.problems))
@@ -139,6 +157,7 @@ def validate_manifest(frame: pd.DataFrame, *, design: StudyDesign | None = None,
     base = Path(path).parent if path is not None else Path.cwd()
     out_rows = []
     seen_ids: dict[tuple[str, str], int] = {}
+    wells_by_line: dict[int, list[str]] = {}  # replicate wells given on later rows
     seen_visit: dict[tuple[str, str, str], int] = {}
     for i, row in frame.iterrows():
         line = int(i) + 2
@@ -207,8 +226,18 @@ def validate_manifest(frame: pd.DataFrame, *, design: StudyDesign | None = None,
                 problems.append(ManifestProblem(line, "file", row["file"], "file not found"))
         key = (sample_id, assay)
         if sample_id and key in seen_ids:
-            problems.append(ManifestProblem(line, "sample_id", sample_id,
-                                            f"duplicate of line {seen_ids[key]} for assay {assay!r}"))
+            first_line = seen_ids[key]
+            other = frame.loc[first_line - 2]
+            differ = [c for c in ("subject_id", "visit", "study_day", "period", "file", "plate")
+                      if row[c] != other[c]]
+            if assay == "cytokine" and not differ:
+                # one row per well (plate-map style): a replicate well of the sample listed before
+                wells_by_line.setdefault(first_line, []).extend(
+                    w.strip().upper() for w in row["well"].split(";") if w.strip())
+                continue
+            reason = (f"duplicate of line {first_line} for assay {assay!r}" if not differ else
+                      f"same sample as line {first_line} but different {', '.join(differ)}")
+            problems.append(ManifestProblem(line, "sample_id", sample_id, reason))
         seen_ids.setdefault(key, line)
         vkey = (subject, visit, assay)
         if subject and visit in visits and vkey in seen_visit:
@@ -223,6 +252,15 @@ def validate_manifest(frame: pd.DataFrame, *, design: StudyDesign | None = None,
                 "well": ";".join(w.strip().upper() for w in row["well"].split(";") if w.strip()),
                 "window_deviation_days": deviation, "line": line,
             })
+    for rec in out_rows:
+        extra = wells_by_line.get(rec["line"])
+        if extra:
+            wells = rec["well"].split(";") if rec["well"] else []
+            dup = sorted({w for w in extra if w in wells or extra.count(w) > 1})
+            if dup:
+                problems.append(ManifestProblem(rec["line"], "well", ";".join(dup),
+                                                f"well(s) listed twice for sample {rec['sample_id']!r}"))
+            rec["well"] = ";".join(dict.fromkeys([*wells, *extra]))
     if problems:
         raise ManifestError(path, problems)
     if not out_rows:

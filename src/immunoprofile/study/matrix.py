@@ -3,7 +3,11 @@
 Contract: :func:`assemble` returns ONE AnnData per study with obs = every subject × protocol visit
 (``"S01|week4"``; missing visits stay as NaN rows with a recorded reason, never dropped or imputed),
 var = features, ``X`` = the primary value and layers ``raw``, ``transformed``, ``flag`` (integer
-codes, table in ``uns["immunoprofile"]["flag_codes"]``) and ``change_from_baseline``. Everything
+codes, table in ``uns["immunoprofile"]["flag_codes"]``), ``censored`` (1 = left-censored below
+the LLOQ), ``back_calculated`` (cytokines: the raw back-calculated concentration, before bridging
+and the LLOQ policy) and ``change_from_baseline``. Nothing is dropped silently: every result
+without a manifest row and every manifest row without a result is in
+``uns["immunoprofile"]["unmatched"]`` (``unmatched.tsv``). Everything
 else here (:func:`split_by_visit`, :func:`period_means`, :func:`to_tidy`, :func:`write_study`) reads
 or writes that object.
 
@@ -13,13 +17,17 @@ Layer conventions (also stored in ``uns["immunoprofile"]["transforms"]``):
   100 % stay finite;
 * MFI: ``asinh(x / 150)`` (150 is the usual cofactor for conventional fluorescence);
 * counts: ``log10(x + 1)``;
-* concentrations: ``log10(max(x, floor))``. ``floor`` (``var["log_floor"]``) is half the lowest
-  sample LLOQ of the analyte (plate LLOQ from ``standard_curves.csv`` × the well's dilution), or
-  half the smallest positive concentration when no LLOQ is known. Results below the LLOQ are not
-  quantifiable: every value flagged ``<LLOQ`` or ``below_curve`` is set to the floor in the
-  transformed layer (left-censored, so they tie instead of adding extrapolation noise to rank
-  tests); values above the curve with no number are set to twice the largest observed value.
-  ``raw`` keeps the lab's back-calculated number (or NaN), the ``flag`` layer says which.
+* concentrations: ``log10(x)`` of the reported value (``concentration_reported``: the LLOQ
+  policy and bridging normalisation applied). Results below the LLOQ are left-censored, not
+  numbers: one censoring level per analyte (``var["log_floor"]``, concentration units; on the
+  transformed scale ``var["censor_level"]``) = the highest sample LLOQ (plate LLOQ from
+  ``standard_curves.csv`` × dilution × bridging factor) among the plates holding its study
+  samples; every value below it or flagged below the curve/LLOQ without a number is censored
+  (layer ``censored``) and holds log10(level) in the transformed layer, so rank tests see them tied
+  below every quantified value; parametric methods treat them as censored (``study.compare``).
+  Without a known LLOQ the level is half the smallest positive value. Values above the curve with
+  no number are set to twice the largest observed value. ``raw`` keeps the reported number (or
+  NaN), the ``flag`` layer says which.
 * ``change_from_baseline`` = transformed − transformed at the baseline visit (week 0) of the same
   subject.
 """
@@ -174,10 +182,128 @@ def _combine_flags(flags: pd.Series) -> str:
     return ";".join(tokens) if tokens else "ok"
 
 
+_QC_TYPES = {"standard", "background", "control"}
+_BELOW = ("below_curve", "<LLOQ")
+
+
+def _plate_files(conc_dir: Path) -> dict[str, list[str]]:
+    """Plate name → the export file(s) it came from (``immunoprofile cytokines``' provenance)."""
+    prov = conc_dir / "provenance.json"
+    if not prov.is_file():
+        return {}
+    try:
+        plates = json.loads(prov.read_text(encoding="utf-8")).get("plates", [])
+    except (ValueError, AttributeError):
+        return {}
+    out: dict[str, list[str]] = {}
+    for entry in plates if isinstance(plates, list) else []:
+        for name in entry.get("plates", []) or []:
+            out.setdefault(str(name), []).append(str(entry.get("path", "")))
+    return out
+
+
+def _bridging_sample(conc_dir: Path) -> str | None:
+    """The bridging control's name when the cytokine step normalised on one."""
+    prov = conc_dir / "provenance.json"
+    try:
+        params = json.loads(prov.read_text(encoding="utf-8")).get("parameters", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(params["bridging_sample"]) if params.get("bridging") and params.get("bridging_sample") \
+        else None
+
+
+def _same_file(manifest_file: str, base: Path, export: str) -> bool:
+    """Whether a manifest ``file`` names the export at ``export`` (same resolved path or name)."""
+    given = Path(manifest_file.replace("\\", "/"))
+    target = given if given.is_absolute() else base / given
+    try:
+        if target.resolve() == Path(export).resolve():
+            return True
+    except OSError:
+        pass
+    return given.name == Path(export).name
+
+
+def _join_plate_results(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, plate_files: dict[str, list[str]],
+                        base: Path) -> tuple[pd.Series, list[dict[str, Any]], list[str]]:
+    """Manifest sample of every result row (by file + plate + well, then plate + well, then id).
+
+    Returns
+    -------
+    tuple
+        (manifest sample_id per result row, "" when none; unmatched manifest rows; warnings).
+    """
+    import pandas as pd
+
+    plates = sorted(set(conc["plate"]))
+    files_of = {p: plate_files.get(p, []) for p in plates}
+    key = pd.Series(list(zip(conc["plate"], conc["well"].astype(str).str.upper())), index=conc.index)
+    by_well: dict[tuple[str, str], list[Any]] = {}
+    for idx, k in key.items():
+        by_well.setdefault(k, []).append(idx)
+    joined = pd.Series("", index=conc.index, dtype=object)
+    unmatched: list[dict[str, Any]] = []
+    notes: list[str] = []
+    how_counts: dict[str, int] = {}
+    renamed: list[str] = []
+    for rec in manifest_cyto.itertuples(index=False):
+        wells = [w for w in str(rec.well).split(";") if w]
+        in_file = [p for p in plates if any(_same_file(str(rec.file), base, f) for f in files_of[p])]
+        plate, how = None, ""
+        if in_file:
+            named = [p for p in in_file if p == rec.plate] or \
+                [p for p in in_file if p.lower() == str(rec.plate).lower()]
+            if named:
+                plate, how = named[0], "file + plate + well"
+            elif len(in_file) == 1:
+                plate, how = in_file[0], "file + well"
+        if plate is None:
+            named = [p for p in plates if p == rec.plate] or \
+                [p for p in plates if p.lower() == str(rec.plate).lower()]
+            if len(named) == 1:
+                plate, how = named[0], "plate + well"
+        rows: list[Any] = []
+        if plate is not None:
+            rows = [i for w in wells for i in by_well.get((plate, w), [])]
+        if not rows:  # last resort: the export's sample name is the manifest's sample_id
+            hit = conc.index[(conc["sample_id"] == rec.sample_id) & (joined == "")]
+            if len(hit) and conc.loc[hit, "plate"].nunique() == 1:
+                rows, how = list(hit), "sample_id"
+                notes.append(f"{rec.sample_id} sits in other wells than the manifest lists "
+                             f"({rec.well} on {rec.plate}; results in "
+                             f"{';'.join(sorted(set(conc.loc[hit, 'well'])))} on "
+                             f"{conc.loc[hit, 'plate'].iloc[0]}): joined by its sample name")
+        if not rows:
+            why = (f"no result in well(s) {rec.well} of plate {plate!r}" if plate is not None else
+                   f"no results for file {rec.file!r} / plate {rec.plate!r} (results have plate(s) "
+                   f"{', '.join(plates) or 'none'} from {', '.join(sorted({Path(f).name for p in plates for f in files_of[p]})) or 'unknown files'})")
+            unmatched.append({"side": "manifest", "assay": "cytokine", "sample_id": rec.sample_id,
+                              "file": rec.file, "plate": rec.plate, "well": rec.well,
+                              "line": getattr(rec, "line", ""), "reason": why})
+            continue
+        taken = [i for i in rows if joined[i] and joined[i] != rec.sample_id]
+        if taken:
+            notes.append(f"wells of {rec.sample_id} already joined to {joined[taken[0]]}")
+        joined[rows] = rec.sample_id
+        how_counts[how] = how_counts.get(how, 0) + 1
+        names = set(conc.loc[rows, "sample_id"])
+        if names != {rec.sample_id}:
+            renamed.append(f"{rec.sample_id} (export: {', '.join(sorted(names))})")
+    if renamed:
+        notes.append(f"{len(renamed)} sample(s) joined by plate and well carry another name in the "
+                     f"export: {', '.join(renamed[:5])}{' …' if len(renamed) > 5 else ''}")
+    if how_counts:
+        log.info("cytokine results joined to the manifest by %s",
+                 ", ".join(f"{how} ({n})" for how, n in sorted(how_counts.items())))
+    return joined, unmatched, notes
+
+
 def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_column: str,
-                       drug_readouts: tuple[str, ...], path: Path
-                       ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Replicate-mean long table, var rows and the QC rows (plate samples not in the manifest)."""
+                       drug_readouts: tuple[str, ...], path: Path, *,
+                       plate_files: dict[str, list[str]] | None = None, base: Path | None = None,
+                       bridging_sample: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """Replicate-mean long table, var rows, QC rows (plate samples not in the manifest), unmatched."""
     import pandas as pd
 
     if value_column not in conc.columns:
@@ -186,36 +312,55 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
     conc["sample_id"] = conc["sample_id"].astype(str)
     conc["analyte"] = conc["analyte"].astype(str)
     conc["value"] = pd.to_numeric(conc[value_column], errors="coerce")
-    if "flag" not in conc.columns:
-        conc["flag"] = "ok"
-    if "unit" not in conc.columns:
-        conc["unit"] = ""
-    conc["unit"] = conc["unit"].fillna("").astype(str)
-    if "plate" not in conc.columns:
-        conc["plate"] = ""
-    conc["plate"] = conc["plate"].fillna("").astype(str)
-    known = dict(zip(manifest_cyto["sample_id"], manifest_cyto["plate"].astype(str)))
-    in_manifest = conc["sample_id"].isin(known)
-    # The manifest names the plate: the same name on another plate (a re-run) is not this sample.
-    plate_ok = conc.apply(lambda r: not known.get(r["sample_id"]) or not r["plate"]
-                          or known[r["sample_id"]] == r["plate"], axis=1) if len(conc) else in_manifest
-    data = conc[in_manifest & plate_ok]
-    if "well" in data.columns and "well" in manifest_cyto.columns:
-        # The manifest's wells are a cross-check of the plate layout, not the join key.
-        listed = {sid: set(str(w).split(";")) - {""} for sid, w in
-                  zip(manifest_cyto["sample_id"], manifest_cyto["well"])}
-        found = data.groupby("sample_id")["well"].agg(lambda w: set(w.astype(str).str.upper()))
-        odd = sorted(sid for sid, wells in found.items() if listed.get(sid) and wells != listed[sid])
-        if odd:
-            log.warning("%s: %d sample(s) sit in other wells than the manifest lists: %s", path,
-                        len(odd), ", ".join(odd[:10]))
-    qc = conc[~in_manifest]
-    if "sample_type" in qc.columns:
-        qc = qc[~qc["sample_type"].astype(str).isin(["standard", "background"])]
-    grouped = data.groupby(["sample_id", "analyte"], sort=True)
-    long = grouped.agg(value=("value", "mean"), flag=("flag", _combine_flags),
-                       n_replicates=("value", "size"),
-                       n_values=("value", "count"), unit=("unit", "first")).reset_index()
+    conc["back_calculated"] = pd.to_numeric(conc["concentration"], errors="coerce") \
+        if "concentration" in conc.columns else conc["value"]
+    for col, default in (("flag", "ok"), ("unit", ""), ("plate", ""), ("well", ""),
+                         ("sample_type", "unknown")):
+        if col not in conc.columns:
+            conc[col] = default
+        conc[col] = conc[col].fillna(default).astype(str)
+    conc["dilution"] = pd.to_numeric(conc["dilution"], errors="coerce").fillna(1.0) \
+        if "dilution" in conc.columns else 1.0
+    # the factor applies only to concentration_reported; the raw value is on the plate's own scale
+    conc["bridging_factor"] = pd.to_numeric(conc["bridging_factor"], errors="coerce").fillna(1.0) \
+        if "bridging_factor" in conc.columns and value_column == "concentration_reported" else 1.0
+    samples = ~conc["sample_type"].isin(_QC_TYPES)
+    joined, unmatched, notes = _join_plate_results(conc[samples], manifest_cyto, plate_files or {},
+                                                   base or Path.cwd())
+    conc["_sid"] = ""
+    conc.loc[joined.index, "_sid"] = joined
+    for note in notes:
+        log.warning("%s: %s", path, note)
+    n_results = int(samples.sum())
+    if len(manifest_cyto) and n_results and not (conc["_sid"] != "").any():
+        res_plates = ", ".join(sorted(set(conc.loc[samples, "plate"]))) or "none"
+        res_files = ", ".join(sorted({Path(f).name for fs in (plate_files or {}).values() for f in fs})) \
+            or "unknown"
+        man_plates = ", ".join(sorted(set(manifest_cyto["plate"].astype(str))))
+        man_files = ", ".join(sorted(set(manifest_cyto["file"].astype(str))))
+        raise InputError(path, f"none of the {n_results} cytokine sample results joined a manifest row: "
+                               f"results come from plate(s) {res_plates} (file(s) {res_files}), "
+                               f"e.g. sample {conc.loc[samples, 'sample_id'].iloc[0]!r}; the manifest "
+                               f"lists plate(s) {man_plates} in file(s) {man_files}, e.g. sample "
+                               f"{manifest_cyto['sample_id'].iloc[0]!r}")
+    data = conc[conc["_sid"] != ""]
+    left = conc[samples & (conc["_sid"] == "")]
+    for (sid, plate), g in left.groupby(["sample_id", "plate"], sort=True):
+        unmatched.append({"side": "results", "assay": "cytokine", "sample_id": sid, "file": "",
+                          "plate": plate, "well": ";".join(sorted(set(g["well"]))), "line": "",
+                          "reason": f"the bridging control {sid!r} (a QC sample, not in the manifest)"
+                          if sid == bridging_sample else
+                          "result joins no manifest row (a QC sample, or a sample missing from the "
+                          "manifest)"})
+    qc = conc[conc["_sid"] == ""]
+    qc = qc[~qc["sample_type"].isin(["standard", "background"])]
+    grouped = data.groupby(["_sid", "analyte"], sort=True)
+    long = grouped.agg(value=("value", "mean"), back_calculated=("back_calculated", "mean"),
+                       flag=("flag", _combine_flags), n_replicates=("value", "size"),
+                       n_values=("value", "count"), unit=("unit", "first"),
+                       plate=("plate", "first"), dilution=("dilution", "first"),
+                       bridging_factor=("bridging_factor", "first")).reset_index()
+    long = long.rename(columns={"_sid": "sample_id"})
     long["feature"] = long["analyte"] + "|" + long["unit"].where(long["unit"] != "", "conc")
     drug = {d.lower() for d in drug_readouts}
     var = (long.drop_duplicates("feature")[["feature", "analyte", "unit"]]
@@ -227,11 +372,12 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
                if c in qc.columns]
     qc = qc[qc_cols].rename(columns={"value": "concentration"}).sort_values(
         [c for c in ("sample_id", "plate", "well", "analyte") if c in qc_cols], kind="stable")
-    return long, var, qc.reset_index(drop=True)
+    return long, var, qc.reset_index(drop=True), unmatched
 
 
-def _lloq_floors(conc: pd.DataFrame, clong: pd.DataFrame, curves: pd.DataFrame) -> dict[str, float]:
-    """Per cytokine feature: half the lowest sample LLOQ (plate LLOQ × well dilution)."""
+def _censor_levels(clong: pd.DataFrame, curves: pd.DataFrame) -> dict[str, float]:
+    """Per cytokine feature: the highest sample LLOQ (plate LLOQ × dilution × bridging factor)
+    among the plates holding the study's samples — one censoring level per analyte."""
     import numpy as np
     import pandas as pd
 
@@ -239,29 +385,31 @@ def _lloq_floors(conc: pd.DataFrame, clong: pd.DataFrame, curves: pd.DataFrame) 
         return {}
     lloq = curves.assign(plate=curves["plate"].astype(str), analyte=curves["analyte"].astype(str),
                          lloq=pd.to_numeric(curves["lloq"], errors="coerce"))
-    rows = conc[conc["sample_id"].astype(str).isin(set(clong["sample_id"]))].copy()
-    rows["plate"] = rows["plate"].astype(str)
-    rows["analyte"] = rows["analyte"].astype(str)
-    rows = rows.merge(lloq[["plate", "analyte", "lloq"]], on=["plate", "analyte"], how="left")
-    dilution = pd.to_numeric(rows["dilution"], errors="coerce").fillna(1.0) \
-        if "dilution" in rows.columns else 1.0
-    rows["sample_lloq"] = rows["lloq"] * dilution
-    lowest = rows.groupby("analyte")["sample_lloq"].min()
-    feature_of = dict(zip(clong["analyte"], clong["feature"]))
-    return {feature_of[a]: float(v) / 2.0 for a, v in lowest.items()
-            if a in feature_of and np.isfinite(v) and v > 0}
+    rows = clong.merge(lloq[["plate", "analyte", "lloq"]], on=["plate", "analyte"], how="left")
+    rows["sample_lloq"] = rows["lloq"] * rows["dilution"] * rows["bridging_factor"]
+    highest = rows.groupby("feature")["sample_lloq"].max()
+    return {f: float(v) for f, v in highest.items() if np.isfinite(v) and v > 0}
 
 
 # --------------------------------------------------------------------------------------------
 # transforms
 # --------------------------------------------------------------------------------------------
 def _transform(raw: np.ndarray, var: pd.DataFrame, flag_text: np.ndarray,
-               floors_given: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The transformed layer and the per-feature log floor (NaN except concentrations)."""
+               levels: dict[str, float] | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The transformed layer, the per-feature censoring level (concentration units; NaN except
+    concentrations) and the censored mask.
+
+    A concentration below its analyte's censoring level (``levels``: the highest sample LLOQ among
+    the plates involved), or flagged below the curve / LLOQ with no number, is left-censored: the
+    censored mask says so and the transformed layer holds log10(level) — one level per analyte, so
+    rank tests see every censored value tied below every quantified one. Without a known LLOQ
+    the level is half the smallest positive value and only flagged values are censored.
+    """
     import numpy as np
 
-    floors_given = floors_given or {}
-
+    levels = levels or {}
+    censored = np.zeros(raw.shape, dtype=bool)
     out = np.full_like(raw, np.nan, dtype=float)
     floors = np.full(raw.shape[1], np.nan)
     for j, ftype in enumerate(var["feature_type"].to_numpy()):
@@ -275,21 +423,25 @@ def _transform(raw: np.ndarray, var: pd.DataFrame, flag_text: np.ndarray,
             out[:, j] = np.log10(np.clip(x, 0, None) + 1.0)
         elif ftype == "concentration":
             positive = x[np.isfinite(x) & (x > 0)]
-            floor = floors_given.get(str(var.index[j]), np.nan)
-            if not np.isfinite(floor) or floor <= 0:
-                floor = float(positive.min() / 2.0) if positive.size else 1e-3
-            top = float(positive.max() * 2.0) if positive.size else np.nan
-            floors[j] = floor
-            with np.errstate(invalid="ignore"):
-                col = np.log10(np.maximum(x, floor))
             flags = flag_text[:, j]
-            below = np.array(["below_curve" in f or "<LLOQ" in f for f in flags], dtype=bool)
+            below = np.array([any(b in f for b in _BELOW) for f in flags], dtype=bool)
+            level = levels.get(str(var.index[j]), np.nan)
+            with np.errstate(invalid="ignore"):
+                if np.isfinite(level) and level > 0:
+                    cens = (np.isfinite(x) & (x < level)) | (np.isnan(x) & below)
+                else:
+                    level = float(positive.min() / 2.0) if positive.size else 1e-3
+                    cens = below | (np.isfinite(x) & (x < level))
+                col = np.log10(np.where(x > 0, x, np.nan))
+            top = float(positive.max() * 2.0) if positive.size else np.nan
+            floors[j] = level
+            col[cens] = np.log10(level)
+            censored[:, j] = cens
             above = np.isnan(x) & np.array(["above_curve" in f or ">ULOQ" in f for f in flags], dtype=bool)
-            col[below] = np.log10(floor)
             if np.isfinite(top):
                 col[above] = np.log10(top)
             out[:, j] = col
-    return out, floors
+    return out, floors, censored
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,7 +455,7 @@ def assemble(
     clinical: str | os.PathLike[str] | pd.DataFrame | None = None,
     design: StudyDesign | None = None,
     flow_statistics: tuple[str, ...] = ("pct_parent", "pct_total", "count", "mfi"),
-    cytokine_value: str = "concentration",
+    cytokine_value: str = "concentration_reported",
     drug_readouts: tuple[str, ...] = DEFAULT_DRUG_READOUTS,
     doses: str = "cumulative",
 ) -> ad.AnnData:
@@ -319,9 +471,14 @@ def assemble(
         manifest flow samples by ``sample_id``, else by the FCS file stem.
     cytokine_dir
         Output folder of ``immunoprofile cytokines`` (``concentrations.csv`` and, when present,
-        ``standard_curves.csv``). Replicate wells of a sample are averaged and their flags
-        combined; plate samples absent from the manifest (kit controls, bridging pools) are kept
-        as QC in ``uns["immunoprofile"]["qc_samples"]``.
+        ``standard_curves.csv`` and ``provenance.json``). Results join manifest rows by the
+        manifest's ``file`` (+ ``plate`` name for multi-plate files) and ``well``, falling back to
+        the ``plate`` column and well, then to the export's sample name. Replicate wells of a
+        sample are averaged and their flags combined; plate samples absent from the manifest (kit
+        controls, bridging pools) are kept as QC in ``uns["immunoprofile"]["qc_samples"]``.
+        Every result that joins no manifest row and every manifest row without a result is listed
+        in ``uns["immunoprofile"]["unmatched"]`` (``unmatched.tsv``) and warned about; when no
+        cytokine result joins at all, an ``InputError`` names both sides' identifiers.
     clinical
         Clinical CSV or DataFrame (``subject_id, visit, scorad, doses_received, age, sex``).
     design
@@ -330,8 +487,9 @@ def assemble(
         Which flow statistics become features: any of ``pct_parent``, ``pct_total``, ``count``,
         ``mfi`` (medians), ``gmean``, ``rcv``.
     cytokine_value
-        Which column of ``concentrations.csv`` is the value (``concentration`` = raw back-calculated
-        result; ``concentration_reported`` = after the LLOQ policy).
+        Which column of ``concentrations.csv`` is the value: ``concentration_reported`` (default:
+        after the LLOQ policy and the bridging normalisation; the raw back-calculated result stays
+        as layer ``back_calculated``) or ``concentration`` (raw, no bridging).
     drug_readouts
         Analytes that measure the drug (pharmacokinetic, not biomarker): ``var["drug_readout"]``.
     doses
@@ -368,6 +526,10 @@ def assemble(
 
     long_parts: list[pd.DataFrame] = []
     floors_given: dict[str, float] = {}
+    unmatched_rows: list[dict[str, Any]] = []
+    back_calculated = None
+    plate_of_sample: dict[str, str] = {}
+    manifest_base = Path(manifest).parent if not isinstance(manifest, pd.DataFrame) else Path.cwd()
     var_parts: list[pd.DataFrame] = []
     uns: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
     results_ids: dict[str, set[str]] = {"flow": set(), "cytokine": set()}
@@ -382,8 +544,11 @@ def assemble(
         ids.update({s: s for s in mflow["sample_id"]})
         flong, fvar, unmatched = _flow_features(pops, ids, tuple(flow_statistics), pops_path)
         if unmatched:
-            log.warning("%d flow sample(s) not in the manifest were left out: %s", len(unmatched),
-                        ", ".join(unmatched[:10]))
+            log.warning("%d flow sample(s) not in the manifest were left out (listed in "
+                        "unmatched.tsv): %s", len(unmatched), ", ".join(unmatched[:10]))
+        unmatched_rows += [{"side": "results", "assay": "flow", "sample_id": u, "file": "", "plate": "",
+                            "well": "", "line": "", "reason": "flow result joins no manifest row"}
+                           for u in unmatched]
         long_parts.append(flong.assign(flag="ok"))
         var_parts.append(fvar)
         results_ids["flow"] = set(flong["sample_id"])
@@ -404,19 +569,39 @@ def assemble(
         conc_path = _find(cytokine_dir, "concentrations.csv")
         inputs.append(conc_path)
         conc = _read_csv(conc_path, ("sample_id", "analyte"))
-        clong, cvar, qc = _cytokine_features(conc, man[man["assay"] == "cytokine"], cytokine_value,
-                                             tuple(drug_readouts), conc_path)
+        value_col = cytokine_value
+        if value_col == "concentration_reported" and value_col not in conc.columns:
+            log.warning("%s: no concentration_reported column (an older export): the raw "
+                        "back-calculated concentration is used, without bridging", conc_path)
+            value_col = "concentration"
+        clong, cvar, qc, c_unmatched = _cytokine_features(
+            conc, man[man["assay"] == "cytokine"], value_col, tuple(drug_readouts), conc_path,
+            plate_files=_plate_files(conc_path.parent), base=manifest_base,
+            bridging_sample=_bridging_sample(conc_path.parent))
+        unmatched_rows += c_unmatched
         long_parts.append(clong[["sample_id", "feature", "value", "flag"]])
+        back_calculated = clong[["sample_id", "feature", "back_calculated"]]
+        plate_of_sample = dict(zip(clong["sample_id"], clong["plate"]))
         var_parts.append(cvar)
         results_ids["cytokine"] = set(clong["sample_id"])
         uns["qc_samples"] = _uns_frame(qc)
-        uns["cytokine_value"] = cytokine_value
+        uns["cytokine_value"] = value_col
+        factors = clong.drop_duplicates(["plate", "analyte"])[["plate", "analyte", "bridging_factor"]]
+        uns["cytokine_normalisation"] = {
+            "value": value_col,
+            "description": ("concentration_reported: the lab's LLOQ policy and the bridging "
+                            "normalisation applied (layer 'back_calculated' keeps the raw "
+                            "back-calculated concentration)") if value_col == "concentration_reported"
+            else "raw back-calculated concentration (no bridging, no LLOQ policy)",
+            "bridging_factors": _uns_frame(factors.sort_values(["plate", "analyte"])),
+            "bridging_applied": bool((factors["bridging_factor"] != 1.0).any()),
+        }
         curves_path = conc_path.parent / "standard_curves.csv"
         if curves_path.is_file():
             inputs.append(curves_path)
             curves = _read_csv(curves_path, ())
             uns["standard_curves"] = _uns_frame(curves)
-            floors_given = _lloq_floors(conc, clong, curves)
+            floors_given = _censor_levels(clong, curves)
         prov = conc_path.parent / "provenance.json"
         if prov.is_file():
             uns["cytokine_provenance_json"] = prov.read_text(encoding="utf-8")
@@ -458,6 +643,30 @@ def assemble(
         cols = mapped.fillna(-1).to_numpy(dtype=np.int64)
         raw[rows[keep], cols[keep]] = part["value"].to_numpy(dtype=float)[keep]
         flag_text[rows[keep], cols[keep]] = part["flag"].astype(str).to_numpy()[keep]
+    # the raw back-calculated concentration (before bridging and the LLOQ policy), as a layer
+    back = np.full((n_obs, n_var), np.nan)
+    if back_calculated is not None and len(back_calculated):
+        rows = back_calculated["sample_id"].map(lambda s: sample_row.get(("cytokine", s), -1)) \
+            .to_numpy(dtype=np.int64)
+        mapped = back_calculated["feature"].map(feat_col)
+        keep = (rows >= 0) & mapped.notna().to_numpy()
+        back[rows[keep], mapped.fillna(-1).to_numpy(dtype=np.int64)[keep]] = \
+            back_calculated["back_calculated"].to_numpy(dtype=float)[keep]
+    obs["cytokine_plate"] = [plate_of_sample.get(sid, "") for sid in obs["cytokine_sample_id"]]
+    # manifest samples that found no result at all
+    for rec in man.itertuples(index=False):
+        if rec.assay in assays_used and rec.sample_id not in results_ids[rec.assay] and not any(
+                u["side"] == "manifest" and u["sample_id"] == rec.sample_id for u in unmatched_rows):
+            unmatched_rows.append({"side": "manifest", "assay": rec.assay, "sample_id": rec.sample_id,
+                                   "file": rec.file, "plate": rec.plate, "well": rec.well,
+                                   "line": rec.line, "reason": "manifest row finds no result"})
+    unmatched = pd.DataFrame(unmatched_rows, columns=["side", "assay", "sample_id", "file", "plate",
+                                                      "well", "line", "reason"])
+    if len(unmatched):
+        counts = unmatched.groupby(["side", "assay"]).size()
+        log.warning("assemble: %s (listed in unmatched.tsv)", "; ".join(
+            f"{n} {assay} {'manifest row(s) without a result' if side == 'manifest' else 'result(s) without a manifest row'}"
+            for (side, assay), n in counts.items()))
 
     # Why a value is missing: per assay, per subject × visit (the flag layer holds it per cell).
     attended = {s: [v for v in visits if any(obs.loc[f"{s}|{v}", f"{a}_sample_id"]
@@ -500,9 +709,11 @@ def assemble(
     flag[present & np.isnan(raw) & (flag == 0)] = 5
     flag[~present & (flag == 0)] = 5  # sample measured, this feature not (e.g. absent gate)
 
-    transformed, floors = _transform(raw, var, np.where(present, flag_text, "").astype(str),
-                                     floors_given)
-    var["log_floor"] = floors
+    transformed, floors, censored = _transform(raw, var, np.where(present, flag_text, "").astype(str),
+                                               floors_given)
+    var["log_floor"] = floors  # the censoring level in concentration units (kept name)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        var["censor_level"] = np.log10(floors)  # on the transformed scale
     base_rows = np.array([row_of[f"{s}|{design.baseline_visit}"] for s in obs["subject_id"]])
     change = transformed - transformed[base_rows]
 
@@ -545,8 +756,12 @@ def assemble(
             "frequency": f"logit(p/100), p clipped to [{FREQUENCY_CLIP_PCT}, {100 - FREQUENCY_CLIP_PCT}] %",
             "mfi": f"asinh(x/{MFI_COFACTOR:g})",
             "count": "log10(x+1)",
-            "concentration": "log10(max(x, log_floor)); log_floor = half the smallest positive value "
-                             "of the analyte; below-curve results at the floor, above-curve at twice "
+            "concentration": "log10(x); left-censored (layer 'censored') below var['log_floor'] = the "
+                             "highest sample LLOQ (plate LLOQ x dilution x bridging factor) among "
+                             "the plates holding the analyte's study samples, or flagged below the "
+                             "curve/LLOQ: transformed = log10(log_floor), one level per analyte "
+                             "(var['censor_level']); without a known LLOQ the level is half the "
+                             "smallest positive value; above-curve results with no number at twice "
                              "the largest value (transformed layer only)",
             "change_from_baseline": f"transformed - transformed at {design.baseline_visit}",
             "mfi_cofactor": MFI_COFACTOR,
@@ -564,6 +779,10 @@ def assemble(
     adata.layers["transformed"] = transformed
     adata.layers["flag"] = flag
     adata.layers["change_from_baseline"] = change
+    adata.layers["censored"] = censored.astype(np.int8)
+    if back_calculated is not None:
+        adata.layers["back_calculated"] = back
+    uns["unmatched"] = _uns_frame(unmatched)
     adata.uns["immunoprofile"] = uns
     return adata
 
