@@ -420,10 +420,10 @@ def compensated_channels(block: np.ndarray, channel_names: Sequence[str],
                          spillover: Spillover | None, columns: Sequence[int]) -> np.ndarray:
     """Compensated float64 values of ``columns``, channel-major (``len(columns) × n``).
 
-    The kernel the gate engine and the statistics share, so both see the same numbers: one
-    product ``Mᵀ · blockᵀ`` in float64 (BLAS writes the channel-major result directly; no
-    transposed copy), rows holding a non-finite value recomputed exactly as
-    :func:`compensate` does. Meant for cache-sized blocks of rows.
+    The kernel the gate engine and the statistics share, so both see the same numbers: the
+    columns used are converted channel-major to float64 and multiplied once, ``M · blockᵀ``
+    (BLAS writes the channel-major result directly); rows holding a non-finite value are
+    recomputed exactly as :func:`compensate` does. Meant for cache-sized blocks of rows.
 
     Parameters
     ----------
@@ -447,21 +447,26 @@ def compensated_channels(block: np.ndarray, channel_names: Sequence[str],
         for k, col in enumerate(cols):
             out[k] = block[:, col]
         return out
-    f = np.asarray(block, dtype=np.float64)
     pos = {c: i for i, c in reversed(list(enumerate(channel_names)))}
     idx = [pos[c] for c in spillover.channels]
     where = {col: j for j, col in enumerate(idx)}
-    m = np.zeros((len(cols), f.shape[1]), dtype=np.float64)
+    used = idx + [c for c in dict.fromkeys(cols) if c not in where]
+    at = {col: u for u, col in enumerate(used)}
+    m = np.zeros((len(cols), len(used)), dtype=np.float64)
     for k, col in enumerate(cols):
         if col in where:
-            m[k, idx] = spillover.inverse[:, where[col]]
+            m[k, :len(idx)] = spillover.inverse[:, where[col]]
         else:
-            m[k, col] = 1.0
+            m[k, at[col]] = 1.0
+    # the used columns channel-major in float64 (one pass), then one product
+    f = np.asarray(block.T[used], dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are repaired below
-        out = m @ f.T
-    if not np.isfinite(out).all():
+        out = m @ f
+        total = float(out.sum())  # cheap test: NaN or inf when any value is
+    if not math.isfinite(total):
         bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
-        out[:, bad] = _apply(f[bad], idx, spillover.inverse, cols, np.dtype(np.float64)).T
+        rows = np.asarray(block[bad], dtype=np.float64)
+        out[:, bad] = _apply(rows, idx, spillover.inverse, cols, np.dtype(np.float64)).T
     return out
 
 

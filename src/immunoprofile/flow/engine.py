@@ -268,11 +268,16 @@ class _Evaluation:
         if entry is None:
             entry = self.transformed[dim] = (np.empty(self.n), np.zeros(self.n, dtype=bool))
         column, done = entry
-        if idx is None and not done.any():
+        if not done.any():  # first use: no rows to skip, no re-gather of what was just computed
             with np.errstate(divide="ignore", invalid="ignore"):
-                column[:] = transform.apply(self.untransformed(dim, None))
-            done[:] = True
-            return column
+                values = transform.apply(self.untransformed(dim, idx))
+            if idx is None:
+                column[:] = values
+                done[:] = True
+            else:
+                column[idx] = values
+                done[idx] = True
+            return values
         missing = _missing(done, idx)
         if missing.size:
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -442,11 +447,14 @@ class _CompGroup:
         self.spill = spill
         cols = [fcs.channel_index(c) for c in needed]
         n = events.shape[0]
-        out = np.empty((len(needed), n), dtype=np.float64)
-        for start in range(0, n, _BLOCK_ROWS):
-            rows = slice(start, min(start + _BLOCK_ROWS, n))
+        if n <= _BLOCK_ROWS:  # a block of a row-local strategy: one product
             # float64 before compensating: gate boundaries are compared exactly
-            out[:, rows] = compensated_channels(events[rows], fcs.channels, spill, cols)
+            out = compensated_channels(events, fcs.channels, spill, cols)
+        else:
+            out = np.empty((len(needed), n), dtype=np.float64)
+            for start in range(0, n, _BLOCK_ROWS):
+                rows = slice(start, min(start + _BLOCK_ROWS, n))
+                out[:, rows] = compensated_channels(events[rows], fcs.channels, spill, cols)
         self.values = dict(zip(needed, out))
 
 
