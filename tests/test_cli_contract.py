@@ -23,7 +23,7 @@ from immunoprofile.flow.fcs_write import write_fcs
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = PROJECT_ROOT / "example_data"
-COMMANDS = ["inspect", "gate", "cytokines", "assemble", "compare", "report", "run", "validate",
+COMMANDS = ["inspect", "gate", "compensate", "cytokines", "assemble", "compare", "report", "run", "validate",
             "schema"]
 
 

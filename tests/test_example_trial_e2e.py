@@ -62,7 +62,33 @@ def test_example_report_in_chromium(example_run, tmp_path):
     manifest = pd.read_csv(EXAMPLE_DIR / "manifest.csv")
     n_flow = int((manifest["assay"] == "flow").sum())
     # per-sample QC rows + per-plate rows in the summary; one gating figure per sample,
-    # two plates of curves, two trajectory grids and the forest plot
+    # two plates of curves, two trajectory grids and the forest plot, and one acquisition-
+    # over-time figure per file that lost events to time QC (the simulated clogs and drift)
+    anomalous = pd.read_csv(EXAMPLE_DIR / "truth" / "time_anomalies.csv")["sample_id"].nunique()
     assert facts["summaryRows"] >= n_flow + 2
-    assert facts["images"] == n_flow + 2 + 3
+    assert facts["images"] == n_flow + 2 + 3 + anomalous
     assert shot.stat().st_size > 20_000
+
+
+def test_run_computes_compensation_and_removes_bad_stretches(example_run):
+    """Issue 12 in the demo: the matrix comes from the simulated controls (close to the true
+    spillover) and time QC removes the clogs (their files flagged nowhere else)."""
+    import numpy as np
+
+    from immunoprofile.flow.compensation import read_compensation_csv
+    from immunoprofile.simulate.flow import SPILLOVER_MATRIX
+
+    matrix = read_compensation_csv(example_run / "flow" / "compensation" / "example" /
+                                   "spillover.csv")
+    assert np.abs(matrix.matrix - SPILLOVER_MATRIX).max() <= 0.005
+    populations = pd.read_csv(example_run / "flow" / "populations.csv")
+    root = populations[populations["population"] == "TimeQC"].set_index("sample_id")
+    assert len(root) == populations["sample_id"].nunique()
+    truth = pd.read_csv(EXAMPLE_DIR / "truth" / "time_anomalies.csv")
+    burst = truth[truth.kind == "clog_burst"].set_index("sample_id")["n_events"]
+    for sid, n in burst.items():
+        assert root.loc[sid, "pct_removed_time_qc"] >= 100 * 0.95 * n / (6000 + n)
+    clean = root.drop(index=list(truth["sample_id"].unique()))
+    assert (clean["pct_removed_time_qc"] == 0).all()
+    html = (example_run / "report.html").read_text()
+    assert 'id="time-qc"' in html and "AD02_week4_flow" in html

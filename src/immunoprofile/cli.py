@@ -17,6 +17,7 @@ __all__ = ["main", "cli"]
 COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect", "First look at an FCS file: channels, markers, spillover, keywords."),
     "gate": ("gate", "Compensate, transform, gate and summarise FCS files."),
+    "compensate": ("compensate", "Compute a spillover matrix from single-stain controls."),
     "plot": ("plot", "Density plot or histogram of a population, with the strategy's gates."),
     "cytokines": ("cytokines", "Fit standard curves and quantify multiplex cytokine plates."),
     "assemble": ("assemble", "Join flow and cytokine results with the manifest into AnnData."),

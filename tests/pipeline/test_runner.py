@@ -29,7 +29,11 @@ def test_run_gates_every_flow_sample_and_skips_disabled_stages(tiny_trial: Path)
     table = pd.read_csv(out / "flow" / "populations.csv")
     assert sorted(table["sample_id"].unique()) == [f"S0{s}_{v}" for s in (1, 2, 3)
                                                    for v in ("week0", "week4")]
-    assert table.groupby("sample_id").size().eq(6).all()
+    # the strategy's 6 populations under the root gate TimeQC (time QC is on in pipelines)
+    assert table.groupby("sample_id").size().eq(7).all()
+    root = table[table["population"] == "TimeQC"]
+    assert len(root) == 6 and (root["parent"].isna() | (root["parent"] == "")).all()
+    assert set(table.loc[table["population"] == "/Cells", "parent"]) == {"TimeQC"}
     # the simulated effect: CD4 share of CD3+ falls from ~60 % to ~40 % of CD3+ cells
     cd4 = table[table["population"] == "/Cells/CD3+/CD4+CD8-"].set_index("sample_id")
     for s in (1, 2, 3):

@@ -8,6 +8,7 @@ simulated truth.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 from pathlib import Path
 
@@ -124,9 +125,12 @@ def test_manifest_matches_files_and_design(example_dir, manifest):
 
 def test_flow_files_read_back_with_panel_and_spillover(example_dir, manifest):
     flow = manifest[manifest.assay == "flow"]
+    acquisition = pd.read_csv(example_dir / "truth" / "time_anomalies.csv")
+    burst = acquisition[acquisition.kind == "clog_burst"].set_index("sample_id")["n_events"]
     for row in flow.itertuples():
         fcs = read_fcs(example_dir / row.file)
-        assert fcs.n_events == EXAMPLE_EVENTS
+        # a clog's burst adds junk events to the tube's own (truth/time_anomalies.csv)
+        assert fcs.n_events == EXAMPLE_EVENTS + int(burst.get(row.sample_id, 0))
         assert list(fcs.channels) == list(sim_flow.CHANNELS)
         assert list(fcs.markers) == list(sim_flow.MARKERS)
         assert fcs.text["$SMNO"] == row.sample_id and fcs.text["$SRC"] == row.subject_id
@@ -201,18 +205,36 @@ def undrifted(tmp_path_factory) -> Path:
     return out
 
 
+def _anomalous(root: Path) -> set[str]:
+    """Files with a simulated clog or signal drift (truth/time_anomalies.csv)."""
+    path = root / "truth" / "time_anomalies.csv"
+    return set(pd.read_csv(path)["sample_id"]) if path.is_file() else set()
+
+
+def _evaluate(strategy, fcs, anomalous: bool):
+    """Gate a file; one with a clog or drift on what time QC keeps: its truth is the tube's own
+    cells, which is what is left once the bad stretch (a clog's burst is junk) is removed."""
+    from immunoprofile.flow.engine import evaluate
+    from immunoprofile.flow.timeqc import apply_root_gate, time_qc
+
+    if not anomalous:
+        return evaluate(strategy, fcs)
+    keep = time_qc(fcs).keep
+    kept = dataclasses.replace(fcs, events=fcs.events[keep])
+    return apply_root_gate(evaluate(strategy, kept), keep)
+
+
 def _gating_errors(root: Path, strategy, manifest: pd.DataFrame, other=None) -> np.ndarray:
     """|% of parent - realized truth| for every population of every flow file (pp)."""
-    from immunoprofile.flow.engine import evaluate
-
     truth = pd.read_csv(root / "truth" / "flow_truth.csv")
+    anomalous = _anomalous(root)
     errors = []
     for row in manifest[manifest.assay == "flow"].itertuples():
         fcs = read_fcs(root / row.file)
-        gated = evaluate(strategy, fcs)
+        gated = _evaluate(strategy, fcs, row.sample_id in anomalous)
         by_path = {gated.paths[k]: v for k, v in gated.counts.items()}
         if other is not None:
-            again = evaluate(other, fcs)
+            again = _evaluate(other, fcs, row.sample_id in anomalous)
             assert by_path == {again.paths[k]: v for k, v in again.counts.items()}
         parent_path = {gated.paths[k]: gated.paths[p] for k, p in gated.parents.items() if p}
         for t in truth[truth.sample_id == row.sample_id].itertuples():
@@ -267,11 +289,12 @@ def test_gating_recovers_truth_and_gatingml_equals_yaml(example_dir, manifest, u
     gml_strategy = load_strategy(example_dir / "strategy.gatingml.xml")
     assert gml_strategy.format == "gatingml"
     truth = pd.read_csv(undrifted / "truth" / "flow_truth.csv")
+    anomalous = _anomalous(undrifted)
     errors = []
     for row in manifest[manifest.assay == "flow"].itertuples():
         fcs = read_fcs(undrifted / row.file)
-        gated = evaluate(yaml_strategy, fcs)
-        gml = evaluate(gml_strategy, fcs)
+        gated = _evaluate(yaml_strategy, fcs, row.sample_id in anomalous)
+        gml = _evaluate(gml_strategy, fcs, row.sample_id in anomalous)
         by_path = {gated.paths[k]: v for k, v in gated.counts.items()}
         assert by_path == {gml.paths[k]: v for k, v in gml.counts.items()}
         parent_path = {gated.paths[k]: gated.paths[p] for k, p in gated.parents.items() if p}
@@ -348,6 +371,56 @@ def test_drift_biases_the_fixed_strategy_and_the_landmark_cuts_follow_it(example
                     ratios.append(value / fits_undrifted[sid][gid].data_values[name] / gain[sid])
     assert len(ratios) == 75 * 9
     np.testing.assert_allclose(ratios, 1.0, atol=0.02)
+
+
+def test_example_time_qc_removes_clogs_keeps_good_events(example_dir, manifest):
+    """Issue 12's oracle on the example trial: >= 95 % of clog events removed, <= 2 % of the
+    good events (neither clog nor drift), drift below 0.6 of the level mostly removed."""
+    from immunoprofile.flow.timeqc import time_qc
+
+    acquisition = pd.read_csv(example_dir / "truth" / "time_anomalies.csv")
+    assert set(acquisition.kind) == {"clog_gap", "clog_burst", "drift", "drift_below_0.6"}
+    totals = {"clog": [0, 0], "good": [0, 0], "severe": [0, 0]}
+    for row in manifest[manifest.assay == "flow"].itertuples():
+        fcs = read_fcs(example_dir / row.file)
+        removed = ~time_qc(fcs).keep
+        marks = {k: np.zeros(fcs.n_events, dtype=bool) for k in ("clog", "drift", "severe")}
+        for t in acquisition[acquisition.sample_id == row.sample_id].itertuples():
+            key = {"clog_burst": "clog", "drift": "drift", "drift_below_0.6": "severe"}.get(t.kind)
+            if key:
+                marks[key][int(t.first_event):int(t.last_event) + 1] = True
+        good = ~marks["clog"] & ~marks["drift"]
+        for key, mask in (("clog", marks["clog"]), ("good", good), ("severe", marks["severe"])):
+            totals[key][0] += int(removed[mask].sum())
+            totals[key][1] += int(mask.sum())
+    assert totals["clog"][1] == 1000 and totals["clog"][0] / totals["clog"][1] >= 0.95
+    assert totals["good"][0] / totals["good"][1] <= 0.02
+    assert totals["severe"][0] / totals["severe"][1] >= 0.6
+
+
+def test_example_controls_give_the_true_spillover(example_dir):
+    from immunoprofile.flow.spillover_estimation import estimate_spillover
+
+    controls = example_dir / "controls"
+    est = estimate_spillover(sorted(controls.glob("*.fcs")),
+                             unstained=controls / "Unstained.fcs",
+                             channels=controls / "channels.csv")
+    assert est.detectors == sim_flow.FLUOR_CHANNELS and len(est.controls) == 9
+    assert np.abs(est.spillover.matrix - sim_flow.SPILLOVER_MATRIX).max() <= 0.005
+
+
+def test_new_features_leave_everything_else_unchanged(tmp_path):
+    """Controls and anomalies draw from their own streams: with them off, the same files."""
+    on = simulate_trial(tmp_path / "on", n_events=400, n_subjects=2)
+    off = simulate_trial(tmp_path / "off", n_events=400, n_subjects=2, controls=False,
+                         anomalies=False)
+    changed = set(pd.read_csv(on / "truth" / "time_anomalies.csv")["sample_id"])
+    assert changed == {"AD02_week4_flow"}
+    for path in sorted(off.rglob("*")):
+        if path.is_file() and path.name != "README.md":
+            same = path.read_bytes() == (on / path.relative_to(off)).read_bytes()
+            assert same == (path.stem not in changed), path
+    assert (on / "controls" / "channels.csv").is_file() and not (off / "controls").exists()
 
 
 # --- plates -------------------------------------------------------------------------------------

@@ -38,10 +38,13 @@ log = logging.getLogger("immunoprofile.gate")
 @click.option("--statistics", default="median,gmean,rcv", show_default=True,
               help="Marker statistics per population (comma-separated): median (the MFI), "
                    "gmean (geometric mean), rcv (robust CV).")
+@click.option("--time-qc", "time_qc", is_flag=True,
+              help="Remove bad stretches of acquisition (clogs, surges, drift) found along Time "
+                   "as a root gate TimeQC (off by default here; on in pipelines).")
 @common_options
 def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, group: str | None,
             out_dir: Path, jobs: int, membership: bool, manifest_path: Path | None,
-            statistics: str, verbosity) -> None:
+            statistics: str, time_qc: bool, verbosity) -> None:
     """Compensate, transform, gate and summarise FCS FILES_OR_DIRS (folders: every *.fcs)."""
     from ..errors import InputError
     from ..executors import ExecutorSpec, run_tasks
@@ -81,7 +84,7 @@ def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, gr
         member = str(out_dir / "membership" / f"{sid}.parquet") if membership else None
         # data-driven gates: each sample's fitted gates as fixed Gating-ML (replayable)
         fitted = str(out_dir / "fitted_gates" / f"{sid}.gatingml.xml") if strategy.fits else None
-        tasks.append((sid, (str(f), strategy, comp_arg, sid, member, wanted, fitted)))
+        tasks.append((sid, (str(f), strategy, comp_arg, sid, member, wanted, fitted, time_qc)))
 
     log.info("gating %d file(s) with %s (%d job(s))", len(tasks), strategy_path.name, jobs)
     with progress(len(tasks), "gating", quiet=verbosity.quiet) as advance:
@@ -104,7 +107,7 @@ def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, gr
         out_dir, samples, failures, strategy=strategy,
         parameters={"strategy": str(strategy_path), "compensation": compensation,
                     "group": group, "membership": membership, "jobs": jobs,
-                    "statistics": list(wanted)},
+                    "statistics": list(wanted), "time_qc": time_qc},
         inputs=inputs_used, command=" ".join(["immunoprofile", *sys.argv[1:]]))
     click.echo(f"gated {len(samples)}/{len(tasks)} file(s); outputs in {out_dir}/ "
                f"({', '.join(p.name for p in written.values())})", err=verbosity.quiet)

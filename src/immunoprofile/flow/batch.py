@@ -9,6 +9,7 @@ and deterministically (same inputs, same bytes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -30,7 +31,7 @@ __all__ = [
     "SampleGating", "KEYWORDS", "gate_sample", "gate_task", "write_gate_outputs",
     "gate_outputs_frame", "gate_anndata", "resolve_spillover", "expand_fcs_inputs",
     "sample_ids_from_manifest", "GATE_SCHEMA_VERSION", "gate_positions_frame",
-    "write_fitted_gatingml",
+    "write_fitted_gatingml", "time_qc_frame",
 ]
 
 #: Layout version of ``flow.h5ad`` / ``populations.csv`` (bump when columns change meaning).
@@ -65,6 +66,9 @@ class SampleGating:
         Events in the file (the data set that was gated).
     warnings
         Anything repaired or noteworthy while reading and gating.
+    time_qc
+        :meth:`immunoprofile.flow.timeqc.TimeQCResult.summary` when time QC ran (rate and
+        signal traces, removed stretches), else ``None``.
     positions
         Fitted positions of the data-driven gates
         (:func:`immunoprofile.flow.adaptive_gates.position_rows`; empty when none).
@@ -77,6 +81,7 @@ class SampleGating:
     keywords: dict[str, str] = field(default_factory=dict)
     n_events: int = 0
     warnings: list[str] = field(default_factory=list)
+    time_qc: dict[str, Any] | None = None
     positions: pd.DataFrame | None = None
 
 
@@ -124,6 +129,7 @@ def gate_sample(
     membership_path: str | os.PathLike[str] | None = None,
     group: str | None = None,
     statistics: Sequence[str] | None = None,
+    time_qc: Any = None,
     fitted_gatingml_path: str | os.PathLike[str] | None = None,
 ) -> SampleGating:
     """Read, compensate, gate and summarise one FCS file.
@@ -149,6 +155,11 @@ def gate_sample(
     statistics
         Marker statistics to compute (see :data:`immunoprofile.flow.stats.STATISTICS`);
         ``None`` = all of them.
+    time_qc
+        Acquisition QC over time: ``None``/``False`` (off), ``True`` (default options) or a
+        :class:`~immunoprofile.flow.timeqc.TimeQCOptions`. When on, bad stretches are removed as
+        the root population ``TimeQC`` every population sits under, and the table gets
+        ``pct_removed_time_qc``.
     fitted_gatingml_path
         When given and the strategy has data-driven gates, write this sample's fitted gates
         there as Gating-ML 2.0 (fixed coordinates: re-gating with it replays this result).
@@ -157,6 +168,8 @@ def gate_sample(
     -------
     SampleGating
     """
+    import numpy as np
+
     from .engine import evaluate
     from .fcs import read_fcs
     from .stats import STATISTICS, population_stats
@@ -176,7 +189,16 @@ def gate_sample(
         # a FlowJo workspace: this file's own workspace sample (raises when none matches)
         strategy, workspace_sample = strategy.for_file(path, fcs.text)
     spillover = resolve_spillover(compensation, fcs)
-    result = evaluate(strategy, fcs, spillover=spillover)
+    qc = None
+    if time_qc:
+        from .timeqc import TimeQCOptions, apply_root_gate
+        from .timeqc import time_qc as run_time_qc
+
+        qc = run_time_qc(fcs, time_qc if isinstance(time_qc, TimeQCOptions) else None)
+        kept = dataclasses.replace(fcs, events=np.ascontiguousarray(fcs.events[qc.keep]))
+        result = apply_root_gate(evaluate(strategy, kept, spillover=spillover), qc.keep)
+    else:
+        result = evaluate(strategy, fcs, spillover=spillover)
     # stats reads None as "uncompensated", the engine as "the file's own": say "fcs" explicitly
     stats = population_stats(result, fcs, spillover="fcs" if spillover is None else spillover,
                              sample_id=sid,
@@ -186,12 +208,17 @@ def gate_sample(
         stats["file"] = path.name
     else:
         stats.insert(1, "file", path.name)
+    if qc is not None:
+        stats.insert(stats.columns.get_loc("pct_total") + 1, "pct_removed_time_qc",
+                     round(qc.pct_removed, 4))
     if workspace_sample is not None:
         stats.insert(list(stats.columns).index("file") + 1, "workspace_sample", workspace_sample)
     if membership_path is not None:
         _write_membership(membership_path, result)
     warnings = [str(w) for w in getattr(fcs, "warnings", [])]
     warnings += [str(w) for w in getattr(result, "warnings", [])]
+    if qc is not None:
+        warnings += [f"time QC: {w}" for w in qc.warnings]
     positions = None
     if result.fits:
         import pandas as pd
@@ -206,8 +233,8 @@ def gate_sample(
             warnings += write_fitted_gatingml(strategy, result, fitted_gatingml_path)
     return SampleGating(sample_id=str(sid), file=path.name, sha256=digest, stats=stats,
                         keywords=_keywords(fcs.text), n_events=int(fcs.n_events),
-                        warnings=warnings, positions=positions)
-
+                        warnings=warnings, positions=positions,
+                        time_qc=None if qc is None else qc.summary())
 
 def write_fitted_gatingml(strategy: Strategy, result: Any,
                           path: str | os.PathLike[str]) -> list[str]:
@@ -233,11 +260,11 @@ def write_fitted_gatingml(strategy: Strategy, result: Any,
 def gate_task(path: str, strategy: Any, compensation: Any, sample_id: str | None,
               membership_path: str | None,
               statistics: Sequence[str] | None = None,
-              fitted_gatingml_path: str | None = None) -> SampleGating:
+              fitted_gatingml_path: str | None = None, time_qc: Any = None) -> SampleGating:
     """Positional wrapper of :func:`gate_sample` for :func:`immunoprofile.executors.run_tasks`."""
     return gate_sample(path, strategy, compensation=compensation, sample_id=sample_id,
                        membership_path=membership_path, statistics=statistics,
-                       fitted_gatingml_path=fitted_gatingml_path)
+                       fitted_gatingml_path=fitted_gatingml_path, time_qc=time_qc)
 
 
 def gate_positions_frame(samples: Sequence[SampleGating]) -> pd.DataFrame | None:
@@ -275,7 +302,7 @@ def gate_outputs_frame(samples: Sequence[SampleGating]) -> pd.DataFrame:
                                      "pct_parent", "pct_total"])
     frame = pd.concat([s.stats for s in ordered], ignore_index=True, sort=False)
     lead = ["sample_id", "file", "workspace_sample", "population", "parent", "count",
-            "pct_parent", "pct_total"]
+            "pct_parent", "pct_total", "pct_removed_time_qc"]
     rest = [c for c in frame.columns if c not in lead]
     stat_order = {"mfi": 0, "gmean": 1, "rcv": 2}
     rest.sort(key=lambda c: (stat_order.get(c.split("_", 1)[0], 3), _marker_rank(frame, c)))
@@ -361,6 +388,9 @@ def _gate_parts(samples: Sequence[SampleGating], *, strategy: Strategy | None,
         "n_events": np.array([s.n_events for s in ordered], dtype=np.int64),
         "n_warnings": np.array([len(s.warnings) for s in ordered], dtype=np.int64),
     }, index=pd.Index(sample_ids, name=None))
+    if any(s.time_qc is not None for s in ordered):
+        obs["pct_removed_time_qc"] = np.array(
+            [np.nan if s.time_qc is None else float(s.time_qc["pct_removed"]) for s in ordered])
     for key in KEYWORDS:
         if any(key in s.keywords for s in ordered):
             obs[key] = [s.keywords.get(key, "") for s in ordered]
@@ -438,10 +468,19 @@ def write_gate_outputs(
     table = gate_outputs_frame(samples)
     write_csv_atomic(out / "populations.csv", table)
     written["populations"] = out / "populations.csv"
+    time_qc_path = out / "time_qc.csv"
+    if any(s.time_qc is not None for s in samples):
+        write_csv_atomic(time_qc_path, time_qc_frame(samples))
+        written["time_qc"] = time_qc_path
+    elif time_qc_path.exists():
+        time_qc_path.unlink()  # stale traces of an earlier run with time QC
     extra = {
         "strategy": strategy.to_dict() if strategy is not None else None,
         "samples": {s.sample_id: {"file": s.file, "sha256": s.sha256, "n_events": s.n_events,
-                                  "warnings": s.warnings}
+                                  "warnings": s.warnings,
+                                  **({} if s.time_qc is None else {"time_qc": {
+                                      k: v for k, v in s.time_qc.items()
+                                      if k not in ("rate_bins", "signal_bins")}})}
                     for s in sorted(samples, key=lambda s: s.sample_id)},
         "failed": [{"input": str(i), "reason": r} for i, r in sorted(failures)],
     }
@@ -471,6 +510,33 @@ def write_gate_outputs(
     return written
 
 
+def time_qc_frame(samples: Sequence[SampleGating]) -> pd.DataFrame:
+    """The ``time_qc.csv`` traces: one row per sample and bin.
+
+    Columns: ``sample_id, kind`` (``rate`` bins of :func:`~immunoprofile.flow.timeqc.time_qc`,
+    ``signal`` chunks), ``t_start, t_end, count`` (events), ``rate`` (events per Time unit, rate
+    bins), ``flagged`` (the bin itself departs), ``removed`` (its events were removed),
+    ``reason`` and ``level_<channel>`` (signal chunks: mean asinh value).
+    """
+    import pandas as pd
+
+    rows = []
+    for s in sorted(samples, key=lambda s: (s.sample_id, s.file)):
+        if s.time_qc is None:
+            continue
+        for b in s.time_qc.get("rate_bins", []):
+            rows.append({"sample_id": s.sample_id, "kind": "rate", **b})
+        for b in s.time_qc.get("signal_bins", []):
+            b = dict(b)
+            rows.append({"sample_id": s.sample_id, "kind": "signal", "count": b.pop("n"),
+                         "removed": b["flagged"], **b})
+    lead = ["sample_id", "kind", "t_start", "t_end", "count", "rate", "flagged", "removed",
+            "reason"]
+    frame = pd.DataFrame(rows)
+    for c in lead:
+        if c not in frame.columns:
+            frame[c] = pd.Series(dtype=object)
+    return frame[lead + [c for c in frame.columns if c not in lead]]
 def _write_flow_h5ad(path: Path, samples: Sequence[SampleGating], **parts: Any) -> None:
     """``flow.h5ad`` through the h5py-only writer (importing anndata costs ~1 s a process);
     through anndata for anything that writer does not cover."""

@@ -153,13 +153,13 @@ class ResultCache:
                             keywords=dict(meta.get("keywords", {})),
                             n_events=int(meta.get("n_events", 0)),
                             warnings=list(meta.get("warnings", [])),
-                            positions=tables.get("positions"))
+                            positions=tables.get("positions"), time_qc=meta.get("time_qc"))
 
     def put_gating(self, key: str, sample: SampleGating) -> Path:
         """Store a :class:`~immunoprofile.flow.batch.SampleGating`."""
         meta = {"sample_id": sample.sample_id, "file": sample.file, "sha256": sample.sha256,
                 "keywords": sample.keywords, "n_events": sample.n_events,
-                "warnings": sample.warnings}
+                "warnings": sample.warnings, "time_qc": sample.time_qc}
         tables = {"stats": sample.stats}
         if sample.positions is not None and len(sample.positions):
             tables["positions"] = sample.positions

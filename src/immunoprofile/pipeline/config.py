@@ -8,6 +8,7 @@ did-you-mean hint. :func:`config_json_schema` is the JSON Schema of the format.
 
 from __future__ import annotations
 
+import datetime as _dt
 import difflib
 import os
 import re
@@ -20,10 +21,13 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
                       ValidationInfo, field_validator, model_validator)
 
 from ..errors import InputError
+from ..flow.timeqc import TimeQCOptions
+
+_TQ = TimeQCOptions()
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "Problem", "ConfigError", "PipelineConfig", "InputsConfig",
-    "FlowOptions", "CytokineOptions", "VisitWindow", "DesignConfig", "AssembleOptions", "CompareOptions", "ReportOptions",
+    "FlowOptions", "TimeQCConfig", "ControlSet", "CytokineOptions", "VisitWindow", "DesignConfig", "AssembleOptions", "CompareOptions", "ReportOptions",
     "OutputsConfig", "ExecutorConfig", "load_config", "parse_config", "config_json_schema",
 ]
 
@@ -112,12 +116,62 @@ class InputsConfig(_Model):
                                                           "visit).")
 
 
+class TimeQCConfig(_Model):
+    """Acquisition QC over time (``flow.timeqc``; the rule is in its module docstring)."""
+
+    enabled: bool = Field(True, description="Remove bad stretches along Time as the root gate "
+                                            "TimeQC.")
+    events_per_bin: int = Field(_TQ.events_per_bin, ge=10, description="Mean events per rate "
+                                                                       "bin.")
+    rate_k: float = Field(_TQ.rate_k, gt=0, description="Robust SDs a bin's event count may "
+                                                        "depart from the median.")
+    signal_events_per_bin: int = Field(_TQ.signal_events_per_bin, ge=50)
+    signal_k: float = Field(_TQ.signal_k, gt=0, description="Robust SDs a chunk's signal level "
+                                                            "or spread may depart.")
+    min_shift: float = Field(_TQ.min_shift, ge=0, description="Smallest signal departure that "
+                                                              "counts (asinh units).")
+    min_good_bins: int = Field(_TQ.min_good_bins, ge=0)
+    gap_fraction: float = Field(_TQ.gap_fraction, ge=0, lt=1, description="Bins below this "
+                                "fraction of the median event count are gaps (clogs).")
+    max_removed_pct: float = Field(_TQ.max_removed_pct, ge=0, le=100,
+                                   description="A file losing more is flagged in the QC table.")
+
+    def options(self) -> TimeQCOptions | None:
+        """The :class:`~immunoprofile.flow.timeqc.TimeQCOptions` (``None`` when disabled)."""
+        if not self.enabled:
+            return None
+        return TimeQCOptions(**self.model_dump(exclude={"enabled"}))
+
+
+class ControlSet(_Model):
+    """Single-stain compensation controls of one acquisition day (``immunoprofile compensate``)."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
+                             description="Folder name of its outputs (default: the date, else "
+                                         "set<k>).")
+    date: _dt.date | None = Field(None, description="Acquisition day: samples use the latest "
+                                                    "set dated on or before their $DATE (an "
+                                                    "undated set serves every other sample).")
+    controls: list[ConfigPath] = Field(min_length=1, description="Control FCS files or "
+                                                                 "folders.")
+    unstained: ConfigPath
+    channels: ConfigPath | None = Field(None, description="CSV name, channel (stained detector "
+                                                          "of each control).")
+    gate: ConfigPath | None = Field(None, description="Scatter pre-gate strategy (default: "
+                                                      "automatic).")
+
+
 class FlowOptions(_Model):
     """Options of the gate stage."""
 
     enabled: bool = True
-    compensation: str = Field("fcs", description="fcs (the file's spillover), none, or a matrix "
-                                                 "CSV path (relative to the config).")
+    compensation: str = Field("fcs", description="fcs (the file's spillover), none, controls "
+                                                 "(computed from compensation_controls), or a "
+                                                 "matrix CSV path (relative to the config).")
+    compensation_controls: list[ControlSet] = Field(
+        default_factory=list, description="Single-stain controls, one set per acquisition day "
+                                          "(used when compensation is controls).")
+    time_qc: TimeQCConfig = Field(default_factory=TimeQCConfig)
     group: str | None = Field(None, description="FlowJo sample group (workspaces only).")
     membership: bool = Field(False, description="Write per-event membership Parquet files.")
     statistics: list[Literal["median", "gmean", "rcv"]] = Field(
@@ -128,9 +182,21 @@ class FlowOptions(_Model):
     @field_validator("compensation")
     @classmethod
     def _compensation(cls, value: str, info: ValidationInfo) -> str:
-        if value.lower() in ("fcs", "none"):
+        if value.lower() in ("fcs", "none", "controls"):
             return value.lower()
         return str(_resolve(Path(value), info))
+
+    @model_validator(mode="after")
+    def _controls(self) -> FlowOptions:
+        if self.compensation == "controls" and not self.compensation_controls:
+            raise ValueError("compensation is 'controls' but compensation_controls is empty")
+        names = [s.name or (s.date.isoformat() if s.date else None)
+                 for s in self.compensation_controls]
+        named = [n for n in names if n]
+        if len(set(named)) != len(named) or names.count(None) > 1:
+            raise ValueError("compensation_controls: two sets share a name or date (or more "
+                             "than one is undated)")
+        return self
 
 
 class CytokineOptions(_Model):

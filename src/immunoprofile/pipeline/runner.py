@@ -229,13 +229,17 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
         raise InputError(strategy_path, "strategy file not found")
     strategy = load_strategy(strategy_path, group=config.flow.group)
     compensation = config.flow.compensation
+    time_qc = config.flow.time_qc.options()
     hashes = {"strategy": sha256_file(strategy_path),
               "strategy_matrices": _matrices_digest(strategy)}
-    if compensation not in ("fcs", "none"):
+    out = config.out_dir / "flow"
+    control_sets: list[tuple[Any, Path]] = []
+    if compensation == "controls":
+        control_sets = compensation_from_controls(config, out / "compensation")
+    elif compensation not in ("fcs", "none"):
         if not Path(compensation).is_file():
             raise InputError(compensation, "compensation matrix file not found")
         hashes["compensation"] = sha256_file(compensation)
-    out = config.out_dir / "flow"
     cache = ResultCache(config.cache_dir)
     cache.clean_stale()
 
@@ -244,18 +248,30 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
     tasks: list[tuple[str, tuple]] = []
     keys: dict[str, str] = {}
     paths: dict[str, Path] = {}
+    matrix_of_file: dict[str, str] = {}
     for sid, path in pairs:
         paths[sid] = path
         if not path.is_file():
             failures.append((str(path), f"{path}: FCS file not found"))
             continue
+        sample_comp = compensation
+        sample_hashes = dict(hashes)
+        if control_sets:
+            try:
+                sample_comp = str(matrix_for_sample(path, control_sets))
+            except InputError as exc:
+                failures.append((str(path), str(exc)))
+                continue
+            sample_hashes["compensation"] = sha256_file(sample_comp)
+            matrix_of_file[path.name] = sample_comp
         key = cache_key(kind="flow",
-                        input_hashes={**hashes, "fcs": sha256_file(path)},
+                        input_hashes={**sample_hashes, "fcs": sha256_file(path)},
                         parameters={"sample_id": sid, "file": path.name,
                                     "compensation": compensation if compensation in
                                     ("fcs", "none") else "matrix",
                                     "group": config.flow.group,
-                                    "statistics": sorted(config.flow.statistics)})
+                                    "statistics": sorted(config.flow.statistics),
+                                    "time_qc": None if time_qc is None else time_qc.to_dict()})
         keys[sid] = key
         member = out / "membership" / f"{sid}.parquet" if config.flow.membership else None
         # data-driven gates: each sample's fitted gates as fixed Gating-ML (replayable)
@@ -264,10 +280,10 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
         if cached is not None and all(p is None or p.is_file() for p in (member, fitted)):
             samples[sid] = cached
             continue
-        tasks.append((sid, (str(path), strategy, compensation, sid,
+        tasks.append((sid, (str(path), strategy, sample_comp, sid,
                             None if member is None else str(member),
                             tuple(config.flow.statistics),
-                            None if fitted is None else str(fitted))))
+                            None if fitted is None else str(fitted), time_qc)))
     summary.n_flow_cached = len(samples)
     log.info("gate: %d FCS file(s), %d from the cache, %d to compute (%s, %d job(s))",
              len(pairs), len(samples), len(tasks), spec.effective_kind(len(tasks)), spec.jobs)
@@ -293,14 +309,75 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
         out, list(samples.values()), failures, strategy=strategy,
         parameters={"strategy": str(strategy_path), "compensation": compensation,
                     "group": config.flow.group, "membership": config.flow.membership,
-                    "statistics": list(config.flow.statistics), "config": config.source},
+                    "statistics": list(config.flow.statistics), "config": config.source,
+                    "time_qc": None if time_qc is None else time_qc.to_dict(),
+                    "compensation_controls": [
+                        {"set": p.parent.name, "date": None if s.date is None
+                         else s.date.isoformat(), "matrix": str(p)} for s, p in control_sets],
+                    **({"compensation_by_file": dict(sorted(matrix_of_file.items()))}
+                       if matrix_of_file else {})},
         inputs=[*(p for p in paths.values() if p.is_file()), strategy_path,
-                *([Path(compensation)] if compensation not in ("fcs", "none") else [])],
+                *([Path(compensation)] if compensation not in ("fcs", "none", "controls")
+                  else []), *(p for _, p in control_sets)],
         command=f"immunoprofile run {config.source}")
     summary.n_flow = len(samples)
     summary.failures += failures
     message = f"{len(samples)}/{len(pairs)} file(s) gated ({summary.n_flow_cached} cached)"
     return StageResult("gate", "done", message, list(written.values()))
+
+
+def compensation_from_controls(config: PipelineConfig, out_dir: Path) -> list[tuple[Any, Path]]:
+    """Compute the spillover matrix of every ``flow.compensation_controls`` set.
+
+    Each set's outputs (``spillover.csv``, ``spillover.txt``, ``controls.csv``, figure,
+    provenance) go to ``out_dir/<name>/`` (name: the set's ``name``, else its date, else
+    ``set<k>``).
+
+    Returns
+    -------
+    list of (ControlSet, Path)
+        Each set with its ``spillover.csv``.
+    """
+    from ..flow.batch import expand_fcs_inputs
+    from ..flow.spillover_estimation import estimate_spillover, write_spillover_outputs
+
+    done = []
+    for k, cset in enumerate(config.flow.compensation_controls, start=1):
+        name = cset.name or (cset.date.isoformat() if cset.date else f"set{k}")
+        files = expand_fcs_inputs(cset.controls)
+        estimate = estimate_spillover(files, unstained=cset.unstained, channels=cset.channels,
+                                      gate=cset.gate)
+        written = write_spillover_outputs(
+            out_dir / name, estimate, command=f"immunoprofile run {config.source}",
+            inputs=[p for p in (cset.channels, cset.gate) if p is not None])
+        log.info("compensation: %s: %d controls -> %s", name, len(estimate.controls),
+                 written["spillover"])
+        done.append((cset, written["spillover"]))
+    return done
+
+
+def matrix_for_sample(path: Path, control_sets: list[tuple[Any, Path]]) -> Path:
+    """The matrix of the latest control set dated on or before the file's ``$DATE``; an undated
+    set serves files without a dated match.
+
+    Raises
+    ------
+    InputError
+        When no set fits the file's acquisition day.
+    """
+    from ..flow.fcs import read_fcs_metadata
+    from ..flow.spillover_estimation import acquisition_date
+
+    undated = [p for s, p in control_sets if s.date is None]
+    dated = sorted(((s.date, p) for s, p in control_sets if s.date is not None))
+    day = acquisition_date(read_fcs_metadata(path).text) if dated else None
+    fits = [p for d, p in dated if day is not None and d <= day]
+    if fits:
+        return fits[-1]
+    if undated:
+        return undated[0]
+    raise InputError(path, f"no compensation controls acquired on or before this file's $DATE "
+                           f"({day or 'missing'})")
 
 
 def _matrices_digest(strategy: Any) -> str:

@@ -127,7 +127,13 @@ def _check_flow(config: PipelineConfig, manifest: Any) -> list[Problem]:
         problems.append(_problem(exc, config.inputs.strategy))
     compensation = config.flow.compensation
     matrix = None
-    if compensation not in ("fcs", "none"):
+    for k, cset in enumerate(config.flow.compensation_controls):
+        for item in [*cset.controls, cset.unstained,
+                     *(p for p in (cset.channels, cset.gate) if p is not None)]:
+            if not Path(item).exists():
+                problems.append(Problem(str(item), "compensation control input not found",
+                                        where=f"flow.compensation_controls[{k}]"))
+    if compensation not in ("fcs", "none", "controls"):
         from ..flow.compensation import read_compensation_csv
 
         try:

@@ -125,7 +125,10 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
     outliers = pd.DataFrame(columns=["sample_id", "population"])
     if data.populations is not None and len(data.populations):
         outliers = robust_outliers(data.populations)
-        qc = flow_sample_qc(data.populations, outliers)
+        time_qc_params = (data.flow_provenance.get("parameters") or {}).get("time_qc") or {}
+        qc = flow_sample_qc(data.populations, outliers, max_time_qc_removed=float(
+            time_qc_params.get("max_removed_pct", 10.0)) if isinstance(time_qc_params, dict)
+            else 10.0)
         qc = qc.iloc[sorted(range(len(qc)), key=lambda i: order(qc["sample_id"].iloc[i]))]
         qc = qc.reset_index(drop=True)
         write_csv_atomic(run_root / "flow_qc_mqc.tsv", qc.drop(columns=["file"], errors="ignore"),
@@ -136,6 +139,8 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
         if gating:
             context["gating"], context["gating_note"] = _gating_figures(
                 data, outliers, save_png, max_gating_samples, jobs, order)
+    if data.time_qc is not None and len(data.time_qc):
+        context["time_qc"], context["time_qc_note"] = _time_qc_figures(data, save_png)
     if data.curves is not None or data.concentrations is not None:
         pqc = plate_qc(data.curves, data.concentrations, data.plate_acceptance)
         write_csv_atomic(run_root / "cytokine_qc_mqc.tsv", pqc, sep="\t")
@@ -252,6 +257,8 @@ def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int,
     strategy_path, files, compensation = locate_inputs(data.flow_provenance)
     if strategy_path is None or not strategy_path.is_file():
         return [], "(Gating figures left out: the strategy file named in the provenance is absent.)"
+    # compensation computed from controls: each file's own matrix (flow.compensation: controls)
+    by_file = (data.flow_provenance.get("parameters") or {}).get("compensation_by_file") or {}
     flagged = set(outliers["sample_id"])
     samples = data.populations[["sample_id", "file"]].drop_duplicates("sample_id")
     key = order or _protocol_order(None)
@@ -267,7 +274,8 @@ def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int,
             missing += 1
             continue
         tasks.append((str(sample_id), (str(sample_id), str(path), str(strategy_path),
-                                       compensation, sample_id in flagged)))
+                                       by_file.get(path.name, compensation),
+                                       sample_id in flagged)))
     figures = []
     for outcome in run_tasks(render_gating_png, tasks, spec=ExecutorSpec("process", jobs=jobs)):
         if not outcome.ok:
@@ -277,6 +285,27 @@ def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int,
         figures.append({"sample_id": outcome.key, "anchor": _anchor(outcome.key),
                         "png": save_png(f"gating_{_anchor(outcome.key)}", outcome.value)})
     note = f"({missing} samples without a figure: file not found or unreadable.)" if missing else ""
+    return figures, note
+
+
+def _time_qc_figures(data: RunData, save_png) -> tuple[list[dict[str, Any]], str]:
+    from .plots import figure_png
+    from .timeqc_plots import time_qc_figure, time_qc_samples
+
+    traces = data.time_qc
+    removed = {}
+    if data.populations is not None and "pct_removed_time_qc" in data.populations:
+        removed = data.populations.drop_duplicates("sample_id").set_index("sample_id")[
+            "pct_removed_time_qc"].to_dict()
+    chosen = time_qc_samples(traces)
+    figures = []
+    for sid in chosen:
+        rows = traces[traces["sample_id"].astype(str) == sid]
+        png = figure_png(time_qc_figure(sid, rows, pct_removed=removed.get(sid)), dpi=80)
+        figures.append({"sample_id": sid, "anchor": _anchor(sid),
+                        "png": save_png(f"time_qc_{_anchor(sid)}", png, rows)})
+    n = traces["sample_id"].nunique()
+    note = f"{n - len(chosen)} of {n} files lost no events." if n > len(chosen) else ""
     return figures, note
 
 

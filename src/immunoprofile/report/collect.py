@@ -28,6 +28,7 @@ class RunData:
     plate_acceptance: pd.DataFrame | None = None  # cytokines' plate_qc.csv
     study_path: Path | None = None
     comparisons: pd.DataFrame | None = None
+    time_qc: pd.DataFrame | None = None
     other_failed: list[pd.DataFrame] = field(default_factory=list)
 
 
@@ -86,6 +87,8 @@ def collect_run(run_dir: str | Path) -> RunData:
             except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError
                 raise InputError(prov, f"not readable JSON ({exc})") from None
         data.flow_failed = _read_failed(_maybe(populations.parent / "failed.tsv"))
+        data.time_qc = _read_csv(_maybe(populations.parent / "time_qc.csv"),
+                                 ("sample_id", "kind", "t_start", "t_end", "removed"))
     concentrations = _find(root, "concentrations.csv")
     data.concentrations = _read_csv(concentrations, ("sample_id", "plate", "analyte"))
     if concentrations is not None:

@@ -43,8 +43,11 @@ def _first_matching(populations: pd.DataFrame, word: str) -> str | None:
     return None
 
 
-def flow_sample_qc(populations: pd.DataFrame, outliers: pd.DataFrame) -> pd.DataFrame:
-    """One row per sample: events, % singlets, % live (when such gates exist), outlier flags."""
+def flow_sample_qc(populations: pd.DataFrame, outliers: pd.DataFrame, *,
+                   max_time_qc_removed: float = 10.0) -> pd.DataFrame:
+    """One row per sample: events, % removed by time QC (when it ran), % singlets, % live (when
+    such gates exist), outlier flags; a sample losing more than ``max_time_qc_removed`` % to
+    time QC is flagged ``time QC``."""
     rows = []
     singlets = _first_matching(populations, "singlet")
     live = _first_matching(populations, "live")
@@ -57,9 +60,15 @@ def flow_sample_qc(populations: pd.DataFrame, outliers: pd.DataFrame) -> pd.Data
             if pop is not None:
                 hit = group.loc[group["population"] == pop, "pct_parent"]
                 row[label] = float(hit.iloc[0]) if len(hit) else np.nan
+        removed = (float(first["pct_removed_time_qc"]) if "pct_removed_time_qc" in group
+                   else None)
+        if removed is not None:
+            row["% removed by time QC"] = removed
         flagged = outliers.loc[outliers["sample_id"] == sample_id, "population"].tolist()
         row["outlier populations"] = "; ".join(p.rsplit("/", 1)[-1] for p in flagged)
-        row["flag"] = "outlier" if flagged else "ok"
+        flags = (["outlier"] if flagged else []) + (
+            ["time QC"] if removed is not None and removed > max_time_qc_removed else [])
+        row["flag"] = "; ".join(flags) or "ok"
         rows.append(row)
     return pd.DataFrame(rows)
 

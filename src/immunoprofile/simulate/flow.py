@@ -18,7 +18,7 @@ from immunoprofile.flow.fcs_write import write_fcs
 __all__ = [
     "CHANNELS", "MARKERS", "FLUOR_CHANNELS", "SPILLOVER_MATRIX", "FlowParams", "FlowSample",
     "simulate_flow_sample", "write_flow_sample", "POPULATIONS", "population_truth",
-    "expected_fractions", "apply_gain",
+    "expected_fractions", "apply_gain", "simulate_control", "add_clog", "add_drift",
 ]
 
 # (channel $PnN, marker $PnS). Fluorochromes as on a 4-laser BD LSRFortessa T-cell panel.
@@ -275,7 +275,15 @@ def simulate_flow_sample(rng: np.random.Generator, n_events: int, params: FlowPa
         true[doublet, idx["BV605-A"]] += _lognormal(rng, 11_000, 0.3, k) * (rng.random(k) < 0.5)
         true[doublet, idx["APC-H7-A"]] += _lognormal(rng, 14_000, 0.35, k) * (rng.random(k) < 0.3)
 
-    # --- optics: spillover, then photon (Poisson-like) and electronic noise -------------------
+    observed = _optics(rng, true)
+    return FlowSample(observed.astype(np.float32), labels, t_subset, lineage, subset)
+
+
+def _optics(rng: np.random.Generator, true: np.ndarray) -> np.ndarray:
+    """What the cytometer records from true intensities: spillover, then photon (Poisson-like)
+    and electronic noise, scatter jitter, Time, and the detectors' range."""
+    n = true.shape[0]
+    idx = {c: i for i, c in enumerate(CHANNELS)}
     cols = [idx[c] for c in FLUOR_CHANNELS]
     observed = true.copy()
     detected = true[:, cols] @ SPILLOVER_MATRIX
@@ -288,7 +296,53 @@ def simulate_flow_sample(rng: np.random.Generator, n_events: int, params: FlowPa
     # Time: acquisition order at ~2,000 events/s, in 0.01 s ticks ($TIMESTEP 0.01).
     observed[:, idx["Time"]] = np.sort(rng.uniform(0, n / 2000.0 * 100.0, n)).round(0)
     observed[:, cols] = np.clip(observed[:, cols], -500, 262_143)
-    return FlowSample(observed.astype(np.float32), labels, t_subset, lineage, subset)
+    return observed
+
+
+def simulate_control(rng: np.random.Generator, n_events: int, stained: str | None, *,
+                     brightness: float = 25_000.0, positive_fraction: float = 0.5) -> np.ndarray:
+    """One single-stain compensation control (or the unstained tube) of the panel.
+
+    Lymphocyte-like scatter with a little debris; every event has the unstained
+    autofluorescence of the sample tubes in every detector; in a stained control a
+    ``positive_fraction`` of the cells also carries the dye in ``stained``'s channel
+    (log-normal, median ``brightness``). The same optics as the samples (the panel's
+    :data:`SPILLOVER_MATRIX`, photon and electronic noise).
+
+    Parameters
+    ----------
+    rng
+        Seeded generator (the only source of randomness).
+    n_events
+        Events in the tube.
+    stained
+        The dye's detector (one of :data:`FLUOR_CHANNELS`), or ``None`` for the unstained.
+    brightness, positive_fraction
+        Median true intensity and fraction of stained events.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n_events × len(CHANNELS)`` float32 events, uncompensated.
+    """
+    if stained is not None and stained not in FLUOR_CHANNELS:
+        raise ValueError(f"{stained!r} is not a fluorescence channel of the panel")
+    idx = {c: i for i, c in enumerate(CHANNELS)}
+    n = n_events
+    true = np.zeros((n, len(CHANNELS)))
+    debris = rng.random(n) < 0.05
+    fsc = np.where(debris, np.abs(12_000 + 7_000 * rng.standard_normal(n)),
+                   np.abs(56_000 + 6_500 * rng.standard_normal(n)))
+    true[:, idx["FSC-A"]] = fsc
+    true[:, idx["FSC-H"]] = fsc * 0.87 * (1 + 0.025 * rng.standard_normal(n))
+    true[:, idx["SSC-A"]] = np.where(debris, _lognormal(rng, 6_000, 0.75, n),
+                                     _lognormal(rng, 16_500, 0.24, n))
+    for ch in FLUOR_CHANNELS:
+        true[:, idx[ch]] = _lognormal(rng, 90.0, 0.55, n)
+    if stained is not None:
+        pos = ~debris & (rng.random(n) < positive_fraction)
+        true[pos, idx[stained]] += _lognormal(rng, brightness, 0.5, int(pos.sum()))
+    return _optics(rng, true).astype(np.float32)
 
 
 def apply_gain(sample: FlowSample, gain: float) -> None:
@@ -381,3 +435,80 @@ def write_flow_sample(path: str | Path, sample: FlowSample, *, text: dict[str, s
                 **text}
     return write_fcs(path, sample.events, CHANNELS, MARKERS, text=keywords,
                      spillover=(FLUOR_CHANNELS, SPILLOVER_MATRIX))
+
+
+# ----- acquisition anomalies (issue 12): clogs and signal drift over Time ----------------------
+
+def add_clog(rng: np.random.Generator, events: np.ndarray, *, at: float = 0.55,
+             gap_s: float = 0.8, burst_events: int = 500, burst_s: float = 0.1,
+             timestep: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """Put a clog into a tube's acquisition: no events for ``gap_s`` seconds, then a burst.
+
+    Every event from the fraction ``at`` of the acquisition on is delayed by the gap and the
+    burst; the burst is ``burst_events`` junk events released by the clog in ``burst_s`` seconds
+    (copies of the tube's own events, dimmed 30-70 % in fluorescence and shrunk in scatter, as
+    aggregates and partly lysed cells passing in a surge).
+
+    Parameters
+    ----------
+    rng
+        Seeded generator (used only here).
+    events
+        ``n × len(CHANNELS)`` events in time order (Time in ``timestep`` ticks).
+    at, gap_s, burst_events, burst_s
+        Where the clog happens (fraction of events before it), the gap and the burst.
+    timestep
+        Seconds per Time tick.
+
+    Returns
+    -------
+    events, clog
+        The new events (``n + burst_events`` rows, time order) and the mask of the burst events.
+    """
+    idx = {c: i for i, c in enumerate(CHANNELS)}
+    ti = idx["Time"]
+    n = events.shape[0]
+    cut = int(round(at * n))
+    t0 = float(events[cut, ti])
+    shift = round((gap_s + burst_s) / timestep)
+    later = events[cut:].copy()
+    later[:, ti] += shift
+    burst = events[rng.integers(0, n, burst_events)].astype(np.float64)
+    fl = [idx[c] for c in FLUOR_CHANNELS]
+    burst[:, fl] *= rng.uniform(0.3, 0.7, (burst_events, 1))
+    for ch in ("FSC-A", "FSC-H", "SSC-A"):
+        burst[:, idx[ch]] *= 0.6
+    start = t0 + gap_s / timestep
+    burst[:, ti] = np.sort(np.round(start + rng.uniform(0, burst_s / timestep, burst_events)))
+    out = np.vstack([events[:cut], burst.astype(events.dtype), later])
+    clog = np.zeros(out.shape[0], dtype=bool)
+    clog[cut:cut + burst_events] = True
+    return out, clog
+
+
+def add_drift(events: np.ndarray, *, start: float = 0.65, end_factor: float = 0.5
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Let every fluorescence signal sag linearly from 1 at the fraction ``start`` of the
+    acquisition time to ``end_factor`` at its end (a failing laser or a partial clog).
+
+    Parameters
+    ----------
+    events
+        ``n × len(CHANNELS)`` events in time order.
+    start, end_factor
+        Where the drift starts (fraction of the acquisition time) and the factor at the end.
+
+    Returns
+    -------
+    events, factor
+        The drifted events and each event's signal factor (1 outside the drift).
+    """
+    idx = {c: i for i, c in enumerate(CHANNELS)}
+    t = events[:, idx["Time"]].astype(np.float64)
+    t_start = t.min() + start * (t.max() - t.min())
+    frac = np.clip((t - t_start) / max(t.max() - t_start, 1e-9), 0.0, 1.0)
+    factor = 1.0 - (1.0 - end_factor) * frac
+    out = events.copy()
+    fl = [idx[c] for c in FLUOR_CHANNELS]
+    out[:, fl] = (out[:, fl] * factor[:, None]).astype(events.dtype)
+    return out, factor

@@ -68,6 +68,28 @@ STANDARD_BIAS = {"plate1": 1.0, "plate2": 1.08}
 # Fluorescence gain of the cytometer per acquisition day: log-uniform in this range.
 ACQUISITION_DRIFT: tuple[float, float] = (0.8, 1.25)
 
+# Acquisition anomalies (issue 12) put into a few files: (subject, visit) -> kind. A clog is a
+# 0.8 s gap then a burst of 500 junk events in 0.1 s; a drift lets every fluorescence signal sag
+# linearly to 35 % over the last 40 % of the acquisition. Drawn from their own random streams
+# (_ANOMALY_STREAM), so every other number of the trial is unchanged. They are applied after the
+# per-day fluorescence gain (ACQUISITION_DRIFT), on the events the cytometer recorded.
+ACQUISITION_ANOMALIES: dict[tuple[str, str], str] = {
+    ("AD02", "week4"): "clog", ("AD06", "week12"): "clog", ("AD03", "week8"): "drift",
+}
+CLOG = {"at": 0.55, "gap_s": 0.8, "burst_events": 500, "burst_s": 0.1}
+DRIFT = {"start": 0.6, "end_factor": 0.35}
+# Single-stain compensation controls of the panel (one per fluorescence detector) and an
+# unstained tube, from the panel's true spillover; events per tube.
+CONTROL_EVENTS = 3000
+_ANOMALY_STREAM, _CONTROL_STREAM = 1202, 1201
+
+
+def _stream(seed: int, purpose: int, *keys: int) -> np.random.Generator:
+    # Streams of features added later: seeded apart from the original _rng streams so that
+    # turning them on changes nothing else.
+    return np.random.default_rng(np.random.SeedSequence([seed, purpose, *keys]))
+
+
 STRATEGY_YAML = """\
 # Example gating strategy for the simulated anakinra trial, in the immunoprofile YAML format
 # (docs/strategy_yaml.md). example_data/strategy.gatingml.xml is the same strategy as Gating-ML 2.0.
@@ -399,7 +421,8 @@ def acquisition_factor(seed: int, day: _dt.date,
 
 def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
                    n_events: int = 8000, n_subjects: int = 8,
-                   acquisition_drift: tuple[float, float] | None = ACQUISITION_DRIFT) -> Path:
+                   acquisition_drift: tuple[float, float] | None = ACQUISITION_DRIFT,
+                   controls: bool = True, anomalies: bool = True) -> Path:
     """Write the example trial into ``out_dir``.
 
     Parameters
@@ -415,6 +438,12 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
     acquisition_drift
         ``(low, high)`` range of the per-acquisition-day fluorescence gain
         (:func:`acquisition_factor`, written to ``truth/acquisition.csv``); ``None`` = none.
+    controls
+        Also write ``controls/``: single-stain compensation controls and an unstained tube.
+    anomalies
+        Put the clogs and the drift of :data:`ACQUISITION_ANOMALIES` into their files (truth in
+        ``truth/time_anomalies.csv``). Both options draw from their own random streams: with them
+        off, every other file is byte-identical to a run with them on.
 
     Returns
     -------
@@ -437,6 +466,7 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
     manifest: list[dict] = []
     flow_truth: list[dict] = []
     acquisition: list[dict] = []
+    anomaly_truth: list[dict] = []
     serum: dict[str, dict[str, float]] = {}
     cyto_truth: list[dict] = []
     clinical_rows: list[dict] = []
@@ -458,7 +488,15 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
                 _flow.apply_gain(sample, gain)
             acquisition.append({"sample_id": sample_id, "date": acquired.isoformat(),
                                 "fluorescence_factor": round(gain, 6)})
-            _flow.write_flow_sample(out / "flow" / f"{sample_id}.fcs", sample, text={
+
+            kind = ACQUISITION_ANOMALIES.get((subject.subject_id, visit)) if anomalies else None
+            written = sample
+            if kind is not None:
+                events, rows = _anomaly(kind, sample.events,
+                                        _stream(seed, _ANOMALY_STREAM, subject.index, v))
+                written = dataclasses.replace(sample, events=events)
+                anomaly_truth += [{"sample_id": sample_id, **r} for r in rows]
+            _flow.write_flow_sample(out / "flow" / f"{sample_id}.fcs", written, text={
                 "$DATE": date, "$FIL": f"{sample_id}.fcs", "$SRC": subject.subject_id,
                 "$SMNO": sample_id, "$PROJ": "Anakinra in atopic dermatitis (simulated)",
                 "VISIT": visit, "STUDY_DAY": str(day)})
@@ -528,6 +566,12 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
     write_csv_atomic(out / "standards.csv", pd.DataFrame(_plates.standards_table()))
     write_csv_atomic(out / "clinical.csv", pd.DataFrame(clinical_rows))
     write_csv_atomic(out / "truth" / "flow_truth.csv", pd.DataFrame(flow_truth))
+    if anomalies:
+        write_csv_atomic(out / "truth" / "time_anomalies.csv", pd.DataFrame(
+            anomaly_truth, columns=["sample_id", "kind", "first_event", "last_event",
+                                        "n_events", "t_start_s", "t_end_s", "note"]))
+    if controls:
+        _write_controls(out / "controls", seed)
     write_csv_atomic(out / "truth" / "cytokine_truth.csv", pd.DataFrame(cyto_truth))
     write_csv_atomic(out / "truth" / "effects.csv", pd.DataFrame(_effects_rows()))
     if acquisition_drift is not None:
@@ -549,8 +593,80 @@ def simulate_trial(out_dir: str | os.PathLike[str], *, seed: int = DEFAULT_SEED,
     first_fcs = out / next(m["file"] for m in manifest if m["assay"] == "flow")
     _write_gatingml(out, first_fcs)
     write_text_atomic(out / "README.md", _readme(seed=seed, n_events=n_events,
-                                                 n_subjects=n_subjects, subjects=subjects))
+                                                 n_subjects=n_subjects, subjects=subjects)
+                      + (_README_ACQUISITION if controls or anomalies else ""))
     return out
+
+
+def _anomaly(kind: str, events: np.ndarray, rng: np.random.Generator
+             ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Put one acquisition anomaly into a tube's events; its truth rows (0-based event
+    indices in file order, times in seconds)."""
+    step = 0.01  # $TIMESTEP of the simulated files
+    if kind == "clog":
+        out, clog = _flow.add_clog(rng, events, **CLOG)
+        idx = np.flatnonzero(clog)
+        t = out[:, _flow.CHANNELS.index("Time")] * step
+        gap_start = float(t[idx[0] - 1])
+        return out, [
+            {"kind": "clog_gap", "first_event": "", "last_event": "", "n_events": 0,
+             "t_start_s": round(gap_start, 4), "t_end_s": round(float(t[idx[0]]), 4),
+             "note": f"no events for {CLOG['gap_s']} s"},
+            {"kind": "clog_burst", "first_event": int(idx[0]), "last_event": int(idx[-1]),
+             "n_events": int(idx.size), "t_start_s": round(float(t[idx[0]]), 4),
+             "t_end_s": round(float(t[idx[-1]]), 4),
+             "note": "junk released by the clog (dim, small); not cells of the sample"}]
+    out, factor = _flow.add_drift(events, **DRIFT)
+    t = out[:, _flow.CHANNELS.index("Time")] * step
+    rows = []
+    for label, below in (("drift", 1.0), ("drift_below_0.6", 0.6)):
+        idx = np.flatnonzero(factor < below)
+        rows.append({"kind": label, "first_event": int(idx[0]), "last_event": int(idx[-1]),
+                     "n_events": int(idx.size), "t_start_s": round(float(t[idx[0]]), 4),
+                     "t_end_s": round(float(t[idx[-1]]), 4),
+                     "note": f"fluorescence x {float(factor[idx[0]]):.3g} falling linearly to "
+                             f"x {DRIFT['end_factor']} at the end"})
+    return out, rows
+
+
+def _write_controls(folder: Path, seed: int) -> None:
+    """Single-stain controls (``Comp_<dye>.fcs``), ``Unstained.fcs`` and ``channels.csv``."""
+    import pandas as pd
+
+    from immunoprofile.flow.fcs_write import write_fcs
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for k, channel in enumerate([None, *_flow.FLUOR_CHANNELS]):
+        dye = "Unstained" if channel is None else channel.removesuffix("-A")
+        name = "Unstained.fcs" if channel is None else f"Comp_{dye}.fcs"
+        events = _flow.simulate_control(_stream(seed, _CONTROL_STREAM, k), CONTROL_EVENTS,
+                                        channel)
+        write_fcs(folder / name, events, _flow.CHANNELS, _flow.MARKERS, text={
+            "$CYT": "Simulated LSRFortessa (immunoprofile.simulate)", "$TIMESTEP": "0.01",
+            "$DATE": "03-MAR-2025", "TUBE NAME": f"{dye} single stain" if channel else dye,
+            "$SRC": "Compensation controls"})
+        rows.append({"name": name, "channel": channel or "Unstained"})
+    write_csv_atomic(folder / "channels.csv", pd.DataFrame(rows))
+
+
+_README_ACQUISITION = """
+## Compensation controls and acquisition anomalies
+
+- `controls/`: one single-stain compensation control per fluorescence detector
+  (`Comp_BV421.fcs` ... `Comp_APC-H7.fcs`, the dye on about half of the cells) and
+  `Unstained.fcs`, 3,000 events each, drawn through the panel's true spillover
+  (`immunoprofile.simulate.flow.SPILLOVER_MATRIX`, the same as the files' `$SPILLOVER`);
+  `channels.csv` names each control's stained detector (as CytoExploreR's
+  `Compensation-Channels.csv`). `make demo` computes the matrix from them
+  (`flow.compensation: controls`).
+- Clogs in `AD02_week4_flow.fcs` and `AD06_week12_flow.fcs`: no events for 0.8 s, then 500 junk
+  events (dim, small) in 0.1 s; drift in `AD03_week8_flow.fcs`: every fluorescence signal sags
+  linearly to 35 % over the last 40 % of the acquisition. `truth/time_anomalies.csv` gives, per file,
+  the event range (0-based, file order) and times of each (`clog_gap`, `clog_burst`, `drift`,
+  `drift_below_0.6`). The burst events are not cells of the sample: `truth/flow_truth.csv`
+  counts the tube's own events only.
+"""
 
 
 def _effects_rows() -> list[dict]:
