@@ -130,7 +130,8 @@ def _marker_values(result: Any, fcs: Any, comp: Compensation,
     dtype = ev.dtype if ev.dtype.kind == "f" else np.dtype(np.float64)
     have: Mapping[str, np.ndarray] = getattr(result, "compensated", None) or {}
     names = [fcs.channels[i] for i in cols]
-    todo = [i for i, c in zip(cols, names) if c not in have or have[c].dtype != dtype]
+    todo = [i for i, c in zip(cols, names)
+            if c not in have or have[c].dtype != dtype or have[c].shape != (ev.shape[0],)]
     out = np.empty((len(todo), ev.shape[0]), dtype=dtype)
     for start in range(0, ev.shape[0] if todo else 0, _BLOCK_ROWS):  # float64 a block at a time, as the engine
         rows = slice(start, start + _BLOCK_ROWS)
