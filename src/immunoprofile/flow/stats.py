@@ -257,6 +257,9 @@ def _all_marker_stats(columns: list[np.ndarray], masks: list[np.ndarray], counts
     return list(block)
 
 
+#: Thresholds tested per bisection step of :func:`_select` (a ``_FAN``-ary search).
+_FAN = 16
+
 #: Beyond this many membership patterns a shared ordering stops paying for itself.
 _MAX_CLASSES = 2048
 
@@ -277,6 +280,8 @@ def _membership_classes(masks: list[np.ndarray], n: int
     (``len = K + 1``); and ``member[p, c]``, whether population ``p`` holds group ``c``. ``None``
     when there are more than :data:`_MAX_CLASSES` patterns.
     """
+    if len(masks) <= 16:
+        return _few_masks_classes(masks, n)
     label = np.zeros(n, dtype=np.uint16)
     bits = 0
     for m in masks:
@@ -297,6 +302,36 @@ def _membership_classes(masks: list[np.ndarray], n: int
     first = order[starts[:-1]]
     member = np.stack([m[first] for m in masks])
     if not member[:, 0].any():  # pattern 0 (the smallest) = in no population: not needed
+        order = order[starts[1]:]
+        starts = starts[1:] - starts[1]
+        member = member[:, 1:]
+    return order, starts, member
+
+
+def _few_masks_classes(masks: list[np.ndarray], n: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`_membership_classes` for at most 16 populations: each event's pattern is its
+    16-bit label itself (built block by block, in cache), so no renumbering is needed and
+    population ``p`` holds pattern ``v`` when bit ``P - 1 - p`` of ``v`` is set."""
+    n_pop = len(masks)
+    label = np.zeros(n, dtype=np.uint16)
+    for start in range(0, n, _BLOCK_ROWS):
+        rows = slice(start, start + _BLOCK_ROWS)
+        block = label[rows]
+        for m in masks:
+            np.left_shift(block, 1, out=block)
+            np.bitwise_or(block, m[rows], out=block)
+    sizes = np.bincount(label, minlength=1 << n_pop)
+    present = np.flatnonzero(sizes)
+    if present.size > _MAX_CLASSES:
+        return None
+    order = np.argsort(label, kind="stable")  # radix sort of 16-bit labels
+    del label
+    starts = np.zeros(present.size + 1, dtype=np.int64)
+    np.cumsum(sizes[present], out=starts[1:])
+    shifts = np.arange(n_pop - 1, -1, -1)
+    member = ((present[None, :] >> shifts[:, None]) & 1).astype(bool)
+    if present[0] == 0:  # pattern 0 = in no population: not needed
         order = order[starts[1]:]
         starts = starts[1:] - starts[1]
         member = member[:, 1:]
@@ -420,13 +455,20 @@ def _select(parts: list[np.ndarray], member: np.ndarray, qpop: list[int],
             np.maximum.at(hi_vals, q, parts[c][-1])
     lo, hi = _keys(lo_vals), _keys(hi_vals)
     one = lo.dtype.type(1)
+    ktype = lo.dtype.type
+    steps = np.arange(1, _FAN, dtype=lo.dtype)  # candidates j * width / _FAN, j = 1.._FAN-1
     while True:
         open_ = np.flatnonzero(lo < hi)
         if not open_.size:
             break
-        mid = lo[open_] + (hi[open_] - lo[open_]) // lo.dtype.type(2)
-        t = _from_keys(mid, dtype)
-        count = np.zeros(open_.size, dtype=np.int64)
+        # _FAN-ary search: one pass over the groups tests _FAN - 1 thresholds per query (the
+        # Python loop over groups, not the searchsorted, is what costs)
+        a, width = lo[open_], hi[open_] - lo[open_]
+        step, rem = width // ktype(_FAN), width % ktype(_FAN)
+        cand = (a[:, None] + step[:, None] * steps
+                + (rem[:, None] * steps) // ktype(_FAN))  # exact: no overflow, lo <= c < hi
+        t = _from_keys(cand, dtype)
+        count = np.zeros(cand.shape, dtype=np.int64)
         where = np.full(pop.size, -1, dtype=np.int64)
         where[open_] = np.arange(open_.size)
         for c, q in enumerate(users):
@@ -435,10 +477,16 @@ def _select(parts: list[np.ndarray], member: np.ndarray, qpop: list[int],
             k = where[q]
             k = k[k >= 0]
             if k.size:
-                count[k] += np.searchsorted(parts[c], t[k], side="right")
-        enough = count >= need[open_]
-        hi[open_] = np.where(enough, mid, hi[open_])
-        lo[open_] = np.where(enough, lo[open_], mid + one)
+                count[k] += np.searchsorted(parts[c], t[k].ravel(),
+                                            side="right").reshape(k.size, -1)
+        enough = count >= need[open_][:, None]  # monotone along each row
+        first = np.argmax(enough, axis=1)  # first candidate with enough values
+        found = enough[np.arange(open_.size), first]
+        rows = np.arange(open_.size)
+        new_hi = np.where(found, cand[rows, first], hi[open_])
+        below = np.where(found, first - 1, _FAN - 2)  # the last candidate without enough
+        new_lo = np.where(below >= 0, cand[rows, np.maximum(below, 0)] + one, a)
+        hi[open_], lo[open_] = new_hi, new_lo
     # -0.0 and 0.0 compare equal; report zero the way a partition of the data would
     return [float(v) + 0.0 for v in _from_keys(lo, dtype)]
 
