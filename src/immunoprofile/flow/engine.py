@@ -166,6 +166,17 @@ class _Plan:
         self.owner = strategy.quadrant_owner()
         self.row_local = False  # set by ``evaluate`` for strategies gated block by block
         self._channels: dict[str, list[str]] = {}
+        self._names: dict[str, str] = {}
+        #: (dimension, thresholds) -> the thresholds in data space (monotone transforms)
+        self.data_cuts: dict[tuple[AnyDimension, tuple[float, ...]], list[float]] = {}
+        #: gate id -> decided without transforming any value
+        self.untransformed: dict[str, bool] = {}
+
+    def channel(self, name: str) -> str:
+        """The ``$PnN`` a dimension's channel or marker name resolves to in this file."""
+        if name not in self._names:
+            self._names[name] = self.fcs.channels[self.fcs.channel_index(name)]
+        return self._names[name]
 
     def channels(self, compensation: str) -> list[str]:
         """``$PnN`` of every channel a gate dimension uses under ``compensation``."""
@@ -178,7 +189,7 @@ class _Plan:
                     names = ((dim.numerator, dim.denominator) if isinstance(dim, RatioDimension)
                              else (dim.channel,))
                     for name in names:
-                        channel = self.fcs.channels[self.fcs.channel_index(name)]
+                        channel = self.channel(name)
                         if channel not in needed:
                             needed.append(channel)
             self._channels[compensation] = needed
@@ -238,7 +249,7 @@ class _Evaluation:
     def channel_values(self, compensation: str, name: str,
                        idx: NDArray[np.intp] | None) -> NDArray[np.float64]:
         group = self._group(compensation)
-        column = group.values[self.fcs.channels[self.fcs.channel_index(name)]]
+        column = group.values[self.plan.channel(name)]
         return column if idx is None else column[idx]
 
     def untransformed(self, dim: AnyDimension,
@@ -295,9 +306,13 @@ class _Evaluation:
         transform = self.transform_of(dim)
         if transform is None or not _monotone_everywhere(transform):
             return self.values(dim, idx), [float(t) for t in thresholds]
-        with np.errstate(all="ignore"):  # far-off bounds map to +-inf
-            data = transform.inverse(np.asarray(thresholds, dtype=np.float64))
-        return self.untransformed(dim, idx), [float(t) for t in np.atleast_1d(data)]
+        key = (dim, tuple(float(t) for t in thresholds))
+        data = self.plan.data_cuts.get(key)
+        if data is None:  # once per call, not per block
+            with np.errstate(all="ignore"):  # far-off bounds map to +-inf
+                inv = transform.inverse(np.asarray(key[1], dtype=np.float64))
+            data = self.plan.data_cuts[key] = [float(t) for t in np.atleast_1d(inv)]
+        return self.untransformed(dim, idx), data
 
     # ----- populations -------------------------------------------------------------------------
     def parent_indices(self, parent: str | None, gate: Gate | None = None
@@ -322,14 +337,14 @@ class _Evaluation:
     def _untransformed(self, gate: Gate) -> bool:
         """Whether ``gate`` is decided without transforming any value (values are only
         transformed on the parent's events)."""
-        if isinstance(gate, BooleanGate):
-            return True
-        cut = isinstance(gate, (RectangleGate, QuadrantGate))
-        for dim in gate.dimensions:
-            transform = self.transform_of(dim)
-            if transform is not None and not (cut and _monotone_everywhere(transform)):
-                return False
-        return True
+        known = self.plan.untransformed.get(gate.id)
+        if known is None:
+            cut = isinstance(gate, (RectangleGate, QuadrantGate))
+            known = isinstance(gate, BooleanGate) or all(
+                (t := self.transform_of(dim)) is None or (cut and _monotone_everywhere(t))
+                for dim in gate.dimensions)
+            self.plan.untransformed[gate.id] = known
+        return known
 
     def population(self, pid: str) -> NDArray[np.bool_]:
         if pid in self.masks:
