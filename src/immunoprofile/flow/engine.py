@@ -2,17 +2,22 @@
 FCS data set as boolean masks.
 
 Contract: ``evaluate(strategy, fcs) -> GatingResult`` with one full-length boolean mask per
-population (file event order), each child evaluated only on its parent's events. Only the
-channels the gates use are compensated (in cache-sized blocks) and only the events a gate looks
-at are transformed, each value once per call; rectangle and quadrant bounds on monotone
-transforms are mapped to data space instead. Boundaries follow Gating-ML 2.0: rectangles
-``min <= x < max``, polygons by the even-odd rule, ellipsoids ``<= distance²`` inclusive,
-quadrants ``lower <= x < upper``.
+population (file event order), each child evaluated only on its parent's events. The sample's
+compensation is resolved once (:func:`~immunoprofile.flow.compensation.sample_compensation`)
+and stored on the result with the compensated columns the gates used, which the statistics
+reuse. Strategies of row-local gates (rectangles, polygons, ellipses, quadrants, booleans) are
+evaluated in blocks of rows that stay in cache: each channel a compensation's gates use is
+compensated once per block, in float64 (gate boundaries are compared exactly), and a gate whose
+values need no transform is evaluated on all of the block's rows and ANDed with a dense parent
+instead of gathering the parent's rows. Values are transformed only on the events a gate looks
+at, once; rectangle and quadrant bounds on monotone transforms are mapped to data space
+instead. Strategies with data-driven gates see the whole file at once. Boundaries follow
+Gating-ML 2.0: rectangles ``min <= x < max``, polygons by the even-odd rule, ellipsoids
+``<= distance²`` inclusive, quadrants ``lower <= x < upper``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
