@@ -146,16 +146,26 @@ def _crossings(x: NDArray[np.float64], y: NDArray[np.float64], xs: list[float],
                ys: list[float]) -> NDArray[np.bool_]:
     inside = np.zeros(x.shape, dtype=bool)
     n = len(xs)
+    # each vertex's "y at or above it" once (every vertex ends two edges); buffers reused
+    above = [np.greater_equal(y, v) for v in ys]
+    straddles = np.empty(x.shape, dtype=bool)
+    hit = np.empty(x.shape, dtype=bool)
+    x_cross = np.empty(x.shape, dtype=np.float64)
     for i in range(n):
         x1, y1, x2, y2 = xs[i], ys[i], xs[(i + 1) % n], ys[(i + 1) % n]
         if y1 == y2:
             continue  # horizontal edges never cross a horizontal ray
-        straddles = (y1 <= y) != (y2 <= y)
+        np.not_equal(above[i], above[(i + 1) % n], out=straddles)  # (y1 <= y) != (y2 <= y)
         if not straddles.any():
             continue
         with np.errstate(invalid="ignore"):  # y = +-inf never straddles; its NaN is unused
-            x_cross = x1 + (y - y1) * ((x2 - x1) / (y2 - y1))
-        inside ^= straddles & (x < x_cross)
+            # x_cross = x1 + (y - y1) * ((x2 - x1) / (y2 - y1)), in place
+            np.subtract(y, y1, out=x_cross)
+            np.multiply(x_cross, (x2 - x1) / (y2 - y1), out=x_cross)
+            np.add(x_cross, x1, out=x_cross)
+            np.less(x, x_cross, out=hit)
+        hit &= straddles
+        inside ^= hit
     return inside
 
 
