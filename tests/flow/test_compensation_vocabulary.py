@@ -195,3 +195,23 @@ def test_compensation_kernel_equals_compensate_with_non_finite_rows() -> None:
     np.testing.assert_array_equal(np.isfinite(got), np.isfinite(want.T))
     raw = compensated_channels(fcs.events, CH, None, [1, 3])
     np.testing.assert_array_equal(raw, fcs.events[:, [1, 3]].T.astype(np.float64))
+
+
+def test_time_qc_root_keeps_the_gating_compensation() -> None:
+    """The TimeQC root result (gated on the kept events) carries the compensation: its
+    statistics over all events are those of the same masks under the same compensation."""
+    import dataclasses
+
+    from immunoprofile.flow.timeqc import apply_root_gate, time_qc
+
+    fcs = read_fcs(AD01)
+    qc = time_qc(fcs)
+    kept = dataclasses.replace(fcs, events=np.ascontiguousarray(fcs.events[qc.keep]))
+    for spec in ("none", "file"):
+        result = apply_root_gate(evaluate(load_strategy(STRATEGY), kept, spillover=spec), qc.keep)
+        assert result.compensation.origin == spec
+        ours = population_stats(result, fcs, sample_id="s")
+        plain = SimpleNamespace(masks=result.masks, paths=result.paths, parents=result.parents)
+        same = population_stats(plain, fcs, sample_id="s", spillover=spec)
+        num = [c for c in ours.columns if c.startswith(("mfi_", "gmean_", "rcv_"))]
+        np.testing.assert_array_equal(ours[num].to_numpy(), same[num].to_numpy())
