@@ -91,28 +91,27 @@ def resolve_spillover(compensation: Any, fcs: Any) -> Any:
     Parameters
     ----------
     compensation
-        ``"fcs"`` (the file's own spillover), ``"none"`` (no compensation), a path to a
-        FlowJo/CSV matrix, or an already-parsed ``Spillover``.
+        ``"fcs"``/``"file"`` (the file's own spillover), ``"none"`` (no compensation), a path to
+        a FlowJo/CSV matrix, or an already-parsed ``Spillover``.
     fcs
         The file being gated (the matrix's channels are matched to it).
 
     Returns
     -------
-    None, "none" or Spillover
-        ``None`` lets the engine use the file's own spillover (an error for gates that need it
-        when the file has none); ``"none"`` turns compensation off; a matrix has its channel
-        names matched to the file.
+    Compensation
+        The sample's resolved :class:`~immunoprofile.flow.compensation.Compensation` (a missing
+        matrix file is named as a ``--comp`` choice).
     """
-    from .compensation import resolve_compensation
+    from .compensation import sample_compensation
 
-    if compensation is None or str(compensation).lower() == "fcs":
-        return None
-    if str(compensation).lower() == "none":
-        return "none"
-    if isinstance(compensation, (str, os.PathLike)) and not Path(compensation).is_file():
+    if compensation is None:
+        compensation = "file"
+    if (isinstance(compensation, (str, os.PathLike))
+            and str(compensation).strip().lower() not in ("fcs", "file", "none")
+            and not Path(compensation).is_file()):
         raise InputError(compensation, "compensation matrix file not found "
                                        "(--comp takes fcs, none or a matrix file)")
-    return resolve_compensation(compensation, fcs)
+    return sample_compensation(compensation, fcs)
 
 
 def _keywords(text: Mapping[str, Any]) -> dict[str, str]:
@@ -144,7 +143,9 @@ def gate_sample(
         its own workspace sample (``$FIL``, file name, sample name; no match is an
         InputError) and ``stats`` gains a ``workspace_sample`` column.
     compensation
-        ``"fcs"`` (the file's spillover), ``"none"``, a matrix file, or a ``Spillover``.
+        A :data:`~immunoprofile.flow.compensation.CompensationSpec`: ``"fcs"``/``"file"`` (the
+        file's spillover), ``"none"``, a matrix file, or a ``Spillover``; gates and statistics
+        both use it.
     sample_id
         The sample's id; the file stem when ``None``.
     membership_path
@@ -188,7 +189,7 @@ def gate_sample(
     if hasattr(strategy, "for_file"):
         # a FlowJo workspace: this file's own workspace sample (raises when none matches)
         strategy, workspace_sample = strategy.for_file(path, fcs.text)
-    spillover = resolve_spillover(compensation, fcs)
+    spillover = resolve_spillover(compensation, fcs)  # resolved once for the sample
     qc = None
     if time_qc:
         from .timeqc import TimeQCOptions, apply_root_gate
@@ -199,9 +200,8 @@ def gate_sample(
         result = apply_root_gate(evaluate(strategy, kept, spillover=spillover), qc.keep)
     else:
         result = evaluate(strategy, fcs, spillover=spillover)
-    # stats reads None as "uncompensated", the engine as "the file's own": say "fcs" explicitly
-    stats = population_stats(result, fcs, spillover="fcs" if spillover is None else spillover,
-                             sample_id=sid,
+    # the statistics use the compensation the result was gated with (result.compensation)
+    stats = population_stats(result, fcs, sample_id=sid,
                              statistics=STATISTICS if statistics is None else statistics)
     stats = stats.copy()
     if "file" in stats.columns:

@@ -3,8 +3,10 @@
 Contract: a :class:`Spillover` is a validated square, finite, invertible matrix over named channels
 (rows = emitting channel, columns = detector, as in ``$SPILLOVER`` and FlowJo's CSV export);
 :func:`compensate` returns ``raw[:, idx] @ inv(S)`` for the spillover's channels and leaves
-every other channel untouched. Where a matrix comes from (file keyword, CSV, none) is decided
-once by :func:`resolve_compensation`.
+every other channel untouched. Where a sample's matrix comes from is said in one vocabulary,
+:data:`CompensationSpec` (``"file"``, ``"none"``, a :class:`Spillover` or a matrix file), and
+decided once per sample by :func:`sample_compensation`; the :class:`Compensation` it returns
+travels on the gating result to the statistics.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -25,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .fcs import FCSData, FCSMetadata
 
 __all__ = ["Spillover", "parse_spillover", "read_compensation_csv", "resolve_compensation",
-           "compensate"]
+           "compensate", "compensated_channels", "Compensation", "CompensationSpec", "sample_compensation"]
 
 #: Largest condition number accepted: beyond it inv(S) amplifies noise into nonsense.
 _MAX_COND = 1e12
@@ -249,8 +251,9 @@ def resolve_compensation(spec: str | os.PathLike[str] | Spillover | None,
     Parameters
     ----------
     spec
-        ``"fcs"`` (the file's own ``$SPILLOVER``; ``None`` if it has none), ``"none"`` / ``None``
-        (no compensation), a path to a FlowJo/CSV matrix, or a :class:`Spillover`.
+        ``"file"`` or ``"fcs"`` (the file's own ``$SPILLOVER``; ``None`` if it has none),
+        ``"none"`` / ``None`` (no compensation), a path to a FlowJo/CSV matrix, or a
+        :class:`Spillover`. (Prefer :func:`sample_compensation`, which has no ``None``.)
     fcs
         The :class:`~immunoprofile.flow.fcs.FCSData` (or metadata) the matrix must fit.
 
@@ -270,13 +273,88 @@ def resolve_compensation(spec: str | os.PathLike[str] | Spillover | None,
         return _match_channels(spec, fcs)
     if isinstance(spec, str) and spec.strip().lower() in ("none", ""):
         return None
-    if isinstance(spec, str) and spec.strip().lower() == "fcs":
+    if isinstance(spec, str) and spec.strip().lower() in _FILE:
         spill = getattr(fcs, "spillover", None)
         return None if spill is None else _match_channels(spill, fcs)
     if isinstance(spec, (str, os.PathLike)):
         return _match_channels(read_compensation_csv(spec), fcs)
     raise InputError(None, f"compensation must be 'fcs', 'none', a file path or a Spillover, "
                            f"got {type(spec).__name__}")
+
+
+#: Names of "the file's own spillover" (``fcs`` is the CLI's ``--comp fcs``).
+_FILE = ("file", "fcs")
+
+#: How one sample is compensated: ``"file"`` (its own ``$SPILLOVER``; ``"fcs"`` is the same),
+#: ``"none"``, a :class:`Spillover`, or the path of a FlowJo/CSV matrix file.
+CompensationSpec = Union[str, "os.PathLike[str]", Spillover]
+
+
+@dataclass(frozen=True)
+class Compensation:
+    """The compensation of one sample, resolved once (:func:`sample_compensation`).
+
+    Attributes
+    ----------
+    origin
+        ``"file"`` (the file's own matrix), ``"none"``, ``"matrix"`` (a :class:`Spillover`
+        given) or the matrix file's path.
+    spillover
+        The matrix over the file's ``$PnN``; ``None`` for ``"none"`` and for a file without
+        a spillover keyword.
+    """
+
+    origin: str
+    spillover: Spillover | None
+
+    @property
+    def missing(self) -> bool:
+        """Whether the file's own matrix was asked for but the file has none."""
+        return self.origin == "file" and self.spillover is None
+
+
+def sample_compensation(spec: CompensationSpec | Compensation,
+                        fcs: FCSData | FCSMetadata) -> Compensation:
+    """Resolve how one sample is compensated.
+
+    Parameters
+    ----------
+    spec
+        A :data:`CompensationSpec`: ``"file"``/``"fcs"``, ``"none"``, a :class:`Spillover` or a
+        matrix file path (an already resolved :class:`Compensation` is returned as is). ``None``
+        is refused: it meant opposite things in the past.
+    fcs
+        The data set (or metadata) the matrix must fit.
+
+    Returns
+    -------
+    Compensation
+
+    Raises
+    ------
+    InputError
+        When the matrix file is unreadable or names channels the file lacks, or ``spec`` is
+        ``None`` or of another type.
+    """
+    if isinstance(spec, Compensation):
+        return spec
+    if spec is None:
+        raise InputError(getattr(fcs, "path", None),
+                         "compensation must be 'file', 'none', a Spillover or a matrix file; "
+                         "None is ambiguous")
+    if isinstance(spec, str) and spec.strip().lower() in _FILE:
+        origin = "file"
+    elif isinstance(spec, str) and spec.strip().lower() == "none":
+        origin = "none"
+    elif isinstance(spec, Spillover):
+        origin = "matrix"
+    elif isinstance(spec, (str, os.PathLike)) and os.fspath(spec).strip():
+        origin = os.fspath(spec)
+    else:
+        raise InputError(getattr(fcs, "path", None),
+                         f"compensation must be 'file', 'none', a Spillover or a matrix file, "
+                         f"got {spec!r}")
+    return Compensation(origin, None if origin == "none" else resolve_compensation(spec, fcs))
 
 
 def compensate(events: np.ndarray, channel_names: Sequence[str], spillover: Spillover | None,
@@ -336,6 +414,60 @@ def compensate(events: np.ndarray, channel_names: Sequence[str], spillover: Spil
         raise InputError(None, f"spillover channels not in the events: {', '.join(missing)}")
     idx = [pos[c] for c in spillover.channels]
     return _apply(ev, idx, spillover.inverse, out_cols, dtype)
+
+
+def compensated_channels(block: np.ndarray, channel_names: Sequence[str],
+                         spillover: Spillover | None, columns: Sequence[int]) -> np.ndarray:
+    """Compensated float64 values of ``columns``, channel-major (``len(columns) × n``).
+
+    The kernel the gate engine and the statistics share, so both see the same numbers: the
+    columns used are converted channel-major to float64 and multiplied once, ``M · blockᵀ``
+    (BLAS writes the channel-major result directly); rows holding a non-finite value are
+    recomputed exactly as :func:`compensate` does. Meant for cache-sized blocks of rows.
+
+    Parameters
+    ----------
+    block
+        ``n × n_channels`` raw values (any dtype; converted to float64).
+    channel_names
+        ``$PnN`` of each column of ``block``.
+    spillover
+        The matrix to remove (its channels among ``channel_names``), or ``None``.
+    columns
+        Column indices to return.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, C-contiguous, ``len(columns) × n``.
+    """
+    cols = [int(c) for c in columns]
+    if spillover is None:
+        out = np.empty((len(cols), block.shape[0]), dtype=np.float64)
+        for k, col in enumerate(cols):
+            out[k] = block[:, col]
+        return out
+    pos = {c: i for i, c in reversed(list(enumerate(channel_names)))}
+    idx = [pos[c] for c in spillover.channels]
+    where = {col: j for j, col in enumerate(idx)}
+    used = idx + [c for c in dict.fromkeys(cols) if c not in where]
+    at = {col: u for u, col in enumerate(used)}
+    m = np.zeros((len(cols), len(used)), dtype=np.float64)
+    for k, col in enumerate(cols):
+        if col in where:
+            m[k, :len(idx)] = spillover.inverse[:, where[col]]
+        else:
+            m[k, at[col]] = 1.0
+    # the used columns channel-major in float64 (one pass), then one product
+    f = np.asarray(block.T[used], dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are repaired below
+        out = m @ f
+        total = float(out.sum())  # cheap test: NaN or inf when any value is
+    if not math.isfinite(total):
+        bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
+        rows = np.asarray(block[bad], dtype=np.float64)
+        out[:, bad] = _apply(rows, idx, spillover.inverse, cols, np.dtype(np.float64)).T
+    return out
 
 
 def _apply(ev: np.ndarray, idx: list[int], inv: np.ndarray, out_cols: list[int],

@@ -2,17 +2,22 @@
 FCS data set as boolean masks.
 
 Contract: ``evaluate(strategy, fcs) -> GatingResult`` with one full-length boolean mask per
-population (file event order), each child evaluated only on its parent's events. Only the
-channels the gates use are compensated (in cache-sized blocks) and only the events a gate looks
-at are transformed, each value once per call; rectangle and quadrant bounds on monotone
-transforms are mapped to data space instead. Boundaries follow Gating-ML 2.0: rectangles
-``min <= x < max``, polygons by the even-odd rule, ellipsoids ``<= distance²`` inclusive,
-quadrants ``lower <= x < upper``.
+population (file event order), each child evaluated only on its parent's events. The sample's
+compensation is resolved once (:func:`~immunoprofile.flow.compensation.sample_compensation`)
+and stored on the result with the compensated columns the gates used, which the statistics
+reuse. Strategies of row-local gates (rectangles, polygons, ellipses, quadrants, booleans) are
+evaluated in blocks of rows that stay in cache: each channel a compensation's gates use is
+compensated once per block, in float64 (gate boundaries are compared exactly), and a gate whose
+values need no transform is evaluated on all of the block's rows and ANDed with a dense parent
+instead of gathering the parent's rows. Values are transformed only on the events a gate looks
+at, once; rectangle and quadrant bounds on monotone transforms are mapped to data space
+instead. Strategies with data-driven gates see the whole file at once. Boundaries follow
+Gating-ML 2.0: rectangles ``min <= x < max``, polygons by the even-odd rule, ellipsoids
+``<= distance²`` inclusive, quadrants ``lower <= x < upper``.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,7 +26,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..errors import InputError
-from .compensation import Spillover, compensate, resolve_compensation
+from .compensation import (
+    Compensation,
+    CompensationSpec,
+    Spillover,
+    compensated_channels,
+    resolve_compensation,
+    sample_compensation,
+)
 from .gates import (
     FCS_SPILLOVER,
     UNCOMPENSATED,
@@ -51,6 +63,11 @@ __all__ = ["GatingResult", "evaluate", "dimension_values", "points_in_polygon"]
 
 #: Rows per block when compensating/transforming: 32k rows x a dozen float64 columns stays in L2.
 _BLOCK_ROWS = 1 << 15
+#: Rows gated together for row-local strategies: large enough that numpy's per-call overhead
+#: stays small, small enough that a block's columns and masks stay in cache.
+_GATE_BLOCK_ROWS = 1 << 15
+#: In a row-local block, a parent holding more than 1/_DENSE of the rows is "dense".
+_DENSE = 4
 
 
 @dataclass
@@ -76,6 +93,12 @@ class GatingResult:
     fits
         Gate id -> :class:`~immunoprofile.flow.adaptive_gates.FitRecord` of every data-driven
         gate (its fitted form on this data set, whether it fell back).
+    compensation
+        How this sample was compensated (what ``"FCS"`` dimensions used); the statistics use
+        the same (:func:`~immunoprofile.flow.stats.population_stats`).
+    compensated
+        Channel -> its values under ``compensation`` (all events, the data's float dtype), for
+        the channels the gates used: the statistics reuse them instead of compensating again.
     """
 
     masks: dict[str, NDArray[np.bool_]]
@@ -86,6 +109,8 @@ class GatingResult:
     path: str | None = None
     warnings: list[str] = field(default_factory=list)
     fits: dict[str, Any] = field(default_factory=dict)
+    compensation: Compensation | None = None
+    compensated: dict[str, NDArray[np.floating]] = field(default_factory=dict, repr=False)
 
     def population_ids(self) -> list[str]:
         """Population ids, parents before children (strategy order)."""
@@ -121,78 +146,56 @@ def _crossings(x: NDArray[np.float64], y: NDArray[np.float64], xs: list[float],
                ys: list[float]) -> NDArray[np.bool_]:
     inside = np.zeros(x.shape, dtype=bool)
     n = len(xs)
+    # each vertex's "y at or above it" once (every vertex ends two edges); buffers reused
+    above = [np.greater_equal(y, v) for v in ys]
+    straddles = np.empty(x.shape, dtype=bool)
+    hit = np.empty(x.shape, dtype=bool)
+    x_cross = np.empty(x.shape, dtype=np.float64)
     for i in range(n):
         x1, y1, x2, y2 = xs[i], ys[i], xs[(i + 1) % n], ys[(i + 1) % n]
         if y1 == y2:
             continue  # horizontal edges never cross a horizontal ray
-        straddles = (y1 <= y) != (y2 <= y)
+        np.not_equal(above[i], above[(i + 1) % n], out=straddles)  # (y1 <= y) != (y2 <= y)
         if not straddles.any():
             continue
         with np.errstate(invalid="ignore"):  # y = +-inf never straddles; its NaN is unused
-            x_cross = x1 + (y - y1) * ((x2 - x1) / (y2 - y1))
-        inside ^= straddles & (x < x_cross)
+            # x_cross = x1 + (y - y1) * ((x2 - x1) / (y2 - y1)), in place
+            np.subtract(y, y1, out=x_cross)
+            np.multiply(x_cross, (x2 - x1) / (y2 - y1), out=x_cross)
+            np.add(x_cross, x1, out=x_cross)
+            np.less(x, x_cross, out=hit)
+        hit &= straddles
+        inside ^= hit
     return inside
 
 
-class _Evaluation:
-    """State of one ``evaluate`` call: resolved spillovers, dimension cache, masks so far."""
+class _Plan:
+    """What the blocks of one call share: resolved matrices (compensation name -> matrix), the
+    quadrant owners, and the channels each compensation's gates use."""
 
-    def __init__(self, strategy: Strategy, fcs: FCSData, spillover: Spillover | str | None,
-                 missing_spillover: str) -> None:
+    def __init__(self, strategy: Strategy, fcs: FCSData,
+                 matrices: dict[str, Spillover | None]) -> None:
         self.strategy = strategy
         self.fcs = fcs
-        self.path = getattr(fcs, "path", None)
-        self.n = fcs.n_events
-        self.warnings: list[str] = []
-        self.missing_spillover = missing_spillover
-        self.spillover_spec = spillover
-        self._file_spill: Spillover | None | bool = False  # False = not resolved yet
-        self.groups: dict[str, _CompGroup] = {}
-        self.transformed: dict[AnyDimension, tuple[NDArray[np.float64], NDArray[np.bool_]]] = {}
-        self.masks: dict[str, NDArray[np.bool_]] = {}
-        self.indices: dict[str, NDArray[np.intp] | None] = {}
+        self.matrices = matrices
         self.owner = strategy.quadrant_owner()
-        self.fits: dict[str, Any] = {}
+        self.row_local = False  # set by ``evaluate`` for strategies gated block by block
+        self._channels: dict[str, list[str]] = {}
+        self._names: dict[str, str] = {}
+        #: (dimension, thresholds) -> the thresholds in data space (monotone transforms)
+        self.data_cuts: dict[tuple[AnyDimension, tuple[float, ...]], list[float]] = {}
+        #: gate id -> decided without transforming any value
+        self.untransformed: dict[str, bool] = {}
 
-    # ----- compensation ------------------------------------------------------------------------
-    def matrix_for(self, compensation: str) -> Spillover | None:
-        if compensation == UNCOMPENSATED:
-            return None
-        if compensation == FCS_SPILLOVER:
-            return self.file_spillover()
-        spill = self.strategy.compensations.get(compensation)
-        if spill is None:
-            raise InputError(self.strategy.source,
-                             f"gates use compensation {compensation!r}, which the strategy does "
-                             "not define")
-        return resolve_compensation(spill, self.fcs)
+    def channel(self, name: str) -> str:
+        """The ``$PnN`` a dimension's channel or marker name resolves to in this file."""
+        if name not in self._names:
+            self._names[name] = self.fcs.channels[self.fcs.channel_index(name)]
+        return self._names[name]
 
-    def file_spillover(self) -> Spillover | None:
-        if self._file_spill is False:
-            spec = self.spillover_spec
-            if isinstance(spec, str) and spec.strip().lower() == "none":
-                self._file_spill = None
-            else:
-                spill = resolve_compensation("fcs" if spec is None else spec, self.fcs)
-                if spill is None:
-                    if self.missing_spillover == "error":
-                        raise InputError(self.path, "the gating strategy needs the file's "
-                                                    "spillover (compensation 'FCS') but the file "
-                                                    "has no $SPILLOVER/$SPILL keyword; pass a "
-                                                    "compensation matrix or 'none'")
-                    self.warnings.append("compensation 'FCS' requested but the file has no "
-                                         "spillover: events used uncompensated")
-                self._file_spill = spill
-        return self._file_spill  # type: ignore[return-value]
-
-    # ----- dimensions --------------------------------------------------------------------------
-    # Values are computed lazily, only for the rows a gate looks at (its parent's events), and
-    # cached per (compensation, channel) and per dimension with a "done" mask, so every value
-    # is compensated and transformed at most once per call.
-    def _group(self, compensation: str) -> _CompGroup:
-        group = self.groups.get(compensation)
-        if group is None:
-            spill = self.matrix_for(compensation)
+    def channels(self, compensation: str) -> list[str]:
+        """``$PnN`` of every channel a gate dimension uses under ``compensation``."""
+        if compensation not in self._channels:
             needed: list[str] = []
             for gate in self.strategy.iter_gates():
                 for dim in gate.dimensions:
@@ -201,43 +204,67 @@ class _Evaluation:
                     names = ((dim.numerator, dim.denominator) if isinstance(dim, RatioDimension)
                              else (dim.channel,))
                     for name in names:
-                        channel = self.fcs.channels[self.fcs.channel_index(name)]
+                        channel = self.channel(name)
                         if channel not in needed:
                             needed.append(channel)
-            source = list(needed)
-            if spill is not None:
-                source += [c for c in spill.channels if c not in source]
-            group = _CompGroup(spill, needed, source,
-                               [self.fcs.channel_index(c) for c in source], self.n)
-            self.groups[compensation] = group
+            self._channels[compensation] = needed
+        return self._channels[compensation]
+
+
+class _Evaluation:
+    """State of evaluating a strategy on one block of rows: dimension caches, masks so far.
+
+    The :class:`_Plan` is shared by the blocks of one call, so every matrix is resolved once
+    per sample.
+    """
+
+    def __init__(self, strategy: Strategy, fcs: FCSData, rows: slice, plan: _Plan) -> None:
+        self.strategy = strategy
+        self.fcs = fcs
+        self.events = fcs.events[rows]
+        self.n = rows.stop - rows.start
+        self.plan = plan
+        self.matrices = plan.matrices
+        self.groups: dict[str, _CompGroup] = {}
+        self.transformed: dict[AnyDimension, tuple[NDArray[np.float64], NDArray[np.bool_]]] = {}
+        self.masks: dict[str, NDArray[np.bool_]] = {}
+        self.indices: dict[str, NDArray[np.intp]] = {}
+        self.counts: dict[str, int] = {}
+        self.owner = plan.owner
+        self.fits: dict[str, Any] = {}
+
+    # ----- compensation ------------------------------------------------------------------------
+    def matrix_for(self, compensation: str) -> Spillover | None:
+        if compensation not in self.matrices:
+            if compensation == UNCOMPENSATED:
+                spill = None
+            else:
+                spec = self.strategy.compensations.get(compensation)
+                if spec is None:
+                    raise InputError(self.strategy.source,
+                                     f"gates use compensation {compensation!r}, which the "
+                                     "strategy does not define")
+                spill = resolve_compensation(spec, self.fcs)
+            self.matrices[compensation] = spill
+        return self.matrices[compensation]
+
+    # ----- dimensions --------------------------------------------------------------------------
+    # A compensation's channels are computed for the whole block at their first use (one
+    # product over contiguous rows; cheaper than gathering a parent's rows); transformed values
+    # only for the rows a gate looks at, cached with a "done" mask, so every value is
+    # compensated and transformed at most once per call.
+    def _group(self, compensation: str) -> _CompGroup:
+        group = self.groups.get(compensation)
+        if group is None:
+            spill = self.matrix_for(compensation)
+            needed = self.plan.channels(compensation)
+            group = self.groups[compensation] = _CompGroup(self.events, self.fcs, spill, needed)
         return group
 
     def channel_values(self, compensation: str, name: str,
                        idx: NDArray[np.intp] | None) -> NDArray[np.float64]:
         group = self._group(compensation)
-        missing = _missing(group.done, idx)
-        if missing.size > self.n // 4 and not group.done.any():
-            # first use on most events: compensating all rows by slices is cheaper than
-            # gathering the rows (compensation costs little; gathers cost memory bandwidth)
-            missing = np.arange(self.n)
-        events = self.fcs.events
-        cols = np.asarray(group.cols, dtype=np.intp)
-        contiguous = missing.size == self.n
-        for start in range(0, missing.size, _BLOCK_ROWS):
-            if contiguous:
-                rows: NDArray[np.intp] | slice = slice(start, min(start + _BLOCK_ROWS, self.n))
-                raw = events[rows, cols]
-            else:
-                rows = missing[start:start + _BLOCK_ROWS]
-                raw = events[rows[:, None], cols]
-            # float64 before compensating: gate boundaries are compared exactly
-            block = raw.astype(np.float64)
-            if group.spill is not None:
-                block = compensate(block, group.source, group.spill, columns=group.needed)
-            for k, channel in enumerate(group.needed):
-                group.values[channel][rows] = block[:, k]
-        group.done[missing] = True
-        column = group.values[self.fcs.channels[self.fcs.channel_index(name)]]
+        column = group.values[self.plan.channel(name)]
         return column if idx is None else column[idx]
 
     def untransformed(self, dim: AnyDimension,
@@ -267,6 +294,16 @@ class _Evaluation:
         if entry is None:
             entry = self.transformed[dim] = (np.empty(self.n), np.zeros(self.n, dtype=bool))
         column, done = entry
+        if not done.any():  # first use: no rows to skip, no re-gather of what was just computed
+            with np.errstate(divide="ignore", invalid="ignore"):
+                values = transform.apply(self.untransformed(dim, idx))
+            if idx is None:
+                column[:] = values
+                done[:] = True
+            else:
+                column[idx] = values
+                done[idx] = True
+            return values
         missing = _missing(done, idx)
         if missing.size:
             with np.errstate(divide="ignore", invalid="ignore"):
@@ -284,17 +321,45 @@ class _Evaluation:
         transform = self.transform_of(dim)
         if transform is None or not _monotone_everywhere(transform):
             return self.values(dim, idx), [float(t) for t in thresholds]
-        with np.errstate(all="ignore"):  # far-off bounds map to +-inf
-            data = transform.inverse(np.asarray(thresholds, dtype=np.float64))
-        return self.untransformed(dim, idx), [float(t) for t in np.atleast_1d(data)]
+        key = (dim, tuple(float(t) for t in thresholds))
+        data = self.plan.data_cuts.get(key)
+        if data is None:  # once per call, not per block
+            with np.errstate(all="ignore"):  # far-off bounds map to +-inf
+                inv = transform.inverse(np.asarray(key[1], dtype=np.float64))
+            data = self.plan.data_cuts[key] = [float(t) for t in np.atleast_1d(inv)]
+        return self.untransformed(dim, idx), data
 
     # ----- populations -------------------------------------------------------------------------
-    def parent_indices(self, parent: str | None) -> NDArray[np.intp] | None:
+    def parent_indices(self, parent: str | None, gate: Gate | None = None
+                       ) -> NDArray[np.intp] | None:
+        """Rows a child of ``parent`` is evaluated on; ``None`` = all rows (no parent, or, for
+        a ``gate`` that transforms no value, a dense parent in a row-local block: the child is
+        then ANDed with it, see ``_full``)."""
         if parent is None:
             return None
+        mask = self.population(parent)
+        if gate is not None and self.plan.row_local and self._untransformed(gate):
+            if parent not in self.counts:
+                self.counts[parent] = int(np.count_nonzero(mask))
+            # a gate on all of a block's rows then ANDed with the parent is cheaper than
+            # gathering a dense parent's rows and scattering the result back
+            if self.counts[parent] * _DENSE > self.n:
+                return None
         if parent not in self.indices:
-            self.indices[parent] = np.flatnonzero(self.population(parent))
+            self.indices[parent] = np.flatnonzero(mask)
         return self.indices[parent]
+
+    def _untransformed(self, gate: Gate) -> bool:
+        """Whether ``gate`` is decided without transforming any value (values are only
+        transformed on the parent's events)."""
+        known = self.plan.untransformed.get(gate.id)
+        if known is None:
+            cut = isinstance(gate, (RectangleGate, QuadrantGate))
+            known = isinstance(gate, BooleanGate) or all(
+                (t := self.transform_of(dim)) is None or (cut and _monotone_everywhere(t))
+                for dim in gate.dimensions)
+            self.plan.untransformed[gate.id] = known
+        return known
 
     def population(self, pid: str) -> NDArray[np.bool_]:
         if pid in self.masks:
@@ -307,7 +372,8 @@ class _Evaluation:
         return self.masks[pid]
 
     def evaluate_gate(self, gate: Gate) -> None:
-        idx = self.parent_indices(gate.parent)
+        fitted = gate.id in self.strategy.fits
+        idx = self.parent_indices(gate.parent, None if fitted else gate)
         fit = self.strategy.fits.get(gate.id)
         if fit is not None:
             # data-driven gate: placed on this sample's parent events, then evaluated as fixed
@@ -322,7 +388,7 @@ class _Evaluation:
             return
         if isinstance(gate, QuadrantGate):
             for quadrant, sub in self._quadrants(gate, idx):
-                self.masks[quadrant] = self._full(sub, idx)
+                self.masks[quadrant] = self._full(sub, idx, gate.parent)
             return
         if isinstance(gate, RectangleGate):
             sub = self._rectangle(gate, idx)
@@ -341,11 +407,13 @@ class _Evaluation:
                              f"gate {gate.id!r}: unsupported gate type {type(gate).__name__}")
         if getattr(gate, "inverted", False):  # FlowJo eventsInside="0": the outside
             sub = ~sub
-        self.masks[gate.id] = self._full(sub, idx)
+        self.masks[gate.id] = self._full(sub, idx, gate.parent)
 
-    def _full(self, sub: NDArray[np.bool_], idx: NDArray[np.intp] | None) -> NDArray[np.bool_]:
+    def _full(self, sub: NDArray[np.bool_], idx: NDArray[np.intp] | None,
+              parent: str | None) -> NDArray[np.bool_]:
+        """The gate's mask over the block from its result on the rows ``idx``."""
         if idx is None:
-            return sub
+            return sub if parent is None else np.logical_and(sub, self.masks[parent], out=sub)
         mask = np.zeros(self.n, dtype=bool)
         mask[idx[sub]] = True
         return mask
@@ -367,6 +435,8 @@ class _Evaluation:
             restricted = np.zeros(self.n, dtype=bool)
             restricted[idx] = result[idx]
             result = restricted
+        elif gate.parent is not None:
+            result = result & self.masks[gate.parent]
         return result
 
     def _quadrants(self, gate: QuadrantGate, idx: NDArray[np.intp] | None):
@@ -400,16 +470,22 @@ class _Evaluation:
 
 
 class _CompGroup:
-    """Compensated values of the channels used under one compensation, filled lazily."""
+    """Compensated float64 values of the channels the gates use under one compensation."""
 
-    def __init__(self, spill: Spillover | None, needed: list[str], source: list[str],
-                 cols: list[int], n: int) -> None:
+    def __init__(self, events: NDArray[Any], fcs: FCSData, spill: Spillover | None,
+                 needed: list[str]) -> None:
         self.spill = spill
-        self.needed = needed
-        self.source = source
-        self.cols = cols
-        self.values = {c: np.empty(n, dtype=np.float64) for c in needed}
-        self.done = np.zeros(n, dtype=bool)
+        cols = [fcs.channel_index(c) for c in needed]
+        n = events.shape[0]
+        if n <= _BLOCK_ROWS:  # a block of a row-local strategy: one product
+            # float64 before compensating: gate boundaries are compared exactly
+            out = compensated_channels(events, fcs.channels, spill, cols)
+        else:
+            out = np.empty((len(needed), n), dtype=np.float64)
+            for start in range(0, n, _BLOCK_ROWS):
+                rows = slice(start, min(start + _BLOCK_ROWS, n))
+                out[:, rows] = compensated_channels(events[rows], fcs.channels, spill, cols)
+        self.values = dict(zip(needed, out))
 
 
 def _missing(done: NDArray[np.bool_], idx: NDArray[np.intp] | None) -> NDArray[np.intp]:
@@ -472,10 +548,43 @@ def _hierarchy(strategy: Strategy, order: list[str]
     return {pid: parents[pid] for pid in order}, {pid: paths[pid] for pid in order}
 
 
-def evaluate(strategy: Strategy, fcs: FCSData, *, spillover: Spillover | str | os.PathLike[str]
-             | None = None,
+def _row_local(strategy: Strategy) -> bool:
+    """Whether every gate decides each event from that event's own values (no fitted or
+    density gates, nothing this engine does not know), so blocks of rows gate independently."""
+    local = (RectangleGate, PolygonGate, EllipseGate, QuadrantGate, BooleanGate)
+    return not strategy.fits and all(type(g) in local for g in strategy.iter_gates())
+
+
+def _matrices(strategy: Strategy, fcs: FCSData, spillover: CompensationSpec | None,
+              missing_spillover: str) -> tuple[Compensation, dict[str, Spillover | None],
+                                               list[str]]:
+    """The sample's compensation (resolved once) and the warnings it gives."""
+    if missing_spillover not in ("error", "uncompensated"):
+        raise ValueError(f"missing_spillover must be 'error' or 'uncompensated', "
+                         f"got {missing_spillover!r}")
+    comp = sample_compensation("file" if spillover is None else spillover, fcs)
+    warnings: list[str] = []
+    uses_file = any(dim.compensation == FCS_SPILLOVER for gate in strategy.iter_gates()
+                    for dim in gate.dimensions)
+    if comp.missing and uses_file:
+        if missing_spillover == "error":
+            raise InputError(getattr(fcs, "path", None),
+                             "the gating strategy needs the file's spillover (compensation "
+                             "'FCS') but the file has no $SPILLOVER/$SPILL keyword; pass a "
+                             "compensation matrix or 'none'")
+        warnings.append("compensation 'FCS' requested but the file has no spillover: events "
+                        "used uncompensated")
+    return comp, {FCS_SPILLOVER: comp.spillover, UNCOMPENSATED: None}, warnings
+
+
+def evaluate(strategy: Strategy, fcs: FCSData, *,
+             spillover: CompensationSpec | Compensation | None = "file",
              missing_spillover: Literal["error", "uncompensated"] = "error") -> GatingResult:
     """Evaluate every gate of ``strategy`` on ``fcs``.
+
+    Strategies whose gates are all row-local (rectangles, polygons, ellipses, quadrants,
+    booleans) are evaluated block by block of rows, so every intermediate stays in cache and
+    no full-length float64 copy is kept; data-driven gates see the whole file at once.
 
     Parameters
     ----------
@@ -484,9 +593,11 @@ def evaluate(strategy: Strategy, fcs: FCSData, *, spillover: Spillover | str | o
     fcs
         The data set (:func:`~immunoprofile.flow.fcs.read_fcs`).
     spillover
-        Replaces the file's spillover for ``"FCS"`` dimensions: a
-        :class:`~immunoprofile.flow.compensation.Spillover`, a matrix CSV path, ``"fcs"``
-        (the file's own, the default) or ``"none"`` (no compensation).
+        How ``"FCS"`` dimensions are compensated (a
+        :data:`~immunoprofile.flow.compensation.CompensationSpec`): ``"file"`` (the file's own
+        matrix, the default; ``"fcs"`` and ``None`` say the same), ``"none"``, a
+        :class:`~immunoprofile.flow.compensation.Spillover` or a matrix CSV path. Stored on
+        the result as ``compensation``.
     missing_spillover
         What ``"FCS"`` dimensions do when the file has no spillover: ``"error"`` (default, an
         :class:`InputError` naming the file) or ``"uncompensated"`` (use raw values with a
@@ -503,29 +614,44 @@ def evaluate(strategy: Strategy, fcs: FCSData, *, spillover: Spillover | str | o
         A gate names a channel the file lacks, a matrix does not fit the file, or compensation
         is required but absent.
     """
-    if missing_spillover not in ("error", "uncompensated"):
-        raise ValueError(f"missing_spillover must be 'error' or 'uncompensated', "
-                         f"got {missing_spillover!r}")
-    run = _Evaluation(strategy, fcs, spillover, missing_spillover)
+    comp, matrices, warnings = _matrices(strategy, fcs, spillover, missing_spillover)
+    plan = _Plan(strategy, fcs, matrices)
     order = strategy.population_ids()
-    for pid in order:
-        run.population(pid)
-    masks = {pid: run.masks[pid] for pid in order}
+    n = fcs.n_events
+    plan.row_local = _row_local(strategy)
+    step = _GATE_BLOCK_ROWS if plan.row_local else max(n, 1)
+    masks = {pid: np.empty(n, dtype=bool) for pid in order}
+    compensated: dict[str, NDArray[np.floating]] = {}
+    dtype = fcs.events.dtype if fcs.events.dtype.kind == "f" else np.dtype(np.float64)
+    fits: dict[str, Any] = {}
+    for start in range(0, max(n, 1), step):
+        rows = slice(start, min(start + step, n))
+        run = _Evaluation(strategy, fcs, rows, plan)
+        for pid in order:
+            masks[pid][rows] = run.population(pid)
+        fits = run.fits
+        group = run.groups.get(FCS_SPILLOVER)
+        for channel, values in (group.values.items() if group is not None else ()):
+            if channel not in compensated:
+                compensated[channel] = np.empty(n, dtype=dtype)
+            compensated[channel][rows] = values
     parents, paths = _hierarchy(strategy, order)
     return GatingResult(
         masks=masks,
         counts={pid: int(np.count_nonzero(m)) for pid, m in masks.items()},
         paths=paths,
         parents=parents,
-        n_events=fcs.n_events,
-        path=run.path,
-        warnings=run.warnings,
-        fits=run.fits,
+        n_events=n,
+        path=getattr(fcs, "path", None),
+        warnings=warnings,
+        fits=fits,
+        compensation=comp,
+        compensated=compensated,
     )
 
 
 def dimension_values(strategy: Strategy, fcs: FCSData, dims: Sequence[AnyDimension], *,
-                     spillover: Spillover | str | os.PathLike[str] | None = None,
+                     spillover: CompensationSpec | Compensation | None = "file",
                      missing_spillover: Literal["error", "uncompensated"] = "error"
                      ) -> list[NDArray[np.float64]]:
     """Every event's value on each of ``dims``, in the units gate coordinates use.
@@ -550,5 +676,6 @@ def dimension_values(strategy: Strategy, fcs: FCSData, dims: Sequence[AnyDimensi
     list of numpy.ndarray
         One float64 array of ``fcs.n_events`` values per dimension, in ``dims`` order.
     """
-    run = _Evaluation(strategy, fcs, spillover, missing_spillover)
+    _, matrices, _ = _matrices(strategy, fcs, spillover, missing_spillover)
+    run = _Evaluation(strategy, fcs, slice(0, fcs.n_events), _Plan(strategy, fcs, matrices))
     return [run.values(dim, None) for dim in dims]

@@ -27,7 +27,6 @@ Definitions (what a reader of ``populations.csv`` should know)
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,13 +34,21 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .compensation import Spillover, compensate, resolve_compensation
+from .compensation import (
+    Compensation,
+    CompensationSpec,
+    compensated_channels,
+    sample_compensation,
+)
 
 __all__ = ["population_stats", "marker_columns", "is_scatter_or_time", "STATISTICS"]
 
 #: Marker statistics ``population_stats`` can compute, in output column order.
 STATISTICS = ("median", "gmean", "rcv")
 _PREFIX = {"median": "mfi", "gmean": "gmean", "rcv": "rcv"}
+
+#: Rows compensated at a time (float64 blocks that stay in cache).
+_BLOCK_ROWS = 1 << 15
 
 #: The percentiles behind FlowJo's robust CV (±1 SD of a normal distribution).
 _RCV_LOW, _RCV_HIGH = 15.865525393145708, 84.13447460685429
@@ -97,14 +104,44 @@ def marker_columns(fcs: Any, markers: Sequence[str] | None = None) -> list[tuple
     return out
 
 
-def _spillover(spillover: Spillover | str | os.PathLike[str] | None, fcs: Any) -> Spillover | None:
-    if spillover is None:
-        return None
-    return resolve_compensation(spillover, fcs)
+def _compensation(result: Any, fcs: Any,
+                  spillover: CompensationSpec | Compensation | None) -> Compensation:
+    """The compensation of the marker statistics: the gating result's own when it carries one
+    (a different ``spillover`` is refused), else ``spillover`` (``None``: the file's own)."""
+    own = getattr(result, "compensation", None)
+    if own is None:
+        return sample_compensation("file" if spillover is None else spillover, fcs)
+    if spillover is not None:
+        asked = sample_compensation(spillover, fcs)
+        if asked.spillover != own.spillover:
+            raise InputError(getattr(fcs, "path", None),
+                             f"statistics asked for compensation {asked.origin!r} but the "
+                             f"events were gated with {own.origin!r}; gate with the "
+                             "compensation wanted (evaluate(..., spillover=...))")
+    return own
+
+
+def _marker_values(result: Any, fcs: Any, comp: Compensation,
+                   cols: list[int]) -> list[np.ndarray]:
+    """Compensated values of each marker column, channel-major: the gating result's own where
+    the gates used the channel, the rest compensated the same way (float64, then the data's
+    dtype)."""
+    ev = np.asarray(fcs.events)
+    dtype = ev.dtype if ev.dtype.kind == "f" else np.dtype(np.float64)
+    have: Mapping[str, np.ndarray] = getattr(result, "compensated", None) or {}
+    names = [fcs.channels[i] for i in cols]
+    todo = [i for i, c in zip(cols, names)
+            if c not in have or have[c].dtype != dtype or have[c].shape != (ev.shape[0],)]
+    out = np.empty((len(todo), ev.shape[0]), dtype=dtype)
+    for start in range(0, ev.shape[0] if todo else 0, _BLOCK_ROWS):  # float64 a block at a time, as the engine
+        rows = slice(start, start + _BLOCK_ROWS)
+        out[:, rows] = compensated_channels(ev[rows], fcs.channels, comp.spillover, todo)
+    computed = dict(zip(todo, out))
+    return [computed[i] if i in computed else have[c] for i, c in zip(cols, names)]
 
 
 def population_stats(result: Any, fcs: Any, *,
-                     spillover: Spillover | str | os.PathLike[str] | None = "fcs",
+                     spillover: CompensationSpec | Compensation | None = None,
                      sample_id: str, markers: Sequence[str] | None = None,
                      statistics: Sequence[str] = STATISTICS) -> pd.DataFrame:
     """Tidy statistics, one row per population of ``result``.
@@ -118,8 +155,12 @@ def population_stats(result: Any, fcs: Any, *,
     fcs
         The :class:`~immunoprofile.flow.fcs.FCSData` that was gated.
     spillover
-        Compensation for the marker statistics: a :class:`Spillover`, ``"fcs"`` (the file's own,
-        the default), ``"none"``/``None`` (uncompensated) or a matrix CSV path.
+        Compensation for the marker statistics. A gating result from
+        :func:`~immunoprofile.flow.engine.evaluate` carries its own (``result.compensation``),
+        which is used: leave this ``None``, or pass the same (anything else is an
+        :class:`InputError`). For other results: a
+        :data:`~immunoprofile.flow.compensation.CompensationSpec` (``"file"``, ``"none"``, a
+        :class:`~immunoprofile.flow.compensation.Spillover`, a matrix path); ``None`` = ``"file"``.
     sample_id
         Written in the ``sample_id`` column.
     markers
@@ -140,7 +181,8 @@ def population_stats(result: Any, fcs: Any, *,
     Raises
     ------
     InputError
-        When a mask does not cover the data set, a parent is unknown, or a marker is not found.
+        When a mask does not cover the data set, a parent is unknown, a marker is not found, or
+        ``spillover`` differs from the compensation the result was gated with.
     """
     wanted = tuple(stat for stat in STATISTICS if stat in set(statistics))
     unknown = set(statistics) - set(STATISTICS)
@@ -149,8 +191,7 @@ def population_stats(result: Any, fcs: Any, *,
                                f"{', '.join(STATISTICS)}")
     n_total = int(fcs.n_events)
     cols = marker_columns(fcs, markers) if wanted else []
-    spill = _spillover(spillover, fcs)
-    values = compensate(fcs.events, fcs.channels, spill, columns=[i for i, _ in cols])
+    comp = _compensation(result, fcs, spillover)
     masks: Mapping[str, np.ndarray] = result.masks
     paths: Mapping[str, str] = result.paths
     parents: Mapping[str, str | None] = result.parents
@@ -158,7 +199,7 @@ def population_stats(result: Any, fcs: Any, *,
 
     # Marker-major layout: each population gathers contiguous columns by index (``take`` on a
     # 1-D array is ~10x faster than a 2-D boolean row gather).
-    columns = np.ascontiguousarray(values.T)
+    columns = _marker_values(result, fcs, comp, [i for i, _ in cols]) if cols else []
     counts: dict[str, int] = {}
     rows: list[dict[str, Any]] = []
     for pid, mask in masks.items():
@@ -200,7 +241,7 @@ def _pct(count: int, denominator: int) -> float:
     return 100.0 * count / denominator if denominator > 0 else float("nan")
 
 
-def _all_marker_stats(columns: np.ndarray, masks: list[np.ndarray], counts: list[int],
+def _all_marker_stats(columns: list[np.ndarray], masks: list[np.ndarray], counts: list[int],
                       wanted: Sequence[str]) -> list[np.ndarray]:
     """One statistics row per population (see :func:`_marker_stats` for the layout).
 
@@ -209,12 +250,15 @@ def _all_marker_stats(columns: np.ndarray, masks: list[np.ndarray], counts: list
     then come from the shared ordering (:func:`_class_stats`). Strategies whose populations cut
     the events into too many patterns fall back to one selection per population.
     """
-    classes = _membership_classes(masks, columns.shape[1]) if masks else None
+    classes = _membership_classes(masks, columns[0].size) if masks else None
     if classes is None:
         return [_marker_stats(columns, np.flatnonzero(m), wanted) for m in masks]
     block = _class_stats(columns, classes, np.asarray(counts, dtype=np.int64), wanted)
     return list(block)
 
+
+#: Thresholds tested per bisection step of :func:`_select` (a ``_FAN``-ary search).
+_FAN = 16
 
 #: Beyond this many membership patterns a shared ordering stops paying for itself.
 _MAX_CLASSES = 2048
@@ -236,6 +280,8 @@ def _membership_classes(masks: list[np.ndarray], n: int
     (``len = K + 1``); and ``member[p, c]``, whether population ``p`` holds group ``c``. ``None``
     when there are more than :data:`_MAX_CLASSES` patterns.
     """
+    if len(masks) <= 16:
+        return _few_masks_classes(masks, n)
     label = np.zeros(n, dtype=np.uint16)
     bits = 0
     for m in masks:
@@ -262,6 +308,36 @@ def _membership_classes(masks: list[np.ndarray], n: int
     return order, starts, member
 
 
+def _few_masks_classes(masks: list[np.ndarray], n: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """:func:`_membership_classes` for at most 16 populations: each event's pattern is its
+    16-bit label itself (built block by block, in cache), so no renumbering is needed and
+    population ``p`` holds pattern ``v`` when bit ``P - 1 - p`` of ``v`` is set."""
+    n_pop = len(masks)
+    label = np.zeros(n, dtype=np.uint16)
+    for start in range(0, n, _BLOCK_ROWS):
+        rows = slice(start, start + _BLOCK_ROWS)
+        block = label[rows]
+        for m in masks:
+            np.left_shift(block, 1, out=block)
+            np.bitwise_or(block, m[rows], out=block)
+    sizes = np.bincount(label, minlength=1 << n_pop)
+    present = np.flatnonzero(sizes)
+    if present.size > _MAX_CLASSES:
+        return None
+    order = np.argsort(label, kind="stable")  # radix sort of 16-bit labels
+    del label
+    starts = np.zeros(present.size + 1, dtype=np.int64)
+    np.cumsum(sizes[present], out=starts[1:])
+    shifts = np.arange(n_pop - 1, -1, -1)
+    member = ((present[None, :] >> shifts[:, None]) & 1).astype(bool)
+    if present[0] == 0:  # pattern 0 = in no population: not needed
+        order = order[starts[1]:]
+        starts = starts[1:] - starts[1]
+        member = member[:, 1:]
+    return order, starts, member
+
+
 def _keys(values: np.ndarray) -> np.ndarray:
     """Unsigned integers ordered as the (non-NaN) floats ``values`` are."""
     utype = np.uint32 if values.dtype.itemsize == 4 else np.uint64
@@ -277,7 +353,7 @@ def _from_keys(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.where(keys & sign, keys & ~sign, ~keys).view(dtype)
 
 
-def _class_stats(columns: np.ndarray, classes: tuple[np.ndarray, np.ndarray, np.ndarray],
+def _class_stats(columns: list[np.ndarray], classes: tuple[np.ndarray, np.ndarray, np.ndarray],
                  counts: np.ndarray, wanted: Sequence[str]) -> np.ndarray:
     """Statistics of every population from one within-group sort per marker.
 
@@ -288,11 +364,11 @@ def _class_stats(columns: np.ndarray, classes: tuple[np.ndarray, np.ndarray, np.
     """
     order, starts, member = classes
     n_pop, n_cls = member.shape
-    m = columns.shape[0]
+    m = len(columns)
     out = {stat: np.full((n_pop, m), np.nan) for stat in wanted}
     quantiles = (_RCV_LOW, 50.0, _RCV_HIGH) if "rcv" in out else (50.0,)
     need_order = "median" in out or "rcv" in out
-    seg = np.empty(order.size, dtype=columns.dtype)
+    seg = np.empty(order.size, dtype=columns[0].dtype)
     for j in range(m):
         np.take(columns[j], order, out=seg)
         parts = [seg[starts[c]:starts[c + 1]] for c in range(n_cls)]
@@ -379,13 +455,20 @@ def _select(parts: list[np.ndarray], member: np.ndarray, qpop: list[int],
             np.maximum.at(hi_vals, q, parts[c][-1])
     lo, hi = _keys(lo_vals), _keys(hi_vals)
     one = lo.dtype.type(1)
+    ktype = lo.dtype.type
+    steps = np.arange(1, _FAN, dtype=lo.dtype)  # candidates j * width / _FAN, j = 1.._FAN-1
     while True:
         open_ = np.flatnonzero(lo < hi)
         if not open_.size:
             break
-        mid = lo[open_] + (hi[open_] - lo[open_]) // lo.dtype.type(2)
-        t = _from_keys(mid, dtype)
-        count = np.zeros(open_.size, dtype=np.int64)
+        # _FAN-ary search: one pass over the groups tests _FAN - 1 thresholds per query (the
+        # Python loop over groups, not the searchsorted, is what costs)
+        a, width = lo[open_], hi[open_] - lo[open_]
+        step, rem = width // ktype(_FAN), width % ktype(_FAN)
+        cand = (a[:, None] + step[:, None] * steps
+                + (rem[:, None] * steps) // ktype(_FAN))  # exact: no overflow, lo <= c < hi
+        t = _from_keys(cand, dtype)
+        count = np.zeros(cand.shape, dtype=np.int64)
         where = np.full(pop.size, -1, dtype=np.int64)
         where[open_] = np.arange(open_.size)
         for c, q in enumerate(users):
@@ -394,20 +477,26 @@ def _select(parts: list[np.ndarray], member: np.ndarray, qpop: list[int],
             k = where[q]
             k = k[k >= 0]
             if k.size:
-                count[k] += np.searchsorted(parts[c], t[k], side="right")
-        enough = count >= need[open_]
-        hi[open_] = np.where(enough, mid, hi[open_])
-        lo[open_] = np.where(enough, lo[open_], mid + one)
+                count[k] += np.searchsorted(parts[c], t[k].ravel(),
+                                            side="right").reshape(k.size, -1)
+        enough = count >= need[open_][:, None]  # monotone along each row
+        first = np.argmax(enough, axis=1)  # first candidate with enough values
+        found = enough[np.arange(open_.size), first]
+        rows = np.arange(open_.size)
+        new_hi = np.where(found, cand[rows, first], hi[open_])
+        below = np.where(found, first - 1, _FAN - 2)  # the last candidate without enough
+        new_lo = np.where(below >= 0, cand[rows, np.maximum(below, 0)] + one, a)
+        hi[open_], lo[open_] = new_hi, new_lo
     # -0.0 and 0.0 compare equal; report zero the way a partition of the data would
     return [float(v) + 0.0 for v in _from_keys(lo, dtype)]
 
 
-def _marker_stats(columns: np.ndarray, idx: np.ndarray,
+def _marker_stats(columns: list[np.ndarray], idx: np.ndarray,
                   wanted: Sequence[str] = STATISTICS) -> np.ndarray:
     """The ``wanted`` statistics (median, geometric mean of positive values, robust CV) of each
     row of ``columns`` (one marker per row) over the events ``idx``, laid out statistic-major:
     ``[medians..., gmeans..., rcvs...]`` for the statistics asked for."""
-    m = columns.shape[0]
+    m = len(columns)
     out = {stat: np.full(m, np.nan) for stat in wanted}
     if idx.size:
         quantiles = (_RCV_LOW, 50.0, _RCV_HIGH) if "rcv" in out else (50.0,)

@@ -382,4 +382,6 @@ def apply_root_gate(result: Any, keep: np.ndarray, *, name: str = ROOT_NAME) -> 
     return GatingResult(masks=masks, counts={p: int(np.count_nonzero(m)) for p, m in masks.items()},
                         paths={name: name, **result.paths}, parents=parents,
                         n_events=int(keep.size), path=result.path,
-                        warnings=list(result.warnings), fits=dict(getattr(result, "fits", {})))
+                        warnings=list(result.warnings), fits=dict(getattr(result, "fits", {})),
+                        # the same compensation; its columns (kept events only) are recomputed
+                        compensation=getattr(result, "compensation", None))
