@@ -170,6 +170,8 @@ def test_zeros_are_dropped_and_counted():
     assert res["p_min_wilcoxon"] == pytest.approx(wilcoxon_min_p(7))
     same = paired_contrast(np.ones(5), np.ones(5))
     assert same["p_wilcoxon"] == 1.0 and "all paired differences are zero" in same["note"]
+    # 0/0: no t-test p and no CI (R's t.test refuses constant differences too)
+    assert np.isnan(same["p_ttest"]) and np.isnan(same["ci_low"]) and np.isnan(same["ci_high"])
 
 
 def test_missing_visits_and_too_few_subjects():

@@ -315,7 +315,7 @@ class AnalysisOptions(_Model):
         "gate", description="gate: Holm over primary Friedman p, then Holm over the primary "
                             "contrasts of the features that passed; fixed-sequence: in order.")
     primary_test: Literal["ttest", "wilcoxon", "mixed"] = "ttest"
-    qc_populations: list[str] = Field(["Cells", "Singlets", "Live"],
+    qc_populations: list[str] = Field(["TimeQC", "Cells", "Singlets", "Live"],
                                       description="Gating-QC gates: reported, not tested.")
     test_qc: bool = False
     censored_max_fraction: float = Field(0.5, ge=0, le=1, description="Above this fraction of "

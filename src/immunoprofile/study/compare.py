@@ -26,7 +26,7 @@ The plan (every item a keyword argument / ``compare.options`` key; defaults in b
 * Everything else is exploratory: Benjamini–Hochberg within population, family and contrast
   (``q``, over the exact Wilcoxon p; over the exact Friedman p for Friedman rows); Spearman p
   adjusted the same way within population and family (``q_spearman``). QC gates
-  (``qc_populations`` [Cells, Singlets, Live]) are reported but not tested (``role = "qc"``,
+  (``qc_populations`` [TimeQC, Cells, Singlets, Live]) are reported but not tested (``role = "qc"``,
   no ``q``) unless ``test_qc``.
 
 Methods (all on the ``transformed`` layer):
@@ -88,7 +88,8 @@ DEFAULT_CONTRASTS: tuple[tuple[str, str], ...] = (
     ("run-in", "treatment"), ("treatment", "post-treatment"), ("run-in", "post-treatment"),
 )
 #: Gating-QC gates (last gate-path component): reported, not tested.
-DEFAULT_QC_POPULATIONS: tuple[str, ...] = ("Cells", "Singlets", "Live")
+# TimeQC: the acquisition-QC root gate (flow.timeqc): % kept over time, a QC figure, not a biomarker
+DEFAULT_QC_POPULATIONS: tuple[str, ...] = ("TimeQC", "Cells", "Singlets", "Live")
 DEFAULT_POPULATIONS: tuple[str, ...] = ("evaluable", "all")
 COLUMNS: tuple[str, ...] = (
     "population", "feature", "family", "role", "contrast", "n", "estimate", "ci_low", "ci_high",
@@ -161,9 +162,10 @@ def paired_contrast(first: np.ndarray, second: np.ndarray, *, min_subjects: int 
     scale = max(1.0, float(np.max(np.abs(first[ok]))), float(np.max(np.abs(second[ok]))))
     d = np.where(np.abs(d) <= 1e-9 * scale, 0.0, d)
     if np.all(d == 0):
-        out.update(p_wilcoxon=1.0, p_ttest=1.0, wilcoxon_method="none",
-                   note="all paired differences are zero")
-        out["ci_low"] = out["ci_high"] = 0.0
+        # No sign to rank: Wilcoxon's p is 1. The t statistic is 0/0: undefined (R's t.test
+        # refuses such data), so no t-test p and no CI rather than a made-up 1.0.
+        out.update(p_wilcoxon=1.0, wilcoxon_method="none",
+                   note="all paired differences are zero: t-test undefined")
         return out
     # Paired t on the transformed scale with its 95 % CI.
     if np.std(d, ddof=1) > 0:
@@ -194,6 +196,19 @@ def paired_contrast(first: np.ndarray, second: np.ndarray, *, min_subjects: int 
     return out
 
 
+
+
+def _float_noise(*arrays: np.ndarray) -> float:
+    """The spread below which values count as equal: 1e-12 of their magnitude (at least 1).
+
+    Means of identical values (a censoring level, a gate holding every event) can differ in the
+    last bits depending on summation order (pandas 2 and 3 differ here); that is not variation.
+    """
+    import numpy as np
+
+    finite = [np.abs(a[np.isfinite(a)]) for a in map(np.asarray, arrays)]
+    top = max([1.0, *(float(f.max()) for f in finite if f.size)])
+    return 1e-12 * top
 
 
 def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -676,7 +691,7 @@ def compare_periods(
             if complete.sum() < min_subjects or len(periods) < 3:
                 notes.append(f"too few subjects with all periods (n={int(complete.sum())}, "
                              f"need >= {min_subjects})")
-            elif np.all(np.ptp(m[complete], axis=1) == 0):
+            elif np.all(np.ptp(m[complete], axis=1) <= _float_noise(m[complete])):
                 notes.append("no within-subject variation")
             else:
                 _, fr["p_friedman"], fr["friedman_method"] = friedman_exact(m[complete])
@@ -749,7 +764,8 @@ def compare_periods(
                     ok = both & np.isfinite(sc_change)
                     row["n_spearman"] = int(ok.sum())
                     change = (second - first)[ok]
-                    if ok.sum() >= min_subjects and np.ptp(change) > 0 and np.ptp(sc_change[ok]) > 0:
+                    if (ok.sum() >= min_subjects and np.ptp(change) > _float_noise(first, second)
+                            and np.ptp(sc_change[ok]) > _float_noise(sc_change[ok])):
                         rho, p, how = spearman_exact(change, sc_change[ok])
                         row.update(spearman_rho=rho, p_spearman=p, spearman_method=how)
                 row["note"] = "; ".join(n for n in notes if n)
