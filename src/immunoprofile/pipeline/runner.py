@@ -199,19 +199,22 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
     out = config.out_dir / "flow"
     compensation: Any = config.flow.compensation
     parameters: dict[str, Any] = {}
+    figures: list[tuple[Any, Path]] = []
     if compensation == "controls":
-        control_sets = compensation_from_controls(config, out / "compensation")
+        control_sets = compensation_from_controls(config, out / "compensation", figures=figures)
         compensation = functools.partial(matrix_for_sample, control_sets=control_sets)
         parameters = {"compensation": "controls", "compensation_controls": [
             {"set": p.parent.name, "date": None if s.date is None else s.date.isoformat(),
              "matrix": str(p)} for s, p in control_sets]}
-    result = gate_files(
-        [p for _, p in pairs], config.inputs.strategy,
-        sample_ids={p.name: s for s, p in pairs}, compensation=compensation,
-        group=config.flow.group, statistics=config.flow.statistics,
-        time_qc=config.flow.time_qc.options(), membership=config.flow.membership,
-        executor=spec, out_dir=out, cache=_flow_cache(config, force), progress=progress,
-        parameters=parameters, command=f"immunoprofile run {config.source}")
+    # The controls' figures (seconds of matplotlib) are drawn while the workers gate.
+    with _in_background(_draw_control_figures, figures):
+        result = gate_files(
+            [p for _, p in pairs], config.inputs.strategy,
+            sample_ids={p.name: s for s, p in pairs}, compensation=compensation,
+            group=config.flow.group, statistics=config.flow.statistics,
+            time_qc=config.flow.time_qc.options(), membership=config.flow.membership,
+            executor=spec, out_dir=out, cache=_flow_cache(config, force), progress=progress,
+            parameters=parameters, command=f"immunoprofile run {config.source}")
     summary.n_flow = len(result.samples)
     summary.n_flow_cached = result.n_cached
     summary.failures += result.failures
@@ -264,12 +267,46 @@ def _flow_cache(config: PipelineConfig, force: bool) -> _StageCache:
     return cache
 
 
-def compensation_from_controls(config: PipelineConfig, out_dir: Path) -> list[tuple[Any, Path]]:
+@contextlib.contextmanager
+def _in_background(fn: Callable[..., Any], *args: Any):
+    """Run ``fn(*args)`` in a thread for the duration of the block; its error is raised at the
+    end of the block (after the block's own, which takes precedence)."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, name="immunoprofile-background", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _draw_control_figures(figures: list[tuple[Any, Path]]) -> None:
+    from ..flow.spillover_estimation import plot_controls
+
+    for estimate, path in figures:
+        plot_controls(estimate, path)
+
+
+def compensation_from_controls(config: PipelineConfig, out_dir: Path, *,
+                               figures: list[tuple[Any, Path]] | None = None
+                               ) -> list[tuple[Any, Path]]:
     """Compute the spillover matrix of every ``flow.compensation_controls`` set.
 
     Each set's outputs (``spillover.csv``, ``spillover.txt``, ``controls.csv``, figure,
     provenance) go to ``out_dir/<name>/`` (name: the set's ``name``, else its date, else
-    ``set<k>``).
+    ``set<k>``). With ``figures`` (a list) the figures are not drawn here: each set's
+    ``(estimate, png path)`` is appended for the caller to draw.
 
     Returns
     -------
@@ -287,7 +324,10 @@ def compensation_from_controls(config: PipelineConfig, out_dir: Path) -> list[tu
                                       gate=cset.gate)
         written = write_spillover_outputs(
             out_dir / name, estimate, command=f"immunoprofile run {config.source}",
-            inputs=[p for p in (cset.channels, cset.gate) if p is not None])
+            inputs=[p for p in (cset.channels, cset.gate) if p is not None],
+            figure=figures is None)
+        if figures is not None:
+            figures.append((estimate, out_dir / name / "compensation_controls.png"))
         log.info("compensation: %s: %d controls -> %s", name, len(estimate.controls),
                  written["spillover"])
         done.append((cset, written["spillover"]))

@@ -37,6 +37,50 @@ class ReportSummary:
     plots: list[Path]
 
 
+class _Figures:
+    """Figures drawn together on the run's worker processes (gating, curves, trajectories,
+    forest), each task's PNG handed to its callback in task order (deterministic output)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[tuple[str, tuple]] = []
+        self.done: dict[str, Any] = {}
+
+    def add(self, key: str, fn: Any, args: tuple, done: Any, on_error: Any = None) -> None:
+        self.tasks.append((key, (fn, args)))
+        self.done[key] = (done, on_error)
+
+    def run(self, jobs: int) -> None:
+        from ..executors import ExecutorSpec, run_tasks
+
+        for outcome in run_tasks(_render, self.tasks, spec=ExecutorSpec("process", jobs=jobs)):
+            done, on_error = self.done[outcome.key]
+            if outcome.ok:
+                done(outcome.value)
+            elif on_error is not None:
+                on_error(outcome.error)
+            else:
+                raise RuntimeError(f"report figure {outcome.key}: {outcome.error}")
+
+
+def _render(fn: Any, args: tuple) -> bytes:
+    """One figure task: ``fn(*args)`` returns PNG bytes (module-level: picklable)."""
+    return fn(*args)
+
+
+def _curves_png(plate: str, curves: pd.DataFrame, wells: pd.DataFrame) -> bytes:
+    return figure_png(curve_grid(plate, curves, wells), tight=False)
+
+
+def _trajectories_png(sub: pd.DataFrame, feats: list[str], title: str, log_y: bool,
+                      labels: dict[str, str]) -> bytes:
+    return figure_png(trajectory_grid(sub, feats, title=title, log_y=log_y, labels=labels),
+                      tight=False)
+
+
+def _forest_png(comp: pd.DataFrame, labels: dict[str, str]) -> bytes:
+    return figure_png(forest_plot(comp, labels=labels), tight=False)
+
+
 def _anchor(text: Any) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", str(text)).strip("-") or "x"
 
@@ -126,6 +170,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
     study = _read_study(data.study_path)
     order = _protocol_order(study)
     _summary(data, context)
+    deferred = _Figures()
     outliers = pd.DataFrame(columns=["sample_id", "population"])
     if data.populations is not None and len(data.populations):
         outliers = robust_outliers(data.populations)
@@ -142,7 +187,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
                                 "tsv": _tsv_link(qc, "flow_sample_qc.tsv")}
         if gating:
             context["gating"], context["gating_note"] = _gating_figures(
-                data, outliers, save_png, max_gating_samples, jobs, order)
+                data, outliers, save_png, max_gating_samples, deferred, order)
     if data.time_qc is not None and len(data.time_qc):
         context["time_qc"], context["time_qc_note"] = _time_qc_figures(data, save_png)
     if data.curves is not None or data.concentrations is not None:
@@ -152,8 +197,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
         context["plate_qc"] = {"html": _table_html(pqc, link_col="plate", link_prefix="plate-",
                                                    flagged=rejected),
                                "tsv": _tsv_link(pqc, "plate_qc.tsv")}
-        context["plates"] = _curve_figures(data, save_png)
-    context["results"] = _results(data, save_png, study)
+        context["plates"] = _curve_figures(data, save_png, deferred)
+    context["results"] = _results(data, save_png, deferred, study)
+    deferred.run(jobs)
+    if context.get("gating_note") is not None:
+        context["gating_note"] = context["gating_note"]()
     context["provenance"] = _provenance(data)
     env = Environment(loader=PackageLoader("immunoprofile.report", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
@@ -253,14 +301,13 @@ def feature_labels(var: pd.DataFrame) -> dict[str, str]:
     return labels
 
 
-def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int, jobs: int,
-                    order=None):
-    from ..executors import ExecutorSpec, run_tasks
+def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int,
+                    deferred: _Figures, order=None):
     from .gating_plots import locate_inputs, render_gating_png
 
     strategy_path, files, compensation = locate_inputs(data.flow_provenance)
     if strategy_path is None or not strategy_path.is_file():
-        return [], "(Gating figures left out: the strategy file named in the provenance is absent.)"
+        return [], lambda: "(Gating figures left out: the strategy file named in the provenance is absent.)"
     # compensation computed from controls: each file's own matrix (flow.compensation: controls)
     by_file = (data.flow_provenance.get("parameters") or {}).get("compensation_by_file") or {}
     flagged = set(outliers["sample_id"])
@@ -268,27 +315,35 @@ def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int,
     key = order or _protocol_order(None)
     samples = samples.iloc[sorted(range(len(samples)), key=lambda i: (
         samples["sample_id"].iloc[i] not in flagged, key(samples["sample_id"].iloc[i])))]
-    tasks, missing = [], 0
+    tasks, missing = [], [0]
     for sample_id, file in zip(samples["sample_id"], samples["file"]):
         if len(tasks) >= limit:
             break
         path = Path(str(file))
         path = path if path.is_file() else files.get(path.name, path)
         if not path.is_file():
-            missing += 1
+            missing[0] += 1
             continue
         tasks.append((str(sample_id), (str(sample_id), str(path), str(strategy_path),
                                        by_file.get(path.name, compensation),
                                        sample_id in flagged)))
-    figures = []
-    for outcome in run_tasks(render_gating_png, tasks, spec=ExecutorSpec("process", jobs=jobs)):
-        if not outcome.ok:
-            log.warning("gating figure of %s skipped: %s", outcome.key, outcome.error)
-            missing += 1
-            continue
-        figures.append({"sample_id": outcome.key, "anchor": _anchor(outcome.key),
-                        "png": save_png(f"gating_{_anchor(outcome.key)}", outcome.value)})
-    note = f"({missing} samples without a figure: file not found or unreadable.)" if missing else ""
+    figures: list[dict[str, Any]] = []
+
+    def done(sample_id: str, png: bytes) -> None:
+        figures.append({"sample_id": sample_id, "anchor": _anchor(sample_id),
+                        "png": save_png(f"gating_{_anchor(sample_id)}", png)})
+
+    def failed(sample_id: str, error: str) -> None:
+        log.warning("gating figure of %s skipped: %s", sample_id, error)
+        missing[0] += 1
+
+    for key, args in tasks:
+        deferred.add(f"gating:{key}", render_gating_png, args,
+                     lambda png, k=key: done(k, png), lambda err, k=key: failed(k, err))
+
+    def note() -> str:  # known once the figures are drawn
+        return (f"({missing[0]} samples without a figure: file not found or unreadable.)"
+                if missing[0] else "")
     return figures, note
 
 
@@ -313,17 +368,19 @@ def _time_qc_figures(data: RunData, save_png) -> tuple[list[dict[str, Any]], str
     return figures, note
 
 
-def _curve_figures(data: RunData, save_png) -> list[dict[str, Any]]:
+def _curve_figures(data: RunData, save_png, deferred: _Figures) -> list[dict[str, Any]]:
     if data.curves is None or data.concentrations is None:
         return []
     out = []
     for plate in sorted(data.curves["plate"].unique(), key=_natural):
         curves = data.curves[data.curves["plate"] == plate]
         wells = data.concentrations[data.concentrations["plate"] == plate]
-        png = figure_png(curve_grid(str(plate), curves, wells), tight=False)
         name = f"curves_{_anchor(plate)}"
-        out.append({"plate": plate, "anchor": _anchor(plate), "png": save_png(name, png, curves),
-                    "tsv": _tsv_link(curves, f"{name}.tsv")})
+        entry = {"plate": plate, "anchor": _anchor(plate), "png": "",
+                 "tsv": _tsv_link(curves, f"{name}.tsv")}
+        out.append(entry)
+        deferred.add(name, _curves_png, (str(plate), curves, wells),
+                     lambda png, e=entry, n=name, c=curves: e.update(png=save_png(n, png, c)))
     return out
 
 
@@ -346,7 +403,7 @@ def _pick(features: list[str], comparisons: pd.DataFrame | None, n: int) -> list
     return features[:n]
 
 
-def _results(data: RunData, save_png, study=None) -> dict[str, Any] | None:
+def _results(data: RunData, save_png, deferred: _Figures, study=None) -> dict[str, Any] | None:
     figures = []
     labels: dict[str, str] = {}
     if study is not None:
@@ -365,21 +422,22 @@ def _results(data: RunData, save_png, study=None) -> dict[str, Any] | None:
             if not feats:
                 continue
             sub = tidy[tidy["feature"].isin(feats)]
-            png = figure_png(trajectory_grid(sub, feats, title=title, log_y=log_y,
-                                             labels=labels),
-                             tight=False)
             name = f"trajectories_{kind}"
-            figures.append({"title": title, "png": save_png(name, png, sub),
-                            "tsv": _tsv_link(sub, f"{name}.tsv")})
+            entry = {"title": title, "png": "", "tsv": _tsv_link(sub, f"{name}.tsv")}
+            figures.append(entry)
+            deferred.add(name, _trajectories_png, (sub, feats, title, log_y, labels),
+                         lambda png, e=entry, n=name, t=sub: e.update(png=save_png(n, png, t)))
     result: dict[str, Any] = {"figures": figures}
     if data.comparisons is not None and len(data.comparisons):
         comp = data.comparisons
         if "population" in comp:  # one population per plot/table: the plan's primary one
             primary = data.analysis_plan.get("primary_population") or str(comp["population"].iloc[0])
             comp = comp[comp["population"] == primary]
-        png = figure_png(forest_plot(comp, labels=labels), tight=False)
-        figures.append({"title": "Period contrasts (forest plot, features with the smallest q)",
-                        "png": save_png("forest", png, comp), "tsv": _tsv_link(comp, "forest.tsv")})
+        entry = {"title": "Period contrasts (forest plot, features with the smallest q)",
+                 "png": "", "tsv": _tsv_link(comp, "forest.tsv")}
+        figures.append(entry)
+        deferred.add("forest", _forest_png, (comp, labels),
+                     lambda png, e=entry, t=comp: e.update(png=save_png("forest", png, t)))
         shown = [c for c in ("population", "feature", "family", "role", "contrast", "n", "estimate",
                              "ci_low", "ci_high", "fold_change", "p_wilcoxon", "p_ttest", "p_mixed",
                              "q", "p_adjusted", "direction", "note") if c in comp]

@@ -17,6 +17,7 @@ or an approximation (above the size limit), so callers can state it.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import itertools
 import math
@@ -70,11 +71,32 @@ def friedman_exact(values: np.ndarray) -> tuple[float, float, str]:
     q = (12.0 / (n * k * (k + 1)) * float(np.sum(rsum ** 2)) - 3.0 * n * (k + 1)) / correction
     if n > MAX_EXACT_FRIEDMAN or k > 6:
         return q, float(stats.chi2.sf(q, k - 1)), "chi-square approximation"
-    # distribution of the (doubled) rank sum vector, one subject at a time
+    # The null distribution depends only on each subject's multiset of ranks (every order is
+    # enumerated), so features sharing the tie pattern (without ties: all) share it.
+    squares, at_least = _rank_sum_distribution(
+        tuple(sorted(tuple(sorted(row)) for row in ranks2.tolist())))
+    observed = int(np.sum(ranks2.sum(axis=0) ** 2))
+    total = math.factorial(k) ** n
+    tol = max(1, observed) * _REL
+    hit = at_least[bisect.bisect_left(squares, observed - tol)]
+    return q, hit / total, "exact"
+
+
+@functools.lru_cache(maxsize=64)
+def _rank_sum_distribution(rows: tuple[tuple[int, ...], ...]) -> tuple[list[int], list[int]]:
+    """Null distribution of the sum of squared (doubled) rank sums over all within-subject
+    orders of ``rows``: its distinct values ascending, and for each how many orders reach at
+    least it (one more entry, 0, at the end).
+
+    Built by dynamic programming over the rank sum vector one subject at a time (exact
+    integers; the subjects' order does not change the result). Callers must not modify the
+    returned lists (they are cached).
+    """
+    k = len(rows[0])
     dist: dict[tuple[int, ...], int] = {tuple([0] * k): 1}
-    for row in ranks2:
+    for row in rows:
         orders: dict[tuple[int, ...], int] = {}
-        for perm in itertools.permutations(row.tolist()):
+        for perm in itertools.permutations(row):
             orders[perm] = orders.get(perm, 0) + 1
         new: dict[tuple[int, ...], int] = {}
         for state, count in dist.items():
@@ -82,11 +104,15 @@ def friedman_exact(values: np.ndarray) -> tuple[float, float, str]:
                 key = tuple(s + p for s, p in zip(state, perm))
                 new[key] = new.get(key, 0) + count * mult
         dist = new
-    observed = int(np.sum(ranks2.sum(axis=0) ** 2))
-    total = math.factorial(k) ** n
-    tol = max(1, observed) * _REL
-    hit = sum(c for s, c in dist.items() if sum(v * v for v in s) >= observed - tol)
-    return q, hit / total, "exact"
+    by_square: dict[int, int] = {}
+    for state, count in dist.items():
+        sq = sum(v * v for v in state)
+        by_square[sq] = by_square.get(sq, 0) + count
+    squares = sorted(by_square)
+    at_least = [0] * (len(squares) + 1)
+    for i in range(len(squares) - 1, -1, -1):
+        at_least[i] = at_least[i + 1] + by_square[squares[i]]
+    return squares, at_least
 
 
 def spearman_exact(x: np.ndarray, y: np.ndarray, *, max_exact: int = MAX_EXACT_SPEARMAN
