@@ -142,18 +142,20 @@ class ResultCache:
     # ----- flow samples -------------------------------------------------------------------
     def get_gating(self, key: str) -> SampleGating | None:
         """A cached :class:`~immunoprofile.flow.batch.SampleGating`, or ``None``."""
-        from ..flow.batch import SampleGating
+        from ..flow.batch import SampleGating, split_time_qc
 
         found = self.get("flow", key)
         if found is None:
             return None
         tables, meta = found
+        time_qc, trace = split_time_qc(meta.get("time_qc"))  # entries written with traces inside
         return SampleGating(sample_id=meta["sample_id"], file=meta["file"],
                             sha256=meta["sha256"], stats=tables["stats"],
                             keywords=dict(meta.get("keywords", {})),
                             n_events=int(meta.get("n_events", 0)),
                             warnings=list(meta.get("warnings", [])),
-                            positions=tables.get("positions"), time_qc=meta.get("time_qc"))
+                            positions=tables.get("positions"), time_qc=time_qc,
+                            time_qc_trace=tables.get("time_qc_trace", trace))
 
     def put_gating(self, key: str, sample: SampleGating) -> Path:
         """Store a :class:`~immunoprofile.flow.batch.SampleGating`."""
@@ -163,6 +165,8 @@ class ResultCache:
         tables = {"stats": sample.stats}
         if sample.positions is not None and len(sample.positions):
             tables["positions"] = sample.positions
+        if sample.time_qc_trace is not None and len(sample.time_qc_trace):
+            tables["time_qc_trace"] = sample.time_qc_trace
         return self.put("flow", key, tables, meta)
 
     # ----- cytokine plates ----------------------------------------------------------------
