@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from immunoprofile._frames import layer_names
 from immunoprofile.cytokine.curves import curve_from_params
 from immunoprofile.cytokine.quantify import (CONCENTRATION_COLUMNS, FLAGS, QuantifyOptions,
                                              decode_flags, flag_code, is_drug_readout,
@@ -414,7 +415,7 @@ def test_schema1_h5ad_still_reads_and_means_the_same():
     assert list(old.var_names) == list(new.var_names) == ["IL-1RA", "IL-13"]
     assert list(old.obs.columns) == list(new.obs.columns)
     assert list(old.var.columns) == list(new.var.columns)
-    assert _named(old.layers) == _named(new.layers) == {"raw", "cv", "flag"}
+    assert set(layer_names(old)) == set(layer_names(new)) == {"raw", "cv", "flag"}
     np.testing.assert_allclose(old.X, new.X, rtol=1e-6, equal_nan=True)
     np.testing.assert_allclose(old.layers["raw"], new.layers["raw"], rtol=1e-6, equal_nan=True)
     np.testing.assert_array_equal(old.layers["flag"], new.layers["flag"])
@@ -448,8 +449,3 @@ def test_drop_low_bead_standards():
     assert dropped.n_standards_used == 13
     assert dropped.standards_dropped == wells.loc[std[3], "well"]
     assert dropped.r2_weighted > kept.r2_weighted
-
-
-def _named(layers) -> set[str]:
-    """Layer names; anndata >= 0.13 also lists X under the key None."""
-    return {key for key in layers if key is not None}

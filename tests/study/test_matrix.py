@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
+from immunoprofile._frames import layer_names
 from immunoprofile.errors import InputError
 from immunoprofile.study.design import DEFAULT_DESIGN
 from immunoprofile.study.matrix import (
@@ -291,7 +292,7 @@ def test_reads_the_schema_1_layout(tmp_path):
     old = read_study(Path(__file__).parent / "data" / "study_schema1.h5ad")
     assert old.uns["immunoprofile"]["schema_version"] == "1"
     assert old.obs["visit"].cat.ordered and old.obs["period"].cat.ordered
-    assert _named(old.layers) == {"raw", "transformed", "flag", "change_from_baseline"}
+    assert set(layer_names(old)) == {"raw", "transformed", "flag", "change_from_baseline"}
     labels = pd.DataFrame(flag_labels(old), index=old.obs_names, columns=old.var_names)
     assert labels.loc["S03|week2", "IL-13|pg/mL"] == "missing: visit not attended"
     assert labels.loc["S02|week0", "IL-4|pg/mL"] == "below_curve"
@@ -328,8 +329,3 @@ def test_plate_samples_absent_from_the_manifest_are_qc_not_a_crash(tmp_path):
                      cytokine_dir=tmp_path / "cyto")
     assert set(adata.var["assay"]) == {"flow"}
     assert adata.n_vars >= 1
-
-
-def _named(layers) -> set[str]:
-    """Layer names; anndata >= 0.13 also lists X under the key None."""
-    return {key for key in layers if key is not None}

@@ -622,8 +622,9 @@ def compare_periods(
         settings.update(options)
         return compare_periods(adata, **settings)
     if layer not in adata.layers:
+        from .._frames import layer_names
         from ..errors import InputError
-        raise InputError(None, f"no layer {layer!r} in the study (have {', '.join(k for k in adata.layers if k is not None)})")
+        raise InputError(None, f"no layer {layer!r} in the study (have {', '.join(layer_names(adata))})")
     periods = [str(p) for p in adata.obs["period"].cat.categories]
     contrasts = [tuple(c) for c in contrasts]
     for a, b in contrasts:

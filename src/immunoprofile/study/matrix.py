@@ -48,7 +48,7 @@ from ..provenance import build_provenance
 from .clinical import clinical_summary, read_clinical
 from .design import DEFAULT_DESIGN, StudyDesign
 from .manifest import read_manifest, validate_manifest
-from .._frames import is_text_column
+from .._frames import is_text_column, layer_names
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata as ad
@@ -964,9 +964,8 @@ def _check_keys(adata: ad.AnnData) -> None:
                 walk(value, f"{where}[{key!r}]")
 
     walk(dict(adata.uns), "uns")
-    # anndata >= 0.13 lists X among the layers under the key None.
-    for name in (*adata.layers.keys(), *adata.obsm.keys(), *adata.varm.keys()):
-        if name is not None and "/" in name:
+    for name in (*layer_names(adata), *adata.obsm.keys(), *adata.varm.keys()):
+        if "/" in name:
             raise ValueError(f"'/' in key {name!r} cannot be stored")
 
 
