@@ -32,27 +32,28 @@ Layer conventions (also stored in ``uns["immunoprofile"]["transforms"]``):
   subject.
 """
 
+
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._io import write_h5ad_atomic
+from .._frames import is_text_column
 from ..errors import InputError
 from ..provenance import build_provenance
 from .clinical import clinical_summary, read_clinical
 from .design import DEFAULT_DESIGN, StudyDesign
+from .inputs import CytokineResults, FlowResults, load_cytokine_results, load_flow_results
+from .io import read_study, write_study
 from .manifest import read_manifest, validate_manifest
-from .._frames import is_text_column, layer_names
+from .transforms import FREQUENCY_CLIP_PCT, MFI_COFACTOR, censor_levels, combine_flags, transform
+from .views import flag_labels, period_means, split_by_visit, to_tidy
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata as ad
-    import numpy as np
     import pandas as pd
 
 __all__ = [
@@ -64,8 +65,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
-MFI_COFACTOR = 150.0
-FREQUENCY_CLIP_PCT = 0.01
 # Anakinra is recombinant IL-1Ra: an IL-1RA bead measures the drug, not the disease.
 DEFAULT_DRUG_READOUTS: tuple[str, ...] = ("IL-1RA", "IL-1ra", "IL1RA", "IL-1Ra", "IL1ra")
 
@@ -81,34 +80,12 @@ FLAG_MISSING: dict[int, str] = {
 _FIRST_OBSERVED_CODE = 10
 
 _FLOW_UNITS = {"frequency": "%", "mfi": "MFI", "count": "events"}
+_QC_TYPES = {"standard", "background", "control"}
 
 
 # --------------------------------------------------------------------------------------------
-# inputs
+# joins
 # --------------------------------------------------------------------------------------------
-def _find(base: str | os.PathLike[str], name: str) -> Path:
-    """``base`` itself when it is the file, else ``base/name``; InputError when neither exists."""
-    p = Path(base)
-    if p.is_file():
-        return p
-    if (p / name).is_file():
-        return p / name
-    raise InputError(p, f"no {name} here (expected the output folder of the previous step)")
-
-
-def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, keep_default_na=True, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"not a readable CSV: {exc}") from exc
-    missing = [c for c in required if c not in frame.columns]
-    if missing:
-        raise InputError(path, f"missing column(s) {', '.join(missing)}")
-    return frame
-
-
 def _stem(value: object) -> str:
     text = str(value)
     name = text.replace("\\", "/").rsplit("/", 1)[-1]
@@ -116,7 +93,7 @@ def _stem(value: object) -> str:
 
 
 def _flow_features(pops: pd.DataFrame, ids: dict[str, str], statistics: tuple[str, ...],
-                   path: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+                   path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Long flow table (manifest sample_id, feature, value) and the var rows of the features."""
     import pandas as pd
 
@@ -174,43 +151,6 @@ def _flow_features(pops: pd.DataFrame, ids: dict[str, str], statistics: tuple[st
     var = var[var["feature"].isin(present)]
     return long, var, unmatched
 
-
-def _combine_flags(flags: pd.Series) -> str:
-    tokens = sorted({t.strip() for f in flags.dropna().astype(str) for t in f.split(";") if t.strip()})
-    if len(tokens) > 1 and "ok" in tokens:
-        tokens.remove("ok")
-    return ";".join(tokens) if tokens else "ok"
-
-
-_QC_TYPES = {"standard", "background", "control"}
-_BELOW = ("below_curve", "<LLOQ")
-
-
-def _plate_files(conc_dir: Path) -> dict[str, list[str]]:
-    """Plate name → the export file(s) it came from (``immunoprofile cytokines``' provenance)."""
-    prov = conc_dir / "provenance.json"
-    if not prov.is_file():
-        return {}
-    try:
-        plates = json.loads(prov.read_text(encoding="utf-8")).get("plates", [])
-    except (ValueError, AttributeError):
-        return {}
-    out: dict[str, list[str]] = {}
-    for entry in plates if isinstance(plates, list) else []:
-        for name in entry.get("plates", []) or []:
-            out.setdefault(str(name), []).append(str(entry.get("path", "")))
-    return out
-
-
-def _bridging_sample(conc_dir: Path) -> str | None:
-    """The bridging control's name when the cytokine step normalised on one."""
-    prov = conc_dir / "provenance.json"
-    try:
-        params = json.loads(prov.read_text(encoding="utf-8")).get("parameters", {})
-    except (OSError, ValueError, AttributeError):
-        return None
-    return str(params["bridging_sample"]) if params.get("bridging") and params.get("bridging_sample") \
-        else None
 
 
 def _same_file(manifest_file: str, base: Path, export: str) -> bool:
@@ -300,7 +240,7 @@ def _join_plate_results(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, plate_f
 
 
 def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_column: str,
-                       drug_readouts: tuple[str, ...], path: Path, *,
+                       drug_readouts: tuple[str, ...], path: Path | str, *,
                        plate_files: dict[str, list[str]] | None = None, base: Path | None = None,
                        bridging_sample: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
     """Replicate-mean long table, var rows, QC rows (plate samples not in the manifest), unmatched."""
@@ -356,7 +296,7 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
     qc = qc[~qc["sample_type"].isin(["standard", "background"])]
     grouped = data.groupby(["_sid", "analyte"], sort=True)
     long = grouped.agg(value=("value", "mean"), back_calculated=("back_calculated", "mean"),
-                       flag=("flag", _combine_flags), n_replicates=("value", "size"),
+                       flag=("flag", combine_flags), n_replicates=("value", "size"),
                        n_values=("value", "count"), unit=("unit", "first"),
                        plate=("plate", "first"), dilution=("dilution", "first"),
                        bridging_factor=("bridging_factor", "first")).reset_index()
@@ -375,73 +315,6 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
     return long, var, qc.reset_index(drop=True), unmatched
 
 
-def _censor_levels(clong: pd.DataFrame, curves: pd.DataFrame) -> dict[str, float]:
-    """Per cytokine feature: the highest sample LLOQ (plate LLOQ × dilution × bridging factor)
-    among the plates holding the study's samples — one censoring level per analyte."""
-    import numpy as np
-    import pandas as pd
-
-    if not {"plate", "analyte", "lloq"} <= set(curves.columns) or not len(clong):
-        return {}
-    lloq = curves.assign(plate=curves["plate"].astype(str), analyte=curves["analyte"].astype(str),
-                         lloq=pd.to_numeric(curves["lloq"], errors="coerce"))
-    rows = clong.merge(lloq[["plate", "analyte", "lloq"]], on=["plate", "analyte"], how="left")
-    rows["sample_lloq"] = rows["lloq"] * rows["dilution"] * rows["bridging_factor"]
-    highest = rows.groupby("feature")["sample_lloq"].max()
-    return {f: float(v) for f, v in highest.items() if np.isfinite(v) and v > 0}
-
-
-# --------------------------------------------------------------------------------------------
-# transforms
-# --------------------------------------------------------------------------------------------
-def _transform(raw: np.ndarray, var: pd.DataFrame, flag_text: np.ndarray,
-               levels: dict[str, float] | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The transformed layer, the per-feature censoring level (concentration units; NaN except
-    concentrations) and the censored mask.
-
-    A concentration below its analyte's censoring level (``levels``: the highest sample LLOQ among
-    the plates involved), or flagged below the curve / LLOQ with no number, is left-censored: the
-    censored mask says so and the transformed layer holds log10(level) — one level per analyte, so
-    rank tests see every censored value tied below every quantified one. Without a known LLOQ
-    the level is half the smallest positive value and only flagged values are censored.
-    """
-    import numpy as np
-
-    levels = levels or {}
-    censored = np.zeros(raw.shape, dtype=bool)
-    out = np.full_like(raw, np.nan, dtype=float)
-    floors = np.full(raw.shape[1], np.nan)
-    for j, ftype in enumerate(var["feature_type"].to_numpy()):
-        x = raw[:, j]
-        if ftype == "frequency":
-            p = np.clip(x / 100.0, FREQUENCY_CLIP_PCT / 100.0, 1 - FREQUENCY_CLIP_PCT / 100.0)
-            out[:, j] = np.log(p / (1 - p))
-        elif ftype == "mfi":
-            out[:, j] = np.arcsinh(x / MFI_COFACTOR)
-        elif ftype == "count":
-            out[:, j] = np.log10(np.clip(x, 0, None) + 1.0)
-        elif ftype == "concentration":
-            positive = x[np.isfinite(x) & (x > 0)]
-            flags = flag_text[:, j]
-            below = np.array([any(b in f for b in _BELOW) for f in flags], dtype=bool)
-            level = levels.get(str(var.index[j]), np.nan)
-            with np.errstate(invalid="ignore"):
-                if np.isfinite(level) and level > 0:
-                    cens = (np.isfinite(x) & (x < level)) | (np.isnan(x) & below)
-                else:
-                    level = float(positive.min() / 2.0) if positive.size else 1e-3
-                    cens = below | (np.isfinite(x) & (x < level))
-                col = np.log10(np.where(x > 0, x, np.nan))
-            top = float(positive.max() * 2.0) if positive.size else np.nan
-            floors[j] = level
-            col[cens] = np.log10(level)
-            censored[:, j] = cens
-            above = np.isnan(x) & np.array(["above_curve" in f or ">ULOQ" in f for f in flags], dtype=bool)
-            if np.isfinite(top):
-                col[above] = np.log10(top)
-            out[:, j] = col
-    return out, floors, censored
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,14 +323,17 @@ def _transform(raw: np.ndarray, var: pd.DataFrame, flag_text: np.ndarray,
 def assemble(
     manifest: str | os.PathLike[str] | pd.DataFrame,
     *,
-    flow_dir: str | os.PathLike[str] | None = None,
-    cytokine_dir: str | os.PathLike[str] | None = None,
+    flow: pd.DataFrame | FlowResults | None = None,
+    cytokines: pd.DataFrame | CytokineResults | None = None,
+    standard_curves: pd.DataFrame | None = None,
     clinical: str | os.PathLike[str] | pd.DataFrame | None = None,
     design: StudyDesign | None = None,
     flow_statistics: tuple[str, ...] = ("pct_parent", "pct_total", "count", "mfi"),
     cytokine_value: str = "concentration_reported",
     drug_readouts: tuple[str, ...] = DEFAULT_DRUG_READOUTS,
     doses: str = "cumulative",
+    flow_dir: str | os.PathLike[str] | None = None,
+    cytokine_dir: str | os.PathLike[str] | None = None,
 ) -> ad.AnnData:
     """Join flow statistics, cytokine concentrations, the manifest and the clinical table.
 
@@ -466,12 +342,17 @@ def assemble(
     manifest
         Path to the manifest CSV (validated by :func:`~immunoprofile.study.manifest.read_manifest`)
         or an already validated DataFrame.
-    flow_dir
-        Output folder of ``immunoprofile gate`` (or its ``populations.csv``). Rows are matched to
-        manifest flow samples by ``sample_id``, else by the FCS file stem.
-    cytokine_dir
-        Output folder of ``immunoprofile cytokines`` (``concentrations.csv`` and, when present,
-        ``standard_curves.csv`` and ``provenance.json``). Results join manifest rows by the
+    flow
+        Flow statistics in memory: the tidy ``populations.csv`` table (one row per sample ×
+        population with ``sample_id``, ``population`` and statistic columns), or the
+        :class:`~immunoprofile.study.inputs.FlowResults` of
+        :func:`~immunoprofile.study.inputs.load_flow_results`. Rows are matched to manifest flow
+        samples by ``sample_id``, else by the FCS file stem.
+    cytokines
+        Cytokine results in memory: the ``concentrations.csv`` table, or the
+        :class:`~immunoprofile.study.inputs.CytokineResults` of
+        :func:`~immunoprofile.study.inputs.load_cytokine_results` (which also carries the curves
+        and the plate → file map of the provenance). Results join manifest rows by the
         manifest's ``file`` (+ ``plate`` name for multi-plate files) and ``well``, falling back to
         the ``plate`` column and well, then to the export's sample name. Replicate wells of a
         sample are averaged and their flags combined; plate samples absent from the manifest (kit
@@ -479,6 +360,9 @@ def assemble(
         Every result that joins no manifest row and every manifest row without a result is listed
         in ``uns["immunoprofile"]["unmatched"]`` (``unmatched.tsv``) and warned about; when no
         cytokine result joins at all, an ``InputError`` names both sides' identifiers.
+    standard_curves
+        The per-plate curves table (``plate, analyte, lloq``) for a bare ``cytokines`` table: it
+        sets each analyte's censoring level. Overrides the curves of a ``CytokineResults``.
     clinical
         Clinical CSV or DataFrame (``subject_id, visit, scorad, doses_received, age, sex``).
     design
@@ -494,6 +378,9 @@ def assemble(
         Analytes that measure the drug (pharmacokinetic, not biomarker): ``var["drug_readout"]``.
     doses
         How ``doses_received`` counts (see :func:`~immunoprofile.study.clinical.clinical_summary`).
+    flow_dir, cytokine_dir
+        Output folders of ``immunoprofile gate`` / ``immunoprofile cytokines``: shorthand for
+        ``flow=load_flow_results(flow_dir)`` / ``cytokines=load_cytokine_results(cytokine_dir)``.
 
     Returns
     -------
@@ -516,7 +403,9 @@ def assemble(
     else:
         inputs.append(Path(manifest))
         man = read_manifest(manifest, design=design)
-    if flow_dir is None and cytokine_dir is None:
+    flow_in = _flow_input(flow, flow_dir)
+    cyto_in = _cytokine_input(cytokines, cytokine_dir, standard_curves)
+    if flow_in is None and cyto_in is None:
         raise InputError(None, "assemble needs at least one of flow results or cytokine results")
 
     subjects = sorted(man["subject_id"].unique())
@@ -535,14 +424,17 @@ def assemble(
     results_ids: dict[str, set[str]] = {"flow": set(), "cytokine": set()}
     assays_used: list[str] = []
 
-    if flow_dir is not None:
-        pops_path = _find(flow_dir, "populations.csv")
-        inputs.append(pops_path)
-        pops = _read_csv(pops_path, ("sample_id", "population"))
+    if flow_in is not None:
+        where = flow_in.source or "flow table"
+        inputs.extend(flow_in.inputs)
+        pops = flow_in.table
+        missing = [c for c in ("sample_id", "population") if c not in pops.columns]
+        if missing:
+            raise InputError(where, f"missing column(s) {', '.join(missing)}")
         mflow = man[man["assay"] == "flow"]
         ids = dict(zip(mflow["file"], mflow["sample_id"]))
         ids.update({s: s for s in mflow["sample_id"]})
-        flong, fvar, unmatched = _flow_features(pops, ids, tuple(flow_statistics), pops_path)
+        flong, fvar, unmatched = _flow_features(pops, ids, tuple(flow_statistics), where)
         if unmatched:
             log.warning("%d flow sample(s) not in the manifest were left out (listed in "
                         "unmatched.tsv): %s", len(unmatched), ", ".join(unmatched[:10]))
@@ -557,27 +449,28 @@ def assemble(
         uns["gating"] = gating
         uns["flow_unmatched_samples"] = np.array(unmatched, dtype=object) if unmatched \
             else np.array([], dtype=str)
-        prov = pops_path.parent / "provenance.json"
-        if prov.is_file():
-            uns["flow_provenance_json"] = prov.read_text(encoding="utf-8")
-        strategy = _flow_strategy_json(pops_path.parent / "flow.h5ad")
-        if strategy:
-            uns["gating_strategy_json"] = strategy
+        if flow_in.provenance_json:
+            uns["flow_provenance_json"] = flow_in.provenance_json
+        if flow_in.strategy_json:
+            uns["gating_strategy_json"] = flow_in.strategy_json
         assays_used.append("flow")
 
-    if cytokine_dir is not None:
-        conc_path = _find(cytokine_dir, "concentrations.csv")
-        inputs.append(conc_path)
-        conc = _read_csv(conc_path, ("sample_id", "analyte"))
+    if cyto_in is not None:
+        where = cyto_in.source or "cytokine table"
+        inputs.extend(cyto_in.inputs)
+        conc = cyto_in.concentrations
+        missing = [c for c in ("sample_id", "analyte") if c not in conc.columns]
+        if missing:
+            raise InputError(where, f"missing column(s) {', '.join(missing)}")
         value_col = cytokine_value
         if value_col == "concentration_reported" and value_col not in conc.columns:
             log.warning("%s: no concentration_reported column (an older export): the raw "
-                        "back-calculated concentration is used, without bridging", conc_path)
+                        "back-calculated concentration is used, without bridging", where)
             value_col = "concentration"
         clong, cvar, qc, c_unmatched = _cytokine_features(
-            conc, man[man["assay"] == "cytokine"], value_col, tuple(drug_readouts), conc_path,
-            plate_files=_plate_files(conc_path.parent), base=manifest_base,
-            bridging_sample=_bridging_sample(conc_path.parent))
+            conc, man[man["assay"] == "cytokine"], value_col, tuple(drug_readouts), where,
+            plate_files=cyto_in.plate_files, base=manifest_base,
+            bridging_sample=cyto_in.bridging_sample)
         unmatched_rows += c_unmatched
         long_parts.append(clong[["sample_id", "feature", "value", "flag"]])
         back_calculated = clong[["sample_id", "feature", "back_calculated"]]
@@ -596,15 +489,11 @@ def assemble(
             "bridging_factors": _uns_frame(factors.sort_values(["plate", "analyte"])),
             "bridging_applied": bool((factors["bridging_factor"] != 1.0).any()),
         }
-        curves_path = conc_path.parent / "standard_curves.csv"
-        if curves_path.is_file():
-            inputs.append(curves_path)
-            curves = _read_csv(curves_path, ())
-            uns["standard_curves"] = _uns_frame(curves)
-            floors_given = _censor_levels(clong, curves)
-        prov = conc_path.parent / "provenance.json"
-        if prov.is_file():
-            uns["cytokine_provenance_json"] = prov.read_text(encoding="utf-8")
+        if cyto_in.standard_curves is not None:
+            uns["standard_curves"] = _uns_frame(cyto_in.standard_curves)
+            floors_given = censor_levels(clong, cyto_in.standard_curves)
+        if cyto_in.provenance_json:
+            uns["cytokine_provenance_json"] = cyto_in.provenance_json
         assays_used.append("cytokine")
 
     var = pd.concat(var_parts, ignore_index=True) if var_parts else pd.DataFrame()
@@ -709,7 +598,7 @@ def assemble(
     flag[present & np.isnan(raw) & (flag == 0)] = 5
     flag[~present & (flag == 0)] = 5  # sample measured, this feature not (e.g. absent gate)
 
-    transformed, floors, censored = _transform(raw, var, np.where(present, flag_text, "").astype(str),
+    transformed, floors, censored = transform(raw, var, np.where(present, flag_text, "").astype(str),
                                                floors_given)
     var["log_floor"] = floors  # the censoring level in concentration units (kept name)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -768,7 +657,7 @@ def assemble(
             "frequency_clip_pct": FREQUENCY_CLIP_PCT,
         },
         "provenance_json": json.dumps(build_provenance(
-            inputs=[p for p in inputs if p.is_file()],
+            inputs=[p for p in dict.fromkeys(inputs) if p.is_file()],
             parameters={"flow_statistics": list(flow_statistics), "cytokine_value": cytokine_value,
                         "drug_readouts": list(drug_readouts), "doses": doses,
                         "design": design.to_dict()},
@@ -786,19 +675,6 @@ def assemble(
     adata.uns["immunoprofile"] = uns
     return adata
 
-
-def _flow_strategy_json(path: Path) -> str:
-    """The gating strategy ``immunoprofile gate`` stored in flow.h5ad (empty when absent)."""
-    if not path.is_file():
-        return ""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as handle:
-            value = handle["uns/immunoprofile/strategy_json"][()]
-    except (OSError, KeyError):
-        return ""
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
 def _uns_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -828,202 +704,35 @@ def _strings_to_categoricals(frame: pd.DataFrame) -> None:
                                         categories=sorted(set(strings)))
 
 
-def flag_labels(adata: ad.AnnData) -> np.ndarray:
-    """The flag layer decoded to strings (same shape as ``X``)."""
-    import numpy as np
 
-    table = adata.uns["immunoprofile"]["flag_codes"]
-    lookup = dict(zip(np.asarray(table["code"]).tolist(), np.asarray(table["label"]).tolist()))
-    codes = np.asarray(adata.layers["flag"])
-    return np.vectorize(lambda c: lookup.get(int(c), f"code {int(c)}"), otypes=[object])(codes)
-
-
-# --------------------------------------------------------------------------------------------
-# derived views
-# --------------------------------------------------------------------------------------------
-def split_by_visit(adata: ad.AnnData) -> dict[str, ad.AnnData]:
-    """One AnnData per visit (protocol order), each with the study's var, layers and uns."""
-    out = {}
-    for visit in adata.obs["visit"].cat.categories:
-        mask = (adata.obs["visit"] == visit).to_numpy()
-        if mask.any():
-            out[str(visit)] = adata[mask].copy()
-    return out
+def _flow_input(flow: pd.DataFrame | FlowResults | None,
+                flow_dir: str | os.PathLike[str] | None) -> FlowResults | None:
+    """The flow results to assemble, from a table, a :class:`FlowResults` or a folder."""
+    if flow is not None and flow_dir is not None:
+        raise TypeError("give flow= or flow_dir=, not both")
+    if flow_dir is not None:
+        return load_flow_results(flow_dir)
+    if flow is None or isinstance(flow, FlowResults):
+        return flow
+    return FlowResults(table=flow)
 
 
-def period_means(adata: ad.AnnData, *, layer: str = "transformed") -> ad.AnnData:
-    """Subject × period summary: the mean of ``layer`` over each subject's visits in each period.
+def _cytokine_input(cytokines: pd.DataFrame | CytokineResults | None,
+                    cytokine_dir: str | os.PathLike[str] | None,
+                    standard_curves: pd.DataFrame | None) -> CytokineResults | None:
+    """The cytokine results to assemble, from a table, a :class:`CytokineResults` or a folder."""
+    from dataclasses import replace
 
-    Parameters
-    ----------
-    adata
-        A study AnnData from :func:`assemble`.
-    layer
-        The layer averaged into ``X`` (the transformed scale by default: means of logs/logits).
-
-    Returns
-    -------
-    AnnData
-        obs ``"S01|run-in"`` … with ``subject_id``, ``period`` (ordered) and the subject-level
-        clinical columns; ``X`` = mean of ``layer``; layers ``raw_mean`` (mean of the raw values)
-        and ``n_visits`` (visits with a value, per feature).
-    """
-    import anndata as ad
-    import numpy as np
-    import pandas as pd
-
-    periods = list(adata.obs["period"].cat.categories)
-    subjects = list(adata.obs["subject_id"].cat.categories) \
-        if hasattr(adata.obs["subject_id"], "cat") else sorted(set(adata.obs["subject_id"]))
-    values = np.asarray(adata.layers[layer], dtype=float)
-    raw = np.asarray(adata.layers["raw"], dtype=float)
-    subj = adata.obs["subject_id"].astype(str).to_numpy()
-    per = adata.obs["period"].astype(str).to_numpy()
-    n_var = adata.n_vars
-    rows, mean, raw_mean, count = [], [], [], []
-    for s in subjects:
-        for p in periods:
-            mask = (subj == s) & (per == p)
-            block, rblock = values[mask], raw[mask]
-            n = np.isfinite(block).sum(axis=0)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mean.append(np.where(n > 0, np.nansum(block, axis=0) / np.maximum(n, 1), np.nan))
-                rn = np.isfinite(rblock).sum(axis=0)
-                raw_mean.append(np.where(rn > 0, np.nansum(rblock, axis=0) / np.maximum(rn, 1), np.nan))
-            count.append(n.astype(float) if mask.any() else np.zeros(n_var))
-            rows.append((s, p))
-    obs = pd.DataFrame({"subject_id": [r[0] for r in rows], "period": [r[1] for r in rows]},
-                       index=[f"{s}|{p}" for s, p in rows])
-    subject_cols = [c for c in ("age", "sex", "total_doses", "evaluable", "scorad_baseline",
-                                "scorad_end_of_treatment", "scorad_pct_change", "responder")
-                    if c in adata.obs.columns]
-    if subject_cols:
-        first = adata.obs.drop_duplicates("subject_id").set_index(
-            adata.obs.drop_duplicates("subject_id")["subject_id"].astype(str))
-        for col in subject_cols:
-            vals = first[col].reindex(obs["subject_id"].to_numpy())
-            obs[col] = vals.array if str(vals.dtype) in ("boolean", "category") else vals.to_numpy()
-    if "scorad" in adata.obs.columns:
-        sc = pd.DataFrame({"s": subj, "p": per, "v": adata.obs["scorad"].to_numpy(dtype=float)})
-        means = sc.groupby(["s", "p"])["v"].mean()
-        obs["scorad_mean"] = [float(means.get((s, p), np.nan)) for s, p in rows]
-    obs["subject_id"] = pd.Categorical(obs["subject_id"], categories=subjects)
-    obs["period"] = pd.Categorical(obs["period"], categories=periods, ordered=True)
-    out = ad.AnnData(X=np.vstack(mean), obs=obs, var=adata.var.copy())
-    out.layers["raw_mean"] = np.vstack(raw_mean)
-    out.layers["n_visits"] = np.vstack(count)
-    uns = dict(adata.uns.get("immunoprofile", {}))
-    uns["period_means"] = {"layer": layer, "statistic": "mean over the subject's visits in the period"}
-    out.uns["immunoprofile"] = uns
-    return out
-
-
-def to_tidy(adata: ad.AnnData) -> pd.DataFrame:
-    """The study in long form: one row per subject × visit × feature (missing rows kept).
-
-    Columns: ``obs_name, subject_id, visit, period, study_day, feature, feature_type, assay,
-    population, marker, analyte, statistic, unit, value, transformed, change_from_baseline,
-    flag`` (decoded label) and ``missing_reason``. ``visit`` and ``period`` stay ordered
-    categoricals (Parquet keeps them).
-    """
-    import numpy as np
-    import pandas as pd
-
-    n_obs, n_var = adata.shape
-    obs, var = adata.obs, adata.var
-    ri = np.repeat(np.arange(n_obs), n_var)
-    ci = np.tile(np.arange(n_var), n_obs)
-    frame = pd.DataFrame({"obs_name": np.asarray(adata.obs_names)[ri]})
-    for col in ("subject_id", "visit", "period", "study_day", "missing_reason"):
-        if col in obs.columns:
-            frame[col] = obs[col].iloc[ri].reset_index(drop=True) if str(obs[col].dtype) == "category" \
-                else obs[col].to_numpy()[ri]
-    frame["feature"] = pd.Categorical(np.asarray(adata.var_names)[ci],
-                                      categories=list(adata.var_names))
-    for col in ("feature_type", "assay", "population", "marker", "analyte", "statistic", "unit"):
-        if col in var.columns:
-            frame[col] = var[col].astype(str).to_numpy()[ci]
-    frame["value"] = np.asarray(adata.layers["raw"], dtype=float).ravel()
-    frame["transformed"] = np.asarray(adata.layers["transformed"], dtype=float).ravel()
-    frame["change_from_baseline"] = np.asarray(adata.layers["change_from_baseline"], dtype=float).ravel()
-    frame["flag"] = flag_labels(adata).ravel().astype(str)
-    return frame
-
-
-# --------------------------------------------------------------------------------------------
-# I/O
-# --------------------------------------------------------------------------------------------
-def _check_keys(adata: ad.AnnData) -> None:
-    """zarr refuses '/' in keys and h5ad silently nests them: refuse early, naming the key."""
-
-    def walk(mapping: Any, where: str) -> None:
-        if isinstance(mapping, dict):
-            for key, value in mapping.items():
-                if "/" in str(key):
-                    raise ValueError(f"'/' in key {where}[{key!r}] cannot be stored")
-                walk(value, f"{where}[{key!r}]")
-
-    walk(dict(adata.uns), "uns")
-    for name in (*layer_names(adata), *adata.obsm.keys(), *adata.varm.keys()):
-        if "/" in name:
-            raise ValueError(f"'/' in key {name!r} cannot be stored")
-
-
-def write_study(adata: ad.AnnData, out_path: str | os.PathLike[str], *, zarr: bool = False) -> Path:
-    """Write a study AnnData atomically as ``.h5ad`` (default) or ``.zarr`` (a folder).
-
-    Parameters
-    ----------
-    adata
-        From :func:`assemble`, :func:`period_means` or :func:`split_by_visit`.
-    out_path
-        Destination; for zarr a folder (replaced whole on success).
-    zarr
-        Write a zarr store instead of an HDF5 file.
-
-    Returns
-    -------
-    Path
-        The written path.
-    """
-    out = Path(out_path)
-    _check_keys(adata)
-    if not zarr:
-        write_h5ad_atomic(out, adata)
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        store = tmp / "store.zarr"
-        adata.write_zarr(store)
-        if out.exists():  # swap: old aside, new in, old removed — never a half store at `out`
-            old = tmp / "old"
-            os.replace(out, old)
-        os.replace(store, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
-
-
-def read_study(path: str | os.PathLike[str]) -> ad.AnnData:
-    """Read a study written by :func:`write_study` (``.h5ad`` file or ``.zarr`` folder).
-
-    Raises
-    ------
-    InputError
-        When the file is missing or is not an immunoprofile study.
-    """
-    import anndata as ad
-
-    p = Path(path)
-    if not p.exists():
-        raise InputError(p, "study file not found")
-    try:
-        adata = ad.read_zarr(p) if p.is_dir() else ad.read_h5ad(p)
-    except Exception as exc:  # noqa: BLE001 - converted, not swallowed
-        # a damaged file fails anywhere inside h5py/anndata's decoders (fuzzing found
-        # RuntimeError "bad symbol table node signature", IORegistryError, ...): all are bad input
-        raise InputError(p, f"cannot read as AnnData ({type(exc).__name__}: {exc})") from exc
-    if "immunoprofile" not in adata.uns or "period" not in adata.obs.columns:
-        raise InputError(p, "not an immunoprofile study (no uns['immunoprofile'] / obs['period'])")
-    return adata
+    if cytokines is not None and cytokine_dir is not None:
+        raise TypeError("give cytokines= or cytokine_dir=, not both")
+    if cytokine_dir is not None:
+        cytokines = load_cytokine_results(cytokine_dir)
+    if cytokines is None:
+        if standard_curves is not None:
+            raise TypeError("standard_curves= without cytokine results")
+        return None
+    if not isinstance(cytokines, CytokineResults):
+        cytokines = CytokineResults(concentrations=cytokines)
+    if standard_curves is not None:
+        cytokines = replace(cytokines, standard_curves=standard_curves)
+    return cytokines
