@@ -146,9 +146,15 @@ def read_table(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         frame = pd.read_csv(path, keep_default_na=True, encoding="utf-8-sig")
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InputError(path, f"not a readable CSV: {exc}") from exc
+    return require_columns(frame, required, path)
+
+
+def require_columns(frame: pd.DataFrame, required: tuple[str, ...],
+                    where: str | os.PathLike[str]) -> pd.DataFrame:
+    """``frame`` itself when it has the ``required`` columns; InputError naming ``where`` else."""
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise InputError(path, f"missing column(s) {', '.join(missing)}")
+        raise InputError(where, f"missing column(s) {', '.join(missing)}")
     return frame
 
 

@@ -46,7 +46,13 @@ from ..errors import InputError
 from ..provenance import build_provenance
 from .clinical import clinical_summary, read_clinical
 from .design import DEFAULT_DESIGN, StudyDesign
-from .inputs import CytokineResults, FlowResults, load_cytokine_results, load_flow_results
+from .inputs import (
+    CytokineResults,
+    FlowResults,
+    load_cytokine_results,
+    load_flow_results,
+    require_columns,
+)
 from .io import read_study, write_study
 from .manifest import read_manifest, validate_manifest
 from .transforms import FREQUENCY_CLIP_PCT, MFI_COFACTOR, censor_levels, combine_flags, transform
@@ -427,10 +433,7 @@ def assemble(
     if flow_in is not None:
         where = flow_in.source or "flow table"
         inputs.extend(flow_in.inputs)
-        pops = flow_in.table
-        missing = [c for c in ("sample_id", "population") if c not in pops.columns]
-        if missing:
-            raise InputError(where, f"missing column(s) {', '.join(missing)}")
+        pops = require_columns(flow_in.table, ("sample_id", "population"), where)
         mflow = man[man["assay"] == "flow"]
         ids = dict(zip(mflow["file"], mflow["sample_id"]))
         ids.update({s: s for s in mflow["sample_id"]})
@@ -458,10 +461,7 @@ def assemble(
     if cyto_in is not None:
         where = cyto_in.source or "cytokine table"
         inputs.extend(cyto_in.inputs)
-        conc = cyto_in.concentrations
-        missing = [c for c in ("sample_id", "analyte") if c not in conc.columns]
-        if missing:
-            raise InputError(where, f"missing column(s) {', '.join(missing)}")
+        conc = require_columns(cyto_in.concentrations, ("sample_id", "analyte"), where)
         value_col = cytokine_value
         if value_col == "concentration_reported" and value_col not in conc.columns:
             log.warning("%s: no concentration_reported column (an older export): the raw "
