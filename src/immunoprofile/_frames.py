@@ -6,6 +6,8 @@ __all__ = ["is_text_column", "layer_names"]
 
 from typing import Any
 
+from .schema import layer_names  # the one definition lives with the rest of the schema
+
 
 def is_text_column(column: Any) -> bool:
     """True for a column of Python objects or strings.
@@ -19,11 +21,3 @@ def is_text_column(column: Any) -> bool:
     return pd.api.types.is_object_dtype(dtype) or (
         pd.api.types.is_string_dtype(dtype) and not isinstance(dtype, pd.CategoricalDtype))
 
-
-def layer_names(adata: Any) -> list[str]:
-    """Names of an AnnData's layers.
-
-    anndata >= 0.13 also lists ``X`` among ``adata.layers``, under the key ``None``; every
-    listing of layers (key checks, messages, comparisons) must leave it out.
-    """
-    return [key for key in adata.layers if key is not None]

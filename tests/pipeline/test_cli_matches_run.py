@@ -1,7 +1,8 @@
-"""``immunoprofile gate``/``cytokines`` and ``immunoprofile run`` call the same stage functions
-(:func:`immunoprofile.flow.gate_files`, :func:`immunoprofile.cytokine.quantify_files`), so on
-the same inputs and options they write the same bytes: every table byte for byte, every h5ad
-array equal, provenance different only in ``command``/``created`` (issue 13)."""
+"""``immunoprofile gate``/``cytokines``/``assemble`` and ``immunoprofile run`` call the same stage
+functions (:func:`immunoprofile.flow.gate_files`, :func:`immunoprofile.cytokine.quantify_files`,
+:func:`immunoprofile.study.stage.assemble_study`), so on the same inputs and options they write
+the same bytes: every table byte for byte, every h5ad array equal, provenance different only in
+``command``/``created`` (issue 13)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 from click.testing import CliRunner
 
 from immunoprofile._frames import layer_names
@@ -30,6 +32,7 @@ inputs:
   flow: [{flow}]
   plates: [{example / 'plates' / 'plate1.csv'}]
   standards: {example / 'standards.csv'}
+  clinical: {example / 'clinical.csv'}
 flow:
   compensation: fcs
   time_qc: {{enabled: true}}
@@ -39,7 +42,7 @@ cytokine:
   weights: 1/y2
   replicate_means: false
   lloq_policy: half
-assemble: {{enabled: false}}
+assemble: {{enabled: true}}
 compare: {{enabled: false}}
 report: {{enabled: false}}
 outputs:
@@ -99,13 +102,18 @@ def _compare_folders(cli_out: Path, run_out: Path, *, cli_only: set[str] = froze
     return len(run_files)
 
 
-def test_gate_and_cytokines_commands_write_what_run_writes(example_dir: Path,
-                                                           tmp_path: Path) -> None:
-    config = _config(tmp_path, example_dir)
-    summary = run_pipeline(load_config(config))
+@pytest.fixture(scope="module")
+def run_out(example_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``immunoprofile run`` on 3 FCS files and 1 plate: gate, cytokines, assemble."""
+    tmp_path = tmp_path_factory.mktemp("run")
+    summary = run_pipeline(load_config(_config(tmp_path, example_dir)))
     assert summary.exit_code == 0, summary.failures
     assert summary.n_flow == 3 and summary.n_plates == 1
-    run_out = tmp_path / "run"
+    return tmp_path / "run"
+
+
+def test_gate_and_cytokines_commands_write_what_run_writes(example_dir: Path, run_out: Path,
+                                                           tmp_path: Path) -> None:
 
     runner = CliRunner()
     gate_out = tmp_path / "cli_flow"
@@ -127,3 +135,37 @@ def test_gate_and_cytokines_commands_write_what_run_writes(example_dir: Path,
     assert res.exit_code == 0, res.output
     n = _compare_folders(cyto_out, run_out / "cytokines", cli_only={"cytokines.log"})
     assert n >= 8
+
+
+#: What the assemble stage writes beside study.h5ad (the run folder also holds the other stages).
+ASSEMBLE_OUTPUTS = {"study.h5ad", "study.parquet", "period_means.h5ad", "unmatched.tsv",
+                    "provenance.json"}
+
+
+def test_assemble_command_writes_what_run_writes(example_dir: Path, run_out: Path,
+                                                 tmp_path: Path) -> None:
+    out = tmp_path / "cli_study"
+    res = CliRunner().invoke(cli, ["assemble", "--manifest", str(example_dir / "manifest.csv"),
+                                   "--flow", str(run_out / "flow"),
+                                   "--cytokines", str(run_out / "cytokines"),
+                                   "--clinical", str(example_dir / "clinical.csv"),
+                                   "--out", str(out / "study.h5ad"), "-q"])
+    assert res.exit_code == 0, res.output
+    cli_files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    by_visit = {f for f in cli_files if f.startswith("study_by_visit/")}
+    assert cli_files - by_visit - {"assemble.log"} == ASSEMBLE_OUTPUTS  # the log: with -v only
+    assert len(by_visit) >= 2  # the 3 FCS files are week0 and week12 samples
+    for name in sorted(cli_files - {"assemble.log"}):
+        a, b = out / name, run_out / name
+        assert b.is_file(), f"run wrote no {name}"
+        if name.endswith(".h5ad"):
+            _same_h5ad(a, b)
+        elif name == "provenance.json":
+            _same_provenance(a, b)
+        else:  # unmatched.tsv, study.parquet: the very bytes
+            assert a.read_bytes() == b.read_bytes(), name
+    # the run wrote the views the command writes (it used to write study.h5ad alone)
+    run_views = {p.relative_to(run_out).as_posix() for p in (run_out / "study_by_visit").glob("*")}
+    assert run_views == by_visit
+    study = ad.read_h5ad(run_out / "study.h5ad")
+    assert study.n_vars > 0 and "unmatched" in study.uns["immunoprofile"]

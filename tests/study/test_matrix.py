@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from immunoprofile._frames import layer_names
 from immunoprofile.errors import InputError
+from immunoprofile.schema import SCHEMA_VERSION
 from immunoprofile.study.design import DEFAULT_DESIGN
 from immunoprofile.study.matrix import (
     assemble,
@@ -90,8 +91,10 @@ def test_flags_combined_and_cytokine_censoring(study):
         assert cell(study, obs, "IL-4|pg/mL", "censored") == 1
         assert cell(study, obs, "IL-4|pg/mL", "transformed") == pytest.approx(np.log10(floor))
     assert cell(study, "S01|week0", "IL-13|pg/mL", "censored") == 0
-    codes = study.uns["immunoprofile"]["flag_codes"]
-    assert {"ok", "<LLOQ", "below_curve"} <= set(codes["label"])
+    bits = study.uns["immunoprofile"]["flag_bits"]  # the schema's bit mask, its table stored
+    assert {"ok", "<LLOQ", "below_curve"} <= set(bits)
+    assert cell(study, "S01|week0", "IL-4|pg/mL", "flag") == bits["<LLOQ"] == 1 << 4
+    assert cell(study, "S01|week0", "IL-13|pg/mL", "flag") == 0
 
 
 def test_transformed_layer_and_change_from_baseline(study):
@@ -148,8 +151,8 @@ def assert_same(a, b):
         assert list(b.obs[col].cat.categories) == list(a.obs[col].cat.categories)
         assert list(b.obs[col].astype(str)) == list(a.obs[col].astype(str))
     assert str(b.obs["evaluable"].dtype) == "boolean"
-    pd.testing.assert_frame_equal(a.uns["immunoprofile"]["flag_codes"], b.uns["immunoprofile"]["flag_codes"],
-                                  check_dtype=False)
+    assert {k: int(v) for k, v in a.uns["immunoprofile"]["flag_bits"].items()} == \
+        {k: int(v) for k, v in b.uns["immunoprofile"]["flag_bits"].items()}
 
 
 def test_h5ad_round_trip_with_anndata_and_scanpy(study, tmp_path):
@@ -290,7 +293,8 @@ def test_reads_the_schema_1_layout(tmp_path):
     from immunoprofile.study.compare import compare_periods
 
     old = read_study(Path(__file__).parent / "data" / "study_schema1.h5ad")
-    assert old.uns["immunoprofile"]["schema_version"] == "1"
+    assert old.uns["immunoprofile"]["migrated_from"] == "1"  # migrated on read
+    assert old.uns["immunoprofile"]["schema_version"] == SCHEMA_VERSION
     assert old.obs["visit"].cat.ordered and old.obs["period"].cat.ordered
     assert set(layer_names(old)) == {"raw", "transformed", "flag", "change_from_baseline"}
     labels = pd.DataFrame(flag_labels(old), index=old.obs_names, columns=old.var_names)

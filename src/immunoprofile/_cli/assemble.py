@@ -1,14 +1,15 @@
 """``immunoprofile assemble``: manifest + flow/cytokine results + clinical table → study AnnData.
 
-The command only parses options, calls :func:`immunoprofile.study.matrix.assemble` and writes
-the study (``.h5ad``, optionally ``.zarr``), one matrix per visit, the subject × period means,
-the same data as tidy Parquet, ``unmatched.tsv`` (every result without a manifest row and every
+The command only parses options and calls the assemble stage
+(:func:`immunoprofile.study.stage.assemble_study`, as ``immunoprofile run`` does; the outputs
+are written once the inputs assembled, so an invalid input leaves no log file beside ``--out``): the
+study (``.h5ad``, optionally ``.zarr``), one matrix per visit, the subject × period means, the
+same data as tidy Parquet, ``unmatched.tsv`` (every result without a manifest row and every
 manifest row without a result) and ``provenance.json``.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -38,37 +39,18 @@ __all__ = ["command"]
 def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, clinical: Path | None,
             out: Path, zarr: bool, cytokine_value: str, verbosity: Verbosity) -> None:
     """Join flow and cytokine results with the manifest (and clinical table) into one AnnData."""
-    from .._io import write_csv_atomic, write_json_atomic, write_parquet_atomic
     from ..errors import InputError
-    from ..provenance import build_provenance
-    from ..study.matrix import assemble, period_means, split_by_visit, to_tidy, write_study
+    from ..study.stage import assemble_study, write_assemble_outputs
 
     if flow_dir is None and cytokine_dir is None:
         raise InputError(None, "give --flow and/or --cytokines (nothing to assemble)")
-    adata = assemble(manifest, flow_dir=flow_dir, cytokine_dir=cytokine_dir, clinical=clinical,
-                     cytokine_value=cytokine_value)
+    adata = assemble_study(manifest, flow_dir=flow_dir, cytokine_dir=cytokine_dir,
+                           clinical=clinical, cytokine_value=cytokine_value).adata
     # only once the inputs assembled: an exit-2 failure leaves no file beside --out (the
     # assembly's warnings went to stderr)
     add_log_file(out.parent / "assemble.log")
     out = out if out.suffix else out.with_suffix(".h5ad")
-    folder = out.parent
-    written = [write_study(adata, out)]
-    if zarr:
-        written.append(write_study(adata, out.with_suffix(".zarr"), zarr=True))
-    for visit, sub in split_by_visit(adata).items():
-        written.append(write_study(sub, folder / "study_by_visit" / f"{visit}.h5ad"))
-    written.append(write_study(period_means(adata), folder / "period_means.h5ad"))
-    unmatched_path = folder / "unmatched.tsv"
-    write_csv_atomic(unmatched_path, adata.uns["immunoprofile"]["unmatched"], sep="\t")
-    written.append(unmatched_path)
-    tidy_path = out.with_suffix(".parquet")
-    write_parquet_atomic(tidy_path, to_tidy(adata))
-    written.append(tidy_path)
-    inner = json.loads(adata.uns["immunoprofile"]["provenance_json"])
-    write_json_atomic(folder / "provenance.json", build_provenance(
-        inputs=[p["path"] for p in inner.get("inputs", [])],
-        parameters={**inner.get("parameters", {}), "zarr": zarr},
-        extra={"outputs": sorted(str(p) for p in written)}))
+    unmatched_path = write_assemble_outputs(adata, out, zarr=zarr)["unmatched.tsv"]
     n_missing = int((adata.obs["missing_reason"].astype(str) != "").sum())
     n_unmatched = len(adata.uns["immunoprofile"]["unmatched"])
     if n_unmatched:

@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
+from ..schema import QC_FLAGS, SCHEMA_VERSION, decode_flags as _decode, encode_flags, flag_table
+from ..schema import is_drug_readout
 from .curves import MODELS, WEIGHTS, CurveFit, fit_curve
 from .._frames import is_text_column
 
@@ -57,9 +59,7 @@ __all__ = [
 
 
 #: Every flag, in the order they are joined (``ok`` = none of the others).
-FLAGS: tuple[str, ...] = ("ok", "failed_fit", "below_curve", "above_curve", "<LLOQ", ">ULOQ",
-                          "extrapolated", "low_beads", "high_cv", "missing",
-                          "control_out_of_range")
+FLAGS: tuple[str, ...] = ("ok", *QC_FLAGS)  # bit i = FLAGS[i] (immunoprofile.schema)
 #: What ``concentration_reported`` holds for results below the LLOQ (and below the curve).
 LLOQ_POLICIES: tuple[str, ...] = ("keep", "half", "sqrt2", "na")
 
@@ -284,35 +284,18 @@ class PlateResult:
 
 # ---------------------------------------------------------------------------- flags
 def flag_code(flags: str) -> int:
-    """A ``;``-joined flag string as a bit mask (bit ``i`` = ``FLAGS[i]``; ``ok`` = 0)."""
-    code = 0
-    for name in str(flags).split(";"):
-        name = name.strip()
-        if name and name != "ok":
-            code |= 1 << FLAGS.index(name)
-    return code
+    """A ``;``-joined flag string as a bit mask (bit ``i`` = ``FLAGS[i]``; ``ok`` = 0): the
+    codec of :mod:`immunoprofile.schema`."""
+    return encode_flags(flags)
 
 
 def decode_flags(code: int) -> str:
     """The inverse of :func:`flag_code`."""
-    names = [name for i, name in enumerate(FLAGS) if i and int(code) >> i & 1]
-    return ";".join(names) if names else "ok"
+    return _decode(code)
 
 
 def _join_flags(sets: Iterable[set[str]]) -> list[str]:
     return [";".join(f for f in FLAGS[1:] if f in s) or "ok" for s in sets]
-
-
-def _norm_analyte(name: str) -> str:
-    text = re.sub(r"\(\s*\d+\s*\)\s*$", "", str(name)).strip().lower()
-    text = re.sub(r"^hu\s+", "", text)
-    return re.sub(r"[^a-z0-9]", "", text)
-
-
-def is_drug_readout(analyte: str, readouts: Sequence[str]) -> bool:
-    """Whether ``analyte`` names one of ``readouts`` (loose match, see QuantifyOptions)."""
-    key = _norm_analyte(analyte)
-    return any(key == _norm_analyte(r) for r in readouts)
 
 
 # ---------------------------------------------------------------------------- one plate
@@ -877,8 +860,9 @@ def to_anndata(results: Sequence[PlateResult], *, options: QuantifyOptions | Non
     ``lloq`` is the highest and ``uloq`` the lowest plate value), ``X`` = replicate-mean
     ``concentration_reported`` (LLOQ policy and bridging applied), ``layers["raw"]`` = the
     replicate-mean back-calculated concentration, ``layers["cv"]`` = replicate CV (%),
-    ``layers["flag"]`` = flags as an int32 bit mask (bit ``i`` = ``FLAGS[i]``, 0 = ok; decode
-    with :func:`decode_flags`; the table is in ``uns["immunoprofile"]["flag_bits"]``).
+    ``layers["flag"]`` = flags as an int32 bit mask (bit ``i`` = ``FLAGS[i]``, 0 = ok; the codec
+    of :mod:`immunoprofile.schema`, decode with :func:`decode_flags`; the table is in
+    ``uns["immunoprofile"]["flag_bits"]``).
     ``uns["immunoprofile"]["standard_curves"]`` holds the per-plate curves table.
 
     Parameters
@@ -953,9 +937,9 @@ def to_anndata(results: Sequence[PlateResult], *, options: QuantifyOptions | Non
     adata = ad.AnnData(X=X, obs=obs, var=var,
                        layers={"raw": raw, "cv": cv, "flag": flag})
     adata.uns["immunoprofile"] = {
-        "schema_version": "1",
+        "schema_version": SCHEMA_VERSION,
         "assay": "cytokine",
-        "flag_bits": {name: (0 if i == 0 else 1 << i) for i, name in enumerate(FLAGS)},
+        "flag_bits": flag_table(),
         "X": "replicate-mean concentration_reported (LLOQ policy and bridging applied)",
         "options": _uns_safe(options.to_dict()) if options else {},
         "standard_curves": curves_uns,

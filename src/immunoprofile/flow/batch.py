@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InputError
 from ..provenance import build_provenance, sha256_file
 from .._frames import is_text_column
+from ..schema import SCHEMA_VERSION, flow_column, flow_feature
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
@@ -35,15 +36,12 @@ __all__ = [
 ]
 
 #: Layout version of ``flow.h5ad`` / ``populations.csv`` (bump when columns change meaning).
-GATE_SCHEMA_VERSION = "1"
+GATE_SCHEMA_VERSION = SCHEMA_VERSION  # the shared layout's version (immunoprofile.schema)
 
 #: FCS keywords carried into ``obs`` (those present in a file; the rest are left blank).
 KEYWORDS: tuple[str, ...] = ("$DATE", "$BTIM", "$ETIM", "$CYT", "$CYTSN", "$FIL", "$TOT",
                              "$SRC", "$OP", "$INST", "$PROJ", "$VOL")
 
-# Statistics that become AnnData features, in this order, with their feature_type.
-_FEATURE_TYPES = {"count": "count", "pct_parent": "frequency", "pct_total": "frequency",
-                  "mfi": "mfi"}
 
 
 @dataclass
@@ -362,11 +360,10 @@ def _gate_parts(samples: Sequence[SampleGating], *, strategy: Strategy | None,
     var_rows = []
     for pop in populations:
         for column in stat_columns:
-            statistic, marker = (("mfi", column[4:]) if column.startswith("mfi_")
-                                 else (column, ""))
-            var_rows.append({"name": f"{pop}|{column}", "population": pop,
+            feature_type, statistic, marker = flow_column(column)  # type: ignore[misc]
+            var_rows.append({"name": flow_feature(pop, column), "population": pop,
                              "parent": "" if pd.isna(parents.get(pop)) else str(parents[pop]),
-                             "statistic": statistic, "feature_type": _FEATURE_TYPES[statistic],
+                             "statistic": statistic, "feature_type": feature_type,
                              "marker": marker, "column": column})
     var = pd.DataFrame(var_rows, columns=["name", "population", "parent", "statistic",
                                           "feature_type", "marker", "column"])
@@ -377,7 +374,7 @@ def _gate_parts(samples: Sequence[SampleGating], *, strategy: Strategy | None,
         row_of = {sid: i for i, sid in enumerate(sample_ids)}
         long = table.melt(id_vars=["sample_id", "population"], value_vars=stat_columns,
                           var_name="column", value_name="value")
-        names = long["population"].astype(str) + "|" + long["column"].astype(str)
+        names = flow_feature(long["population"].astype(str), long["column"].astype(str))
         col_of = {name: j for j, name in enumerate(var.index)}
         rows = long["sample_id"].map(row_of).to_numpy()
         cols = names.map(col_of).to_numpy()

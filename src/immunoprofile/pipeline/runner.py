@@ -435,8 +435,7 @@ def _study_stage(config: PipelineConfig, manifest: Any, design: Any,
                  summary: RunSummary) -> StageResult:
     if not config.assemble.enabled:
         return StageResult("assemble", "skipped", "disabled in the config")
-    from .._io import write_h5ad_atomic
-    from ..study import matrix
+    from ..study.stage import assemble_study
 
     flow_dir = config.out_dir / "flow"
     cytokine_dir = config.out_dir / "cytokines"
@@ -447,16 +446,12 @@ def _study_stage(config: PipelineConfig, manifest: Any, design: Any,
         "design": design,
         "drug_readouts": tuple(config.cytokine.drug_readouts),
     }
-    adata = matrix.assemble(manifest, **kwargs)
-    path = config.out_dir / "study.h5ad"
-    write_h5ad_atomic(path, adata)
-    unmatched = adata.uns.get("immunoprofile", {}).get("unmatched")
-    if unmatched is not None:
-        from .._io import write_csv_atomic
-
-        write_csv_atomic(config.out_dir / "unmatched.tsv", unmatched, sep="\t")
+    # the manifest's path, not the table read from it: relative plate files resolve against its
+    # folder and it is recorded in the provenance, as `immunoprofile assemble` does
+    result = assemble_study(config.inputs.manifest, out=config.out_dir / "study.h5ad", **kwargs)
+    adata = result.adata
     summary_msg = f"{adata.n_obs} sample(s) × {adata.n_vars} feature(s)"
-    return StageResult("assemble", "done", summary_msg, [path])
+    return StageResult("assemble", "done", summary_msg, list(result.written.values()))
 
 
 def _compare_stage(config: PipelineConfig, design: Any, summary: RunSummary) -> StageResult:

@@ -21,6 +21,7 @@ from .collect import RunData, collect_run
 from .plots import curve_grid, figure_png, forest_plot, trajectory_grid
 from .qc import flow_sample_qc, plate_qc, robust_outliers
 from .._frames import is_text_column
+from ..schema import feature_labels  # noqa: F401 - public here too (report.build.feature_labels)
 
 __all__ = ["build_report", "ReportSummary", "feature_labels"]
 
@@ -270,35 +271,6 @@ def _protocol_order(study) -> Any:
         return (0, *hit, _natural(sample_id)) if hit else (1, (), np.inf, _natural(sample_id))
 
     return key
-
-
-def feature_labels(var: pd.DataFrame) -> dict[str, str]:
-    """Feature name -> the label a reader expects: ``Th2 % of CD4+CD8-``, ``Th2 % of all
-    events``, ``Th2 count``, ``Th2 MFI CD4``, ``IL-13 (pg/mL)``."""
-    def leaf(path: Any) -> str:
-        text = "" if path is None or (isinstance(path, float) and np.isnan(path)) else str(path)
-        return text.rstrip("/").rsplit("/", 1)[-1] if text and text != "nan" else ""
-
-    names = {"mfi": "MFI", "median": "MFI", "gmean": "geo. mean", "rcv": "rCV"}
-    labels = {}
-    for name, row in var.iterrows():
-        get = (lambda k: row[k] if k in row.index and pd.notna(row[k]) else "")
-        statistic, population = str(get("statistic")), leaf(get("population"))
-        parent, marker, unit = leaf(get("parent")), str(get("marker")), str(get("unit"))
-        if get("feature_type") == "concentration" or (get("analyte") and not population):
-            label = f"{get('analyte') or name} ({unit})" if unit else str(get("analyte") or name)
-        elif statistic == "pct_parent" and population:
-            label = f"{population} % of {parent or 'all events'}"
-        elif statistic == "pct_total" and population:
-            label = f"{population} % of all events"
-        elif statistic == "count" and population:
-            label = f"{population} count"
-        elif population and statistic.split("_")[0] in names:
-            label = f"{population} {names[statistic.split('_')[0]]} {marker}".strip()
-        else:
-            label = leaf(str(name).split("|")[0]) or str(name)
-        labels[str(name)] = label
-    return labels
 
 
 def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int,

@@ -81,7 +81,7 @@ log = logging.getLogger(__name__)
 DEFAULT_FAMILIES: dict[str, str] = {
     "pharmacokinetic": "drug_readout == True",
     "flow": "assay == 'flow' and feature_type == 'frequency' and statistic == 'pct_parent'",
-    "flow_mfi": "assay == 'flow' and feature_type == 'mfi' and statistic == 'median'",
+    "flow_mfi": "assay == 'flow' and feature_type == 'mfi' and statistic == 'mfi'",
     "cytokine": "assay == 'cytokine' and feature_type == 'concentration'",
 }
 DEFAULT_CONTRASTS: tuple[tuple[str, str], ...] = (

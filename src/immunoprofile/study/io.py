@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .._frames import layer_names
 from .._io import write_h5ad_atomic
 from ..errors import InputError
+from ..schema import SCHEMA_VERSION, migrate
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata as ad
@@ -77,6 +78,8 @@ def write_study(adata: ad.AnnData, out_path: str | os.PathLike[str], *, zarr: bo
 def read_study(path: str | os.PathLike[str]) -> ad.AnnData:
     """Read a study written by :func:`write_study` (``.h5ad`` file or ``.zarr`` folder).
 
+    Files of an older schema are migrated on read (:func:`immunoprofile.schema.migrate`).
+
     Raises
     ------
     InputError
@@ -95,4 +98,7 @@ def read_study(path: str | os.PathLike[str]) -> ad.AnnData:
         raise InputError(p, f"cannot read as AnnData ({type(exc).__name__}: {exc})") from exc
     if "immunoprofile" not in adata.uns or "period" not in adata.obs.columns:
         raise InputError(p, "not an immunoprofile study (no uns['immunoprofile'] / obs['period'])")
-    return adata
+    try:
+        return migrate(adata)  # an older schema's file reads as today's
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(p, f"cannot bring to schema {SCHEMA_VERSION}: {exc}") from exc

@@ -2,14 +2,15 @@
 
 Contract: :func:`assemble` returns ONE AnnData per study with obs = every subject × protocol visit
 (``"S01|week4"``; missing visits stay as NaN rows with a recorded reason, never dropped or imputed),
-var = features, ``X`` = the primary value and layers ``raw``, ``transformed``, ``flag`` (integer
-codes, table in ``uns["immunoprofile"]["flag_codes"]``), ``censored`` (1 = left-censored below
+var = features, ``X`` = the primary value and layers ``raw``, ``transformed``, ``flag`` (the bit
+mask of :mod:`immunoprofile.schema`, table in ``uns["immunoprofile"]["flag_bits"]``; decode with
+:func:`~immunoprofile.study.views.flag_labels`), ``censored`` (1 = left-censored below
 the LLOQ), ``back_calculated`` (cytokines: the raw back-calculated concentration, before bridging
 and the LLOQ policy) and ``change_from_baseline``. Nothing is dropped silently: every result
 without a manifest row and every manifest row without a result is in
 ``uns["immunoprofile"]["unmatched"]`` (``unmatched.tsv``). Everything
 else here (:func:`split_by_visit`, :func:`period_means`, :func:`to_tidy`, :func:`write_study`) reads
-or writes that object.
+or writes that object; the names they share with the other files are in :mod:`immunoprofile.schema`.
 
 Layer conventions (also stored in ``uns["immunoprofile"]["transforms"]``):
 
@@ -44,6 +45,19 @@ from typing import TYPE_CHECKING, Any
 from .._frames import is_text_column
 from ..errors import InputError
 from ..provenance import build_provenance
+from ..schema import (
+    DEFAULT_DRUG_READOUTS,
+    FLAG_BITS,
+    SCHEMA1_FLAG_CODES,
+    SCHEMA_VERSION,
+    UNITS,
+    cytokine_feature,
+    encode_flags,
+    flag_table,
+    flow_column,
+    flow_feature,
+    is_drug_readout,
+)
 from .clinical import clinical_summary, read_clinical
 from .design import DEFAULT_DESIGN, StudyDesign
 from .inputs import (
@@ -70,22 +84,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
-# Anakinra is recombinant IL-1Ra: an IL-1RA bead measures the drug, not the disease.
-DEFAULT_DRUG_READOUTS: tuple[str, ...] = ("IL-1RA", "IL-1ra", "IL1RA", "IL-1Ra", "IL1ra")
 
-# Fixed codes of the flag layer; observed cytokine flag combinations get codes from 10 upward.
-FLAG_MISSING: dict[int, str] = {
-    0: "ok",
-    1: "missing: visit not attended",
-    2: "missing: after dropout",
-    3: "missing: assay not scheduled at this visit",
-    4: "missing: sample listed in the manifest but absent from the results",
-    5: "missing: value not available for this sample",
-}
-_FIRST_OBSERVED_CODE = 10
-
-_FLOW_UNITS = {"frequency": "%", "mfi": "MFI", "count": "events"}
+#: Why a value is missing, numbered 1-5 (0 = not missing): the reason of a cell; the flag layer
+#: stores reason ``k`` as bit ``15 + k`` (:data:`immunoprofile.schema.MISSING_FLAGS`).
+FLAG_MISSING: dict[int, str] = SCHEMA1_FLAG_CODES
 _QC_TYPES = {"standard", "background", "control"}
 
 
@@ -116,16 +118,9 @@ def _flow_features(pops: pd.DataFrame, ids: dict[str, str], statistics: tuple[st
 
     stat_cols: list[tuple[str, str, str, str]] = []  # column, feature_type, statistic, marker
     for col in pops.columns:
-        if col in ("pct_parent", "pct_total") and col in statistics:
-            stat_cols.append((col, "frequency", col, ""))
-        elif col == "count" and "count" in statistics:
-            stat_cols.append((col, "count", "count", ""))
-        elif col.startswith("mfi_") and "mfi" in statistics:
-            stat_cols.append((col, "mfi", "median", col[4:]))
-        elif col.startswith("gmean_") and "gmean" in statistics:
-            stat_cols.append((col, "mfi", "gmean", col[6:]))
-        elif col.startswith("rcv_") and "rcv" in statistics:
-            stat_cols.append((col, "mfi", "rcv", col[4:]))
+        kind = flow_column(str(col))
+        if kind is not None and kind[1] in statistics:
+            stat_cols.append((col, *kind))
     if not stat_cols:
         raise InputError(path, f"none of the requested statistics {statistics} are columns here")
     populations = list(dict.fromkeys(pops["population"].astype(str)))  # file order = strategy order
@@ -136,15 +131,15 @@ def _flow_features(pops: pd.DataFrame, ids: dict[str, str], statistics: tuple[st
         values = pd.to_numeric(pops[col], errors="coerce")
         if values.notna().sum() == 0:
             continue  # e.g. an MFI column for a marker that only exists in other files
-        names = pops["population"].astype(str) + "|" + col
+        names = flow_feature(pops["population"].astype(str), col)
         long_parts.append(pd.DataFrame({"sample_id": pops["_sid"].to_numpy(),
                                         "feature": names.to_numpy(),
                                         "value": values.to_numpy(dtype=float)}))
         for pop in populations:
             var_rows.append({
-                "feature": f"{pop}|{col}", "feature_type": ftype, "assay": "flow",
+                "feature": flow_feature(pop, col), "feature_type": ftype, "assay": "flow",
                 "population": pop, "parent": str(parents.get(pop, "")) if len(parents) else "",
-                "marker": marker, "analyte": "", "statistic": stat, "unit": _FLOW_UNITS[ftype],
+                "marker": marker, "analyte": "", "statistic": stat, "unit": UNITS[ftype],
                 "drug_readout": False, "_order": (populations.index(pop), len(var_rows)),
             })
     long = pd.concat(long_parts, ignore_index=True) if long_parts else \
@@ -307,13 +302,13 @@ def _cytokine_features(conc: pd.DataFrame, manifest_cyto: pd.DataFrame, value_co
                        plate=("plate", "first"), dilution=("dilution", "first"),
                        bridging_factor=("bridging_factor", "first")).reset_index()
     long = long.rename(columns={"_sid": "sample_id"})
-    long["feature"] = long["analyte"] + "|" + long["unit"].where(long["unit"] != "", "conc")
-    drug = {d.lower() for d in drug_readouts}
+    long["feature"] = cytokine_feature(long["analyte"], long["unit"])
     var = (long.drop_duplicates("feature")[["feature", "analyte", "unit"]]
                .sort_values("feature", kind="stable"))
     var = var.assign(feature_type="concentration", assay="cytokine", population="", parent="",
                      marker="", statistic="concentration",
-                     drug_readout=var["analyte"].str.lower().isin(drug))
+                     drug_readout=var["analyte"].map(lambda a: is_drug_readout(a, drug_readouts))
+                     .astype(bool))
     qc_cols = [c for c in ("sample_id", "plate", "well", "sample_type", "analyte", "value", "flag")
                if c in qc.columns]
     qc = qc[qc_cols].rename(columns={"value": "concentration"}).sort_values(
@@ -587,16 +582,22 @@ def assemble(
         reasons.append("; ".join(parts))
     obs["missing_reason"] = reasons
 
-    # Flag codes: fixed missing codes, then every observed flag combination (sorted, stable).
-    observed = sorted({f for f in flag_text.ravel() if f and f != "ok"})
-    labels = {**FLAG_MISSING, **{_FIRST_OBSERVED_CODE + k: f for k, f in enumerate(observed)}}
-    code_of = {lab: c for c, lab in labels.items() if c >= _FIRST_OBSERVED_CODE}
-    flag = missing_code.copy()
+    # The flag layer, the bit mask of immunoprofile.schema: a missing reason's bit, else the QC
+    # flags of the cell's result (flags outside the vocabulary get bits 24-30, in the table).
     present = flag_text != ""
-    observed_codes = np.vectorize(lambda f: code_of.get(f, 0), otypes=[np.int32])(flag_text)
-    flag[present] = observed_codes[present]
-    flag[present & np.isnan(raw) & (flag == 0)] = 5
-    flag[~present & (flag == 0)] = 5  # sample measured, this feature not (e.g. absent gate)
+    texts = sorted(set(flag_text[present].tolist()))
+    try:
+        table = flag_table(t.strip() for f in texts for t in f.split(";") if t.strip())
+    except ValueError as exc:
+        raise InputError(None, f"cytokine flags: {exc}") from exc
+    reason_bit = np.array([0] + [1 << FLAG_BITS[FLAG_MISSING[k]] for k in range(1, 6)],
+                          dtype=np.int32)
+    flag = reason_bit[missing_code]
+    code_of = {f: encode_flags(f, table) for f in texts}
+    flag[present] = np.array([code_of[f] for f in flag_text[present].tolist()], dtype=np.int32)
+    no_value = reason_bit[5]
+    flag[present & np.isnan(raw) & (flag == 0)] = no_value
+    flag[~present & (flag == 0)] = no_value  # sample measured, this feature not (e.g. absent gate)
 
     transformed, floors, censored = transform(raw, var, np.where(present, flag_text, "").astype(str),
                                                floors_given)
@@ -639,8 +640,7 @@ def assemble(
         },
         "design": design.to_dict(),
         "assays": np.array(assays_used, dtype=object),
-        "flag_codes": pd.DataFrame({"code": np.array(list(labels), dtype=np.int64),
-                                    "label": list(labels.values())}),
+        "flag_bits": table,
         "transforms": {
             "frequency": f"logit(p/100), p clipped to [{FREQUENCY_CLIP_PCT}, {100 - FREQUENCY_CLIP_PCT}] %",
             "mfi": f"asinh(x/{MFI_COFACTOR:g})",
@@ -656,12 +656,13 @@ def assemble(
             "mfi_cofactor": MFI_COFACTOR,
             "frequency_clip_pct": FREQUENCY_CLIP_PCT,
         },
-        "provenance_json": json.dumps(build_provenance(
+        # no timestamp inside the h5ad (provenance.json beside it has one): same inputs, same file
+        "provenance_json": json.dumps(_without_created(build_provenance(
             inputs=[p for p in dict.fromkeys(inputs) if p.is_file()],
             parameters={"flow_statistics": list(flow_statistics), "cytokine_value": cytokine_value,
                         "drug_readouts": list(drug_readouts), "doses": doses,
                         "design": design.to_dict()},
-            command="immunoprofile.study.assemble"), sort_keys=True, default=str),
+            command="immunoprofile.study.assemble")), sort_keys=True, default=str),
     })
     adata = ad.AnnData(X=raw.copy(), obs=obs, var=var)
     adata.layers["raw"] = raw
@@ -675,6 +676,10 @@ def assemble(
     adata.uns["immunoprofile"] = uns
     return adata
 
+
+
+def _without_created(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "created"}
 
 
 def _uns_frame(frame: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..schema import canonical_flags
+
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
@@ -20,11 +22,9 @@ FREQUENCY_CLIP_PCT = 0.01
 
 
 def combine_flags(flags: pd.Series) -> str:
-    """The flags of replicate wells as one ``;``-joined set (``ok`` only when nothing else)."""
-    tokens = sorted({t.strip() for f in flags.dropna().astype(str) for t in f.split(";") if t.strip()})
-    if len(tokens) > 1 and "ok" in tokens:
-        tokens.remove("ok")
-    return ";".join(tokens) if tokens else "ok"
+    """The flags of replicate wells as one ``;``-joined set in the schema's bit order (``ok``
+    only when nothing else)."""
+    return canonical_flags(flags.dropna().astype(str))
 
 
 _BELOW = ("below_curve", "<LLOQ")  # flags that censor a value without a number

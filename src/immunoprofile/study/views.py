@@ -17,12 +17,19 @@ __all__ = ["flag_labels", "split_by_visit", "period_means", "to_tidy"]
 
 
 def flag_labels(adata: ad.AnnData) -> np.ndarray:
-    """The flag layer decoded to strings (same shape as ``X``)."""
+    """The flag layer decoded to strings (same shape as ``X``): ``ok``, ``below_curve;<LLOQ``,
+    ``missing: visit not attended`` ... (schema 1's integer codes decode too)."""
     import numpy as np
 
-    table = adata.uns["immunoprofile"]["flag_codes"]
-    lookup = dict(zip(np.asarray(table["code"]).tolist(), np.asarray(table["label"]).tolist()))
+    from ..schema import SCHEMA1_FLAG_CODES, decode_flag_array
+
+    meta = adata.uns["immunoprofile"]
     codes = np.asarray(adata.layers["flag"])
+    if "flag_bits" in meta:
+        return decode_flag_array(codes, dict(meta["flag_bits"]))
+    table = meta.get("flag_codes")  # schema 1, read without migrate
+    lookup = dict(SCHEMA1_FLAG_CODES) if table is None else \
+        dict(zip(np.asarray(table["code"]).tolist(), np.asarray(table["label"]).tolist()))
     return np.vectorize(lambda c: lookup.get(int(c), f"code {int(c)}"), otypes=[object])(codes)
 
 

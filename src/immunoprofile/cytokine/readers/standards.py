@@ -22,6 +22,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ...errors import InputError
+from ...schema import analyte_key
 from . import PlateData, classify_sample, read_text, to_float, well_sort_key
 
 if TYPE_CHECKING:
@@ -65,11 +66,7 @@ def _header_key(header: str) -> tuple[str, str]:
     return key, unit
 
 
-def _norm_analyte(name: str) -> str:
-    """Loose analyte key: ``Hu IL-6 (19)`` (Bio-Plex: species prefix, bead region) → ``il6``."""
-    text = re.sub(r"\(\s*\d+\s*\)\s*$", "", str(name).strip().lower())
-    text = re.sub(r"^(?:hu|human)\s+", "", text)
-    return re.sub(r"[^0-9a-z]", "", text)
+_norm_analyte = analyte_key  # the loose analyte key of immunoprofile.schema
 
 
 _STD_NAME = re.compile(r"^(?:standard|std|s|cal|calibrator)[\s_\-]*0*(\d+)$")
