@@ -14,6 +14,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from immunoprofile.schema import migrate
 from immunoprofile.study.compare import DEFAULT_QC_POPULATIONS, _assign_families, _qc_mask
 from immunoprofile.study.design import DEFAULT_DESIGN
 
@@ -111,7 +112,10 @@ def study_from_long(long: pd.DataFrame, clinical: pd.DataFrame) -> ad.AnnData:
     adata.layers["transformed"] = X
     adata.layers["raw"] = np.where(var["feature_type"].eq("concentration").to_numpy(), 10.0 ** X, X)
     adata.layers["censored"] = C
-    return adata
+    # the committed long tables (tests/study/data/r_reference) were written from schema-1 studies
+    # (the MFI statistic named "median"): read them as read_study reads a schema-1 file
+    adata.uns["immunoprofile"] = {"schema_version": "1"}
+    return migrate(adata)
 
 
 def edge_case_long(seed: int = 20261201) -> tuple[pd.DataFrame, pd.DataFrame]:
