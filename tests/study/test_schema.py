@@ -137,11 +137,14 @@ def test_schema1_study_migrates_to_what_assemble_writes_today(trial_factory, tmp
     assert list(old.var_names) == list(new.var_names)
     assert set(schema.layer_names(old)) == set(schema.layer_names(new))
     for layer in schema.layer_names(new):
-        np.testing.assert_array_equal(np.asarray(old.layers[layer]), np.asarray(new.layers[layer]),
-                                      err_msg=layer)
+        x, y = np.asarray(old.layers[layer]), np.asarray(new.layers[layer])
+        if np.issubdtype(y.dtype, np.integer):  # flag, censored: exactly
+            np.testing.assert_array_equal(x, y, err_msg=layer)
+        else:  # the fixture's numbers came from pandas 2: pandas 3's means differ in the last bit
+            np.testing.assert_allclose(x, y, rtol=1e-12, atol=1e-12, equal_nan=True, err_msg=layer)
     assert old.layers["flag"].dtype == np.int32
-    pd.testing.assert_frame_equal(old.obs, new.obs)
-    pd.testing.assert_frame_equal(old.var, new.var)
+    pd.testing.assert_frame_equal(old.obs, new.obs, check_exact=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(old.var, new.var, check_exact=False, rtol=1e-12)
     uo, un = dict(old.uns["immunoprofile"]), dict(new.uns["immunoprofile"])
     assert set(uo) - {"migrated_from"} == set(un)
     assert {k: int(v) for k, v in uo["flag_bits"].items()} == un["flag_bits"]
