@@ -44,8 +44,14 @@ Older versions (checked against each version's own counts on the FlowJo tutorial
 - Mac 8.x/9.x draw gates on a 256-bin display of each parameter (log: ``lowValue`` over
   ``decades``; linear: 0 .. ``highValue``) and store whole-bin coordinates (8.5.3 rounded to 4
   decimals): they are snapped back onto that grid, rectangle bounds half a channel below the
-  bin (:meth:`_Converter.snap`). FlowJo 7-9 ellipses are not reproduced exactly (module
-  tests print the differences; the note of issue 11 has the evidence).
+  bin (:meth:`_Converter.snap`).
+- FlowJo-compatibility rules (:func:`flowjo_compat_rules`, on by default, ``flowjo_compat=False``
+  for the exact stored shapes): FlowJo 7.2 evaluates polygons and ellipses on its 256-bin
+  display (an event at its bin's lower corner); 7.x and Mac 8.x/9.x count an ellipse as a
+  slightly larger (7.x) / smaller (Mac) shape, modelled as its circumscribed / inscribed
+  11-gon. Each rule was derived on one population and confirmed on held-out ones (evidence at
+  ``_COMPAT_RULES``); 10.x and unmeasured versions get the exact shapes. The strategy's
+  ``meta["flowjo_compat"]`` says which rules were applied.
 """
 
 from __future__ import annotations
