@@ -1165,8 +1165,9 @@ class _Converter:
                         top = None
                     break
             if top is None or not top > 0:
-                raise self.ctx.fail(where, f"ellipse on linear {channel!r}: no $PnR keyword to "
-                                           "place FlowJo's 256-bin display coordinates")
+                raise self.ctx.fail(where, f"linear axis {channel!r} has no $PnR keyword to "
+                                           "place FlowJo's 256-bin display (needed by an "
+                                           "ellipse, or by FlowJo 7.2's binned gates)")
             self.transforms[key] = tr.LinearTransform(top, 0.0)
         return key
 
