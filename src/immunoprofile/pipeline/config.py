@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from .._options import resolve_path
 from ..cytokine.options import CytokineOptions
 from ..errors import InputError
-from ..flow.options import GateOptions, TimeQCSetting
+from ..flow.options import CompensateOptions, GateOptions, TimeQCSetting
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "Problem", "ConfigError", "PipelineConfig", "InputsConfig",
@@ -111,8 +111,9 @@ class InputsConfig(_Model):
 TimeQCConfig = TimeQCSetting
 
 
-class ControlSet(_Model):
-    """Single-stain compensation controls of one acquisition day (``immunoprofile compensate``)."""
+class ControlSet(CompensateOptions):
+    """Single-stain compensation controls of one acquisition day (``immunoprofile compensate``;
+    how the matrix is computed: :class:`~immunoprofile.flow.options.CompensateOptions`)."""
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
                              description="Folder name of its outputs (default: the date, else "

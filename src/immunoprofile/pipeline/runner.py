@@ -318,8 +318,8 @@ def compensation_from_controls(config: PipelineConfig, out_dir: Path, *,
     for k, cset in enumerate(config.flow.compensation_controls, start=1):
         name = cset.name or (cset.date.isoformat() if cset.date else f"set{k}")
         files = expand_fcs_inputs(cset.controls)
-        estimate = estimate_spillover(files, unstained=cset.unstained, channels=cset.channels,
-                                      gate=cset.gate)
+        estimate = estimate_spillover(files, cset, unstained=cset.unstained,
+                                      channels=cset.channels, gate=cset.gate)
         written = write_spillover_outputs(
             out_dir / name, estimate, command=f"immunoprofile run {config.source}",
             inputs=[p for p in (cset.channels, cset.gate) if p is not None],
