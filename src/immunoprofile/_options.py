@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
+import textwrap
 import types
 import typing
 from collections.abc import Callable
@@ -161,7 +162,11 @@ def takes_options(model: type[StageOptions]) -> Callable[[F], F]:
                  for n in fields]
         params = list(sig.parameters.values())
         wrapper.__signature__ = sig.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
-        wrapper.__doc__ = (fn.__doc__ or "") + _fields_doc(model, fields)
+        doc, extra_doc = fn.__doc__ or "", _fields_doc(model, fields)
+        # numpydoc order: Other Parameters right after Parameters
+        head, sep, tail = doc.partition("\n    Returns\n")
+        wrapper.__doc__ = (head.rstrip() + extra_doc + "\n" + sep.lstrip("\n") + tail
+                           if sep else doc + extra_doc)
         wrapper.options_model = model  # type: ignore[attr-defined]
         return wrapper  # type: ignore[return-value]
 
@@ -181,9 +186,13 @@ def _fields_doc(model: type[StageOptions], names: list[str]) -> str:
     lines = ["", "", "    Other Parameters", "    ----------------"]
     for name in names:
         field = model.model_fields[name]
-        lines.append(f"    {name}")
-        lines.append(f"        {field.description or ''} Default {_default(model, name)!r} "
-                     f"(:class:`{model.__module__}.{model.__name__}`).".replace("  ", " "))
+        default = _default(model, name)
+        shown = ("on" if default.enabled else "off") if _nested_switch(field.annotation) \
+            else repr(default)
+        text = " ".join(f"{field.description or ''} Default {shown}.".split())
+        lines += [f"    {name}", *textwrap.wrap(text, 96, initial_indent=" " * 8,
+                                                subsequent_indent=" " * 8)]
+    lines.append(f"        (The fields of :class:`{model.__module__}.{model.__name__}`.)")
     return "\n".join(lines) + "\n"
 
 

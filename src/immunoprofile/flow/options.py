@@ -116,7 +116,8 @@ class GateOptions(StageOptions):
                        Cli(help="Remove bad stretches of acquisition (clogs, surges, drift) "
                                 "found along Time as a root gate TimeQC (thresholds: "
                                 "flow.time_qc in a config).")] = Field(
-        default_factory=TimeQCSetting)
+        default_factory=TimeQCSetting, description="Time QC: on/off (True/False) and its "
+                                                   "thresholds (TimeQCOptions).")
     membership: bool = Field(False, description="Also write membership/<sample_id>.parquet (one "
                                                 "boolean column per population).")
 
