@@ -46,7 +46,7 @@ STAGES = {
                    {"name", "date", "controls", "unstained", "channels", "gate"},
                    ("immunoprofile.flow.spillover_estimation", "estimate_spillover"), set()),
 }
-INVOKED = ["gate", "cytokines"]
+INVOKED = ["gate", "cytokines", "compensate"]
 
 #: A value other than the default for every field, as the config gives it and as flags.
 CHANGED: dict[str, dict[str, tuple[Any, list[str]]]] = {
@@ -72,6 +72,11 @@ CHANGED: dict[str, dict[str, tuple[Any, list[str]]]] = {
         "drug_readouts": (["IL-1RA", "IL-1b"], ["--drug-readout", "IL-1RA",
                                                 "--drug-readout", "IL-1b"]),
         "repair": (False, ["--no-repair"]),
+    },
+    "compensate": {
+        "population": ("Singlets", ["--population", "Singlets"]),
+        "method": ("median", ["--method", "median"]),
+        "positive_quantile": (0.99, ["--positive-quantile", "0.99"]),
     },
 }
 
@@ -148,12 +153,17 @@ def _invoke(stage: str, args: list[str], tmp_path: Path, monkeypatch) -> Any:
 
     def fake(*a, **kw):
         seen.append(a[2] if len(a) > 2 else kw.get("options", a[1]))
-        return types.SimpleNamespace(samples=[], results=[], failures=[], written={})
+        return types.SimpleNamespace(samples=[], results=[], failures=[], written={},
+                                     warnings=[], controls=[], detectors=[])
 
     monkeypatch.setattr(importlib.import_module(module), name, fake)
-    data = tmp_path / ("a.fcs" if stage == "gate" else "plate.csv")
+    data = tmp_path / ("plate.csv" if stage == "cytokines" else "a.fcs")
     data.write_text("x")
-    extra = ["--strategy", str(data)] if stage == "gate" else []
+    extra = {"gate": ["--strategy", str(data)], "compensate": ["--unstained", str(data)]
+             }.get(stage, [])
+    if stage == "compensate":
+        monkeypatch.setattr(importlib.import_module(module), "write_spillover_outputs",
+                            lambda *a, **kw: {})
     res = CliRunner().invoke(cli, [stage, str(data), *extra, *args, "--out",
                                    str(tmp_path / "out"), "-q"])
     assert res.exit_code == 0, res.output
@@ -182,8 +192,13 @@ def test_cli_and_config_give_the_function_the_same_options(stage, tmp_path, monk
     assert set(changed) == set(cli_fields(model))
     args = [a for _, flag_args in changed.values() for a in flag_args]
     from_cli = model.merge(_invoke(stage, args, tmp_path, monkeypatch))
-    config = load_config(_config(tmp_path, {k: v for k, (v, _) in changed.items()}, attr))
-    from_config = model.merge(getattr(config, attr))
+    values = {k: v for k, (v, _) in changed.items()}
+    if attr is None:  # compensate: one set of flow.compensation_controls
+        values = {"compensation": "controls", "compensation_controls": [
+            {"controls": ["c"], "unstained": "u.fcs", **values}]}
+    config = load_config(_config(tmp_path, values, attr or "flow"))
+    section = getattr(config, attr or "flow")
+    from_config = model.merge(section if attr else section.compensation_controls[0])
     assert from_cli == from_config
     for field in changed:
         assert getattr(from_cli, field) != _default(model, field), field
