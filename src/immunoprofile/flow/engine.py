@@ -186,6 +186,8 @@ class _Plan:
         self.data_cuts: dict[tuple[AnyDimension, tuple[float, ...]], list[float]] = {}
         #: gate id -> decided without transforming any value
         self.untransformed: dict[str, bool] = {}
+        #: compensation -> scratch buffers its blocks reuse
+        self.buffers: dict[str, dict[str, NDArray[Any]]] = {}
 
     def channel(self, name: str) -> str:
         """The ``$PnN`` a dimension's channel or marker name resolves to in this file."""
@@ -258,7 +260,11 @@ class _Evaluation:
         if group is None:
             spill = self.matrix_for(compensation)
             needed = self.plan.channels(compensation)
-            group = self.groups[compensation] = _CompGroup(self.events, self.fcs, spill, needed)
+            # row-local blocks reuse one set of buffers per compensation (see ``scratch``)
+            buffers = (self.plan.buffers.setdefault(compensation, {}) if self.plan.row_local
+                       else None)
+            group = self.groups[compensation] = _CompGroup(self.events, self.fcs, spill, needed,
+                                                           buffers)
         return group
 
     def channel_values(self, compensation: str, name: str,
@@ -473,13 +479,13 @@ class _CompGroup:
     """Compensated float64 values of the channels the gates use under one compensation."""
 
     def __init__(self, events: NDArray[Any], fcs: FCSData, spill: Spillover | None,
-                 needed: list[str]) -> None:
+                 needed: list[str], buffers: dict[str, NDArray[Any]] | None = None) -> None:
         self.spill = spill
         cols = [fcs.channel_index(c) for c in needed]
         n = events.shape[0]
         if n <= _BLOCK_ROWS:  # a block of a row-local strategy: one product
             # float64 before compensating: gate boundaries are compared exactly
-            out = compensated_channels(events, fcs.channels, spill, cols)
+            out = compensated_channels(events, fcs.channels, spill, cols, buffers=buffers)
         else:
             out = np.empty((len(needed), n), dtype=np.float64)
             for start in range(0, n, _BLOCK_ROWS):
@@ -620,9 +626,12 @@ def evaluate(strategy: Strategy, fcs: FCSData, *,
     n = fcs.n_events
     plan.row_local = _row_local(strategy)
     step = _GATE_BLOCK_ROWS if plan.row_local else max(n, 1)
-    masks = {pid: np.empty(n, dtype=bool) for pid in order}
-    compensated: dict[str, NDArray[np.floating]] = {}
+    # one 2-D allocation each (rows are the per-population masks / per-channel columns): a
+    # large array is backed by huge pages where the system offers them, so writing it costs a
+    # few hundred page faults instead of one per 4 KiB
+    masks = dict(zip(order, np.empty((len(order), n), dtype=bool)))
     dtype = fcs.events.dtype if fcs.events.dtype.kind == "f" else np.dtype(np.float64)
+    compensated: dict[str, NDArray[np.floating]] = {}
     fits: dict[str, Any] = {}
     for start in range(0, max(n, 1), step):
         rows = slice(start, min(start + step, n))
@@ -631,9 +640,9 @@ def evaluate(strategy: Strategy, fcs: FCSData, *,
             masks[pid][rows] = run.population(pid)
         fits = run.fits
         group = run.groups.get(FCS_SPILLOVER)
+        if group is not None and not compensated:
+            compensated = dict(zip(group.values, np.empty((len(group.values), n), dtype=dtype)))
         for channel, values in (group.values.items() if group is not None else ()):
-            if channel not in compensated:
-                compensated[channel] = np.empty(n, dtype=dtype)
             compensated[channel][rows] = values
     parents, paths = _hierarchy(strategy, order)
     return GatingResult(
