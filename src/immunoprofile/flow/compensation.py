@@ -416,6 +416,11 @@ def compensate(events: np.ndarray, channel_names: Sequence[str], spillover: Spil
     return _apply(ev, idx, spillover.inverse, out_cols, dtype)
 
 
+#: Rows compensated per product in :func:`compensated_channels` (a dozen float64 columns of
+#: this many rows stay in L2, which makes the product ~2x faster than on 32k-row blocks).
+_SUB_ROWS = 1 << 13
+
+
 def scratch(buffers: dict[str, np.ndarray] | None, key: str, shape: tuple[int, ...],
             dtype: np.dtype | type = np.float64) -> np.ndarray:
     """A C-contiguous array of ``shape`` (contents undefined), reusing ``buffers[key]``'s memory.
@@ -480,15 +485,27 @@ def compensated_channels(block: np.ndarray, channel_names: Sequence[str],
             m[k, :len(idx)] = spillover.inverse[:, where[col]]
         else:
             m[k, at[col]] = 1.0
-    # the used columns channel-major in float64 (one pass), then one product
-    f = scratch(buffers, "f", (len(used), n))
-    for u, col in enumerate(used):
-        f[u] = block[:, col]
     out = scratch(buffers, "out", (len(cols), n))
-    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are repaired below
-        np.matmul(m, f, out=out)
-        total = float(out.sum())  # cheap test: NaN or inf when any value is
-    if not math.isfinite(total):
+    # sub-blocks small enough that the float64 copy and its product stay in L2: the used
+    # columns channel-major in float64, then one product written straight into ``out``
+    # when no finite input can overflow a product, the products are finite exactly when the
+    # inputs are, and the sum of the contiguous inputs is the cheap test
+    kind = block.dtype.kind
+    largest = (float(np.finfo(block.dtype).max) if kind == "f" else
+               float(np.iinfo(block.dtype).max) if kind in "iu" else math.inf)
+    test_inputs = largest * float(np.abs(m).sum(axis=1).max()) < 1e300
+    finite = True
+    for start in range(0, n, _SUB_ROWS):
+        stop = min(start + _SUB_ROWS, n)
+        f = scratch(buffers, "f", (len(used), stop - start))
+        for u, col in enumerate(used):
+            f[u] = block[start:stop, col]
+        part = out[:, start:stop]
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows: repaired below
+            np.matmul(m, f, out=part)
+            if finite:
+                finite = math.isfinite(float((f if test_inputs else part).sum()))
+    if not finite:
         bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
         rows = np.asarray(block[bad], dtype=np.float64)
         out[:, bad] = _apply(rows, idx, spillover.inverse, cols, np.dtype(np.float64)).T
