@@ -18,6 +18,7 @@ Gating-ML 2.0: rectangles ``min <= x < max``, polygons by the even-odd rule, ell
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -398,11 +399,8 @@ class _Evaluation:
             return
         if isinstance(gate, RectangleGate):
             sub = self._rectangle(gate, idx)
-        elif isinstance(gate, PolygonGate):
-            cols = [self.values(d, idx) for d in gate.dims]
-            sub = points_in_polygon(cols[0], cols[1], gate.vertices)
-        elif isinstance(gate, EllipseGate):
-            sub = _ellipsoid([self.values(d, idx) for d in gate.dims], gate)
+        elif isinstance(gate, (PolygonGate, EllipseGate)):
+            sub = self._shape(gate, idx)
         elif isinstance(gate, DensityGate):
             from .adaptive_gates import density_members
 
@@ -463,6 +461,62 @@ class _Evaluation:
                     sub &= col < data_cuts[k]
             yield quadrant.id, sub
 
+    def _shape(self, gate: PolygonGate | EllipseGate,
+               idx: NDArray[np.intp] | None) -> NDArray[np.bool_]:
+        """A polygon or ellipsoid on the rows ``idx``; on transformed axes, only the events in
+        the shape's bounding box (tested in data space, see :meth:`_box_rows`) are transformed."""
+        def decide(rows: NDArray[np.intp] | None) -> NDArray[np.bool_]:
+            cols = [self.values(d, rows) for d in gate.dims]
+            if isinstance(gate, PolygonGate):
+                return points_in_polygon(cols[0], cols[1], gate.vertices)
+            return _ellipsoid(cols, gate)
+
+        inside = self._box_rows(gate, idx)
+        if inside is None:
+            return decide(idx)
+        sub = np.zeros(self.n if idx is None else idx.size, dtype=bool)
+        sub[inside] = decide(inside if idx is None else idx[inside])
+        return sub
+
+    def _box_rows(self, gate: PolygonGate | EllipseGate,
+                  idx: NDArray[np.intp] | None) -> NDArray[np.intp] | None:
+        """Positions in ``idx`` of the events inside the gate's bounding box, or ``None`` when
+        that would not save work (no transformed axis, or most events inside).
+
+        The box's bounds are mapped to data space through the (strictly increasing)
+        transforms, widened by 1e-9 in transformed units so that rounding in the transform
+        and its inverse cannot exclude an event the shape holds: an event outside the widened
+        box is outside the shape, so the decision on every event is unchanged.
+        """
+        box = _bounding_box(gate)
+        if box is None:
+            return None
+        tests = []
+        for dim, (lo, hi) in zip(gate.dims, box, strict=True):
+            transform = self.transform_of(dim)
+            if transform is None or not _monotone_everywhere(transform):
+                continue  # untransformed axes: points_in_polygon has its own box test
+            key = (dim, ("box", lo, hi))
+            bounds = self.plan.data_cuts.get(key)
+            if bounds is None:
+                pad = 1e-9 * (1.0 + max(abs(lo), abs(hi)))
+                with np.errstate(all="ignore"):
+                    inv = transform.inverse(np.array([lo - pad, hi + pad], dtype=np.float64))
+                bounds = self.plan.data_cuts[key] = [float(v) for v in inv]
+            tests.append((dim, bounds))
+        if not tests or any(not (b[0] <= b[1]) for _, b in tests):
+            return None
+        keep = None
+        for dim, (lo, hi) in tests:
+            col = self.untransformed(dim, idx)
+            ok = (col >= lo) & (col <= hi)  # NaN fails: outside, as the shapes have it
+            keep = ok if keep is None else np.logical_and(keep, ok, out=keep)
+        assert keep is not None
+        inside = np.flatnonzero(keep)
+        if inside.size * 2 > keep.size:
+            return None
+        return inside
+
     def _rectangle(self, gate: RectangleGate, idx: NDArray[np.intp] | None) -> NDArray[np.bool_]:
         sub = np.ones(self.n if idx is None else idx.size, dtype=bool)
         for dim, lo, hi in zip(gate.dims, gate.mins, gate.maxs, strict=True):
@@ -507,6 +561,28 @@ def _monotone_everywhere(transform: Transform) -> bool:
     if isinstance(transform, LinearTransform):
         return transform.T + transform.A > 0
     return type(transform) in (AsinhTransform, LogicleTransform, HyperlogTransform)
+
+
+def _bounding_box(gate: PolygonGate | EllipseGate) -> list[tuple[float, float]] | None:
+    """Per dimension, the interval (gate coordinates) holding the whole shape; ``None`` when
+    the shape's parameters do not give one (non-finite, or a covariance without a positive
+    diagonal)."""
+    if isinstance(gate, PolygonGate):
+        if not gate.vertices:
+            return None
+        box = [(min(v[k] for v in gate.vertices), max(v[k] for v in gate.vertices))
+               for k in range(2)]
+    else:
+        cov = np.asarray(gate.covariance, dtype=np.float64)
+        if cov.shape != (len(gate.mean),) * 2 or not gate.distance_square >= 0:
+            return None
+        # the extent of (x-m)ᵀ C⁻¹ (x-m) <= d² along axis i is sqrt(d² C_ii)
+        box = [(float(m) - math.sqrt(gate.distance_square * c), float(m)
+                + math.sqrt(gate.distance_square * c)) if c > 0 else (math.nan, math.nan)
+               for m, c in zip(gate.mean, np.diag(cov), strict=True)]
+    if not all(math.isfinite(lo) and math.isfinite(hi) for lo, hi in box):
+        return None
+    return [(float(lo), float(hi)) for lo, hi in box]
 
 
 def _ellipsoid(cols: list[NDArray[np.float64]], gate: EllipseGate) -> NDArray[np.bool_]:

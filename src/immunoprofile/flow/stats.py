@@ -271,14 +271,11 @@ def _densify(label: np.ndarray) -> tuple[np.ndarray, int]:
     return remap.take(label), int(np.count_nonzero(present))
 
 
-def _membership_classes(masks: list[np.ndarray], n: int
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Group the events by membership pattern.
+def _membership_classes(masks: list[np.ndarray], n: int) -> _Groups | None:
+    """Group the events by membership pattern (file order within a group).
 
-    Returns ``(order, starts, member)``: the indices of the events in at least one population,
-    grouped by pattern (file order within a group); the group offsets into ``order``
-    (``len = K + 1``); and ``member[p, c]``, whether population ``p`` holds group ``c``. ``None``
-    when there are more than :data:`_MAX_CLASSES` patterns.
+    Returns the :class:`_Groups` of the events in at least one population, or ``None`` when
+    there are more than :data:`_MAX_CLASSES` patterns.
     """
     if len(masks) <= 16:
         return _few_masks_classes(masks, n)
@@ -305,37 +302,82 @@ def _membership_classes(masks: list[np.ndarray], n: int
         order = order[starts[1]:]
         starts = starts[1:] - starts[1]
         member = member[:, 1:]
-    return order, starts, member
+    return _Groups(starts, member, order=order)
 
 
-def _few_masks_classes(masks: list[np.ndarray], n: int
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+class _Groups:
+    """Events grouped by membership pattern, and how to put a column in that order.
+
+    ``starts`` are the group offsets (``K + 1``) into the grouped order of the events in at
+    least one population, ``member[p, c]`` whether population ``p`` holds group ``c``. The order
+    is either one index array (``order``) or, when built block by block, each block's own rows
+    sorted by group (``blocks``: row offset, local indices, and ``(to, from, until)`` pieces
+    copying each group's run to its place), which gathers a column one cache-sized block at a
+    time instead of sweeping the whole column once per group.
+    """
+
+    def __init__(self, starts: np.ndarray, member: np.ndarray, *,
+                 order: np.ndarray | None = None,
+                 blocks: list[tuple[int, np.ndarray, list[tuple[int, int, int]]]] | None = None
+                 ) -> None:
+        self.starts, self.member, self.order, self.blocks = starts, member, order, blocks
+        self.size = int(starts[-1])
+
+    def gather(self, column: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``column``'s values of the grouped events, in group order, written to ``out``."""
+        if self.order is not None:
+            return np.take(column, self.order, out=out)
+        buf = np.empty(_BLOCK_ROWS, dtype=column.dtype)
+        for first, local, pieces in self.blocks or ():
+            vals = np.take(column[first:first + _BLOCK_ROWS], local, out=buf[:local.size])
+            for to, lo, hi in pieces:
+                out[to:to + hi - lo] = vals[lo:hi]
+        return out
+
+
+def _few_masks_classes(masks: list[np.ndarray], n: int) -> _Groups | None:
     """:func:`_membership_classes` for at most 16 populations: each event's pattern is its
-    16-bit label itself (built block by block, in cache), so no renumbering is needed and
-    population ``p`` holds pattern ``v`` when bit ``P - 1 - p`` of ``v`` is set."""
+    16-bit label itself, so no renumbering is needed and population ``p`` holds pattern ``v``
+    when bit ``P - 1 - p`` of ``v`` is set. Built block by block (labels, their counting sort
+    and the gather all in cache; no full-length label or index array)."""
     n_pop = len(masks)
-    label = np.zeros(n, dtype=np.uint16)
-    for start in range(0, n, _BLOCK_ROWS):
-        rows = slice(start, start + _BLOCK_ROWS)
-        block = label[rows]
+    width = 1 << n_pop
+    label = np.empty(_BLOCK_ROWS, dtype=np.uint16)
+    local_orders: list[tuple[int, np.ndarray, dict[int, int]]] = []
+    sizes = np.zeros(width, dtype=np.int64)
+    for first in range(0, n, _BLOCK_ROWS):
+        rows = slice(first, first + _BLOCK_ROWS)
+        block = label[:min(_BLOCK_ROWS, n - first)]
+        block[:] = 0
         for m in masks:
             np.left_shift(block, 1, out=block)
             np.bitwise_or(block, m[rows], out=block)
-    sizes = np.bincount(label, minlength=1 << n_pop)
+        counts = np.bincount(block, minlength=width)
+        sizes += counts
+        local = np.argsort(block, kind="stable")[counts[0]:]  # radix sort; pattern 0 = none
+        seen = np.flatnonzero(counts[1:]) + 1
+        local_orders.append((first, local, dict(zip(seen.tolist(), counts[seen].tolist()))))
     present = np.flatnonzero(sizes)
+    present = present[present > 0]  # pattern 0 = in no population: not needed
     if present.size > _MAX_CLASSES:
         return None
-    order = np.argsort(label, kind="stable")  # radix sort of 16-bit labels
-    del label
     starts = np.zeros(present.size + 1, dtype=np.int64)
     np.cumsum(sizes[present], out=starts[1:])
+    cursor = starts[:-1].copy()
+    blocks = []
+    for first, local, counts in local_orders:
+        pieces = []
+        lo = 0
+        for c, v in enumerate(present.tolist()):
+            k = counts.get(v, 0)
+            if k:
+                pieces.append((int(cursor[c]), lo, lo + k))
+                cursor[c] += k
+                lo += k
+        blocks.append((first, local, pieces))
     shifts = np.arange(n_pop - 1, -1, -1)
     member = ((present[None, :] >> shifts[:, None]) & 1).astype(bool)
-    if present[0] == 0:  # pattern 0 = in no population: not needed
-        order = order[starts[1]:]
-        starts = starts[1:] - starts[1]
-        member = member[:, 1:]
-    return order, starts, member
+    return _Groups(starts, member, blocks=blocks)
 
 
 def _keys(values: np.ndarray) -> np.ndarray:
@@ -353,7 +395,7 @@ def _from_keys(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.where(keys & sign, keys & ~sign, ~keys).view(dtype)
 
 
-def _class_stats(columns: list[np.ndarray], classes: tuple[np.ndarray, np.ndarray, np.ndarray],
+def _class_stats(columns: list[np.ndarray], classes: _Groups,
                  counts: np.ndarray, wanted: Sequence[str]) -> np.ndarray:
     """Statistics of every population from one within-group sort per marker.
 
@@ -362,15 +404,15 @@ def _class_stats(columns: list[np.ndarray], classes: tuple[np.ndarray, np.ndarra
     bit patterns (order-preserving integer keys), counting with one ``searchsorted`` per group.
     Exact: the answer is always one of the data values, as with a partition.
     """
-    order, starts, member = classes
+    starts, member = classes.starts, classes.member
     n_pop, n_cls = member.shape
     m = len(columns)
     out = {stat: np.full((n_pop, m), np.nan) for stat in wanted}
     quantiles = (_RCV_LOW, 50.0, _RCV_HIGH) if "rcv" in out else (50.0,)
     need_order = "median" in out or "rcv" in out
-    seg = np.empty(order.size, dtype=columns[0].dtype)
+    seg = np.empty(classes.size, dtype=columns[0].dtype)
     for j in range(m):
-        np.take(columns[j], order, out=seg)
+        classes.gather(columns[j], seg)
         parts = [seg[starts[c]:starts[c + 1]] for c in range(n_cls)]
         for part in parts:
             part.sort()
