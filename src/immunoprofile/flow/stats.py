@@ -328,8 +328,11 @@ class _Groups:
         if self.order is not None:
             return np.take(column, self.order, out=out)
         buf = np.empty(_BLOCK_ROWS, dtype=column.dtype)
+        where = np.empty(_BLOCK_ROWS, dtype=np.intp)
         for first, local, pieces in self.blocks or ():
-            vals = np.take(column[first:first + _BLOCK_ROWS], local, out=buf[:local.size])
+            k = local.size
+            np.copyto(where[:k], local)  # take wants intp positions
+            vals = np.take(column[first:first + _BLOCK_ROWS], where[:k], out=buf[:k])
             for to, lo, hi in pieces:
                 out[to:to + hi - lo] = vals[lo:hi]
         return out
@@ -354,7 +357,9 @@ def _few_masks_classes(masks: list[np.ndarray], n: int) -> _Groups | None:
             np.bitwise_or(block, m[rows], out=block)
         counts = np.bincount(block, minlength=width)
         sizes += counts
-        local = np.argsort(block, kind="stable")[counts[0]:]  # radix sort; pattern 0 = none
+        # radix sort; pattern 0 (in no population) first and dropped; uint16 positions
+        # (a block has at most 2**15 rows) keep the index memory at 2 bytes an event
+        local = np.argsort(block, kind="stable")[counts[0]:].astype(np.uint16)
         seen = np.flatnonzero(counts[1:]) + 1
         local_orders.append((first, local, dict(zip(seen.tolist(), counts[seen].tolist()))))
     present = np.flatnonzero(sizes)
