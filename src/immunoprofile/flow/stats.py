@@ -443,7 +443,7 @@ def _class_stats(columns: list[np.ndarray], classes: _Groups,
             queries = _rank_queries(pops, counts, quantiles)
             if not queries[0]:
                 continue
-            value = _select(valid, member, *queries)
+            value = _select_fenced(valid, member, *queries)
             at = dict(zip(zip(*queries), value))
             for p in pops:
                 values = _interpolate(int(counts[p]), quantiles, lambda r: at[(p, r)])
@@ -483,6 +483,83 @@ def _rank_queries(pops: list[int], counts: np.ndarray,
             qpop.append(p)
             qrank.append(r)
     return qpop, qrank
+
+
+#: Every ``_FENCE``-th value of each sorted group brackets the order statistics
+#: (:func:`_select_fenced`).
+_FENCE = 256
+
+
+def _select_fenced(parts: list[np.ndarray], member: np.ndarray, qpop: list[int],
+                   qrank: list[int]) -> list[float]:
+    """:func:`_select` in about two passes: bracket, count, pick.
+
+    A population's groups are sorted, so every ``F``-th value of each (its fences) is a sample
+    whose ranks are known to within ``F`` per group: the fences of rank about ``r / F`` bracket
+    the ``r``-th value. One ``searchsorted`` per group counts exactly how many values lie
+    below and inside the bracket; the answer is then the ``(r - below)``-th smallest of the few
+    values inside, found by a partition. Exact: a bracket whose exact counts do not hold rank
+    ``r`` (ties among fences can do that) goes to :func:`_select`.
+    """
+    dtype = parts[0].dtype if parts else np.dtype(np.float64)
+    fan = _FENCE
+    n_q = len(qpop)
+    # bracket (lo, hi]: values <= lo are below it (lo = -inf: none), values <= hi inside
+    t_lo = np.full(n_q, -np.inf, dtype=dtype)
+    t_hi = np.full(n_q, np.inf, dtype=dtype)
+    rank = np.asarray(qrank, dtype=np.int64)
+    by_pop: dict[int, list[int]] = {}
+    for q, p in enumerate(qpop):
+        by_pop.setdefault(p, []).append(q)
+    groups: dict[int, list[int]] = {}
+    for p, qs in by_pop.items():
+        members = groups[p] = [c for c in np.flatnonzero(member[p]).tolist() if parts[c].size]
+        m = len(members)
+        if not m:
+            continue
+        pooled = np.concatenate([parts[c][::fan] for c in members])
+        at = np.asarray(qs)
+        r = rank[at]
+        # #(values <= the a-th smallest fence) <= F * (a + 1) <= r  (no ties among fences);
+        # #(values <= the b-th smallest fence) >= F * (b + 1) - m * (F - 1) >= r + 1
+        a = r // fan - 1
+        b = -(-(r + 1 + m * (fan - 1)) // fan) - 1
+        ok_a, ok_b = (a >= 0) & (a < pooled.size), b < pooled.size
+        kth = np.unique(np.concatenate([a[ok_a], b[ok_b]]))
+        if kth.size:
+            pooled.partition(kth)
+        t_lo[at[ok_a]] = pooled[a[ok_a]]
+        t_hi[at[ok_b]] = pooled[b[ok_b]]
+    # exact counts per group, one searchsorted each: values <= lo, values <= hi
+    users: dict[int, list[int]] = {}
+    for q, p in enumerate(qpop):
+        for c in groups[p]:
+            users.setdefault(c, []).append(q)
+    below_at: dict[int, dict[int, int]] = {}
+    upto_at: dict[int, dict[int, int]] = {}
+    for c, qs in users.items():
+        idx = np.asarray(qs)
+        below_at[c] = dict(zip(qs, np.searchsorted(parts[c], t_lo[idx], side="right").tolist()))
+        upto_at[c] = dict(zip(qs, np.searchsorted(parts[c], t_hi[idx], side="right").tolist()))
+    out: list[float] = [0.0] * n_q
+    retry: list[int] = []
+    for q, p in enumerate(qpop):
+        members = groups[p]
+        lows = [below_at[c][q] for c in members]
+        highs = [upto_at[c][q] for c in members]
+        k = qrank[q] - sum(lows)
+        if not 0 <= k < sum(highs) - sum(lows):
+            retry.append(q)
+            continue
+        inside = [parts[c][lo:hi] for c, lo, hi in zip(members, lows, highs) if hi > lo]
+        cand = np.concatenate(inside) if len(inside) > 1 else inside[0].copy()
+        cand.partition(k)
+        out[q] = float(cand[k]) + 0.0  # -0.0 and 0.0 are equal: report 0.0, as _select does
+    if retry:
+        for q, v in zip(retry, _select(parts, member, [qpop[q] for q in retry],
+                                       [qrank[q] for q in retry])):
+            out[q] = v
+    return out
 
 
 def _select(parts: list[np.ndarray], member: np.ndarray, qpop: list[int],
