@@ -157,7 +157,15 @@ def _crossings(x: NDArray[np.float64], y: NDArray[np.float64], xs: list[float],
         if y1 == y2:
             continue  # horizontal edges never cross a horizontal ray
         np.not_equal(above[i], above[(i + 1) % n], out=straddles)  # (y1 <= y) != (y2 <= y)
-        if not straddles.any():
+        k = int(np.count_nonzero(straddles))
+        if not k:
+            continue
+        if 4 * k < x.size:  # few events straddle the edge: the same arithmetic on those only
+            rows = np.flatnonzero(straddles)
+            cross = np.subtract(y[rows], y1)
+            cross *= (x2 - x1) / (y2 - y1)
+            cross += x1
+            inside[rows[x[rows] < cross]] ^= True
             continue
         with np.errstate(invalid="ignore"):  # y = +-inf never straddles; its NaN is unused
             # x_cross = x1 + (y - y1) * ((x2 - x1) / (y2 - y1)), in place
