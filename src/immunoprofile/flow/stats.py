@@ -416,6 +416,8 @@ def _class_stats(columns: list[np.ndarray], classes: _Groups,
     quantiles = (_RCV_LOW, 50.0, _RCV_HIGH) if "rcv" in out else (50.0,)
     need_order = "median" in out or "rcv" in out
     seg = np.empty(classes.size, dtype=columns[0].dtype)
+    log_buf = np.empty(max((int(b - a) for a, b in zip(starts[:-1], starts[1:])), default=0),
+                       dtype=seg.dtype) if "gmean" in out else seg
     for j in range(m):
         classes.gather(columns[j], seg)
         parts = [seg[starts[c]:starts[c + 1]] for c in range(n_cls)]
@@ -430,8 +432,10 @@ def _class_stats(columns: list[np.ndarray], classes: _Groups,
             for c, part in enumerate(valid):
                 pos = part[int(np.searchsorted(part, 0, side="right")):]
                 if pos.size:
-                    # log in the data's precision (fast SIMD), accumulate in float64
-                    log_sum[c] = np.log(pos).sum(dtype=np.float64)
+                    # log in the data's precision (fast SIMD, into one reused buffer),
+                    # accumulated in float64
+                    logs = np.log(pos, out=log_buf[:pos.size])
+                    log_sum[c] = logs.sum(dtype=np.float64)
                     n_pos[c] = pos.size
             for p in range(n_pop):
                 total = int(n_pos[member[p]].sum())
