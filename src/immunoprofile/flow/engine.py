@@ -550,9 +550,11 @@ class _CompGroup:
             out = compensated_channels(events, fcs.channels, spill, cols, buffers=buffers)
         else:
             out = np.empty((len(needed), n), dtype=np.float64)
+            scratch: dict[str, NDArray[Any]] = {}  # each block's result is copied out at once
             for start in range(0, n, _BLOCK_ROWS):
                 rows = slice(start, min(start + _BLOCK_ROWS, n))
-                out[:, rows] = compensated_channels(events[rows], fcs.channels, spill, cols)
+                out[:, rows] = compensated_channels(events[rows], fcs.channels, spill, cols,
+                                                    buffers=scratch)
         self.values = dict(zip(needed, out))
 
 

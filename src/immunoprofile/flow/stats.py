@@ -133,9 +133,11 @@ def _marker_values(result: Any, fcs: Any, comp: Compensation,
     todo = [i for i, c in zip(cols, names)
             if c not in have or have[c].dtype != dtype or have[c].shape != (ev.shape[0],)]
     out = np.empty((len(todo), ev.shape[0]), dtype=dtype)
+    scratch: dict[str, np.ndarray] = {}  # reused by every block (each result is copied out)
     for start in range(0, ev.shape[0] if todo else 0, _BLOCK_ROWS):  # float64 a block at a time, as the engine
         rows = slice(start, start + _BLOCK_ROWS)
-        out[:, rows] = compensated_channels(ev[rows], fcs.channels, comp.spillover, todo)
+        out[:, rows] = compensated_channels(ev[rows], fcs.channels, comp.spillover, todo,
+                                            buffers=scratch)
     computed = dict(zip(todo, out))
     return [computed[i] if i in computed else have[c] for i, c in zip(cols, names)]
 
