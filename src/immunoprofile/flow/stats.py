@@ -5,10 +5,11 @@ data set it came from into one tidy row per population -- count, % of parent, % 
 marker the median (MFI), geometric mean and robust CV, all on the compensated, untransformed scale.
 
 How (one pass per marker): events are grouped once by membership pattern (the set of
-populations holding them), each marker column is sorted once within those groups, and every
-population's exact order statistics are read off the shared ordering by bisection (a population
-is a union of groups). Medians and percentiles are the very values a per-population partition
-gives.
+populations holding them; built and gathered block by block), each marker column is sorted once
+within those groups, and every population's exact order statistics are read off the shared
+ordering (a population is a union of groups): every 256th value of each group brackets the rank,
+exact counts and a small partition pick the value. Medians and percentiles are the very values a
+per-population partition gives.
 
 Definitions (what a reader of ``populations.csv`` should know)
 -------------------------------------------------------------
@@ -406,10 +407,10 @@ def _class_stats(columns: list[np.ndarray], classes: _Groups,
                  counts: np.ndarray, wanted: Sequence[str]) -> np.ndarray:
     """Statistics of every population from one within-group sort per marker.
 
-    The ``r``-th smallest value of a population (a union of groups, each sorted) is the
-    smallest value ``t`` with ``#(values <= t) >= r + 1``: found by bisection over the values'
-    bit patterns (order-preserving integer keys), counting with one ``searchsorted`` per group.
-    Exact: the answer is always one of the data values, as with a partition.
+    The ``r``-th smallest value of a population (a union of groups, each sorted) is bracketed
+    by the groups' fences and picked from the few values inside (:func:`_select_fenced`), or
+    found by bisection over the values' bit patterns when ties defeat the bracket
+    (:func:`_select`). Exact: the answer is always one of the data values, as with a partition.
     """
     starts, member = classes.starts, classes.member
     n_pop, n_cls = member.shape
