@@ -11,7 +11,8 @@ compensated once per block, in float64 (gate boundaries are compared exactly), a
 values need no transform is evaluated on all of the block's rows and ANDed with a dense parent
 instead of gathering the parent's rows. Values are transformed only on the events a gate looks
 at, once; rectangle and quadrant bounds on monotone transforms are mapped to data space
-instead. Strategies with data-driven gates see the whole file at once. Boundaries follow
+instead, and polygons and ellipsoids on such axes transform only the events inside their
+bounding box (tested in data space). Strategies with data-driven gates see the whole file at once. Boundaries follow
 Gating-ML 2.0: rectangles ``min <= x < max``, polygons by the even-odd rule, ellipsoids
 ``<= distance²`` inclusive, quadrants ``lower <= x < upper``.
 """
