@@ -12,9 +12,9 @@ values need no transform is evaluated on all of the block's rows and ANDed with 
 instead of gathering the parent's rows. Values are transformed only on the events a gate looks
 at, once; rectangle and quadrant bounds on monotone transforms are mapped to data space
 instead, and polygons and ellipsoids on such axes transform only the events inside their
-bounding box (tested in data space). Strategies with data-driven gates see the whole file at once. Boundaries follow
-Gating-ML 2.0: rectangles ``min <= x < max``, polygons by the even-odd rule, ellipsoids
-``<= distance²`` inclusive, quadrants ``lower <= x < upper``.
+bounding box (tested in data space). Strategies with data-driven gates see the whole file at
+once. Boundaries follow Gating-ML 2.0: rectangles ``min <= x < max``, polygons by the even-odd
+rule, ellipsoids ``<= distance²`` inclusive, quadrants ``lower <= x < upper``.
 """
 
 from __future__ import annotations
