@@ -27,7 +27,7 @@ from immunoprofile.flow.gates import (
     Strategy,
 )
 from immunoprofile.flow.gatingml import write_gatingml
-from immunoprofile.flow.transforms import LinearTransform, LogicleTransform
+from immunoprofile.flow.transforms import AsinhTransform, LinearTransform, LogicleTransform
 
 
 def _fcs(events, channels=("A", "B", "C"), markers=None, spillover=None, path="mem.fcs"):
@@ -214,6 +214,51 @@ def test_interval_gates_on_logicle_equal_comparing_transformed_values():
     np.testing.assert_array_equal(result.masks["r"], expected)
     np.testing.assert_array_equal(result.masks["mid"], (y[:, 0] >= 0.05) & (y[:, 0] < 0.15))
     assert 1000 < expected.sum() < 19000
+
+
+def test_shapes_on_transformed_axes_equal_transforming_every_event():
+    # only events in a shape's bounding box (tested in data space) are transformed; the
+    # decision on every event must equal transforming all of them, including events placed
+    # on the box's edges, on vertices and at the ellipse's extremes
+    rng = np.random.default_rng(14)
+    logicle = LogicleTransform(262144, 0.5, 4.5, 0)
+    asinh = AsinhTransform(262144, 4.5, 0)
+    n = 60000
+    scale = np.column_stack([rng.uniform(-0.1, 1.1, n), rng.uniform(-0.1, 1.1, n)])
+    vertices = ((0.30, 0.25), (0.55, 0.20), (0.62, 0.48), (0.41, 0.60), (0.28, 0.44))
+    mean, cov, d2 = (0.70, 0.35), ((0.004, -0.001), (-0.001, 0.006)), 4.0
+    half = [np.sqrt(d2 * cov[0][0]), np.sqrt(d2 * cov[1][1])]
+    special = [v for v in vertices] + [
+        (mean[0] - half[0], mean[1]), (mean[0] + half[0], mean[1]),
+        (mean[0], mean[1] - half[1]), (mean[0], mean[1] + half[1]),
+        (0.30, 0.40), (0.62, 0.30), (0.45, 0.20), (0.45, 0.60)]
+    scale[:len(special)] = special
+    events = np.column_stack([logicle.inverse(scale[:, 0]), asinh.inverse(scale[:, 1])])
+    events[len(special)] = [np.nan, 1.0]
+    events[len(special) + 1] = [np.inf, -np.inf]
+    fcs = _fcs(np.column_stack([events, rng.normal(0, 1, n)]))
+    dims = (Dimension("A", transform="L"), Dimension("B", transform="S"))
+    gates = {"poly": PolygonGate("poly", None, "poly", dims=dims, vertices=vertices),
+             "out": PolygonGate("out", None, "out", dims=dims, vertices=vertices, inverted=True),
+             "ell": EllipseGate("ell", None, "ell", dims=dims, mean=mean, covariance=cov,
+                                distance_square=d2),
+             "big": PolygonGate("big", None, "big", dims=dims,
+                                vertices=((-0.2, -0.2), (1.2, -0.2), (1.2, 1.2)))}
+    result = evaluate(Strategy(gates=gates, transforms={"L": logicle, "S": asinh}), fcs)
+    ev = fcs.events.astype(np.float64)
+    x, y = logicle.apply(ev[:, 0]), asinh.apply(ev[:, 1])
+    poly = points_in_polygon(x, y, vertices)
+    inv = np.linalg.inv(np.asarray(cov))
+    cx, cy = x - mean[0], y - mean[1]
+    with np.errstate(invalid="ignore"):
+        ell = (inv[0, 0] * cx * cx + inv[0, 1] * cx * cy + inv[1, 0] * cy * cx
+               + inv[1, 1] * cy * cy) <= d2
+    np.testing.assert_array_equal(result.masks["poly"], poly)
+    np.testing.assert_array_equal(result.masks["out"], ~poly)
+    np.testing.assert_array_equal(result.masks["ell"], ell)
+    np.testing.assert_array_equal(result.masks["big"],
+                                  points_in_polygon(x, y, gates["big"].vertices))
+    assert 1000 < poly.sum() < 10000 and 500 < ell.sum() < 5000
 
 
 def test_unknown_channel_names_the_file():

@@ -263,6 +263,19 @@ def test_statistics_subset_equals_the_full_table():
         population_stats(Result(), FCS(), spillover=None, sample_id="s", statistics=("mode",))
 
 
+_RCV_QS = (15.865525393145708, 50.0, 84.13447460685429)
+
+
+def _stats_of_masks(x: np.ndarray, masks: dict[str, np.ndarray]) -> pd.DataFrame:
+    """population_stats of top-level populations ``masks`` over events ``x`` (channels FL1-A..
+    with markers A, B, C...), indexed by population path."""
+    labels = "ABCDEFGH"[:x.shape[1]]
+    fcs = _fcs(x, [f"FL{i + 1}-A" for i in range(x.shape[1])], list(labels))
+    res = FakeResult(masks=masks, paths={k: f"/{k}" for k in masks},
+                     parents={k: None for k in masks})
+    return population_stats(res, fcs, sample_id="s", spillover=None).set_index("population")
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_shared_ordering_is_exact_for_overlapping_populations(dtype: type) -> None:
     """Every population's median from the one shared ordering equals numpy's on that
@@ -274,23 +287,19 @@ def test_shared_ordering_is_exact_for_overlapping_populations(dtype: type) -> No
                          rng.normal(0, 1, n)]).astype(dtype)
     x[::997, 1] = -0.0
     x[5, 2], x[7, 2] = np.inf, -np.inf
-    fcs = _fcs(x, ["FL1-A", "FL2-A", "FL3-A"], ["A", "B", "C"])
     masks = {f"p{i}": rng.random(n) < rng.uniform(0.05, 0.9) for i in range(18)}
     masks["nested"] = masks["p0"] & masks["p1"]
     masks["empty"] = np.zeros(n, dtype=bool)
     masks["one"] = np.zeros(n, dtype=bool)
     masks["one"][123] = True
-    res = FakeResult(masks=masks, paths={k: f"/{k}" for k in masks},
-                     parents={k: None for k in masks})
-    t = population_stats(res, fcs, sample_id="s", spillover=None).set_index("population")
-    qs = (15.865525393145708, 50.0, 84.13447460685429)
+    t = _stats_of_masks(x, masks)
     for pid, mask in masks.items():
         for j, label in enumerate("ABC"):
             v = x[mask, j].astype(np.float64)
             if not v.size:
                 assert np.isnan(t.loc[f"/{pid}", f"mfi_{label}"])
                 continue
-            lo, med, hi = np.percentile(v, qs)
+            lo, med, hi = np.percentile(v, _RCV_QS)
             assert t.loc[f"/{pid}", f"mfi_{label}"] == med, (pid, label)
             rcv = 100 * 0.5 * (hi - lo) / med if med > 0 else np.nan
             # percentile positions are (k-1)*q/100 here, (k-1)*(q/100) in numpy: 1 ulp apart
@@ -322,3 +331,26 @@ def test_shared_ordering_equals_per_population_path(monkeypatch: pytest.MonkeyPa
     holds_nan = [bool(m[17]) for m in masks.values()]
     assert list(shared["mfi_A"].isna()) == holds_nan
     assert not shared["mfi_B"].isna().any()
+
+
+def test_block_grouping_and_fenced_selection_equal_numpy() -> None:
+    """At most 16 populations over several 32k-row blocks (the block-by-block grouping and
+    gather), continuous values and heavy ties (fences tie, the bracket falls back): every
+    median equals numpy's on the population alone, bit for bit."""
+    rng = np.random.default_rng(1414)
+    n = 100_003
+    x = np.column_stack([rng.normal(100, 400, n), rng.integers(0, 5, n).astype(float),
+                         np.where(rng.random(n) < 0.6, 7.0, rng.normal(7, 1, n))]
+                        ).astype(np.float32)
+    masks = {f"p{i}": rng.random(n) < rng.uniform(0.02, 0.95) for i in range(9)}
+    masks["nested"] = masks["p0"] & masks["p1"] & ~masks["p2"]
+    masks["late"] = np.arange(n) > 90_000  # only in the last blocks
+    masks["few"] = np.zeros(n, dtype=bool)
+    masks["few"][[3, 40_000, 99_999]] = True
+    t = _stats_of_masks(x, masks)
+    for pid, mask in masks.items():
+        for j, label in enumerate("ABC"):
+            lo, med, hi = np.percentile(x[mask, j].astype(np.float64), _RCV_QS)
+            assert t.loc[f"/{pid}", f"mfi_{label}"] == med, (pid, label)
+            rcv = 100 * 0.5 * (hi - lo) / med if med > 0 else np.nan
+            np.testing.assert_allclose(t.loc[f"/{pid}", f"rcv_{label}"], rcv, rtol=1e-13)

@@ -416,8 +416,31 @@ def compensate(events: np.ndarray, channel_names: Sequence[str], spillover: Spil
     return _apply(ev, idx, spillover.inverse, out_cols, dtype)
 
 
+#: Rows compensated per product in :func:`compensated_channels` (a dozen float64 columns of
+#: this many rows stay in L2, which makes the product ~2x faster than on 32k-row blocks).
+_SUB_ROWS = 1 << 13
+
+
+def scratch(buffers: dict[str, np.ndarray] | None, key: str, shape: tuple[int, ...],
+            dtype: np.dtype | type = np.float64) -> np.ndarray:
+    """A C-contiguous array of ``shape`` (contents undefined), reusing ``buffers[key]``'s memory.
+
+    Blocks of rows processed one after another reuse one buffer instead of allocating a fresh
+    one per block: a fresh multi-MiB array costs a page fault per 4 KiB touched, which is more
+    than the arithmetic done in it. ``buffers=None`` allocates.
+    """
+    size = int(np.prod(shape))
+    if buffers is None:
+        return np.empty(shape, dtype=dtype)
+    flat = buffers.get(key)
+    if flat is None or flat.size < size or flat.dtype != np.dtype(dtype):
+        flat = buffers[key] = np.empty(size, dtype=dtype)
+    return flat[:size].reshape(shape)
+
+
 def compensated_channels(block: np.ndarray, channel_names: Sequence[str],
-                         spillover: Spillover | None, columns: Sequence[int]) -> np.ndarray:
+                         spillover: Spillover | None, columns: Sequence[int], *,
+                         buffers: dict[str, np.ndarray] | None = None) -> np.ndarray:
     """Compensated float64 values of ``columns``, channel-major (``len(columns) × n``).
 
     The kernel the gate engine and the statistics share, so both see the same numbers: the
@@ -435,6 +458,9 @@ def compensated_channels(block: np.ndarray, channel_names: Sequence[str],
         The matrix to remove (its channels among ``channel_names``), or ``None``.
     columns
         Column indices to return.
+    buffers
+        Scratch memory reused across calls (see :func:`scratch`); the result then lives in it
+        and is overwritten by the next call with the same ``buffers``.
 
     Returns
     -------
@@ -442,8 +468,9 @@ def compensated_channels(block: np.ndarray, channel_names: Sequence[str],
         float64, C-contiguous, ``len(columns) × n``.
     """
     cols = [int(c) for c in columns]
+    n = block.shape[0]
     if spillover is None:
-        out = np.empty((len(cols), block.shape[0]), dtype=np.float64)
+        out = scratch(buffers, "raw", (len(cols), n))
         for k, col in enumerate(cols):
             out[k] = block[:, col]
         return out
@@ -458,12 +485,27 @@ def compensated_channels(block: np.ndarray, channel_names: Sequence[str],
             m[k, :len(idx)] = spillover.inverse[:, where[col]]
         else:
             m[k, at[col]] = 1.0
-    # the used columns channel-major in float64 (one pass), then one product
-    f = np.asarray(block.T[used], dtype=np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows are repaired below
-        out = m @ f
-        total = float(out.sum())  # cheap test: NaN or inf when any value is
-    if not math.isfinite(total):
+    out = scratch(buffers, "out", (len(cols), n))
+    # sub-blocks small enough that the float64 copy and its product stay in L2: the used
+    # columns channel-major in float64, then one product written straight into ``out``
+    # when no finite input can overflow a product, the products are finite exactly when the
+    # inputs are, and the sum of the contiguous inputs is the cheap test
+    kind = block.dtype.kind
+    largest = (float(np.finfo(block.dtype).max) if kind == "f" else
+               float(np.iinfo(block.dtype).max) if kind in "iu" else math.inf)
+    test_inputs = largest * float(np.abs(m).sum(axis=1).max()) < 1e300
+    finite = True
+    for start in range(0, n, _SUB_ROWS):
+        stop = min(start + _SUB_ROWS, n)
+        f = scratch(buffers, "f", (len(used), stop - start))
+        for u, col in enumerate(used):
+            f[u] = block[start:stop, col]
+        part = out[:, start:stop]
+        with np.errstate(invalid="ignore", over="ignore"):  # non-finite rows: repaired below
+            np.matmul(m, f, out=part)
+            if finite:
+                finite = math.isfinite(float((f if test_inputs else part).sum()))
+    if not finite:
         bad = np.flatnonzero(~np.isfinite(out).all(axis=0))
         rows = np.asarray(block[bad], dtype=np.float64)
         out[:, bad] = _apply(rows, idx, spillover.inverse, cols, np.dtype(np.float64)).T

@@ -5,10 +5,11 @@ data set it came from into one tidy row per population -- count, % of parent, % 
 marker the median (MFI), geometric mean and robust CV, all on the compensated, untransformed scale.
 
 How (one pass per marker): events are grouped once by membership pattern (the set of
-populations holding them), each marker column is sorted once within those groups, and every
-population's exact order statistics are read off the shared ordering by bisection (a population
-is a union of groups). Medians and percentiles are the very values a per-population partition
-gives.
+populations holding them; built and gathered block by block), each marker column is sorted once
+within those groups, and every population's exact order statistics are read off the shared
+ordering (a population is a union of groups): every 256th value of each group brackets the rank,
+exact counts and a small partition pick the value. Medians and percentiles are the very values a
+per-population partition gives.
 
 Definitions (what a reader of ``populations.csv`` should know)
 -------------------------------------------------------------
@@ -132,9 +133,11 @@ def _marker_values(result: Any, fcs: Any, comp: Compensation,
     todo = [i for i, c in zip(cols, names)
             if c not in have or have[c].dtype != dtype or have[c].shape != (ev.shape[0],)]
     out = np.empty((len(todo), ev.shape[0]), dtype=dtype)
+    scratch: dict[str, np.ndarray] = {}  # reused by every block (each result is copied out)
     for start in range(0, ev.shape[0] if todo else 0, _BLOCK_ROWS):  # float64 a block at a time, as the engine
         rows = slice(start, start + _BLOCK_ROWS)
-        out[:, rows] = compensated_channels(ev[rows], fcs.channels, comp.spillover, todo)
+        out[:, rows] = compensated_channels(ev[rows], fcs.channels, comp.spillover, todo,
+                                            buffers=scratch)
     computed = dict(zip(todo, out))
     return [computed[i] if i in computed else have[c] for i, c in zip(cols, names)]
 
@@ -270,14 +273,11 @@ def _densify(label: np.ndarray) -> tuple[np.ndarray, int]:
     return remap.take(label), int(np.count_nonzero(present))
 
 
-def _membership_classes(masks: list[np.ndarray], n: int
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Group the events by membership pattern.
+def _membership_classes(masks: list[np.ndarray], n: int) -> _Groups | None:
+    """Group the events by membership pattern (file order within a group).
 
-    Returns ``(order, starts, member)``: the indices of the events in at least one population,
-    grouped by pattern (file order within a group); the group offsets into ``order``
-    (``len = K + 1``); and ``member[p, c]``, whether population ``p`` holds group ``c``. ``None``
-    when there are more than :data:`_MAX_CLASSES` patterns.
+    Returns the :class:`_Groups` of the events in at least one population, or ``None`` when
+    there are more than :data:`_MAX_CLASSES` patterns.
     """
     if len(masks) <= 16:
         return _few_masks_classes(masks, n)
@@ -304,37 +304,87 @@ def _membership_classes(masks: list[np.ndarray], n: int
         order = order[starts[1]:]
         starts = starts[1:] - starts[1]
         member = member[:, 1:]
-    return order, starts, member
+    return _Groups(starts, member, order=order)
 
 
-def _few_masks_classes(masks: list[np.ndarray], n: int
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+class _Groups:
+    """Events grouped by membership pattern, and how to put a column in that order.
+
+    ``starts`` are the group offsets (``K + 1``) into the grouped order of the events in at
+    least one population, ``member[p, c]`` whether population ``p`` holds group ``c``. The order
+    is either one index array (``order``) or, when built block by block, each block's own rows
+    sorted by group (``blocks``: row offset, local indices, and ``(to, from, until)`` pieces
+    copying each group's run to its place), which gathers a column one cache-sized block at a
+    time instead of sweeping the whole column once per group.
+    """
+
+    def __init__(self, starts: np.ndarray, member: np.ndarray, *,
+                 order: np.ndarray | None = None,
+                 blocks: list[tuple[int, np.ndarray, list[tuple[int, int, int]]]] | None = None
+                 ) -> None:
+        self.starts, self.member, self.order, self.blocks = starts, member, order, blocks
+        self.size = int(starts[-1])
+
+    def gather(self, column: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """``column``'s values of the grouped events, in group order, written to ``out``."""
+        if self.order is not None:
+            return np.take(column, self.order, out=out)
+        buf = np.empty(_BLOCK_ROWS, dtype=column.dtype)
+        where = np.empty(_BLOCK_ROWS, dtype=np.intp)
+        for first, local, pieces in self.blocks or ():
+            k = local.size
+            np.copyto(where[:k], local)  # take wants intp positions
+            vals = np.take(column[first:first + _BLOCK_ROWS], where[:k], out=buf[:k])
+            for to, lo, hi in pieces:
+                out[to:to + hi - lo] = vals[lo:hi]
+        return out
+
+
+def _few_masks_classes(masks: list[np.ndarray], n: int) -> _Groups | None:
     """:func:`_membership_classes` for at most 16 populations: each event's pattern is its
-    16-bit label itself (built block by block, in cache), so no renumbering is needed and
-    population ``p`` holds pattern ``v`` when bit ``P - 1 - p`` of ``v`` is set."""
+    16-bit label itself, so no renumbering is needed and population ``p`` holds pattern ``v``
+    when bit ``P - 1 - p`` of ``v`` is set. Built block by block (labels, their counting sort
+    and the gather all in cache; no full-length label or index array)."""
     n_pop = len(masks)
-    label = np.zeros(n, dtype=np.uint16)
-    for start in range(0, n, _BLOCK_ROWS):
-        rows = slice(start, start + _BLOCK_ROWS)
-        block = label[rows]
+    width = 1 << n_pop
+    label = np.empty(_BLOCK_ROWS, dtype=np.uint16)
+    local_orders: list[tuple[int, np.ndarray, dict[int, int]]] = []
+    sizes = np.zeros(width, dtype=np.int64)
+    for first in range(0, n, _BLOCK_ROWS):
+        rows = slice(first, first + _BLOCK_ROWS)
+        block = label[:min(_BLOCK_ROWS, n - first)]
+        block[:] = 0
         for m in masks:
             np.left_shift(block, 1, out=block)
             np.bitwise_or(block, m[rows], out=block)
-    sizes = np.bincount(label, minlength=1 << n_pop)
+        counts = np.bincount(block, minlength=width)
+        sizes += counts
+        # radix sort; pattern 0 (in no population) first and dropped; uint16 positions
+        # (a block has at most 2**15 rows) keep the index memory at 2 bytes an event
+        local = np.argsort(block, kind="stable")[counts[0]:].astype(np.uint16)
+        seen = np.flatnonzero(counts[1:]) + 1
+        local_orders.append((first, local, dict(zip(seen.tolist(), counts[seen].tolist()))))
     present = np.flatnonzero(sizes)
+    present = present[present > 0]  # pattern 0 = in no population: not needed
     if present.size > _MAX_CLASSES:
         return None
-    order = np.argsort(label, kind="stable")  # radix sort of 16-bit labels
-    del label
     starts = np.zeros(present.size + 1, dtype=np.int64)
     np.cumsum(sizes[present], out=starts[1:])
+    cursor = starts[:-1].copy()
+    blocks = []
+    for first, local, counts in local_orders:
+        pieces = []
+        lo = 0
+        for c, v in enumerate(present.tolist()):
+            k = counts.get(v, 0)
+            if k:
+                pieces.append((int(cursor[c]), lo, lo + k))
+                cursor[c] += k
+                lo += k
+        blocks.append((first, local, pieces))
     shifts = np.arange(n_pop - 1, -1, -1)
     member = ((present[None, :] >> shifts[:, None]) & 1).astype(bool)
-    if present[0] == 0:  # pattern 0 = in no population: not needed
-        order = order[starts[1]:]
-        starts = starts[1:] - starts[1]
-        member = member[:, 1:]
-    return order, starts, member
+    return _Groups(starts, member, blocks=blocks)
 
 
 def _keys(values: np.ndarray) -> np.ndarray:
@@ -352,24 +402,26 @@ def _from_keys(keys: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.where(keys & sign, keys & ~sign, ~keys).view(dtype)
 
 
-def _class_stats(columns: list[np.ndarray], classes: tuple[np.ndarray, np.ndarray, np.ndarray],
+def _class_stats(columns: list[np.ndarray], classes: _Groups,
                  counts: np.ndarray, wanted: Sequence[str]) -> np.ndarray:
     """Statistics of every population from one within-group sort per marker.
 
-    The ``r``-th smallest value of a population (a union of groups, each sorted) is the
-    smallest value ``t`` with ``#(values <= t) >= r + 1``: found by bisection over the values'
-    bit patterns (order-preserving integer keys), counting with one ``searchsorted`` per group.
-    Exact: the answer is always one of the data values, as with a partition.
+    The ``r``-th smallest value of a population (a union of groups, each sorted) is bracketed
+    by the groups' fences and picked from the few values inside (:func:`_select_fenced`), or
+    found by bisection over the values' bit patterns when ties defeat the bracket
+    (:func:`_select`). Exact: the answer is always one of the data values, as with a partition.
     """
-    order, starts, member = classes
+    starts, member = classes.starts, classes.member
     n_pop, n_cls = member.shape
     m = len(columns)
     out = {stat: np.full((n_pop, m), np.nan) for stat in wanted}
     quantiles = (_RCV_LOW, 50.0, _RCV_HIGH) if "rcv" in out else (50.0,)
     need_order = "median" in out or "rcv" in out
-    seg = np.empty(order.size, dtype=columns[0].dtype)
+    seg = np.empty(classes.size, dtype=columns[0].dtype)
+    log_buf = np.empty(max((int(b - a) for a, b in zip(starts[:-1], starts[1:])), default=0),
+                       dtype=seg.dtype) if "gmean" in out else seg
     for j in range(m):
-        np.take(columns[j], order, out=seg)
+        classes.gather(columns[j], seg)
         parts = [seg[starts[c]:starts[c + 1]] for c in range(n_cls)]
         for part in parts:
             part.sort()
@@ -382,8 +434,10 @@ def _class_stats(columns: list[np.ndarray], classes: tuple[np.ndarray, np.ndarra
             for c, part in enumerate(valid):
                 pos = part[int(np.searchsorted(part, 0, side="right")):]
                 if pos.size:
-                    # log in the data's precision (fast SIMD), accumulate in float64
-                    log_sum[c] = np.log(pos).sum(dtype=np.float64)
+                    # log in the data's precision (fast SIMD, into one reused buffer),
+                    # accumulated in float64
+                    logs = np.log(pos, out=log_buf[:pos.size])
+                    log_sum[c] = logs.sum(dtype=np.float64)
                     n_pos[c] = pos.size
             for p in range(n_pop):
                 total = int(n_pos[member[p]].sum())
@@ -395,7 +449,7 @@ def _class_stats(columns: list[np.ndarray], classes: tuple[np.ndarray, np.ndarra
             queries = _rank_queries(pops, counts, quantiles)
             if not queries[0]:
                 continue
-            value = _select(valid, member, *queries)
+            value = _select_fenced(valid, member, *queries)
             at = dict(zip(zip(*queries), value))
             for p in pops:
                 values = _interpolate(int(counts[p]), quantiles, lambda r: at[(p, r)])
@@ -435,6 +489,83 @@ def _rank_queries(pops: list[int], counts: np.ndarray,
             qpop.append(p)
             qrank.append(r)
     return qpop, qrank
+
+
+#: Every ``_FENCE``-th value of each sorted group brackets the order statistics
+#: (:func:`_select_fenced`).
+_FENCE = 256
+
+
+def _select_fenced(parts: list[np.ndarray], member: np.ndarray, qpop: list[int],
+                   qrank: list[int]) -> list[float]:
+    """:func:`_select` in about two passes: bracket, count, pick.
+
+    A population's groups are sorted, so every ``F``-th value of each (its fences) is a sample
+    whose ranks are known to within ``F`` per group: the fences of rank about ``r / F`` bracket
+    the ``r``-th value. One ``searchsorted`` per group counts exactly how many values lie
+    below and inside the bracket; the answer is then the ``(r - below)``-th smallest of the few
+    values inside, found by a partition. Exact: a bracket whose exact counts do not hold rank
+    ``r`` (ties among fences can do that) goes to :func:`_select`.
+    """
+    dtype = parts[0].dtype if parts else np.dtype(np.float64)
+    fan = _FENCE
+    n_q = len(qpop)
+    # bracket (lo, hi]: values <= lo are below it (lo = -inf: none), values <= hi inside
+    t_lo = np.full(n_q, -np.inf, dtype=dtype)
+    t_hi = np.full(n_q, np.inf, dtype=dtype)
+    rank = np.asarray(qrank, dtype=np.int64)
+    by_pop: dict[int, list[int]] = {}
+    for q, p in enumerate(qpop):
+        by_pop.setdefault(p, []).append(q)
+    groups: dict[int, list[int]] = {}
+    for p, qs in by_pop.items():
+        members = groups[p] = [c for c in np.flatnonzero(member[p]).tolist() if parts[c].size]
+        m = len(members)
+        if not m:
+            continue
+        pooled = np.concatenate([parts[c][::fan] for c in members])
+        at = np.asarray(qs)
+        r = rank[at]
+        # #(values <= the a-th smallest fence) <= F * (a + 1) <= r  (no ties among fences);
+        # #(values <= the b-th smallest fence) >= F * (b + 1) - m * (F - 1) >= r + 1
+        a = r // fan - 1
+        b = -(-(r + 1 + m * (fan - 1)) // fan) - 1
+        ok_a, ok_b = (a >= 0) & (a < pooled.size), b < pooled.size
+        kth = np.unique(np.concatenate([a[ok_a], b[ok_b]]))
+        if kth.size:
+            pooled.partition(kth)
+        t_lo[at[ok_a]] = pooled[a[ok_a]]
+        t_hi[at[ok_b]] = pooled[b[ok_b]]
+    # exact counts per group, one searchsorted each: values <= lo, values <= hi
+    users: dict[int, list[int]] = {}
+    for q, p in enumerate(qpop):
+        for c in groups[p]:
+            users.setdefault(c, []).append(q)
+    below_at: dict[int, dict[int, int]] = {}
+    upto_at: dict[int, dict[int, int]] = {}
+    for c, qs in users.items():
+        idx = np.asarray(qs)
+        below_at[c] = dict(zip(qs, np.searchsorted(parts[c], t_lo[idx], side="right").tolist()))
+        upto_at[c] = dict(zip(qs, np.searchsorted(parts[c], t_hi[idx], side="right").tolist()))
+    out: list[float] = [0.0] * n_q
+    retry: list[int] = []
+    for q, p in enumerate(qpop):
+        members = groups[p]
+        lows = [below_at[c][q] for c in members]
+        highs = [upto_at[c][q] for c in members]
+        k = qrank[q] - sum(lows)
+        if not 0 <= k < sum(highs) - sum(lows):
+            retry.append(q)
+            continue
+        inside = [parts[c][lo:hi] for c, lo, hi in zip(members, lows, highs) if hi > lo]
+        cand = np.concatenate(inside) if len(inside) > 1 else inside[0].copy()
+        cand.partition(k)
+        out[q] = float(cand[k]) + 0.0  # -0.0 and 0.0 are equal: report 0.0, as _select does
+    if retry:
+        for q, v in zip(retry, _select(parts, member, [qpop[q] for q in retry],
+                                       [qrank[q] for q in retry])):
+            out[q] = v
+    return out
 
 
 def _select(parts: list[np.ndarray], member: np.ndarray, qpop: list[int],
