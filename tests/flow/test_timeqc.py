@@ -189,3 +189,26 @@ def test_trace_chunks_of_different_layouts_fall_back_to_one_table(tmp_path: Path
     _write_time_qc(tmp_path / "same.csv", same)
     assert (tmp_path / "same.csv").read_bytes() == _traces_as_one_table(
         [dataclasses.replace(full, sample_id=s) for s in ("X", "Y")], tmp_path / "e2.csv")
+
+
+def test_fast_csv_body_is_pandas_to_csv() -> None:
+    """The trace chunk formatter writes exactly what pandas' to_csv writes (floats of every
+    magnitude, missing values, bools, ints, text needing quotes), or declines."""
+    import pandas as pd
+
+    from immunoprofile.flow.batch import _csv_body
+
+    rng = np.random.default_rng(5)
+    n = 4000
+    floats = rng.normal(size=n) * 10.0 ** rng.integers(-20, 20, n)
+    floats[::7] = np.nan
+    floats[:8] = [0.0, -0.0, 1e16, 1e15, 1e-4, 1e-5, np.inf, 5e-324]
+    text = np.array(["", "level FSC-A; spread PE-A", 'say "hi"', "a,b", "two\nlines", None,
+                     np.nan, "…"], dtype=object)[rng.integers(0, 8, n)]
+    frame = pd.DataFrame({"kind": np.where(rng.random(n) < 0.5, "rate", "signal"),
+                          "t": np.round(rng.uniform(0, 1e3, n), 3), "x": floats,
+                          "count": rng.integers(-5, 10**9, n), "flag": rng.random(n) < 0.3,
+                          "reason": text})
+    expected = frame.to_csv(index=False, header=False, lineterminator="\n")
+    assert _csv_body(frame) == expected
+    assert _csv_body(frame.assign(when=pd.Timestamp("2024-01-01"))) is None  # not ours: pandas
