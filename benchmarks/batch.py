@@ -9,11 +9,18 @@ its own interpreter:
 - a plain FlowKit loop (``Session.analyze_samples`` + medians from its masks) on the first
   ``--flowkit-files`` files, checking that every population count equals ours.
 
-Prints files/s, the speed-up from workers, peak RSS of the largest process and the ratio to
-FlowKit. Usage::
+Two modes, both measured in one run and both printed against the same FlowKit loop:
+
+- ``defaults``: the pipeline's defaults (time QC on, median + geometric mean + robust CV);
+- ``like``: like-for-like with the FlowKit loop (time QC off, medians only: the same work).
+
+Per mode: files/s and wall at 1 worker, the speed-up from 1 to 2 workers, marginal CPU per file,
+peak RSS of the largest process against the number of files (1 worker), and the ratios to FlowKit
+(wall at 1 worker, CPU per file). Usage::
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/batch.py             # 200 × 100k, 20 plates
     OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/batch.py --files 40 --events 20000 --plates 4
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/batch.py --modes like --files 60
 """
 
 from __future__ import annotations
@@ -77,8 +84,12 @@ def make_batch(work: Path, n_files: int, n_events: int, n_plates: int) -> dict[s
     return {"strategy": work / "strategy.xml", "manifest": work / "manifest.csv"}
 
 
+#: mode -> (statistics, time QC on): what each measured side of ``immunoprofile run`` does
+MODES = {"defaults": ("median,gmean,rcv", True), "like": ("median", False)}
+
+
 def write_config(work: Path, name: str, n_files: int, *, plates: bool,
-                 statistics: str = "median,gmean,rcv") -> Path:
+                 statistics: str = "median,gmean,rcv", time_qc: bool = True) -> Path:
     lines = (work / "manifest.csv").read_text().splitlines()
     (work / f"manifest_{name}.csv").write_text("\n".join(lines[: n_files + 1]) + "\n")
     config = work / f"{name}.yaml"
@@ -89,8 +100,7 @@ def write_config(work: Path, name: str, n_files: int, *, plates: bool,
         "  strategy: strategy.xml\n"
         + ("  plates: [plates]\n  standards: standards.csv\n" if plates else "")
         + f"cytokine: {{enabled: {str(plates).lower()}}}\n"
-        # time QC named: it is off unless a config turns it on (the README's figures have it)
-        + f"flow: {{statistics: [{statistics}], time_qc: {{enabled: true}}}}\n"
+        + f"flow: {{statistics: [{statistics}], time_qc: {{enabled: {str(time_qc).lower()}}}}}\n"
         "assemble: {enabled: false}\ncompare: {enabled: false}\nreport: {enabled: false}\n"
         f"outputs: {{dir: out_{name}}}\n")
     return config
@@ -178,6 +188,52 @@ def _child(args: list[str]) -> dict:
 
 # ----- main -------------------------------------------------------------------------------------
 
+def measure_mode(work: Path, mode: str, args: argparse.Namespace) -> dict:
+    """Every figure of one mode: runs at 1 and 2 workers, then peak memory against files."""
+    statistics, time_qc = MODES[mode]
+    if mode == "defaults" and args.statistics:
+        statistics = args.statistics
+    print(f"== mode {mode}: statistics {statistics}, time QC {'on' if time_qc else 'off'}")
+    runs = {}
+    for jobs in (1, 2):
+        config = write_config(work, f"{mode}_j{jobs}", args.files, plates=args.plates > 0,
+                              statistics=statistics, time_qc=time_qc)
+        runs[jobs] = _child(["--child-run", str(config), str(jobs)])
+        r = runs[jobs]
+        gate_s = r["stages"]["gate"]
+        print(f"run, {jobs} worker(s): {r['wall_s']:.1f} s total; gate {gate_s:.1f} s = "
+              f"{args.files / gate_s:.2f} files/s; cytokines {r['stages']['cytokines']:.1f} s "
+              f"({r['n_plates']} plates); CPU {r['cpu_s']:.1f} s = "
+              f"{r['cpu_s'] / r['wall_s']:.2f} cores busy on average; "
+              f"peak RSS {r['peak_mib']:.0f} MiB (parent {r['parent_mib']:.0f}, "
+              f"largest worker {r['worker_mib']:.0f}); failures {r['failures']}")
+    speedup_gate = runs[1]["stages"]["gate"] / runs[2]["stages"]["gate"]
+    speedup_all = runs[1]["wall_s"] / runs[2]["wall_s"]
+    print(f"speed-up 1 -> 2 workers: gate stage {speedup_gate:.2f}x, whole run "
+          f"{speedup_all:.2f}x (target >= 1.7x; needs two idle cores: load average now "
+          f"{os.getloadavg()[0]:.1f})")
+    print("peak memory against the number of files (1 worker, flow only):")
+    cpu: dict[int, float] = {}
+    peak: dict[int, float] = {}
+    gate_wall: dict[int, float] = {}
+    points = sorted({max(1, args.files // 4), max(1, args.files // 2), args.files})
+    for n in points:
+        config = write_config(work, f"{mode}_mem_{n}", n, plates=False, statistics=statistics,
+                              time_qc=time_qc)
+        r = _child(["--child-run", str(config), "1"])
+        cpu[n], peak[n], gate_wall[n] = r["cpu_s"], r["peak_mib"], r["stages"]["gate"]
+        print(f"  {n:5d} files: peak RSS {r['peak_mib']:.0f} MiB, gate {r['stages']['gate']:.1f} s "
+              f"wall, run {r['cpu_s']:.1f} s CPU")
+    lo, hi = min(cpu), max(cpu)
+    per_file_cpu = (cpu[hi] - cpu[lo]) / (hi - lo) if hi > lo else cpu[hi] / hi
+    per_file_wall = ((gate_wall[hi] - gate_wall[lo]) / (hi - lo) if hi > lo
+                     else gate_wall[hi] / hi)
+    print(f"marginal per file (flow, 1 worker): {per_file_cpu:.3f} s CPU, {per_file_wall:.3f} s "
+          f"gate wall (fixed start-up cost {cpu[lo] - per_file_cpu * lo:.1f} s CPU)")
+    return {"runs": runs, "per_file_cpu": per_file_cpu, "per_file_wall": per_file_wall,
+            "peak": peak, "speedup_gate": speedup_gate, "speedup_all": speedup_all}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--files", type=int, default=200)
@@ -186,8 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flowkit-files", type=int, default=20,
                         help="FlowKit is slow: loop over this many files, report files/s.")
     parser.add_argument("--keep", type=Path, default=None, help="Work folder to keep/reuse.")
-    parser.add_argument("--statistics", default="median,gmean,rcv",
-                        help="Marker statistics per population (FlowKit's side: medians only).")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES),
+                        help="defaults (time QC, three statistics) and/or like (FlowKit's work)")
+    parser.add_argument("--statistics", default=None,
+                        help="Override the defaults mode's statistics (like: medians only).")
     parser.add_argument("--child-run", nargs=2, metavar=("CONFIG", "JOBS"), help=argparse.SUPPRESS)
     parser.add_argument("--child-flowkit", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -204,39 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     make_batch(work, args.files, args.events, args.plates)
     print(f"batch: {args.files} FCS files × {args.events:,} events, {args.plates} plates in "
           f"{work} (generated in {time.perf_counter() - t0:.0f} s)")
+    print(f"control, pure-CPU tasks 1 -> 2 workers through the same executor: "
+          f"{free_cores_control():.2f}x (load average {os.getloadavg()[0]:.1f})")
 
-    results = {}
-    for jobs in (1, 2):
-        config = write_config(work, f"full_j{jobs}", args.files, plates=args.plates > 0,
-                              statistics=args.statistics)
-        results[jobs] = _child(["--child-run", str(config), str(jobs)])
-        r = results[jobs]
-        gate_s = r["stages"]["gate"]
-        print(f"run, {jobs} worker(s): {r['wall_s']:.1f} s total; gate {gate_s:.1f} s = "
-              f"{args.files / gate_s:.2f} files/s; cytokines {r['stages']['cytokines']:.1f} s "
-              f"({r['n_plates']} plates); CPU {r['cpu_s']:.1f} s = "
-              f"{r['cpu_s'] / r['wall_s']:.2f} cores busy on average; "
-              f"peak RSS {r['peak_mib']:.0f} MiB (parent {r['parent_mib']:.0f}, "
-              f"largest worker {r['worker_mib']:.0f}); failures {r['failures']}")
-    speedup_gate = results[1]["stages"]["gate"] / results[2]["stages"]["gate"]
-    speedup_all = results[1]["wall_s"] / results[2]["wall_s"]
-    print(f"speed-up 1 -> 2 workers: gate stage {speedup_gate:.2f}x, whole run "
-          f"{speedup_all:.2f}x (target >= 1.7x; needs two idle cores: load average now "
-          f"{os.getloadavg()[0]:.1f}; control, pure-CPU tasks through the same executor: "
-          f"{free_cores_control():.2f}x)")
-
-    print("peak memory against the number of files (1 worker, flow only):")
-    cpu: dict[int, float] = {}
-    for n in sorted({max(1, args.files // 4), max(1, args.files // 2), args.files}):
-        config = write_config(work, f"mem_{n}", n, plates=False, statistics=args.statistics)
-        r = _child(["--child-run", str(config), "1"])
-        cpu[n] = r["cpu_s"]
-        print(f"  {n:5d} files: peak RSS {r['peak_mib']:.0f} MiB, gate {r['stages']['gate']:.1f} s "
-              f"wall, run {r['cpu_s']:.1f} s CPU")
-    lo, hi = min(cpu), max(cpu)
-    per_file_cpu = (cpu[hi] - cpu[lo]) / (hi - lo) if hi > lo else cpu[hi] / hi
-    print(f"marginal CPU per file (flow, 1 worker): {per_file_cpu:.3f} s "
-          f"(fixed start-up cost {cpu[lo] - per_file_cpu * lo:.1f} s)")
+    measured = {mode: measure_mode(work, mode, args) for mode in args.modes}
 
     m = min(args.flowkit_files, args.files)
     files = [str(work / "flow" / f"b{i:04d}.fcs") for i in range(m)]
@@ -246,26 +275,32 @@ def main(argv: list[str] | None = None) -> int:
     from immunoprofile.flow.gatingml import read_gatingml
 
     path_of = read_gatingml(work / "strategy.xml").paths()  # gate id -> our population path
-    ours = pd.read_csv(work / "out_full_j1" / "flow" / "populations.csv")
-    mismatches = compared = 0
-    for i in range(m):
-        sid = f"B{i:04d}"
-        mine = ours[ours["sample_id"] == sid].set_index("population")["count"].to_dict()
-        for gate_id, count in fk["counts"][f"b{i:04d}"].items():
-            compared += 1
-            mismatches += int(mine.get(path_of.get(gate_id, "?"), -1)) != count
     fk_rate = m / fk["wall_s"]
-    ours_rate_1 = args.files / results[1]["stages"]["gate"]
-    ours_rate_2 = args.files / results[2]["stages"]["gate"]
-    print(f"FlowKit loop: {m} files in {fk['wall_s']:.1f} s = {fk_rate:.2f} files/s "
-          f"(incl. import), peak RSS {fk['peak_mib']:.0f} MiB; population counts differing from "
-          f"ours: {mismatches} of {compared}")
-    print(f"throughput ratio to FlowKit (wall): {ours_rate_1 / fk_rate:.1f}x with 1 worker, "
-          f"{ours_rate_2 / fk_rate:.1f}x with 2 (target >= 10x)")
     fk_cpu_per_file = fk["cpu_s"] / m
-    print(f"CPU per file: FlowKit {fk_cpu_per_file:.3f} s (incl. its import spread over {m} "
-          f"files), immunoprofile {per_file_cpu:.3f} s marginal -> "
-          f"{fk_cpu_per_file / per_file_cpu:.1f}x less CPU (the fair figure on a shared machine)")
+    print(f"FlowKit loop: {m} files in {fk['wall_s']:.1f} s = {fk_rate:.2f} files/s "
+          f"(incl. import), {fk_cpu_per_file:.3f} s CPU per file, peak RSS "
+          f"{fk['peak_mib']:.0f} MiB")
+    print(f"\n{'mode':9s} {'files/s 1w':>10s} {'wall 1w':>8s} {'2w':>8s} {'1->2':>5s} "
+          f"{'CPU/file':>8s} {'peak RSS by files (MiB)':>28s} {'wall ratio':>10s} "
+          f"{'CPU ratio':>9s} counts")
+    for mode, res in measured.items():
+        ours = pd.read_csv(work / f"out_{mode}_j1" / "flow" / "populations.csv")
+        mismatches = compared = 0
+        for i in range(m):
+            mine = ours[ours["sample_id"] == f"B{i:04d}"].set_index("population")["count"]
+            for gate_id, count in fk["counts"][f"b{i:04d}"].items():
+                compared += 1
+                mismatches += int(mine.get(path_of.get(gate_id, "?"), -1)) != count
+        rate_1 = args.files / res["runs"][1]["stages"]["gate"]
+        rate_2 = args.files / res["runs"][2]["stages"]["gate"]
+        peaks = ", ".join(f"{n}: {v:.0f}" for n, v in sorted(res["peak"].items()))
+        print(f"{mode:9s} {rate_1:10.2f} {1 / rate_1:7.3f}s {1 / rate_2:7.3f}s "
+              f"{res['speedup_gate']:4.2f}x {res['per_file_cpu']:7.3f}s {peaks:>28s} "
+              f"{rate_1 / fk_rate:9.1f}x {fk_cpu_per_file / res['per_file_cpu']:8.1f}x "
+              f"{compared - mismatches}/{compared} equal")
+    print("wall ratio: files/s of the gate stage at 1 worker over the FlowKit loop's (target "
+          ">= 10x); CPU ratio: FlowKit's CPU per file (its import spread over its files) over "
+          "our marginal CPU per file (the fair figure on a shared machine)")
     if args.keep is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0

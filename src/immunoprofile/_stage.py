@@ -44,7 +44,13 @@ class StageOutcome:
 
 
 class TaskCache(Protocol):
-    """A per-task result store: ``get(task)`` (``None`` when absent) and ``put(task, value)``."""
+    """A per-task result store: ``get(task)`` (``None`` when absent) and ``put(task, value)``.
+
+    A store may also offer ``writer(task)``: a small picklable callable ``store(value)`` that
+    stores the task's result where it is computed. On this machine's executors (serial, local
+    process pool) the worker then writes its own entry, so the parent process does not spend
+    its time serialising every result a second time.
+    """
 
     def get(self, task: Any) -> Any | None: ...
 
@@ -71,10 +77,13 @@ def run_stage_tasks(fn: Callable[..., Any], tasks: Sequence[tuple[str, Any]], *,
     """
     spec = executor if executor is not None else ExecutorSpec("serial")
     by_key = dict(tasks)
+    writer = getattr(cache, "writer", None)
+    # Remote (Dask) workers may not see this machine's cache folder: the parent stores theirs.
+    in_worker = writer is not None and spec.effective_kind(len(tasks)) in ("serial", "process")
     with (progress or no_progress)(len(tasks), description) as advance:
         def on_done(outcome: TaskOutcome) -> None:
             if outcome.ok:
-                if cache is not None:
+                if cache is not None and not in_worker:
                     cache.put(by_key[outcome.key], outcome.value)
             else:
                 log.warning("%s: %s", outcome.key, outcome.error)
@@ -84,5 +93,18 @@ def run_stage_tasks(fn: Callable[..., Any], tasks: Sequence[tuple[str, Any]], *,
 
         if not tasks:
             return []
+        if in_worker:
+            return run_tasks(_compute_and_store,
+                             [(key, (fn, writer(task), task)) for key, task in tasks],
+                             spec=spec, on_done=on_done)
         return run_tasks(fn, [(key, (task,)) for key, task in tasks], spec=spec,
                          on_done=on_done)
+
+
+def _compute_and_store(fn: Callable[[Any], Any], store: Callable[[Any], None],
+                       task: Any) -> Any:
+    """``fn(task)``, stored by ``store`` before it is returned (the task function of a cached
+    stage whose workers write their own cache entries)."""
+    value = fn(task)
+    store(value)
+    return value

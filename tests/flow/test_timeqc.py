@@ -121,3 +121,94 @@ def test_peacoqc_example_file_loses_its_bad_start(reference_dir: Path) -> None:
     assert start == pytest.approx(float(t.min()))
     assert 2 <= end <= 15
     assert 3 <= result.pct_removed <= 20
+
+
+def _traces_as_one_table(samples: list, path: Path) -> bytes:
+    """time_qc.csv as the batch writer wrote it before traces were streamed: one table."""
+    from immunoprofile._io import write_csv_atomic
+    from immunoprofile.flow.batch import time_qc_frame
+
+    write_csv_atomic(path, time_qc_frame(samples))
+    return path.read_bytes()
+
+
+def test_streamed_time_qc_csv_is_the_one_table_bytes(tmp_path: Path) -> None:
+    """gate_files writes each sample's traces as it is gated and drops them from memory; the
+    streamed time_qc.csv equals the table of all traces written at once, byte for byte."""
+    from immunoprofile.flow.stage import gate_files
+
+    (tmp_path / "s.yaml").write_text(STRATEGY)
+    events, _ = sim.add_clog(np.random.default_rng(7), _sample(7))
+    files = [_tube(tmp_path, "a_clog.fcs", events), _tube(tmp_path, "b_clean.fcs", _sample(8)),
+             _tube(tmp_path, "c_drift.fcs", sim.add_drift(_sample(9))[0])]
+    result = gate_files(files, tmp_path / "s.yaml", time_qc=True, out_dir=tmp_path / "out")
+    assert all(s.time_qc_trace is None for s in result.samples)  # not kept in memory
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # the chunk files are gone
+    in_memory = [gate_sample(f, tmp_path / "s.yaml", time_qc=True, sample_id=f.stem)
+                 for f in files]
+    expected = _traces_as_one_table(in_memory, tmp_path / "expected.csv")
+    assert (tmp_path / "out" / "time_qc.csv").read_bytes() == expected
+    assert expected.count(b"\n") > 3 * 20
+
+
+def test_trace_chunks_of_different_layouts_fall_back_to_one_table(tmp_path: Path) -> None:
+    """Chunks whose columns or dtypes differ (another panel, no signal bins) cannot simply be
+    concatenated: they are read back exactly and written as one table, the same bytes."""
+    import dataclasses
+
+    import pandas as pd
+
+    from immunoprofile._frames import is_text_column
+    from immunoprofile.flow.batch import _trace_rows, _write_time_qc, write_trace_chunk
+
+    (tmp_path / "s.yaml").write_text(STRATEGY)
+    events, _ = sim.add_clog(np.random.default_rng(3), _sample(3))
+    full = gate_sample(_tube(tmp_path, "clog.fcs", events), tmp_path / "s.yaml", time_qc=True,
+                       sample_id="A")
+    trace = full.time_qc_trace
+    level = next(c for c in trace.columns if c.startswith("level_"))
+    other = dataclasses.replace(full, sample_id="B",
+                                time_qc_trace=trace.drop(columns=[level]).assign(
+                                    reason=lambda t: t["reason"].where(t["kind"] == "rate")))
+    rate_only = dataclasses.replace(full, sample_id="C", time_qc_trace=trace[
+        trace["kind"] == "rate"].dropna(axis=1, how="all").assign(count=lambda t: t["count"]))
+    samples = [full, other, rate_only]
+    expected = _traces_as_one_table(samples, tmp_path / "expected.csv")
+    chunked = [write_trace_chunk(s, tmp_path / f"{s.sample_id}.chunk") for s in samples]
+    assert len({(c.time_qc_trace.columns, c.time_qc_trace.dtypes) for c in chunked}) == 3
+    for s, c in zip(samples, chunked):  # each chunk reads back as the table it came from
+        rows = _trace_rows(s.time_qc_trace, s.sample_id).reset_index(drop=True)
+        for k in [k for k in rows.columns if is_text_column(rows[k])]:
+            rows[k] = rows[k].where(rows[k] != "", np.nan)  # CSV writes "" and missing alike
+        pd.testing.assert_frame_equal(c.time_qc_trace.frame(), rows, check_exact=True)
+    _write_time_qc(tmp_path / "time_qc.csv", chunked)
+    assert (tmp_path / "time_qc.csv").read_bytes() == expected
+    # one layout: the streamed path gives the same bytes as the table
+    same = [write_trace_chunk(dataclasses.replace(full, sample_id=s), tmp_path / f"{s}.c")
+            for s in ("X", "Y")]
+    _write_time_qc(tmp_path / "same.csv", same)
+    assert (tmp_path / "same.csv").read_bytes() == _traces_as_one_table(
+        [dataclasses.replace(full, sample_id=s) for s in ("X", "Y")], tmp_path / "e2.csv")
+
+
+def test_fast_csv_body_is_pandas_to_csv() -> None:
+    """The trace chunk formatter writes exactly what pandas' to_csv writes (floats of every
+    magnitude, missing values, bools, ints, text needing quotes), or declines."""
+    import pandas as pd
+
+    from immunoprofile.flow.batch import _csv_body
+
+    rng = np.random.default_rng(5)
+    n = 4000
+    floats = rng.normal(size=n) * 10.0 ** rng.integers(-20, 20, n)
+    floats[::7] = np.nan
+    floats[:8] = [0.0, -0.0, 1e16, 1e15, 1e-4, 1e-5, np.inf, 5e-324]
+    text = np.array(["", "level FSC-A; spread PE-A", 'say "hi"', "a,b", "two\nlines", None,
+                     np.nan, "…"], dtype=object)[rng.integers(0, 8, n)]
+    frame = pd.DataFrame({"kind": np.where(rng.random(n) < 0.5, "rate", "signal"),
+                          "t": np.round(rng.uniform(0, 1e3, n), 3), "x": floats,
+                          "count": rng.integers(-5, 10**9, n), "flag": rng.random(n) < 0.3,
+                          "reason": text})
+    expected = frame.to_csv(index=False, header=False, lineterminator="\n")
+    assert _csv_body(frame) == expected
+    assert _csv_body(frame.assign(when=pd.Timestamp("2024-01-01"))) is None  # not ours: pandas

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class GateTask:
     time_qc: Any
     membership_path: Path | None = None
     fitted_gatingml_path: Path | None = None
+    trace_chunk_path: Path | None = None
 
 
 @dataclass(kw_only=True)
@@ -63,6 +65,9 @@ class GateFilesResult(StageOutcome):
     ----------
     samples
         One :class:`~immunoprofile.flow.batch.SampleGating` per gated file, sorted by sample id.
+        With ``out_dir``, time-QC traces computed in this run went straight to
+        ``time_qc.csv`` and are not kept (``time_qc_trace`` is ``None``; cached ones are a
+        :class:`~immunoprofile.flow.batch.TraceChunk`), so memory does not grow with files.
     strategy
         The strategy used.
     """
@@ -185,6 +190,13 @@ def gate_files(
              for p in (expand_fcs_inputs([item]) if Path(item).is_dir() else [Path(item)])]
     pairs = pair_samples(paths, sample_ids)
     out = None if out_dir is None else Path(out_dir)
+    spec = executor or ExecutorSpec("serial")
+    # Each sample's time-QC traces are written as time_qc.csv lines where it is gated (a local
+    # worker sees out_dir) and dropped from memory; `.*.tmp` names: a killed run's are cleaned.
+    spill = (f".time_qc.{uuid.uuid4().hex[:12]}" if out is not None and time_qc
+             and spec.effective_kind(len(pairs)) in ("serial", "process") else None)
+    if spill is not None:
+        out.mkdir(parents=True, exist_ok=True)
 
     samples: dict[str, SampleGating] = {}
     failures: list[tuple[str, str]] = []
@@ -205,7 +217,9 @@ def gate_files(
             membership_path=out / "membership" / f"{sid}.parquet" if membership else None,
             # data-driven gates: each sample's fitted gates as fixed Gating-ML (replayable)
             fitted_gatingml_path=(out / "fitted_gates" / f"{sid}.gatingml.xml"
-                                  if out is not None and strategy.fits else None))
+                                  if out is not None and strategy.fits else None),
+            trace_chunk_path=(None if spill is None
+                              else out / f"{spill}.{len(tasks) + len(samples):06d}.tmp"))
         hit = None if cache is None or not path.is_file() else cache.get(task)
         if hit is not None and all(p is None or p.is_file() for p in
                                    (task.membership_path, task.fitted_gatingml_path)):
@@ -213,7 +227,6 @@ def gate_files(
         else:
             tasks.append((sid, task))
     n_cached = len(samples)
-    spec = executor or ExecutorSpec("serial")
     log.info("gate: %d FCS file(s), %d from the cache, %d to compute (%s, %d job(s))",
              len(pairs), n_cached, len(tasks), spec.effective_kind(len(tasks)), spec.jobs)
     outcomes = run_stage_tasks(_gate_one, tasks, executor=spec, cache=cache, progress=progress,
@@ -239,12 +252,32 @@ def gate_files(
               **({"compensation_by_file": dict(sorted(matrix_of_file.items()))}
                  if matrix_of_file else {}),
               **dict(parameters or {})}
-    result.written = write_gate_outputs(
-        out, result.samples, result.failures, strategy=strategy, parameters=params,
-        inputs=[*(p for _, p in pairs if p.is_file()),
-                *([strategy_path] if strategy_path is not None else []), *sorted(matrices)],
-        command=command)
+    try:
+        result.written = write_gate_outputs(
+            out, result.samples, result.failures, strategy=strategy, parameters=params,
+            inputs=[*(p for _, p in pairs if p.is_file()),
+                    *([strategy_path] if strategy_path is not None else []), *sorted(matrices)],
+            command=command)
+    finally:
+        if spill is not None:
+            _drop_trace_chunks(result.samples, out, spill)
     return result
+
+
+def _drop_trace_chunks(samples: list[SampleGating], out: Path, spill: str) -> None:
+    """Remove this run's trace chunk files (those in cache entries stay, and stay referenced)."""
+    import contextlib
+
+    from .batch import TraceChunk
+
+    for sample in samples:
+        trace = sample.time_qc_trace
+        if isinstance(trace, TraceChunk) and trace.path.parent == out \
+                and trace.path.name.startswith(spill):
+            sample.time_qc_trace = None
+    for path in out.glob(f"{spill}.*.tmp"):
+        with contextlib.suppress(OSError):
+            path.unlink()
 
 
 def _check_compensation(choice: Any) -> Any:
@@ -266,9 +299,12 @@ def _check_compensation(choice: Any) -> Any:
 def _gate_one(task: GateTask) -> SampleGating:
     """One :class:`GateTask` through :func:`~immunoprofile.flow.batch.gate_sample` (the
     executors' task function)."""
-    from .batch import gate_sample
+    from .batch import gate_sample, write_trace_chunk
 
-    return gate_sample(task.path, task.strategy, compensation=task.compensation,
-                       sample_id=task.sample_id, membership_path=task.membership_path,
-                       statistics=task.statistics, time_qc=task.time_qc,
-                       fitted_gatingml_path=task.fitted_gatingml_path)
+    sample = gate_sample(task.path, task.strategy, compensation=task.compensation,
+                         sample_id=task.sample_id, membership_path=task.membership_path,
+                         statistics=task.statistics, time_qc=task.time_qc,
+                         fitted_gatingml_path=task.fitted_gatingml_path)
+    if task.trace_chunk_path is not None:
+        sample = write_trace_chunk(sample, task.trace_chunk_path)
+    return sample

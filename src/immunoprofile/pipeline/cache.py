@@ -98,8 +98,10 @@ class ResultCache:
         return tables, meta.get("meta", {})
 
     def put(self, kind: str, key: str, tables: Mapping[str, pd.DataFrame],
-            meta: Mapping[str, Any]) -> Path:
-        """Store an entry atomically (a folder renamed into place); returns its folder."""
+            meta: Mapping[str, Any], files: Mapping[str, Path] | None = None) -> Path:
+        """Store an entry atomically (a folder renamed into place); returns its folder.
+
+        ``files``: name in the entry -> a file copied in as it is (besides the tables)."""
         final = self.entry_dir(kind, key)
         final.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", suffix=".tmp", dir=final.parent))
@@ -108,6 +110,8 @@ class ResultCache:
             # the entry visible, and an entry damaged by a power cut reads as a miss (no fsync).
             for name, frame in tables.items():
                 frame.to_parquet(staging / f"{name}.parquet", engine="pyarrow", index=False)
+            for name, source in (files or {}).items():
+                shutil.copyfile(source, staging / name)
             # meta.json last: an entry counts only when it is there
             (staging / "meta.json").write_text(
                 json.dumps({"key": key, "tables": sorted(tables), "meta": dict(meta)},
@@ -142,13 +146,22 @@ class ResultCache:
     # ----- flow samples -------------------------------------------------------------------
     def get_gating(self, key: str) -> SampleGating | None:
         """A cached :class:`~immunoprofile.flow.batch.SampleGating`, or ``None``."""
-        from ..flow.batch import SampleGating, split_time_qc
+        from ..flow.batch import SampleGating, TraceChunk, split_time_qc
 
         found = self.get("flow", key)
         if found is None:
             return None
         tables, meta = found
         time_qc, trace = split_time_qc(meta.get("time_qc"))  # entries written with traces inside
+        chunk = meta.get("time_qc_chunk")
+        if chunk is not None:  # formatted time_qc.csv lines, read when the outputs are written
+            path = self.entry_dir("flow", key) / "time_qc_trace.csv"
+            if not path.is_file():
+                self.hits -= 1
+                self.misses += 1
+                return None
+            trace = TraceChunk(path=path, columns=tuple(chunk["columns"]),
+                               dtypes=tuple(chunk["dtypes"]), n_rows=int(chunk["n_rows"]))
         return SampleGating(sample_id=meta["sample_id"], file=meta["file"],
                             sha256=meta["sha256"], stats=tables["stats"],
                             keywords=dict(meta.get("keywords", {})),
@@ -159,15 +172,23 @@ class ResultCache:
 
     def put_gating(self, key: str, sample: SampleGating) -> Path:
         """Store a :class:`~immunoprofile.flow.batch.SampleGating`."""
+        from ..flow.batch import TraceChunk
+
         meta = {"sample_id": sample.sample_id, "file": sample.file, "sha256": sample.sha256,
                 "keywords": sample.keywords, "n_events": sample.n_events,
                 "warnings": sample.warnings, "time_qc": sample.time_qc}
         tables = {"stats": sample.stats}
         if sample.positions is not None and len(sample.positions):
             tables["positions"] = sample.positions
-        if sample.time_qc_trace is not None and len(sample.time_qc_trace):
-            tables["time_qc_trace"] = sample.time_qc_trace
-        return self.put("flow", key, tables, meta)
+        files = {}
+        trace = sample.time_qc_trace
+        if isinstance(trace, TraceChunk):  # already formatted: stored as it is
+            files["time_qc_trace.csv"] = trace.path
+            meta["time_qc_chunk"] = {"columns": list(trace.columns),
+                                     "dtypes": list(trace.dtypes), "n_rows": trace.n_rows}
+        elif trace is not None and len(trace):
+            tables["time_qc_trace"] = trace
+        return self.put("flow", key, tables, meta, files=files)
 
     # ----- cytokine plates ----------------------------------------------------------------
     def get_plate(self, key: str) -> Any | None:

@@ -238,6 +238,15 @@ class _StageCache:
         key = self._keys.get(id(task)) or self.key_of(task)
         getattr(self.store, f"put_{self.kind}")(key, value)
 
+    def writer(self, task: Any) -> Callable[[Any], None]:
+        """A picklable ``store(value)`` for this task's entry (run where the task runs)."""
+        key = self._keys.get(id(task)) or self.key_of(task)
+        return functools.partial(_put_entry, ResultCache(self.store.root), self.kind, key)
+
+
+def _put_entry(store: ResultCache, kind: str, key: str, value: Any) -> None:
+    getattr(store, f"put_{kind}")(key, value)
+
 
 def _flow_cache(config: PipelineConfig, force: bool) -> _StageCache:
     """Gating results keyed by the FCS file, the strategy (and the matrices it carries), the
@@ -253,7 +262,9 @@ def _flow_cache(config: PipelineConfig, force: bool) -> _StageCache:
         hashes = {"strategy": digests["file"], "strategy_matrices": digests[id(task.strategy)],
                   "fcs": sha256_file(task.path)}
         if isinstance(comp, str) and comp not in ("fcs", "none"):
-            hashes["compensation"] = sha256_file(comp)
+            if ("matrix", comp) not in digests:  # one matrix serves many files
+                digests[("matrix", comp)] = sha256_file(comp)
+            hashes["compensation"] = digests[("matrix", comp)]
         return cache_key(kind="flow", input_hashes=hashes, parameters={
             "sample_id": task.sample_id, "file": task.path.name,
             "compensation": comp if comp in ("fcs", "none") else "matrix",

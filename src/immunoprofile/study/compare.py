@@ -182,8 +182,7 @@ def paired_contrast(first: np.ndarray, second: np.ndarray, *, min_subjects: int 
     if zeros:
         notes.append(f"{zeros} zero difference(s) dropped (Wilcoxon)")
     if not ties and nonzero.size <= 50:
-        res = stats.wilcoxon(nonzero, method="exact")
-        out.update(p_wilcoxon=float(res.pvalue), wilcoxon_method="exact")
+        out.update(p_wilcoxon=_exact_wilcoxon_p(nonzero), wilcoxon_method="exact")
     elif nonzero.size <= 13:  # 2^13 = 8192 sign flips: enumerate them all (exact, deterministic)
         res = stats.wilcoxon(nonzero, method=stats.PermutationMethod(n_resamples=2 ** 13))
         out.update(p_wilcoxon=float(res.pvalue), wilcoxon_method="exact-permutation")
@@ -196,6 +195,28 @@ def paired_contrast(first: np.ndarray, second: np.ndarray, *, min_subjects: int 
     return out
 
 
+
+
+#: (n, sum of the positive differences' ranks) -> scipy's exact two-sided Wilcoxon p
+_EXACT_WILCOXON: dict[tuple[int, int], float] = {}
+
+
+def _exact_wilcoxon_p(nonzero: np.ndarray) -> float:
+    """``scipy.stats.wilcoxon(nonzero, method="exact").pvalue`` for distinct non-zero |d|.
+
+    Without ties or zeros the exact p is a function of ``n`` and the rank sum of the positive
+    differences alone, so scipy is asked once per such pair (its per-call overhead, ~1 ms, was
+    most of a comparison's cost) and the very value it returned is reused.
+    """
+    import numpy as np
+    from scipy import stats
+
+    ranks = np.empty(nonzero.size, dtype=np.int64)
+    ranks[np.argsort(np.abs(nonzero), kind="stable")] = np.arange(1, nonzero.size + 1)
+    key = (int(nonzero.size), int(ranks[nonzero > 0].sum()))
+    if key not in _EXACT_WILCOXON:
+        _EXACT_WILCOXON[key] = float(stats.wilcoxon(nonzero, method="exact").pvalue)
+    return _EXACT_WILCOXON[key]
 
 
 def _float_noise(*arrays: np.ndarray) -> float:
