@@ -24,6 +24,7 @@ from typing import Any
 from .._stage import ProgressFactory, no_progress
 from ..errors import InputError
 from ..executors import ExecutorSpec
+from ..layout import COMPENSATION_KEY, RunLayout
 from ..provenance import sha256_file
 from .cache import ResultCache, cache_key
 from .config import PipelineConfig
@@ -70,6 +71,11 @@ class RunSummary:
     n_flow_cached: int = 0
     n_plates: int = 0
     n_plates_cached: int = 0
+
+    @property
+    def layout(self) -> RunLayout:
+        """Where each stage's outputs are (:class:`~immunoprofile.layout.RunLayout`)."""
+        return RunLayout(self.out_dir)
 
     @property
     def exit_code(self) -> int:
@@ -141,7 +147,7 @@ def run_pipeline(
         (_flow_stage, (config, manifest, spec, force, progress, summary)),
         (_cytokine_stage, (config, manifest, spec, force, progress, summary)),
         (_study_stage, (config, manifest, design, summary)),
-        (_compare_stage, (config, design, summary)),
+        (_compare_stage, (config, summary)),
         (_report_stage, (config, summary)),
     ]
     for stage, args in stages:
@@ -149,7 +155,7 @@ def run_pipeline(
         result = stage(*args)
         result.seconds = time.perf_counter() - started
         summary.stages.append(result)
-    _write_failed(out / "failed.tsv", summary.failures)
+    _write_failed(RunLayout(out).failed, summary.failures)
     return summary
 
 
@@ -196,14 +202,14 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
     pairs = flow_samples(config, manifest)
     if not pairs:
         return StageResult("gate", "skipped", "no flow samples in the manifest")
-    out = config.out_dir / "flow"
+    out = RunLayout(config.out_dir).flow
     compensation: Any = config.flow.compensation
     parameters: dict[str, Any] = {}
     figures: list[tuple[Any, Path]] = []
     if compensation == "controls":
-        control_sets = compensation_from_controls(config, out / "compensation", figures=figures)
+        control_sets = compensation_from_controls(config, out.compensation, figures=figures)
         compensation = functools.partial(matrix_for_sample, control_sets=control_sets)
-        parameters = {"compensation": "controls", "compensation_controls": [
+        parameters = {COMPENSATION_KEY: "controls", "compensation_controls": [
             {"set": p.parent.name, "date": None if s.date is None else s.date.isoformat(),
              "matrix": str(p)} for s, p in control_sets]}
     # The controls' figures (seconds of matplotlib) are drawn while the workers gate.
@@ -213,7 +219,7 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
             sample_ids={p.name: s for s, p in pairs}, compensation=compensation,
             group=config.flow.group, statistics=config.flow.statistics,
             time_qc=config.flow.time_qc.options(), membership=config.flow.membership,
-            executor=spec, out_dir=out, cache=_flow_cache(config, force), progress=progress,
+            executor=spec, out_dir=out.dir, cache=_flow_cache(config, force), progress=progress,
             parameters=parameters, command=f"immunoprofile run {config.source}")
     summary.n_flow = len(result.samples)
     summary.n_flow_cached = result.n_cached
@@ -404,7 +410,8 @@ def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, f
     options = config.cytokine.quantify_options()
     result = quantify_files(
         plates, options, layout=config.inputs.layout, standards=config.inputs.standards,
-        repair=config.cytokine.repair, executor=spec, out_dir=config.out_dir / "cytokines",
+        repair=config.cytokine.repair, executor=spec,
+        out_dir=RunLayout(config.out_dir).cytokines.dir,
         cache=_plate_cache(config, force), progress=progress,
         command=f"immunoprofile run {config.source}")
     summary.n_plates = len(result.results)
@@ -438,48 +445,41 @@ def _study_stage(config: PipelineConfig, manifest: Any, design: Any,
     from .._io import write_h5ad_atomic
     from ..study import matrix
 
-    flow_dir = config.out_dir / "flow"
-    cytokine_dir = config.out_dir / "cytokines"
+    layout = RunLayout(config.out_dir)
+    flow_dir, cytokine_dir = layout.flow.dir, layout.cytokines.dir
     kwargs = {
-        "flow_dir": flow_dir if (flow_dir / "populations.csv").is_file() else None,
-        "cytokine_dir": cytokine_dir if (cytokine_dir / "concentrations.csv").is_file() else None,
+        "flow_dir": flow_dir if layout.flow.populations.is_file() else None,
+        "cytokine_dir": cytokine_dir if layout.cytokines.concentrations.is_file() else None,
         "clinical": config.inputs.clinical,
         "design": design,
         "drug_readouts": tuple(config.cytokine.drug_readouts),
     }
     adata = matrix.assemble(manifest, **kwargs)
-    path = config.out_dir / "study.h5ad"
+    path = layout.study.h5ad
     write_h5ad_atomic(path, adata)
     unmatched = adata.uns.get("immunoprofile", {}).get("unmatched")
     if unmatched is not None:
         from .._io import write_csv_atomic
 
-        write_csv_atomic(config.out_dir / "unmatched.tsv", unmatched, sep="\t")
+        write_csv_atomic(layout.study.unmatched, unmatched, sep="\t")
     summary_msg = f"{adata.n_obs} sample(s) × {adata.n_vars} feature(s)"
     return StageResult("assemble", "done", summary_msg, [path])
 
 
-def _compare_stage(config: PipelineConfig, design: Any, summary: RunSummary) -> StageResult:
+def _compare_stage(config: PipelineConfig, summary: RunSummary) -> StageResult:
     if not config.compare.enabled:
         return StageResult("compare", "skipped", "disabled in the config")
-    study_path = config.out_dir / "study.h5ad"
-    if not study_path.is_file():
-        log.warning("compare: skipped (no study.h5ad)")
-        return StageResult("compare", "skipped", "no study.h5ad")
-    import anndata as ad
+    layout = RunLayout(config.out_dir)
+    if not layout.study.h5ad.is_file():
+        log.warning("compare: skipped (no %s)", layout.study.h5ad)
+        return StageResult("compare", "skipped", f"no {layout.study.h5ad}")
+    from ..study.compare_stage import compare_study
 
-    from .._io import write_csv_atomic
-    from ..study import compare
-
-    adata = ad.read_h5ad(study_path)
-    table = compare.compare_periods(adata, **config.compare.kwargs(), **config.analysis.kwargs())
-    path = config.out_dir / "comparisons.csv"
-    write_csv_atomic(path, table)
-    if "plan" in table.attrs:
-        from .._io import write_json_atomic
-
-        write_json_atomic(config.out_dir / "analysis_plan.json", table.attrs["plan"])
-    return StageResult("compare", "done", f"{len(table)} comparison(s)", [path])
+    result = compare_study(layout.study.h5ad, out_dir=layout.compare.dir,
+                           command=f"immunoprofile run {config.source}",
+                           **config.compare.kwargs(), **config.analysis.kwargs())
+    return StageResult("compare", "done", f"{len(result.table)} comparison(s)",
+                       list(result.written.values()))
 
 
 def _report_stage(config: PipelineConfig, summary: RunSummary) -> StageResult:
@@ -487,6 +487,7 @@ def _report_stage(config: PipelineConfig, summary: RunSummary) -> StageResult:
         return StageResult("report", "skipped", "disabled in the config")
     from ..report import build_report
 
-    built = build_report(config.out_dir, config.out_dir / "report.html",
+    layout = RunLayout(config.out_dir)
+    built = build_report(layout, layout.report.html,
                          title=config.report.title or config.name or None)
     return StageResult("report", "done", f"report in {built.path.name}", [built.path])
