@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunLayout", "GateOutputs", "CytokineOutputs", "StudyOutputs", "CompareOutputs",
+__all__ = ["RunLayout", "MAIN_FILES", "GateOutputs", "CytokineOutputs", "StudyOutputs", "CompareOutputs",
            "ReportOutputs", "STRATEGY_KEY", "COMPENSATION_KEY", "COMPENSATION_BY_FILE_KEY",
            "TIME_QC_KEY"]
 
@@ -44,56 +44,35 @@ TIME_QC_KEY = "time_qc"
 PathLike = str | os.PathLike[str]
 
 
+class _File:
+    """A stage folder's file (or sub-folder): ``outputs.<attribute>`` is ``outputs.dir / name``."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name, self.__doc__ = name, f"{doc} (``{name}``)"
+
+    def __get__(self, outputs: object, owner: type | None = None) -> Path:
+        if outputs is None:  # the class attribute: for documentation
+            return self  # type: ignore[return-value]
+        return outputs.dir / self.name  # type: ignore[attr-defined]
+
+
 @dataclass(frozen=True)
 class GateOutputs:
     """The output folder of the gate stage (``immunoprofile gate --out DIR``)."""
 
     dir: Path
 
-    @property
-    def populations(self) -> Path:
-        """The tidy statistics table."""
-        return self.dir / "populations.csv"
-
-    @property
-    def h5ad(self) -> Path:
-        """Samples × (population, statistic) AnnData."""
-        return self.dir / "flow.h5ad"
-
-    @property
-    def time_qc(self) -> Path:
-        """Per-sample time-QC traces (only with time QC)."""
-        return self.dir / "time_qc.csv"
-
-    @property
-    def gate_positions(self) -> Path:
-        """Fitted gate coordinates (only with data-driven gates)."""
-        return self.dir / "gate_positions.csv"
-
-    @property
-    def fitted_gates(self) -> Path:
-        """Folder of each sample's fitted gates as Gating-ML."""
-        return self.dir / "fitted_gates"
-
-    @property
-    def membership(self) -> Path:
-        """Folder of per-event membership Parquet files."""
-        return self.dir / "membership"
-
-    @property
-    def compensation(self) -> Path:
-        """Folder of the matrices computed from compensation controls (one folder per set)."""
-        return self.dir / "compensation"
-
-    @property
-    def provenance(self) -> Path:
-        """The stage's provenance."""
-        return self.dir / "provenance.json"
-
-    @property
-    def failed(self) -> Path:
-        """Files that could not be gated (only when some failed)."""
-        return self.dir / "failed.tsv"
+    populations = _File("populations.csv", "The tidy statistics table.")
+    h5ad = _File("flow.h5ad", "Samples × (population, statistic) AnnData.")
+    time_qc = _File("time_qc.csv", "Per-sample time-QC traces (only with time QC).")
+    gate_positions = _File("gate_positions.csv",
+                            "Fitted gate coordinates (only with data-driven gates).")
+    fitted_gates = _File("fitted_gates", "Folder of each sample's fitted gates as Gating-ML.")
+    membership = _File("membership", "Folder of per-event membership Parquet files.")
+    compensation = _File("compensation", "Folder of the matrices computed from compensation "
+                                         "controls (one folder per set).")
+    provenance = _File("provenance.json", "The stage's provenance.")
+    failed = _File("failed.tsv", "Files that could not be gated (only when some failed).")
 
 
 @dataclass(frozen=True)
@@ -102,50 +81,18 @@ class CytokineOutputs:
 
     dir: Path
 
-    @property
-    def concentrations(self) -> Path:
-        """One row per well and analyte."""
-        return self.dir / "concentrations.csv"
-
-    @property
-    def standard_curves(self) -> Path:
-        """One row per plate and analyte: the fitted curve."""
-        return self.dir / "standard_curves.csv"
-
-    @property
-    def summary(self) -> Path:
-        """Per-sample summary."""
-        return self.dir / "summary.csv"
-
-    @property
-    def standard_levels(self) -> Path:
-        """Standards: expected vs back-calculated."""
-        return self.dir / "standard_levels.csv"
-
-    @property
-    def plate_qc(self) -> Path:
-        """Plate acceptance."""
-        return self.dir / "plate_qc.csv"
-
-    @property
-    def vendor_comparison(self) -> Path:
-        """Ours beside the export's own results (only when an export carries them)."""
-        return self.dir / "vendor_comparison.csv"
-
-    @property
-    def h5ad(self) -> Path:
-        """Samples × analytes AnnData."""
-        return self.dir / "cytokines.h5ad"
-
-    @property
-    def provenance(self) -> Path:
-        """The stage's provenance."""
-        return self.dir / "provenance.json"
-
-    @property
-    def failed(self) -> Path:
-        """Exports that could not be quantified."""
-        return self.dir / "failed.tsv"
+    concentrations = _File("concentrations.csv", "One row per well and analyte.")
+    standard_curves = _File("standard_curves.csv",
+                             "One row per plate and analyte: the fitted curve.")
+    summary = _File("summary.csv", "Per-sample summary.")
+    standard_levels = _File("standard_levels.csv", "Standards: expected vs back-calculated.")
+    plate_qc = _File("plate_qc.csv", "Plate acceptance.")
+    vendor_comparison = _File("vendor_comparison.csv",
+                               "Ours beside the export's own results (only when an export "
+                               "carries them).")
+    h5ad = _File("cytokines.h5ad", "Samples × analytes AnnData.")
+    provenance = _File("provenance.json", "The stage's provenance.")
+    failed = _File("failed.tsv", "Exports that could not be quantified.")
 
 
 @dataclass(frozen=True)
@@ -154,20 +101,14 @@ class StudyOutputs:
 
     dir: Path
 
-    @property
-    def h5ad(self) -> Path:
-        """The study AnnData (subject-visits × features)."""
-        return self.dir / "study.h5ad"
-
-    @property
-    def unmatched(self) -> Path:
-        """Results without a manifest row and manifest rows without a result."""
-        return self.dir / "unmatched.tsv"
-
-    @property
-    def provenance(self) -> Path:
-        """The stage's provenance."""
-        return self.dir / "provenance.json"
+    h5ad = _File("study.h5ad", "The study AnnData (subject-visits × features).")
+    zarr = _File("study.zarr", "The same as a zarr store (``assemble --zarr``).")
+    parquet = _File("study.parquet", "The same as one tidy table.")
+    by_visit = _File("study_by_visit", "Folder of one study file per visit.")
+    period_means = _File("period_means.h5ad", "Subject × period means.")
+    unmatched = _File("unmatched.tsv",
+                       "Results without a manifest row and manifest rows without a result.")
+    provenance = _File("provenance.json", "The stage's provenance.")
 
 
 @dataclass(frozen=True)
@@ -176,25 +117,10 @@ class CompareOutputs:
 
     dir: Path
 
-    @property
-    def comparisons(self) -> Path:
-        """One row per population × feature × contrast."""
-        return self.dir / "comparisons.csv"
-
-    @property
-    def analysis_plan(self) -> Path:
-        """The plan the comparisons follow."""
-        return self.dir / "analysis_plan.json"
-
-    @property
-    def notes(self) -> Path:
-        """What n allows, methods."""
-        return self.dir / "comparisons_notes.json"
-
-    @property
-    def provenance(self) -> Path:
-        """The stage's provenance."""
-        return self.dir / "provenance.json"
+    comparisons = _File("comparisons.csv", "One row per population × feature × contrast.")
+    analysis_plan = _File("analysis_plan.json", "The plan the comparisons follow.")
+    notes = _File("comparisons_notes.json", "What n allows, methods.")
+    provenance = _File("provenance.json", "The stage's provenance.")
 
 
 @dataclass(frozen=True)
@@ -203,32 +129,15 @@ class ReportOutputs:
 
     dir: Path
 
-    @property
-    def html(self) -> Path:
-        """The self-contained report."""
-        return self.dir / "report.html"
-
-    @property
-    def plots(self) -> Path:
-        """Every figure as PNG, with its numbers as TSV."""
-        return self.dir / "plots"
-
-    @property
-    def flow_qc(self) -> Path:
-        """Per-sample flow QC for MultiQC."""
-        return self.dir / "flow_qc_mqc.tsv"
-
-    @property
-    def cytokine_qc(self) -> Path:
-        """Per-plate QC for MultiQC."""
-        return self.dir / "cytokine_qc_mqc.tsv"
+    html = _File("report.html", "The self-contained report.")
+    plots = _File("plots", "Every figure as PNG, with its numbers as TSV.")
+    flow_qc = _File("flow_qc_mqc.tsv", "Per-sample flow QC for MultiQC.")
+    cytokine_qc = _File("cytokine_qc_mqc.tsv", "Per-plate QC for MultiQC.")
 
 
-#: Stage -> (sub-folder of a run folder, the file that marks the stage's output folder).
-_STAGE_FOLDERS = {"flow": ("flow", "populations.csv"),
-                  "cytokines": ("cytokines", "concentrations.csv"),
-                  "study": ("study", "study.h5ad"),
-                  "compare": ("compare", "comparisons.csv")}
+#: Stage folder -> the file that marks it (a stage's main output).
+MAIN_FILES = {"flow": GateOutputs.populations.name, "cytokines": CytokineOutputs.concentrations.name,
+              "study": StudyOutputs.h5ad.name, "compare": CompareOutputs.comparisons.name}
 
 
 @dataclass(frozen=True)
@@ -262,7 +171,7 @@ class RunLayout:
         """
         root = Path(folder)
         resolved: dict[str, Path | None] = {}
-        for stage, (_, marker) in _STAGE_FOLDERS.items():
+        for stage, marker in MAIN_FILES.items():
             given = stage_dirs.pop(f"{stage}_dir", None)
             resolved[f"{stage}_dir"] = (Path(given) if given is not None
                                         else root if (root / marker).is_file() else None)
@@ -272,7 +181,11 @@ class RunLayout:
 
     def _stage_dir(self, stage: str) -> Path:
         given = getattr(self, f"{stage}_dir")
-        return given if given is not None else self.root / _STAGE_FOLDERS[stage][0]
+        return given if given is not None else self.root / stage
+
+    def main_output(self, stage: str) -> Path:
+        """Where the main file of ``stage`` (a key of :data:`MAIN_FILES`) is."""
+        return self._stage_dir(stage) / MAIN_FILES[stage]
 
     @property
     def flow(self) -> GateOutputs:

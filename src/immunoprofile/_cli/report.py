@@ -1,6 +1,6 @@
-"""``immunoprofile report RUN_DIR [--out report.html]``: the command only parses options and calls
-:func:`immunoprofile.report.build_report` (the function ``immunoprofile run`` calls) on the folder's
-:class:`~immunoprofile.layout.RunLayout`."""
+"""``immunoprofile report RUN_DIR [--out report.html]``: the command only parses options and
+calls :func:`immunoprofile.report.build_report` (the function ``immunoprofile run`` calls) on the
+folder's :class:`~immunoprofile.layout.RunLayout`."""
 
 from __future__ import annotations
 
@@ -8,27 +8,28 @@ from pathlib import Path
 
 import click
 
+from ..layout import MAIN_FILES
 from .common import Verbosity, common_options
 
 _FOLDER = click.Path(file_okay=False, path_type=Path)
+#: stage folder -> the command that writes it
+_WRITERS = {"flow": "gate", "cytokines": "cytokines", "study": "assemble", "compare": "compare"}
+
+
+def _stage_folders(fn):  # type: ignore[no-untyped-def]
+    """``--flow/--cytokines/--study/--compare DIR``: a stage's folder when not in RUN_DIR."""
+    for stage, writer in reversed(_WRITERS.items()):
+        fn = click.option(f"--{stage}", f"{stage}_dir", type=_FOLDER, default=None, help=(
+            f"Output folder of `immunoprofile {writer}` (default RUN_DIR/{stage}, or RUN_DIR "
+            f"itself when it holds {MAIN_FILES[stage]})."))(fn)
+    return fn
 
 
 @click.command("report")
 @click.argument("run_dir", type=_FOLDER)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="HTML file to write (default RUN_DIR/report.html).")
-@click.option("--flow", "flow_dir", type=_FOLDER, default=None,
-              help="Output folder of `immunoprofile gate` (default RUN_DIR/flow, or RUN_DIR "
-                   "itself when it holds populations.csv).")
-@click.option("--cytokines", "cytokines_dir", type=_FOLDER, default=None,
-              help="Output folder of `immunoprofile cytokines` (default RUN_DIR/cytokines, or "
-                   "RUN_DIR when it holds concentrations.csv).")
-@click.option("--study", "study_dir", type=_FOLDER, default=None,
-              help="Folder of `immunoprofile assemble`'s study.h5ad (default RUN_DIR/study, or "
-                   "RUN_DIR when it holds study.h5ad).")
-@click.option("--compare", "compare_dir", type=_FOLDER, default=None,
-              help="Output folder of `immunoprofile compare` (default RUN_DIR/compare, or "
-                   "RUN_DIR when it holds comparisons.csv).")
+@_stage_folders
 @click.option("--title", default=None, help="The report's title.")
 @click.option("--max-gating-samples", default=200, show_default=True,
               help="At most this many per-sample gating figures.")
@@ -45,12 +46,12 @@ def command(run_dir: Path, out: Path | None, flow_dir: Path | None, cytokines_di
 
     layout = RunLayout.of_folder(run_dir, flow_dir=flow_dir, cytokines_dir=cytokines_dir,
                                  study_dir=study_dir, compare_dir=compare_dir)
-    for option, folder, main in (("--flow", flow_dir, layout.flow.populations),
-                                 ("--cytokines", cytokines_dir, layout.cytokines.concentrations),
-                                 ("--study", study_dir, layout.study.h5ad),
-                                 ("--compare", compare_dir, layout.compare.comparisons)):
-        if folder is not None and not main.is_file():
-            raise InputError(main, f"not found ({option} names the folder holding it)")
+    given = {"flow": flow_dir, "cytokines": cytokines_dir, "study": study_dir,
+             "compare": compare_dir}
+    for stage, folder in given.items():
+        if folder is not None and not layout.main_output(stage).is_file():
+            raise InputError(layout.main_output(stage),
+                             f"not found (--{stage} names the folder holding it)")
     summary = build_report(layout, out, max_gating_samples=max_gating_samples,
                            gating=not no_gating, jobs=jobs, title=title)
     click.echo(f"report: {summary.path} ({summary.size_bytes / 1e6:.1f} MB, "

@@ -66,7 +66,8 @@ def _read_failed(path: Path | None) -> pd.DataFrame | None:
 
 
 def collect_run(run_dir: str | os.PathLike[str] | RunLayout) -> RunData:
-    """Load the tidy outputs of a run folder, read through its :class:`~immunoprofile.layout.RunLayout`.
+    """Load the tidy outputs of a run folder, read where its
+    :class:`~immunoprofile.layout.RunLayout` puts them.
 
     Parameters
     ----------
@@ -105,17 +106,15 @@ def collect_run(run_dir: str | os.PathLike[str] | RunLayout) -> RunData:
     data.comparisons = _read_csv(_maybe(layout.compare.comparisons))
     if data.comparisons is not None and layout.compare.analysis_plan.is_file():
         data.analysis_plan = _read_json(layout.compare.analysis_plan)
-    expected = {"gate": flow.populations, "cytokines": cyto.concentrations,
-                "assemble": layout.study.h5ad, "compare": layout.compare.comparisons}
-    found = {"gate": data.populations, "cytokines": data.concentrations,
-             "assemble": data.study_path, "compare": data.comparisons}
+    found = {"flow": data.populations, "cytokines": data.concentrations,
+             "study": data.study_path, "compare": data.comparisons}
+    expected = {stage: layout.main_output(stage) for stage in found}
     if all(x is None for x in found.values()):
         raise InputError(root, "no immunoprofile outputs: expected " + ", ".join(
-            f"{_shown(p, root)} ({stage})" for stage, p in expected.items()))
+            _shown(p, root) for p in expected.values()))
     for stage, value in found.items():
         if value is None:
-            log.info("report: no %s outputs (%s absent); section left out", stage,
-                     expected[stage])
+            log.info("report: %s not found; its section is left out", expected[stage])
     return data
 
 
