@@ -35,6 +35,7 @@ inputs:
   flow: [{flow}]
   plates: [{example / 'plates' / 'plate1.csv'}]
   standards: {example / 'standards.csv'}
+design: {{protocol: example-trial}}
 flow:
   compensation: fcs
   time_qc: {{enabled: true}}
@@ -152,6 +153,7 @@ inputs:
   plates: [{example_dir / 'plates'}]
   standards: {example_dir / 'standards.csv'}
   clinical: {example_dir / 'clinical.csv'}
+design: {{protocol: example-trial}}
 flow: {{compensation: fcs, time_qc: {{enabled: true}}}}
 cytokine: {{model: 5pl, weights: 1/y2, lloq_policy: half}}
 compare: {{mixed: false, min_subjects: 2}}

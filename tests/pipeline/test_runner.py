@@ -110,6 +110,7 @@ inputs:
   plates: [{example_dir}/plates]
   standards: {example_dir}/standards.csv
   clinical: {example_dir}/clinical.csv
+design: {{protocol: example-trial}}
 flow: {{enabled: false}}
 compare: {{mixed: false}}
 report: {{enabled: false}}

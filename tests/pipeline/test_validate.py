@@ -92,6 +92,7 @@ def test_example_trial_validates_and_a_foreign_well_is_found(tmp_path: Path,
     config = tmp_path / "c.yaml"
     config.write_text(f"schema_version: 1\ninputs:\n  manifest: manifest.csv\n"
                       f"  plates: [{example_dir}/plates]\n"
-                      f"  standards: {example_dir}/standards.csv\nflow: {{enabled: false}}\n")
+                      f"  standards: {example_dir}/standards.csv\nflow: {{enabled: false}}\n"
+                      "design: {protocol: example-trial}\n")
     (problem,) = validate_config(config)
     assert problem.line == row + 1 and "well P24 is not on plate 'plate1'" in problem.message

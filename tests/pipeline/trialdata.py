@@ -94,6 +94,7 @@ def make_trial(root: Path, *, n_subjects: int = 3, visits: tuple[str, ...] = ("w
         inputs:
           manifest: manifest.csv
           strategy: strategy.yaml
+        design: {{protocol: example-trial}}
         cytokine: {{enabled: false}}
         compare: {{enabled: false}}
         report: {{enabled: false}}

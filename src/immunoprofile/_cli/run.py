@@ -34,6 +34,7 @@ def command(config: Path, force: bool, jobs: int | None, executor: str | None,
 
     try:
         cfg = load_config(config)
+        cfg.study_design()  # no design is a config problem, reported before anything is made
     except ConfigError as exc:
         for problem in exc.problems:
             echo_err(str(problem))

@@ -126,6 +126,7 @@ def run_pipeline(
     -------
     RunSummary
     """
+    design = config.study_design()  # before anything is written: there is no default protocol
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     cleaned = clean_stale_temp_files(out)
@@ -136,7 +137,6 @@ def run_pipeline(
                         address=address if address is not None else config.executor.address)
     progress = progress or no_progress
     summary = RunSummary(out_dir=out)
-    design = config.design.to_study_design()
 
     from ..study.manifest import read_manifest
 
