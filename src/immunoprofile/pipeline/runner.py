@@ -4,7 +4,10 @@ Contract: :func:`run_pipeline` runs gate → cytokines → assemble → compare 
 calling its library function (no science here): the gate and cytokine stages are
 :func:`immunoprofile.flow.gate_files` and :func:`immunoprofile.cytokine.quantify_files`, the
 very functions ``immunoprofile gate``/``cytokines`` call, given the config's executor and this
-module's content-addressed cache, so a re-run redoes only what changed. Failed samples are listed
+module's content-addressed cache, so a re-run redoes only what changed; compare and report are
+:func:`immunoprofile.study.compare_stage.compare_study` and
+:func:`immunoprofile.report.build_report`, as for ``immunoprofile compare``/``report``. Every
+stage writes into its folder of the run's :class:`~immunoprofile.layout.RunLayout`. Failed samples are listed
 (``failed.tsv``), the rest go on. A stage is skipped only when the config disables it or has no
 inputs for it; an option a stage function does not take is an error, never dropped. Same inputs
 give the same output bytes.
