@@ -115,3 +115,13 @@ def test_missing_run_folder_names_every_expected_path(tmp_path):
     for rel in ("flow/populations.csv", "cytokines/concentrations.csv", "study/study.h5ad",
                 "compare/comparisons.csv"):
         assert rel in str(err.value)
+
+
+def test_stage_outputs_written_into_the_run_folder_itself_still_read(synthetic_run):
+    """What users did before stage folders (``compare study.h5ad --out RUN``, runs with
+    study.h5ad at the root): a stage's main file directly in RUN marks RUN as its folder."""
+    (synthetic_run / "compare" / "comparisons.csv").rename(synthetic_run / "comparisons.csv")
+    (synthetic_run / "study" / "study.h5ad").rename(synthetic_run / "study.h5ad")
+    summary = build_report(synthetic_run, gating=False)
+    assert (synthetic_run / "plots" / "forest.png").is_file()
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', summary.path.read_text())) == 4
