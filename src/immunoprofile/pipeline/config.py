@@ -409,7 +409,9 @@ class PipelineConfig(_Model):
     @property
     def cache_dir(self) -> Path:
         """The cache folder (``<outputs.dir>/.cache`` unless set)."""
-        return self.outputs.cache_dir or self.outputs.dir / ".cache"
+        from ..layout import RunLayout
+
+        return self.outputs.cache_dir or RunLayout(self.outputs.dir).cache
 
 
 # ----- loading with all-errors-at-once reporting -------------------------------------------------
