@@ -89,7 +89,8 @@ def write_config(work: Path, name: str, n_files: int, *, plates: bool,
         "  strategy: strategy.xml\n"
         + ("  plates: [plates]\n  standards: standards.csv\n" if plates else "")
         + f"cytokine: {{enabled: {str(plates).lower()}}}\n"
-        + f"flow: {{statistics: [{statistics}]}}\n"
+        # time QC named: it is off unless a config turns it on (the README's figures have it)
+        + f"flow: {{statistics: [{statistics}], time_qc: {{enabled: true}}}}\n"
         "assemble: {enabled: false}\ncompare: {enabled: false}\nreport: {enabled: false}\n"
         f"outputs: {{dir: out_{name}}}\n")
     return config

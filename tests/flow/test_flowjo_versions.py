@@ -1,17 +1,18 @@
 """The FlowJo tutorial analysis saved by FlowJo 7.2.5 ... 10.8: each workspace against FlowJo's
-own counts (reference flow/flowjo_versions/, see its README row).
+own counts (reference flow/flowjo_versions, see its README row).
 
 Oracle: ``counts/<workspace>.tsv`` holds the count each FlowJo version stored for every sample ×
-population. Tolerance max(15 events, 1 %) for everything FlowJo evaluates exactly or bins
-finely (rectangles, ranges, polygons, booleans of those). FlowJo evaluates ellipses on its
-256-bin display: populations that depend on an ellipse are held to 5 % and reported. The
-measured floors below (populations within tolerance) are what this reader reaches today;
-every miss is printed.
+population. Tolerance max(15 events, 1 %) for every population (the issue's criterion), with
+the FlowJo-compatibility rules of each version (``flowjo.flowjo_compat_rules``: 7.2's binned
+display, FlowJo's effective ellipse as an 11-gon). One population stays outside, listed in
+KNOWN_MISSES with its bound and reason; every miss is printed.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import math
 from functools import cache
 from pathlib import Path
 
@@ -21,29 +22,46 @@ import pytest
 from immunoprofile.errors import InputError
 from immunoprofile.flow.engine import evaluate
 from immunoprofile.flow.fcs import FCSData, read_fcs
-from immunoprofile.flow.flowjo import FlowJoStrategy, read_flowjo_workspace
-from immunoprofile.flow.gates import BooleanGate, EllipseGate, RectangleGate, Strategy
+from immunoprofile.flow.flowjo import (
+    FlowJoStrategy,
+    _ellipse_polygon,
+    flowjo_compat_rules,
+    read_flowjo_workspace,
+)
+from immunoprofile.flow.gates import (
+    BooleanGate,
+    EllipseGate,
+    PolygonGate,
+    RectangleGate,
+    Strategy,
+)
+from immunoprofile.flow.gatingml import write_gatingml
 from immunoprofile.flow.strategy import load_strategy
 
 # workspace -> (its own counts file, populations within tolerance of 164/168 measured)
 OWN_COUNTS = {
-    "advanced-v7.2.5.wsp": ("advanced-v7.2.5", 160),
-    "advanced-v7.6.3.wsp": ("advanced-v7.6.3", 165),
-    "advanced-v7.6.5.wsp": ("advanced-v7.6.5", 165),
+    "advanced-v7.2.5.wsp": ("advanced-v7.2.5", 167),
+    "advanced-v7.6.3.wsp": ("advanced-v7.6.3", 168),
+    "advanced-v7.6.5.wsp": ("advanced-v7.6.5", 168),
     # 8.5.3 rounds coordinates to 4 decimals; snapped back onto the display grid it gives
-    # exactly 9.6.4's counts (98 exact, only the 8 ellipse populations outside tolerance)
-    "advanced-v8.5.3.xml": ("advanced-v8.5.3", 156),
-    "advanced-v9.6.4.xml": ("advanced-v9.6.4", 156),
+    # exactly 9.6.4's counts
+    "advanced-v8.5.3.xml": ("advanced-v8.5.3", 164),
+    "advanced-v9.6.4.xml": ("advanced-v9.6.4", 164),
     # damaged (ISO-8859-1 declared, Mac Roman names; nodeName, <Samples>): read, and compared
     # with 9.6.4's counts, the same analysis
-    "advanced-v9.7.2.xml": ("advanced-v9.6.4", 156),
+    "advanced-v9.7.2.xml": ("advanced-v9.6.4", 164),
 }
 TEN = ["advanced-v10.0.5.wsp", "advanced-v10.0.6.wsp", "advanced-v10.0.7.wsp",
        "advanced-v10.0.8.wsp", "advanced-v10.2.wsp", "advanced-v10.4.wsp", "advanced-v10.8.wsp"]
-# non-ellipse populations allowed outside max(15, 1 %) (printed; measured worst 2.7 %): FlowJo
-# 7.2's own polygon binning (Monocytes, 1.0-1.4 %, and its child Mono). Mac workspaces have none.
-MAX_OTHER_MISS = 0.03
-MAC = {"advanced-v8.5.3.xml", "advanced-v9.6.4.xml", "advanced-v9.7.2.xml"}
+# (workspace, file, population) -> largest relative difference allowed. 7.2.5's inverted
+# ellipse on D02: ours 7,774 vs 7,854 (1.02 %); 7.2.5 and 7.6.5 store the same ellipse and
+# count 7,854 vs 7,782 here, so no rule of the stored gate fits both; unexplained.
+KNOWN_MISSES = {
+    ("advanced-v7.2.5.wsp", "931115-D02- Sample 03.fcs", "/inverted ellipse"): 0.0125,
+}
+# 10.x stored counts are stale and FlowJo 10's ellipse rule is unmeasured (no compatibility
+# rule: exact ellipses): against 7.6.5's counts, ellipse populations are held to 5 %.
+TEN_ELLIPSE_LIMIT = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +133,11 @@ def _compare(ours: dict, expected: dict[str, dict[str, int]], label: str,
                 continue
             rel = diff / max(count, 1)
             misses.append(f"{fil} {path}: ours {got[path]}, FlowJo {count} ({rel:.1%})")
-            limit = 0.05 if path in ellipse else MAX_OTHER_MISS
-            assert rel <= limit, f"{label}: {misses[-1]} beyond {limit:.0%}"
+            if label in TEN:
+                limit = TEN_ELLIPSE_LIMIT if path in ellipse else 0.0
+            else:
+                limit = KNOWN_MISSES.get((label, fil, path), 0.0)
+            assert rel <= limit, f"{label}: {misses[-1]} outside max(15, 1 %)"
     print(f"{label}: {within}/{n} within max(15, 1 %)" + "".join(f"\n  {m}" for m in misses))
     return n, within, misses
 
@@ -131,10 +152,6 @@ def test_pre10_workspace_reproduces_its_own_counts(versions_dir: Path, wsp: str)
     n, within, misses = _compare(ours, expected, wsp)
     assert n == sum(len(v) for v in expected.values()) and n in (164, 168)
     assert within >= floor
-    if wsp in MAC:
-        # on the display grid every Mac rectangle, range, polygon and boolean is within
-        # tolerance: what is left are the ellipses themselves
-        assert all("ellipse" in m.split(": ours")[0] for m in misses), misses
 
 
 def test_mac_coordinates_sit_on_the_display_grid(versions_dir: Path) -> None:
@@ -197,9 +214,9 @@ def test_inverted_and_boolean_semantics(versions_dir: Path) -> None:
     res = evaluate(strategy, _fcs(str(versions_dir / "fcs" / fil)))
     by_path = {res.paths[p]: p for p in res.paths}
     inv = strategy.gates[by_path["/inverted ellipse"]]
-    assert isinstance(inv, EllipseGate) and inv.inverted
-    flipped = EllipseGate(id="x", parent=None, name="x", dims=inv.dims, mean=inv.mean,
-                          covariance=inv.covariance)
+    # FlowJo 7.6 compatibility: the ellipse is its circumscribed 11-gon
+    assert isinstance(inv, PolygonGate) and inv.inverted and len(inv.vertices) == 11
+    flipped = dataclasses.replace(inv, id="x", name="x", inverted=False)
     plain = evaluate(Strategy(gates={"x": flipped}, transforms=strategy.transforms),
                      _fcs(str(versions_dir / "fcs" / fil)))
     np.testing.assert_array_equal(res.masks[by_path["/inverted ellipse"]], ~plain.masks["x"])
@@ -207,6 +224,93 @@ def test_inverted_and_boolean_semantics(versions_dir: Path) -> None:
     np.testing.assert_array_equal(res.masks[by_path["/A and not B"]], a & ~b)
     np.testing.assert_array_equal(res.masks[by_path["/A or B"]], a | b)
     np.testing.assert_array_equal(res.masks[by_path["/not A"]], ~a)
+
+
+def test_compat_rules_by_version() -> None:
+    """Rules only for the versions whose counts were reproduced; exact shapes otherwise."""
+    r72 = flowjo_compat_rules("Version 7.2.5")
+    assert r72 is not None and r72.display_bins == 256
+    assert (r72.ellipse_vertices, r72.ellipse_circumscribed) == (11, True)
+    r76 = flowjo_compat_rules("7.6.5")
+    assert r76 is not None and r76.display_bins is None and r76.ellipse_circumscribed
+    for mac in ("8.5.3", "9.6.4", "9.7.2"):
+        rm = flowjo_compat_rules(mac)
+        assert rm is not None and rm.display_bins is None
+        assert (rm.ellipse_vertices, rm.ellipse_circumscribed) == (11, False)
+    for other in ("7.5.5", "10.0.5", "10.8.0", "", "unknown"):
+        assert flowjo_compat_rules(other) is None
+
+
+def test_ellipse_polygon_geometry() -> None:
+    """Inscribed: vertices on the ellipse; circumscribed: every edge touches it (midpoint)."""
+    mean, cov = (0.3, 0.6), ((0.02, 0.006), (0.006, 0.005))
+    inv = np.linalg.inv(np.asarray(cov))
+
+    def q(p: np.ndarray) -> float:
+        d = p - np.asarray(mean)
+        return float(d @ inv @ d)
+
+    inscribed = np.asarray(_ellipse_polygon(mean, cov, 11, False))
+    assert len(inscribed) == 11 and all(math.isclose(q(p), 1.0) for p in inscribed)
+    # the first vertex is an end of the major axis (largest distance from the centre)
+    dist = np.linalg.norm(inscribed - np.asarray(mean), axis=1)
+    assert math.isclose(dist[0], math.sqrt(max(np.linalg.eigvalsh(np.asarray(cov)))))
+    outer = np.asarray(_ellipse_polygon(mean, cov, 11, True))
+    mids = (outer + np.roll(outer, -1, axis=0)) / 2
+    assert all(math.isclose(q(p), 1.0) for p in mids)
+
+
+def test_72_binned_display_rule(versions_dir: Path) -> None:
+    """The 7.2 rule's derivation: B01 Monocytes is 2,389 in FlowJo 7.2.5 (2,402 in 7.6.5);
+    the polygon on the binned display gives 2,385 (events on its edges decide the rest), on
+    exact values 7.6.5's 2,402. Without the compatibility rules the stored shapes are exact
+    (ellipses stay ellipses)."""
+    fil = "931115-B01- Sample 01.fcs"
+    fcs = _fcs(str(versions_dir / "fcs" / fil))
+    counts = {}
+    for compat in (True, False):
+        ws = read_flowjo_workspace(versions_dir / "workspaces" / "advanced-v7.2.5.wsp",
+                                   flowjo_compat=compat)
+        res = evaluate(ws.strategy(sample=fil), fcs)
+        counts[compat] = {res.paths[p]: res.counts[p] for p in res.paths}["/Monocytes"]
+    assert counts[False] == 2402 and abs(counts[True] - 2389) <= 5
+    exact = read_flowjo_workspace(versions_dir / "workspaces" / "advanced-v9.6.4.xml",
+                                  flowjo_compat=False)
+    s = exact.strategy(sample="931115-B02- Sample 01.fcs")
+    assert isinstance(s.gates["CD4, CD8 ellipse"], EllipseGate)
+    assert s.meta["flowjo_compat"] is None
+    compat = read_flowjo_workspace(versions_dir / "workspaces" / "advanced-v9.6.4.xml")
+    meta = compat.strategy(sample="931115-B02- Sample 01.fcs").meta["flowjo_compat"]
+    assert meta.startswith("FlowJo 8.x/9.x (Mac) compatibility: ellipses as the inscribed 11-gon")
+
+
+@pytest.mark.parametrize("wsp", ["advanced-v7.6.5.wsp", "advanced-v9.6.4.xml"])
+def test_ellipse_rule_holds_on_the_held_out_ellipse(versions_dir: Path, wsp: str) -> None:
+    """The 11-gon's N was chosen on "CD4, CD8 ellipse" only; "inverted ellipse" (29 x 14 bins
+    instead of a radius-43 near-circle, elsewhere on the plot) is the held-out check. Judged
+    on the events inside it (7.x stores the outside count, whose 1 % is ~4x looser)."""
+    ours = _gate_all(versions_dir, wsp)
+    expected = _counts(versions_dir, OWN_COUNTS[wsp][0])
+    n = 0
+    for fil, pops in expected.items():
+        if "/inverted ellipse" not in pops:
+            continue
+        got = ours[fil][0]["/inverted ellipse"]
+        mine, theirs = (got, pops["/inverted ellipse"])
+        if wsp.endswith(".wsp"):  # eventsInside="0" of all 10,000 events
+            mine, theirs = 10_000 - mine, 10_000 - theirs
+        assert abs(mine - theirs) <= max(15, 0.01 * theirs), (fil, mine, theirs)
+        n += 1
+    assert n == 4
+
+
+def test_binned_strategy_has_no_gatingml_form(versions_dir: Path, tmp_path: Path) -> None:
+    ws = read_flowjo_workspace(versions_dir / "workspaces" / "advanced-v7.2.5.wsp")
+    strategy = ws.strategy(sample="931115-B01- Sample 01.fcs")
+    with pytest.raises(InputError, match=r"DisplayBinTransform\) has no Gating-ML 2\.0 "
+                                         r"equivalent") as info:
+        write_gatingml(strategy, tmp_path / "out.xml")
+    assert "\n" not in str(info.value)
 
 
 def test_unmatched_file_is_refused(versions_dir: Path, reference_dir: Path) -> None:

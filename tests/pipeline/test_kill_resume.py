@@ -50,7 +50,7 @@ def _assert_complete_or_absent(out: Path) -> None:
 @pytest.mark.timeout(240)
 def test_killed_run_resumes_to_identical_results(tmp_path: Path) -> None:
     config = make_trial(tmp_path / "killed", n_subjects=N_SUBJECTS, visits=VISITS,
-                        n_events=60_000, extra="flow: {membership: true}\n")
+                        n_events=60_000, membership=True)
     shutil.copytree(tmp_path / "killed", tmp_path / "clean")
     total = N_SUBJECTS * len(VISITS)
     cache = tmp_path / "killed" / "out" / ".cache"

@@ -13,9 +13,6 @@ import numpy as np
 
 from trialdata import make_trial
 
-MEMBERSHIP = "flow: {membership: true}\n"
-
-
 def _run(config: Path, *args: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "immunoprofile.cli", "run", str(config), "-q",
                            *args], capture_output=True, text=True, timeout=240)
@@ -30,7 +27,7 @@ def _outputs(out: Path) -> dict[str, bytes]:
 
 
 def test_two_runs_and_jobs_1_vs_2_are_identical(tmp_path: Path) -> None:
-    config = make_trial(tmp_path / "a", extra=MEMBERSHIP)
+    config = make_trial(tmp_path / "a", membership=True)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     _run(config, "--jobs", "1")
     _run(tmp_path / "b" / "config.yaml", "--jobs", "2", "--executor", "process")

@@ -29,7 +29,7 @@ def test_run_gates_every_flow_sample_and_skips_disabled_stages(tiny_trial: Path)
     table = pd.read_csv(out / "flow" / "populations.csv")
     assert sorted(table["sample_id"].unique()) == [f"S0{s}_{v}" for s in (1, 2, 3)
                                                    for v in ("week0", "week4")]
-    # the strategy's 6 populations under the root gate TimeQC (time QC is on in pipelines)
+    # the strategy's 6 populations under the root gate TimeQC (the tiny trial's config turns it on)
     assert table.groupby("sample_id").size().eq(7).all()
     root = table[table["population"] == "TimeQC"]
     assert len(root) == 6 and (root["parent"].isna() | (root["parent"] == "")).all()

@@ -70,8 +70,11 @@ def write_tiny_fcs(path: Path, seed: int, n: int = 3000, cd4_share: float = 0.6)
 
 def make_trial(root: Path, *, n_subjects: int = 3, visits: tuple[str, ...] = ("week0", "week4"),
                n_events: int = 3000, jobs: int = 1, kind: str = "serial",
-               extra: str = "") -> Path:
-    """A trial folder with FCS files, a manifest, a strategy and a config; returns the config."""
+               membership: bool = False, extra: str = "") -> Path:
+    """A trial folder with FCS files, a manifest, a strategy and a config; returns the config.
+
+    The config turns time QC on (off unless a config names it) and, with ``membership``, the
+    per-event membership files."""
     days = {"screening": -56, "week0": 0, "week1": 7, "week2": 14, "week4": 28, "week8": 56,
             "week12": 84, "week16": 112, "week20": 140, "week24": 168}
     (root / "flow").mkdir(parents=True, exist_ok=True)
@@ -95,6 +98,7 @@ def make_trial(root: Path, *, n_subjects: int = 3, visits: tuple[str, ...] = ("w
           manifest: manifest.csv
           strategy: strategy.yaml
         design: {{protocol: example-trial}}
+        flow: {{time_qc: {{enabled: true}}{", membership: true" if membership else ""}}}
         cytokine: {{enabled: false}}
         compare: {{enabled: false}}
         report: {{enabled: false}}

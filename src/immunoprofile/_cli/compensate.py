@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from .._options import click_options
+from ..flow.options import CompensateOptions
 from .common import common_options
 
 __all__ = ["command"]
@@ -28,22 +30,14 @@ __all__ = ["command"]
 @click.option("--gate", "gate_path", default=None, type=click.Path(path_type=Path),
               help="Scatter pre-gate strategy (Gating-ML, FlowJo, YAML); default: automatic "
                    "lymphocyte/bead scatter + singlet gate.")
-@click.option("--population", default=None,
-              help="Population of --gate holding the events to use (default: its last one).")
-@click.option("--method", type=click.Choice(["regression", "median"]), default="regression",
-              show_default=True, help="regression: robust slope of each detector on the "
-                                      "primary over positive events; median: CytoExploreR's "
-                                      "median differences against the unstained.")
-@click.option("--positive-quantile", default=0.995, show_default=True,
-              type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True),
-              help="Unstained quantile of the primary channel above which events are positive.")
+@click_options(CompensateOptions)  # --population, --method, --positive-quantile
 @click.option("--out", "out_dir", default="compensation", show_default=True,
               type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--no-figure", is_flag=True, help="Skip the before/after figure grid.")
 @common_options
 def command(controls: tuple[Path, ...], unstained: Path, channel_map: Path | None,
-            gate_path: Path | None, population: str | None, method: str,
-            positive_quantile: float, out_dir: Path, no_figure: bool, verbosity) -> None:
+            gate_path: Path | None, options: CompensateOptions, out_dir: Path, no_figure: bool,
+            verbosity) -> None:
     """Compute a spillover matrix from single-stain CONTROLS (files or folders) and the
     unstained control; write spillover.csv (FlowJo layout), spillover.txt ($SPILLOVER),
     controls.csv, compensation_controls.png and provenance.json to --out."""
@@ -56,10 +50,8 @@ def command(controls: tuple[Path, ...], unstained: Path, channel_map: Path | Non
     if not unstained.is_file():
         raise InputError(unstained, "unstained control not found")
     files = expand_fcs_inputs(controls)
-    estimate = estimate_spillover(files, unstained=unstained, channels=channel_map,
-                                  gate=gate_path, population=population,
-                                  method=method,  # type: ignore[arg-type]
-                                  positive_quantile=positive_quantile)
+    estimate = estimate_spillover(files, options, unstained=unstained, channels=channel_map,
+                                  gate=gate_path)
     extra = [p for p in (channel_map, gate_path) if p is not None]
     written = write_spillover_outputs(out_dir, estimate, figure=not no_figure, inputs=extra,
                                       command=" ".join(["immunoprofile", *sys.argv[1:]]))

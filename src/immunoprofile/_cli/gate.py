@@ -1,6 +1,8 @@
 """``immunoprofile gate``: gate FCS files with one strategy and write the batch outputs.
 
-The command only parses options and calls :func:`immunoprofile.flow.gate_files` (the same
+Its stage options are :class:`~immunoprofile.flow.options.GateOptions` (the flags, the config's
+``flow:`` section and the function's keywords come from that one model). The command only parses
+options and calls :func:`immunoprofile.flow.gate_files` (the same
 function ``immunoprofile run`` calls), which gates through the process pool and writes the outputs.
 """
 
@@ -11,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from .._options import click_options
+from ..flow.options import GateOptions
 from .common import common_options, progress
 
 __all__ = ["command"]
@@ -21,41 +25,24 @@ __all__ = ["command"]
                 type=click.Path(path_type=Path))
 @click.option("--strategy", "strategy_path", required=True, type=click.Path(path_type=Path),
               help="Gating strategy: Gating-ML 2.0 XML, FlowJo .wsp or YAML.")
-@click.option("--comp", "compensation", default="fcs", show_default=True,
-              help="Compensation: fcs (the file's spillover), none, or a matrix CSV path.")
-@click.option("--group", default=None, help="FlowJo sample group (workspaces only).")
+@click_options(GateOptions)  # --comp, --group, --statistics, --time-qc, --membership
 @click.option("--out", "out_dir", default="gate_output", show_default=True,
               type=click.Path(path_type=Path), help="Output folder.")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
               help="Worker processes (1 = serial).")
-@click.option("--membership", is_flag=True,
-              help="Also write membership/<sample_id>.parquet (one boolean column per population).")
 @click.option("--manifest", "manifest_path", default=None, type=click.Path(path_type=Path),
               help="Manifest CSV mapping file -> sample_id (default: the file stem).")
-@click.option("--statistics", default="median,gmean,rcv", show_default=True,
-              help="Marker statistics per population (comma-separated): median (the MFI), "
-                   "gmean (geometric mean), rcv (robust CV).")
-@click.option("--time-qc", "time_qc", is_flag=True,
-              help="Remove bad stretches of acquisition (clogs, surges, drift) found along Time "
-                   "as a root gate TimeQC (off by default here; on in pipelines).")
 @common_options
-def command(inputs: tuple[Path, ...], strategy_path: Path, compensation: str, group: str | None,
-            out_dir: Path, jobs: int, membership: bool, manifest_path: Path | None,
-            statistics: str, time_qc: bool, verbosity) -> None:
+def command(inputs: tuple[Path, ...], strategy_path: Path, options: GateOptions,
+            out_dir: Path, jobs: int, manifest_path: Path | None, verbosity) -> None:
     """Compensate, transform, gate and summarise FCS FILES_OR_DIRS (folders: every *.fcs)."""
     from ..executors import ExecutorSpec
     from ..flow.batch import expand_fcs_inputs, sample_ids_from_manifest
     from ..flow.stage import gate_files
-    from ..flow.stats import STATISTICS
 
-    wanted = tuple(x.strip() for x in statistics.split(",") if x.strip())
-    if not wanted or set(wanted) - set(STATISTICS):
-        raise click.UsageError(f"--statistics takes a comma-separated subset of "
-                               f"{', '.join(STATISTICS)}; got {statistics!r}")
     files = expand_fcs_inputs(inputs)
     result = gate_files(
-        files, strategy_path, compensation=compensation, group=group, statistics=wanted,
-        time_qc=time_qc, membership=membership,
+        files, strategy_path, options,
         sample_ids=sample_ids_from_manifest(manifest_path) if manifest_path else None,
         executor=ExecutorSpec("process", jobs), out_dir=out_dir,
         progress=lambda total, what: progress(total, what, quiet=verbosity.quiet),

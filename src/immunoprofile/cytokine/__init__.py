@@ -1,28 +1,24 @@
-"""Multiplex cytokine plates: read exports, fit standard curves, quantify.
+"""Multiplex cytokine plates: read exports, fit standard curves, quantify and QC-flag.
 
-Contract: ``readers.read_plate(path) -> PlateData`` (tidy well × analyte table) feeds
-``curves.fit_curve`` and ``quantify.quantify_plate``; each stage is a plain function over plain
-data. :func:`quantify_files` is the ``cytokines`` stage (exports in, quantified plates and
-outputs out); :func:`quantify_plates` quantifies plates already read.
+Contract: :func:`read_plate` (tidy well × analyte :class:`PlateData`) feeds :func:`fit_curve`
+and :func:`quantify_plate`; :func:`quantify_plates` quantifies plates already read (with
+bridging across them). :func:`quantify_files` is the ``cytokines`` stage (exports in, quantified
+plates and outputs out; its options are :class:`CytokineOptions`). Every name loads on first use.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from .._lazy import lazy_exports
 
-from .readers import PlateData, detect_format, read_plate
-from .readers.standards import read_standards
+_EXPORTS: dict[str, str] = {
+    "read_plate": "readers", "PlateData": "readers", "detect_format": "readers",
+    "read_standards": "readers.standards",
+    "fit_curve": "curves", "CurveFit": "curves",
+    "quantify_plate": "quantify", "quantify_plates": "quantify", "PlateResult": "quantify",
+    "write_cytokine_outputs": "quantify",
+    "quantify_files": "stage", "QuantifyFilesResult": "stage",
+    "QuantifyOptions": "options", "CytokineOptions": "options",
+}
 
-__all__ = ["PlateData", "detect_format", "read_plate", "read_standards", "quantify_files",
-           "QuantifyFilesResult", "quantify_plates", "QuantifyOptions"]
-
-_LAZY = {"quantify_files": "stage", "QuantifyFilesResult": "stage",
-         "quantify_plates": "quantify", "QuantifyOptions": "quantify"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:  # lazily: scipy loads only when quantifying
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

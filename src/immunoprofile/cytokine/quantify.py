@@ -32,7 +32,7 @@ import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +40,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from .curves import MODELS, WEIGHTS, CurveFit, fit_curve
+from .curves import CurveFit, fit_curve
+# the options are one model (function, config and CLI), kept light for the command line
+from .options import LLOQ_POLICIES, QuantifyOptions
 from .._frames import is_text_column
 
 if TYPE_CHECKING:
@@ -60,8 +62,6 @@ __all__ = [
 FLAGS: tuple[str, ...] = ("ok", "failed_fit", "below_curve", "above_curve", "<LLOQ", ">ULOQ",
                           "extrapolated", "low_beads", "high_cv", "missing",
                           "control_out_of_range")
-#: What ``concentration_reported`` holds for results below the LLOQ (and below the curve).
-LLOQ_POLICIES: tuple[str, ...] = ("keep", "half", "sqrt2", "na")
 
 #: Columns of :attr:`PlateResult.concentrations` (the first ten are the architecture's contract).
 CONCENTRATION_COLUMNS: tuple[str, ...] = (
@@ -100,100 +100,6 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class QuantifyOptions:
-    """How a plate is fitted, back-calculated and flagged.
-
-    Attributes
-    ----------
-    model
-        ``"5pl"`` (default, xPONENT "Logistic 5P"), ``"4pl"`` or ``"auto"`` (what the
-        export's own software uses, see :data:`VENDOR_DEFAULTS`).
-    weights
-        ``"1/y2"`` (xPONENT), ``"1/y"``, ``"power"`` (Bio-Plex, ``1/y^power``), ``"none"`` or
-        ``"auto"`` (the vendor's).
-    power
-        Exponent of the power-law weighting.
-    replicate_means
-        Fit the mean Net MFI per standard level instead of every standard well; ``None``:
-        as the export's software does (Discovery Workbench fits replicate means).
-    search
-        ``"local"`` (vendor-compatible start) or ``"global"`` (lowest cost over many starts);
-        see :func:`~immunoprofile.cytokine.curves.fit_curve`.
-    recovery_range
-        A standard level counts towards LLOQ/ULOQ when its back-calculated recovery (mean of
-        the replicate results / expected × 100) lies in this closed range (percent).
-    max_cv
-        ... and its replicate CV (percent, of the back-calculated results) is at most this;
-        also the threshold of the ``high_cv`` flag of every sample.
-    min_beads
-        Wells with fewer beads are flagged ``low_beads``.
-    drop_low_bead_standards
-        Leave standard wells with fewer than ``min_beads`` beads out of the fit (listed in
-        ``standards_dropped``). Off by default (xPONENT keeps them).
-    lloq_policy
-        ``concentration_reported`` of results below the LLOQ (``<LLOQ`` or ``below_curve``):
-        ``"keep"`` the back-calculated value (NaN below the curve), ``"half"`` LLOQ/2,
-        ``"sqrt2"`` LLOQ/√2, ``"na"`` NaN. The LLOQ is scaled by the well's dilution.
-    bridging
-        Normalise plates on a bridging control (see :func:`quantify_plates`).
-    bridging_sample
-        The bridging control's sample name (required with ``bridging``).
-    drug_readouts
-        Analytes that measure the study drug itself (anakinra is recombinant IL-1RA); matched
-        ignoring case, punctuation, a ``Hu`` prefix and a ``(region)`` suffix. They are marked
-        ``drug_readout`` in the curves table and in the AnnData ``var``.
-    """
-
-    model: str = "5pl"
-    weights: str = "1/y2"
-    power: float = 1.8
-    replicate_means: bool | None = False
-    search: str = "local"
-    recovery_range: tuple[float, float] = (80.0, 120.0)
-    max_cv: float = 20.0
-    min_beads: int = 35
-    drop_low_bead_standards: bool = False
-    lloq_policy: str = "keep"
-    bridging: bool = False
-    bridging_sample: str | None = None
-    drug_readouts: tuple[str, ...] = ("IL-1RA",)
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.model not in (*MODELS, "auto"):
-            problems.append(f"model {self.model!r} is not one of {', '.join(MODELS)}, auto")
-        if self.weights not in (*WEIGHTS, "auto"):
-            problems.append(f"weights {self.weights!r} is not one of {', '.join(WEIGHTS)}, auto")
-        if self.search not in ("local", "global"):
-            problems.append(f"search {self.search!r} is not 'local' or 'global'")
-        if self.lloq_policy not in LLOQ_POLICIES:
-            problems.append(f"lloq_policy {self.lloq_policy!r} is not one of "
-                            f"{', '.join(LLOQ_POLICIES)}")
-        lo, hi = self.recovery_range
-        if not 0 <= lo < 100 < hi:
-            problems.append(f"recovery_range {self.recovery_range} must bracket 100 %")
-        if self.max_cv <= 0:
-            problems.append(f"max_cv {self.max_cv} must be positive")
-        if self.min_beads < 0:
-            problems.append(f"min_beads {self.min_beads} must be >= 0")
-        if not (self.power > 0 and math.isfinite(self.power)):
-            problems.append(f"power {self.power} must be positive")
-        if self.bridging and not self.bridging_sample:
-            problems.append("bridging normalisation needs the bridging sample's name")
-        if problems:
-            raise InputError(None, "invalid quantification options: " + "; ".join(problems))
-        object.__setattr__(self, "recovery_range", (float(lo), float(hi)))
-        object.__setattr__(self, "drug_readouts", tuple(self.drug_readouts))
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly parameters (for provenance)."""
-        out = asdict(self)
-        out["recovery_range"] = list(self.recovery_range)
-        out["drug_readouts"] = list(self.drug_readouts)
-        return out
-
-
 #: What each instrument software fits by default (used for ``"auto"`` options):
 #: xPONENT "Logistic 5P" weighted 1/y² on every standard well; Bio-Plex Manager power-law
 #: variance (1/y^1.8) with the export's printed regression (4PL or 5PL) on its (already
@@ -230,7 +136,7 @@ def resolve_options(options: QuantifyOptions, plate: PlateData) -> QuantifyOptio
         changes["weights"] = defaults["weights"]
     if options.replicate_means is None:
         changes["replicate_means"] = defaults["replicate_means"]
-    return replace(options, **changes)
+    return options.model_copy(update=changes)
 
 
 @dataclass

@@ -20,14 +20,16 @@ from typing import TYPE_CHECKING, Any
 
 from .._stage import StageOutcome
 from ..errors import InputError
+from .._options import takes_options
 from ..executors import ExecutorSpec
+from .options import CytokineOptions, QuantifyOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
     import pandas as pd
 
     from .._stage import ProgressFactory, TaskCache
-    from .quantify import PlateResult, QuantifyOptions
+    from .quantify import PlateResult
 
 __all__ = ["PlateTask", "QuantifyFilesResult", "quantify_files"]
 
@@ -83,13 +85,13 @@ class QuantifyFilesResult(StageOutcome):
         return to_anndata(self.results, options=self.options)
 
 
+@takes_options(CytokineOptions)
 def quantify_files(
     files: Sequence[str | os.PathLike[str]],
-    options: QuantifyOptions | None = None,
+    options: CytokineOptions | QuantifyOptions | None = None,
     *,
     layout: str | os.PathLike[str] | None = None,
     standards: str | os.PathLike[str] | None = None,
-    repair: bool = True,
     executor: ExecutorSpec | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     cache: TaskCache | None = None,
@@ -104,13 +106,13 @@ def quantify_files(
         Plate exports (xPONENT, Bio-Plex, MSD, ...); a folder stands for its plate exports. An
         export that cannot be read is listed in ``failures``; the others go on.
     options
-        Curve and QC options (:class:`~immunoprofile.cytokine.quantify.QuantifyOptions`).
+        The stage's options (:class:`~immunoprofile.cytokine.options.CytokineOptions`: curve,
+        QC and reading options; a :class:`~immunoprofile.cytokine.options.QuantifyOptions` is
+        taken as is); each can also be given as a keyword, listed under Other Parameters.
     layout
         Plate layout CSV applied to every plate (read once: a bad one is an InputError).
     standards
         Kit standards table (read once: a bad one is an InputError).
-    repair
-        Repair known export defects (each repair is logged in provenance).
     executor
         Where tasks run (:class:`~immunoprofile.executors.ExecutorSpec`); ``None`` = serial.
     out_dir
@@ -130,10 +132,12 @@ def quantify_files(
     QuantifyFilesResult
     """
     from .._stage import run_stage_tasks
-    from .quantify import QuantifyOptions, quantify_plates, write_cytokine_outputs
+    from .quantify import quantify_plates, write_cytokine_outputs
     from .readers import expand_plate_paths
 
-    options = options or QuantifyOptions()
+    assert isinstance(options, CytokineOptions)  # takes_options always gives one
+    repair = options.repair
+    options = options.quantify_options()
     plate_files = expand_plate_paths(files)
     if not plate_files:
         raise InputError(files[0] if files else None, "no plate exports in the folder(s) given")

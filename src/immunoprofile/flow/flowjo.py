@@ -44,8 +44,14 @@ Older versions (checked against each version's own counts on the FlowJo tutorial
 - Mac 8.x/9.x draw gates on a 256-bin display of each parameter (log: ``lowValue`` over
   ``decades``; linear: 0 .. ``highValue``) and store whole-bin coordinates (8.5.3 rounded to 4
   decimals): they are snapped back onto that grid, rectangle bounds half a channel below the
-  bin (:meth:`_Converter.snap`). FlowJo 7-9 ellipses are not reproduced exactly (module
-  tests print the differences; the note of issue 11 has the evidence).
+  bin (:meth:`_Converter.snap`).
+- FlowJo-compatibility rules (:func:`flowjo_compat_rules`, on by default, ``flowjo_compat=False``
+  for the exact stored shapes): FlowJo 7.2 evaluates polygons and ellipses on its 256-bin
+  display (an event at its bin's lower corner); 7.x and Mac 8.x/9.x count an ellipse as a
+  slightly larger (7.x) / smaller (Mac) shape, modelled as its circumscribed / inscribed
+  11-gon. Each rule was derived on one population and confirmed on held-out ones (evidence at
+  ``_COMPAT_RULES``); 10.x and unmeasured versions get the exact shapes. The strategy's
+  ``meta["flowjo_compat"]`` says which rules were applied.
 """
 
 from __future__ import annotations
@@ -77,7 +83,7 @@ from .gates import (
 __all__ = [
     "FlowJoWorkspace", "FlowJoSample", "FlowJoMatrix", "FlowJoPopulation",
     "read_flowjo_workspace", "ID_SEPARATOR", "population_id", "order_gates", "sample_fcs_path",
-    "FlowJoStrategy", "workspace_strategy",
+    "FlowJoStrategy", "workspace_strategy", "FlowJoCompat", "flowjo_compat_rules",
 ]
 
 #: Separator between population names in the gate ids we build (``Time::Singlets::CD3+``).
@@ -94,6 +100,87 @@ _SHAPE_TAGS = {"RectangleGate", "PolygonGate", "EllipsoidGate"}
 def population_id(names: Iterable[str]) -> str:
     """Gate id of the population reached by ``names`` from the root (``Time::Singlets``)."""
     return ID_SEPARATOR.join(names)
+
+
+# ----------------------------------------------------------------------------------------------
+# FlowJo-compatibility rules (how a FlowJo version evaluates the shapes it stores)
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlowJoCompat:
+    """How one FlowJo version evaluates its stored 2-D shapes, where we measured it.
+
+    Attributes
+    ----------
+    label
+        Which FlowJo versions the rules are for (recorded in the strategy's ``meta``).
+    ellipse_vertices
+        Ellipses are evaluated as this regular polygon in display space (``None``: the exact
+        ellipse). Vertices at parametric angles ``2πk/N`` from the major axis.
+    ellipse_circumscribed
+        The polygon's vertices lie at ``1/cos(π/N)`` of the ellipse (edges tangent to it)
+        rather than on it.
+    display_bins
+        Polygons and ellipses see each event at the lower corner of its bin of a display of
+        this many bins per axis (``None``: at its exact transformed value).
+    """
+
+    label: str
+    ellipse_vertices: int | None = None
+    ellipse_circumscribed: bool = False
+    display_bins: int | None = None
+
+    def describe(self) -> str:
+        """One line for provenance (``Strategy.meta['flowjo_compat']``)."""
+        parts = []
+        if self.ellipse_vertices:
+            where = "circumscribed" if self.ellipse_circumscribed else "inscribed"
+            parts.append(f"ellipses as the {where} {self.ellipse_vertices}-gon")
+        if self.display_bins:
+            parts.append(f"polygons/ellipses on the {self.display_bins}-bin display, each event "
+                         "at its bin's lower corner")
+        return f"FlowJo {self.label} compatibility: " + "; ".join(parts)
+
+
+#: Measured on the FlowJo tutorial (reference flow/flowjo_versions, each version's own stored
+#: counts; the note of issue 11 has the figures). Each rule was derived on one population and
+#: confirmed on the others (held out):
+#: - 7.2: polygons on the 256-bin display, event at its bin's lower corner -- from B01
+#:   Monocytes (FlowJo 7.2.5 2,389; this rule 2,385, exact values 2,402 = 7.6.5's count),
+#:   then held out: Monocytes of C01/D01/E01 and their Mono child within max(15, 1 %) (exact
+#:   values miss them by 1.0-2.7 %); Lymphocytes stay within it (+6..+25 of ~6,900 instead of
+#:   -14..+4). Not exact, so not FlowJo 7.2's full algorithm; the same rule makes 7.6.x and
+#:   9.6.4 worse (116 -> 84 exact), whose polygons are exact on unbinned values.
+#: - Ellipses: FlowJo's counts match the stored ellipse scaled by one factor per version line
+#:   (Mac 0.971-0.973, 7.x 1.009-1.013, measured separately on the two tutorial ellipses of
+#:   different size and shape), not an offset in bins (which transfers between them for
+#:   neither). Modelled as a regular 11-gon: N was chosen on the "CD4, CD8 ellipse" alone and
+#:   holds the "inverted ellipse" within tolerance in 7.6.x and 8.5.3/9.6.4/9.7.2, and (with
+#:   the 7.2 binning) 7 of 8 ellipse counts of 7.2.5. The polygon is a model of FlowJo's
+#:   effective ellipse, not a documented FlowJo algorithm.
+_COMPAT_RULES: tuple[tuple[tuple[int, int], tuple[int, int], FlowJoCompat], ...] = (
+    ((7, 2), (7, 2), FlowJoCompat("7.2", ellipse_vertices=11, ellipse_circumscribed=True,
+                                  display_bins=256)),
+    ((7, 6), (7, 6), FlowJoCompat("7.6", ellipse_vertices=11, ellipse_circumscribed=True)),
+    ((8, 0), (9, 99), FlowJoCompat("8.x/9.x (Mac)", ellipse_vertices=11)),
+)
+
+
+def flowjo_compat_rules(version: str) -> FlowJoCompat | None:
+    """The FlowJo-compatibility rules for a workspace's ``flowJoVersion``, if measured.
+
+    Only the versions whose counts were reproduced on a reference have rules (7.2, 7.6, Mac
+    8.x/9.x); others (7.5, 10.x, unknown) get ``None``: their gates are the exact stored shapes.
+    """
+    import re
+
+    m = re.search(r"(\d+)\.(\d+)", version or "")
+    if m is None:
+        return None
+    v = (int(m.group(1)), int(m.group(2)))
+    for low, high, rules in _COMPAT_RULES:
+        if low <= v <= high:
+            return rules
+    return None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,6 +267,9 @@ class FlowJoWorkspace:
     template_errors
         Group name -> why its template gates could not be read (raised when that template is
         needed, not on reading the workspace).
+    flowjo_compat
+        Evaluate gates as the FlowJo version that wrote the workspace does where that is known
+        (:func:`flowjo_compat_rules`); ``False``: the stored shapes exactly.
     """
 
     path: str
@@ -189,6 +279,12 @@ class FlowJoWorkspace:
     group_templates: dict[str, tuple[FlowJoPopulation, ...]] = field(default_factory=dict)
     group_sample_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
     template_errors: dict[str, str] = field(default_factory=dict)
+    flowjo_compat: bool = True
+
+    @property
+    def compat(self) -> FlowJoCompat | None:
+        """The FlowJo-compatibility rules gates of this workspace are converted with."""
+        return flowjo_compat_rules(self.version) if self.flowjo_compat else None
 
     # ----- lookup --------------------------------------------------------------------------------
     def sample_names(self) -> list[str]:
@@ -247,13 +343,15 @@ class FlowJoWorkspace:
                 raise InputError(self.path, f"sample {chosen.name!r} is not in group {group!r}; "
                                             f"its samples are: {_listing(self.groups[group])}")
             return _build_strategy(self.path, chosen, chosen.populations,
-                                   meta={"group": group, "sample": chosen.name})
+                                   meta={"group": group, "sample": chosen.name},
+                                   compat=self.compat)
         group = group or "All Samples"
         members = [self.samples[i] for i in self.group_sample_ids.get(group, ())]
         template = self.group_templates.get(group, ())
         if members:
             built = [_build_strategy(self.path, s, s.populations,
-                                     meta={"group": group, "sample": s.name}) for s in members]
+                                     meta={"group": group, "sample": s.name},
+                                     compat=self.compat) for s in members]
             first = built[0]
             if all(_same_strategy(first, other) for other in built[1:]):
                 first.meta["sample"] = None
@@ -275,7 +373,7 @@ class FlowJoWorkspace:
             raise InputError(self.path, f"group {group!r}: the workspace has no sample to take "
                                         "transforms and compensation from")
         strategy = _build_strategy(self.path, donor, template,
-                                   meta={"group": group, "sample": None})
+                                   meta={"group": group, "sample": None}, compat=self.compat)
         strategy.meta["notes"].append(
             f"group template gates with the transforms and compensation of sample {donor.name!r}")
         return strategy
@@ -346,14 +444,18 @@ def _float(ctx: _Ctx, where: str, text: str | None, what: str) -> float:
     return value
 
 
-def read_flowjo_workspace(path: str | os.PathLike[str]) -> FlowJoWorkspace:
-    """Read a FlowJo 10 workspace file.
+def read_flowjo_workspace(path: str | os.PathLike[str], *,
+                          flowjo_compat: bool = True) -> FlowJoWorkspace:
+    """Read a FlowJo workspace file (7.x ``.wsp``, 8.x/9.x Mac ``.xml``, 10.x ``.wsp``).
 
     Parameters
     ----------
     path
-        The ``.wsp`` (XML) file. Parsed with :func:`immunoprofile._xml.parse_xml`, which refuses
-        entity declarations and external references.
+        The workspace (XML) file. Parsed with :func:`immunoprofile._xml.parse_xml`, which
+        refuses entity declarations and external references.
+    flowjo_compat
+        Convert gates with the FlowJo-compatibility rules of the version that wrote the
+        workspace (:func:`flowjo_compat_rules`; default), else as the exact stored shapes.
 
     Returns
     -------
@@ -420,7 +522,8 @@ def read_flowjo_workspace(path: str | os.PathLike[str]) -> FlowJoWorkspace:
         templates["All Samples"] = ()
     return FlowJoWorkspace(path=path_str, version=_attr(root, "flowJoVersion") or "",
                            groups=groups, samples=samples, group_templates=templates,
-                           group_sample_ids=group_ids, template_errors=template_errors)
+                           group_sample_ids=group_ids, template_errors=template_errors,
+                           flowjo_compat=flowjo_compat)
 
 
 def _parse_sample(ctx: _Ctx, sample_el: ET.Element, index: int) -> FlowJoSample:
@@ -904,9 +1007,11 @@ def _make_transform(ctx: _Ctx, where: str, kind: str, attrs: Mapping[str, str]) 
 class _Converter:
     """Turns one sample's raw gate tree into Strategy gates (ids from population paths)."""
 
-    def __init__(self, path: str, sample: FlowJoSample) -> None:
+    def __init__(self, path: str, sample: FlowJoSample,
+                 compat: FlowJoCompat | None = None) -> None:
         self.ctx = _Ctx(path)
         self.sample = sample
+        self.compat = compat
         self.transforms: dict[str, Any] = {}
         self.compensations: dict[str, Any] = {}
         self.gates: list[Gate] = []
@@ -1060,10 +1165,51 @@ class _Converter:
                         top = None
                     break
             if top is None or not top > 0:
-                raise self.ctx.fail(where, f"ellipse on linear {channel!r}: no $PnR keyword to "
-                                           "place FlowJo's 256-bin display coordinates")
+                raise self.ctx.fail(where, f"linear axis {channel!r} has no $PnR keyword to "
+                                           "place FlowJo's 256-bin display (needed by an "
+                                           "ellipse, or by FlowJo 7.2's binned gates)")
             self.transforms[key] = tr.LinearTransform(top, 0.0)
         return key
+
+    def on_display(self, dim: Dimension, where: str) -> Dimension:
+        """``dim`` in FlowJo's display units (0-1 over the 256-bin display): a linear axis
+        without a transform gets its display scale."""
+        if dim.transform is not None:
+            return dim
+        return Dimension(dim.channel, dim.compensation, self.display_scale(dim.channel, where))
+
+    def shape(self, gate: PolygonGate | EllipseGate) -> Gate:
+        """A converted polygon/ellipse under this version's FlowJo-compatibility rules."""
+        rules = self.compat
+        if rules is None:
+            return gate
+        if isinstance(gate, EllipseGate) and rules.ellipse_vertices:
+            gate = PolygonGate(id=gate.id, parent=gate.parent, name=gate.name, dims=gate.dims,
+                               vertices=_ellipse_polygon(gate.mean, gate.covariance,
+                                                         rules.ellipse_vertices,
+                                                         rules.ellipse_circumscribed),
+                               inverted=gate.inverted)
+        if rules.display_bins:
+            dims = tuple(self.binned(d, rules.display_bins) for d in gate.dims)
+            if isinstance(gate, PolygonGate):
+                gate = PolygonGate(id=gate.id, parent=gate.parent, name=gate.name, dims=dims,
+                                   vertices=gate.vertices, inverted=gate.inverted)
+            else:
+                gate = EllipseGate(id=gate.id, parent=gate.parent, name=gate.name, dims=dims,
+                                   mean=gate.mean, covariance=gate.covariance,
+                                   distance_square=gate.distance_square,
+                                   inverted=gate.inverted)
+        return gate
+
+    def binned(self, dim: Dimension, bins: int) -> Dimension:
+        """``dim`` (in display units) with each event moved to its display bin's lower corner."""
+        assert dim.transform is not None
+        key = f"{dim.transform} ({bins}-bin display)"
+        if key not in self.transforms:
+            from .transforms import DisplayBinTransform
+
+            self.transforms[key] = DisplayBinTransform(self.transforms[dim.transform], bins)
+        return Dimension(dim.channel, dim.compensation, key)
 
     def convert(self, pop: FlowJoPopulation, names: tuple[str, ...], parent: str | None) -> Gate:
         gid = population_id(names)
@@ -1082,22 +1228,25 @@ class _Converter:
                                  mins=tuple(mins), maxs=tuple(maxs), inverted=pop.inverted)
         if pop.kind == "polygon":
             dx, dy = (self.dimension(d, where, transformed=True) for d in pop.dims)
+            if self.compat is not None and self.compat.display_bins:
+                # binned display: vertices in display units (linear axes too)
+                dx, dy = (self.on_display(d, where) for d in (dx, dy))
             verts = pop.params["vertices"]
             xs = self.forward(dx, list(self.snap(pop.dims[0], [v[0] for v in verts],
                                                  bound=False)), where)
             ys = self.forward(dy, list(self.snap(pop.dims[1], [v[1] for v in verts],
                                                  bound=False)), where)
-            return PolygonGate(id=gid, parent=parent, name=pop.name, dims=(dx, dy),
-                               vertices=tuple(zip(xs, ys)), inverted=pop.inverted)
+            return self.shape(PolygonGate(id=gid, parent=parent, name=pop.name, dims=(dx, dy),
+                                          vertices=tuple(zip(xs, ys)), inverted=pop.inverted))
         if pop.kind == "ellipse":
             # 256-bin display coordinates: a linear axis needs its display scale too
-            dims = tuple(d if d.transform is not None else
-                         Dimension(d.channel, d.compensation, self.display_scale(d.channel, where))
-                         for d in (self.dimension(n, where, transformed=True) for n in pop.dims))
+            dims = tuple(self.on_display(d, where) for d in
+                         (self.dimension(n, where, transformed=True) for n in pop.dims))
             mean, cov = _ellipse_from_flowjo(self.ctx, where, pop.params["foci"],
                                              pop.params["edge"])
-            return EllipseGate(id=gid, parent=parent, name=pop.name, dims=dims, mean=mean,
-                               covariance=cov, distance_square=1.0, inverted=pop.inverted)
+            return self.shape(EllipseGate(id=gid, parent=parent, name=pop.name, dims=dims,
+                                          mean=mean, covariance=cov, distance_square=1.0,
+                                          inverted=pop.inverted))
         if pop.kind == "ellipse4":
             dx, dy = (self.dimension(d, where, transformed=True) for d in pop.dims)
             pts = pop.params["diameters"]
@@ -1106,8 +1255,9 @@ class _Converter:
             ys = self.forward(dy, list(self.snap(pop.dims[1], [p[1] for p in pts],
                                                  bound=False)), where)
             mean, cov = _ellipse_from_diameters(self.ctx, where, list(zip(xs, ys)))
-            return EllipseGate(id=gid, parent=parent, name=pop.name, dims=(dx, dy), mean=mean,
-                               covariance=cov, distance_square=1.0, inverted=pop.inverted)
+            return self.shape(EllipseGate(id=gid, parent=parent, name=pop.name, dims=(dx, dy),
+                                          mean=mean, covariance=cov, distance_square=1.0,
+                                          inverted=pop.inverted))
         operands = tuple((self.operand(dep, names[:-1], where), bool(comp)) for dep, comp in
                          zip(pop.params["dependents"], pop.params["complements"]))
         return BooleanGate(id=gid, parent=parent, name=pop.name, op=pop.kind,
@@ -1161,6 +1311,27 @@ def _ellipse_from_diameters(ctx: _Ctx, where: str, pts: list[tuple[float, float]
     return center, cov
 
 
+def _ellipse_polygon(mean: tuple[float, ...], cov: tuple[tuple[float, ...], ...], n: int,
+                     circumscribed: bool) -> tuple[tuple[float, float], ...]:
+    """The regular ``n``-gon of an ellipse ``(x - mean)ᵀ cov⁻¹ (x - mean) <= 1``.
+
+    Vertices at parametric angles ``2πk/n`` from the major axis, on the ellipse or (when
+    ``circumscribed``) at ``1/cos(π/n)`` of it, so that the edges touch it.
+    """
+    import numpy as np
+
+    values, vectors = np.linalg.eigh(np.asarray(cov, dtype=float))
+    major = vectors[:, 1] * math.sqrt(values[1])
+    minor = vectors[:, 0] * math.sqrt(values[0])
+    r = 1.0 / math.cos(math.pi / n) if circumscribed else 1.0
+    out = []
+    for k in range(n):
+        t = 2.0 * math.pi * k / n
+        p = np.asarray(mean, dtype=float) + r * (math.cos(t) * major + math.sin(t) * minor)
+        out.append((float(p[0]), float(p[1])))
+    return tuple(out)
+
+
 def order_gates(gates: list[Gate]) -> dict[str, Gate]:
     """Gates in an order where parents and boolean operands come first (stable otherwise)."""
     by_id = {g.id: g for g in gates}
@@ -1195,8 +1366,8 @@ def order_gates(gates: list[Gate]) -> dict[str, Gate]:
 
 
 def _build_strategy(path: str, sample: FlowJoSample, pops: tuple[FlowJoPopulation, ...], *,
-                    meta: dict[str, Any]) -> Strategy:
-    conv = _Converter(path, sample)
+                    meta: dict[str, Any], compat: FlowJoCompat | None = None) -> Strategy:
+    conv = _Converter(path, sample, compat)
     conv.walk(pops, ())
     try:
         gates = order_gates(conv.gates)
@@ -1209,7 +1380,8 @@ def _build_strategy(path: str, sample: FlowJoSample, pops: tuple[FlowJoPopulatio
     else:
         comp_note = sample.compensation.name
     full_meta = {"group": meta.get("group"), "sample": meta.get("sample"),
-                 "sample_id": sample.id, "compensation": comp_note, "notes": conv.notes}
+                 "sample_id": sample.id, "compensation": comp_note, "notes": conv.notes,
+                 "flowjo_compat": compat.describe() if compat is not None else None}
     return Strategy(gates=gates, transforms=conv.transforms, compensations=conv.compensations,
                     source=path, format="flowjo", meta=full_meta)
 

@@ -44,12 +44,14 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
+from .._options import takes_options
 from ..errors import InputError
 from .compensation import Spillover, compensate
+from .options import CompensateOptions
 
 __all__ = [
     "ControlSummary", "SpilloverEstimate", "estimate_spillover", "write_spillover_outputs",
@@ -413,15 +415,14 @@ def _on_scale(values: np.ndarray, fcs: Any, detectors: Sequence[str]) -> np.ndar
     return ok
 
 
+@takes_options(CompensateOptions)
 def estimate_spillover(
     controls: Sequence[str | os.PathLike[str]],
+    options: CompensateOptions | None = None,
     *,
     unstained: str | os.PathLike[str] | None,
     channels: Mapping[str, str] | str | os.PathLike[str] | None = None,
     gate: Any = None,
-    population: str | None = None,
-    method: Literal["regression", "median"] = "regression",
-    positive_quantile: float = 0.995,
     detectors: Sequence[str] | None = None,
 ) -> SpilloverEstimate:
     """Compute a spillover matrix from single-stain controls.
@@ -440,13 +441,10 @@ def estimate_spillover(
         Scatter pre-gate: ``None`` (automatic, :func:`scatter_gate`), or a gating strategy
         (:class:`~immunoprofile.flow.gates.Strategy` or a strategy file) whose ``population``
         (default: its last population) holds the events to use.
-    population
-        Population of ``gate`` (id, name or path).
-    method
-        ``regression`` (robust slope over positive events, the default) or ``median``
-        (CytoExploreR's median differences against the unstained).
-    positive_quantile
-        Quantile of the unstained's primary-channel values above which events are positive.
+    options
+        :class:`~immunoprofile.flow.options.CompensateOptions` (``population`` of ``gate``,
+        ``method``: ``regression`` or ``median``, ``positive_quantile``), or give them as
+        keywords (Other Parameters).
     detectors
         Matrix channels; default: :func:`fluorescence_channels` of the first control.
 
@@ -460,10 +458,9 @@ def estimate_spillover(
         A control is unreadable, lacks detectors, has no positive population, or two controls
         claim the same detector.
     """
-    if method not in ("regression", "median"):
-        raise ValueError(f"method must be 'regression' or 'median', got {method!r}")
-    if not 0.5 < positive_quantile < 1:
-        raise ValueError("positive_quantile must be between 0.5 and 1")
+    assert options is not None  # takes_options always gives one
+    population, method = options.population, options.method
+    positive_quantile = options.positive_quantile
     if not controls:
         raise InputError(None, "no single-stain controls given")
     mapping = (read_channel_map(channels) if isinstance(channels, (str, os.PathLike))

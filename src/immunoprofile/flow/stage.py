@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._stage import StageOutcome
 from ..errors import InputError
+from .._options import takes_options
 from ..executors import ExecutorSpec
+from .options import GateOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
@@ -106,16 +108,13 @@ def pair_samples(files: Sequence[str | os.PathLike[str]],
     return sorted(seen.items())
 
 
+@takes_options(GateOptions)
 def gate_files(
     files: Sequence[str | os.PathLike[str]],
     strategy: Strategy | str | os.PathLike[str],
+    options: GateOptions | None = None,
     *,
     sample_ids: Mapping[str, str] | None = None,
-    compensation: Any = "fcs",
-    group: str | None = None,
-    statistics: Sequence[str] | None = None,
-    time_qc: Any = None,
-    membership: bool = False,
     executor: ExecutorSpec | None = None,
     out_dir: str | os.PathLike[str] | None = None,
     cache: TaskCache | None = None,
@@ -132,21 +131,15 @@ def gate_files(
         is listed in ``failures``; the others go on.
     strategy
         A :class:`~immunoprofile.flow.gates.Strategy`, or a Gating-ML / FlowJo / YAML file.
+    options
+        The stage's options (:class:`~immunoprofile.flow.options.GateOptions`: compensation,
+        group, statistics, time_qc, membership); each can also be given as a keyword, listed
+        under Other Parameters. ``compensation`` may also be a callable ``path -> choice``
+        choosing per file (an ``InputError`` it raises fails that file alone); ``time_qc``
+        takes ``True``/``False`` or :class:`~immunoprofile.flow.options.TimeQCOptions`.
+        ``membership`` needs ``out_dir``.
     sample_ids
         File name -> sample id (default: the file stem); see :func:`pair_samples`.
-    compensation
-        ``"fcs"`` (each file's own spillover), ``"none"``, a matrix file or ``Spillover``, or a
-        callable ``path -> one of those`` choosing per file (an ``InputError`` it raises fails
-        that file alone).
-    group
-        FlowJo sample group (workspaces only).
-    statistics
-        Marker statistics (:data:`immunoprofile.flow.stats.STATISTICS`); ``None`` = all.
-    time_qc
-        ``None``/``False`` (off), ``True`` (default options) or a
-        :class:`~immunoprofile.flow.timeqc.TimeQCOptions`.
-    membership
-        Also write ``membership/<sample_id>.parquet`` (needs ``out_dir``).
     executor
         Where tasks run (:class:`~immunoprofile.executors.ExecutorSpec`); ``None`` = serial.
     out_dir
@@ -169,24 +162,22 @@ def gate_files(
     from .._stage import run_stage_tasks
     from ..layout import COMPENSATION_BY_FILE_KEY, COMPENSATION_KEY, STRATEGY_KEY, TIME_QC_KEY
     from .batch import expand_fcs_inputs, write_gate_outputs
-    from .stats import STATISTICS
     from .strategy import load_strategy
 
-    wanted = tuple(STATISTICS if statistics is None else statistics)
-    unknown = sorted(set(wanted) - set(STATISTICS))
-    if not wanted or unknown:
-        raise ValueError(f"statistics must be a non-empty subset of {', '.join(STATISTICS)}; "
-                         f"got {list(wanted)}")
+    assert options is not None  # takes_options always gives one
+    compensation, group, membership = options.compensation, options.group, options.membership
+    wanted = tuple(options.statistics)
+    time_qc = options.time_qc.options()
+    if isinstance(compensation, str) and compensation == "controls":
+        raise InputError(None, "compensation 'controls' is computed by a pipeline from its "
+                               "compensation_controls; here give fcs, none or a matrix file "
+                               "(immunoprofile compensate writes one)")
     strategy_path = None
     if not hasattr(strategy, "gates"):
         strategy_path = Path(strategy).resolve()
         if not strategy_path.is_file():
             raise InputError(strategy, "strategy file not found")
         strategy = load_strategy(strategy_path, group=group)
-    if time_qc is True:
-        from .timeqc import TimeQCOptions
-
-        time_qc = TimeQCOptions()
     if membership and out_dir is None:
         raise ValueError("membership=True writes Parquet files: give out_dir")
     choose = compensation if callable(compensation) else None

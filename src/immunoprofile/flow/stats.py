@@ -40,11 +40,10 @@ from .compensation import (
     compensated_channels,
     sample_compensation,
 )
+from .options import STATISTICS  # the marker statistics, in column order (one list)
 
 __all__ = ["population_stats", "marker_columns", "is_scatter_or_time", "STATISTICS"]
 
-#: Marker statistics ``population_stats`` can compute, in output column order.
-STATISTICS = ("median", "gmean", "rcv")
 _PREFIX = {"median": "mfi", "gmean": "gmean", "rcv": "rcv"}
 
 #: Rows compensated at a time (float64 blocks that stay in cache).

@@ -46,6 +46,8 @@ from typing import Any
 
 import numpy as np
 
+from .options import TimeQCOptions  # the thresholds (one model: function, config and CLI)
+
 __all__ = ["TimeQCOptions", "TimeQCResult", "time_qc", "apply_root_gate", "ROOT_NAME",
            "time_channel"]
 
@@ -53,58 +55,6 @@ __all__ = ["TimeQCOptions", "TimeQCResult", "time_qc", "apply_root_gate", "ROOT_
 ROOT_NAME = "TimeQC"
 
 _COFACTOR = 150.0
-
-
-@dataclass(frozen=True)
-class TimeQCOptions:
-    """Parameters of :func:`time_qc` (see the module docstring for the rule).
-
-    Attributes
-    ----------
-    events_per_bin
-        Mean events per rate bin.
-    rate_k
-        Robust SDs a bin's count may depart from the median count.
-    signal_events_per_bin
-        Events per signal chunk.
-    signal_k
-        Robust SDs a chunk's median / IQR may depart from the file's level.
-    min_shift
-        Smallest departure (asinh units) that counts, however steady the signal.
-    min_good_bins
-        Good stretches shorter than this (rate bins) between flagged ones are removed.
-    grow_k
-        A flagged stretch grows into neighbouring bins that depart the same way by more than
-        this many robust SDs.
-    gap_fraction
-        A bin holding less than this fraction of the median count is a gap, whatever the
-        spread of counts.
-    max_removed_pct
-        A file losing more than this percentage is flagged in the QC table.
-    channels
-        QC channels; ``None`` = every channel but Time.
-    """
-
-    events_per_bin: int = 40
-    rate_k: float = 5.0
-    signal_events_per_bin: int = 250
-    signal_k: float = 5.0
-    min_shift: float = 0.15
-    min_good_bins: int = 3
-    grow_k: float = 2.0
-    gap_fraction: float = 0.25
-    max_removed_pct: float = 10.0
-    channels: tuple[str, ...] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (provenance, cache keys)."""
-        return {"events_per_bin": self.events_per_bin, "rate_k": self.rate_k,
-                "signal_events_per_bin": self.signal_events_per_bin,
-                "signal_k": self.signal_k, "min_shift": self.min_shift,
-                "min_good_bins": self.min_good_bins, "gap_fraction": self.gap_fraction,
-                "grow_k": self.grow_k,
-                "max_removed_pct": self.max_removed_pct,
-                "channels": None if self.channels is None else list(self.channels)}
 
 
 @dataclass

@@ -23,7 +23,7 @@ from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
     "Transform", "LinearTransform", "LogTransform", "AsinhTransform", "HyperlogTransform",
-    "LogicleTransform", "FlowJoBiexTransform",
+    "LogicleTransform", "FlowJoBiexTransform", "DisplayBinTransform",
 ]
 
 _LN10 = math.log(10.0)
@@ -544,6 +544,43 @@ class FlowJoBiexTransform(Transform):
         """Scale values -> data values."""
         data, channels = self._lut
         return np.interp(_as_float64(y), channels, data)
+
+
+class DisplayBinTransform(Transform):
+    """An axis transform (display units, 0-1 over the display) followed by FlowJo 7.2's
+    binning: each value moves to the lower corner of its bin of a ``bins``-bin display.
+
+    Used only by FlowJo-workspace import (``flowjo.FlowJoCompat.display_bins``); it has no
+    Gating-ML or YAML form.
+
+    Not monotone-invertible (the engine never maps thresholds through it); ``inverse`` is the
+    wrapped transform's, i.e. a bin corner's own data value.
+    """
+
+    _param_names = ("bins",)
+    #: a value this close below a bin edge (in bins) is on the edge: event values on FlowJo's
+    #: channel lattice land on edges exactly up to float rounding of the log
+    _EDGE = 1e-6
+
+    def __init__(self, inner: Transform, bins: int) -> None:
+        self.inner = inner
+        self.bins = int(bins)
+
+    def _key(self) -> tuple[Any, ...]:
+        return (type(self).__name__, self.inner._key(), self.bins)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r}, bins={self.bins})"
+
+    def apply(self, x: ArrayLike) -> NDArray[np.float64]:
+        """Data values -> the lower corner of their display bin (display units)."""
+        with np.errstate(invalid="ignore"):
+            scaled = np.asarray(self.inner.apply(x), dtype=np.float64) * self.bins
+            return np.floor(scaled + self._EDGE) / self.bins
+
+    def inverse(self, y: ArrayLike) -> NDArray[np.float64]:
+        """Display units -> data values (of the wrapped transform)."""
+        return self.inner.inverse(y)
 
 
 def flowjo_biex_table(negative: float, width: float, positive: float, max_value: float,

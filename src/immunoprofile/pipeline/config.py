@@ -17,17 +17,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError,
-                      ValidationInfo, field_validator, model_validator)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .._options import resolve_path
+from ..cytokine.options import CytokineOptions
 from ..errors import InputError
-from ..flow.timeqc import TimeQCOptions
-
-_TQ = TimeQCOptions()
+from ..flow.options import CompensateOptions, GateOptions, TimeQCSetting
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "Problem", "ConfigError", "PipelineConfig", "InputsConfig",
-    "FlowOptions", "TimeQCConfig", "ControlSet", "CytokineOptions", "VisitWindow", "DesignConfig", "AssembleOptions", "CompareOptions", "ReportOptions",
+    "FlowConfig", "TimeQCConfig", "ControlSet", "CytokineConfig", "VisitWindow", "DesignConfig", "AssembleOptions", "CompareOptions", "ReportOptions",
     "OutputsConfig", "ExecutorConfig", "load_config", "parse_config", "config_json_schema",
 ]
 
@@ -81,16 +80,8 @@ class ConfigError(InputError):
 
 # ----- path handling ---------------------------------------------------------------------------
 
-def _resolve(value: Path, info: ValidationInfo) -> Path:
-    base = (info.context or {}).get("base_dir")
-    path = Path(os.path.expanduser(str(value)))
-    if not path.is_absolute() and base is not None:
-        path = Path(base) / path
-    return Path(os.path.normpath(path))
-
-
 #: A path in the config: relative to the config's folder.
-ConfigPath = Annotated[Path, AfterValidator(_resolve)]
+ConfigPath = Annotated[Path, AfterValidator(resolve_path)]
 
 
 class _Model(BaseModel):
@@ -116,35 +107,13 @@ class InputsConfig(_Model):
                                                           "visit).")
 
 
-class TimeQCConfig(_Model):
-    """Acquisition QC over time (``flow.timeqc``; the rule is in its module docstring)."""
-
-    enabled: bool = Field(True, description="Remove bad stretches along Time as the root gate "
-                                            "TimeQC.")
-    events_per_bin: int = Field(_TQ.events_per_bin, ge=10, description="Mean events per rate "
-                                                                       "bin.")
-    rate_k: float = Field(_TQ.rate_k, gt=0, description="Robust SDs a bin's event count may "
-                                                        "depart from the median.")
-    signal_events_per_bin: int = Field(_TQ.signal_events_per_bin, ge=50)
-    signal_k: float = Field(_TQ.signal_k, gt=0, description="Robust SDs a chunk's signal level "
-                                                            "or spread may depart.")
-    min_shift: float = Field(_TQ.min_shift, ge=0, description="Smallest signal departure that "
-                                                              "counts (asinh units).")
-    min_good_bins: int = Field(_TQ.min_good_bins, ge=0)
-    gap_fraction: float = Field(_TQ.gap_fraction, ge=0, lt=1, description="Bins below this "
-                                "fraction of the median event count are gaps (clogs).")
-    max_removed_pct: float = Field(_TQ.max_removed_pct, ge=0, le=100,
-                                   description="A file losing more is flagged in the QC table.")
-
-    def options(self) -> TimeQCOptions | None:
-        """The :class:`~immunoprofile.flow.timeqc.TimeQCOptions` (``None`` when disabled)."""
-        if not self.enabled:
-            return None
-        return TimeQCOptions(**self.model_dump(exclude={"enabled"}))
+#: ``flow.time_qc``: on/off and the thresholds (:class:`~immunoprofile.flow.options.TimeQCSetting`).
+TimeQCConfig = TimeQCSetting
 
 
-class ControlSet(_Model):
-    """Single-stain compensation controls of one acquisition day (``immunoprofile compensate``)."""
+class ControlSet(CompensateOptions):
+    """Single-stain compensation controls of one acquisition day (``immunoprofile compensate``;
+    how the matrix is computed: :class:`~immunoprofile.flow.options.CompensateOptions`)."""
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
                              description="Folder name of its outputs (default: the date, else "
@@ -161,33 +130,17 @@ class ControlSet(_Model):
                                                       "automatic).")
 
 
-class FlowOptions(_Model):
-    """Options of the gate stage."""
+class FlowConfig(GateOptions):
+    """The gate stage (:class:`~immunoprofile.flow.options.GateOptions`, whose fields and
+    defaults these are) plus the pipeline's own: ``enabled`` and the compensation controls."""
 
     enabled: bool = True
-    compensation: str = Field("fcs", description="fcs (the file's spillover), none, controls "
-                                                 "(computed from compensation_controls), or a "
-                                                 "matrix CSV path (relative to the config).")
     compensation_controls: list[ControlSet] = Field(
         default_factory=list, description="Single-stain controls, one set per acquisition day "
                                           "(used when compensation is controls).")
-    time_qc: TimeQCConfig = Field(default_factory=TimeQCConfig)
-    group: str | None = Field(None, description="FlowJo sample group (workspaces only).")
-    membership: bool = Field(False, description="Write per-event membership Parquet files.")
-    statistics: list[Literal["median", "gmean", "rcv"]] = Field(
-        ["median", "gmean", "rcv"], min_length=1,
-        description="Marker statistics per population: median (MFI), gmean (geometric mean of "
-                    "positive values), rcv (robust CV).")
-
-    @field_validator("compensation")
-    @classmethod
-    def _compensation(cls, value: str, info: ValidationInfo) -> str:
-        if value.lower() in ("fcs", "none", "controls"):
-            return value.lower()
-        return str(_resolve(Path(value), info))
 
     @model_validator(mode="after")
-    def _controls(self) -> FlowOptions:
+    def _controls(self) -> FlowConfig:
         if self.compensation == "controls" and not self.compensation_controls:
             raise ValueError("compensation is 'controls' but compensation_controls is empty")
         names = [s.name or (s.date.isoformat() if s.date else None)
@@ -199,35 +152,11 @@ class FlowOptions(_Model):
         return self
 
 
-class CytokineOptions(_Model):
-    """Options of the cytokine stage (standard curves, quantification, QC flags)."""
+class CytokineConfig(CytokineOptions):
+    """The cytokine stage (:class:`~immunoprofile.cytokine.options.CytokineOptions`, whose
+    fields and defaults these are) plus ``enabled``."""
 
     enabled: bool = True
-    model: Literal["5pl", "4pl", "auto"] = Field("5pl", description="auto: the export's "
-                                                 "software's model (MSD 4PL, xPONENT 5PL, ...).")
-    weights: Literal["1/y2", "1/y", "power", "none", "auto"] = "1/y2"
-    power: float = Field(1.8, gt=0, description="Exponent for weights: power.")
-    replicate_means: bool | None = Field(False, description="Fit replicate-mean Net MFI per "
-                                         "standard (null: as the export's software does).")
-    search: Literal["local", "global"] = "local"
-    recovery_range: tuple[float, float] = Field((80.0, 120.0), description="Standard recovery "
-                                                "(%) that counts towards LLOQ/ULOQ.")
-    max_cv: float = Field(20.0, gt=0, description="Replicate %CV above this is flagged high_cv.")
-    min_beads: int = Field(35, ge=0, description="Wells with fewer beads are flagged low_beads.")
-    drop_low_bead_standards: bool = False
-    lloq_policy: Literal["keep", "half", "sqrt2", "na"] = Field(
-        "keep", description="Reported value below the LLOQ: keep, LLOQ/2, LLOQ/sqrt(2) or NA.")
-    bridging: bool = False
-    bridging_sample: str | None = None
-    drug_readouts: tuple[str, ...] = Field(("IL-1RA",), description="Analytes that measure the "
-                                                                    "study drug itself.")
-    repair: bool = Field(True, description="Repair known export defects (logged).")
-
-    def quantify_options(self) -> Any:
-        """The :class:`immunoprofile.cytokine.quantify.QuantifyOptions` this describes."""
-        from ..cytokine.quantify import QuantifyOptions
-
-        return QuantifyOptions(**self.model_dump(exclude={"enabled", "repair"}))
 
 
 class VisitWindow(_Model):
@@ -372,8 +301,8 @@ class PipelineConfig(_Model):
     name: str = ""
     description: str = ""
     inputs: InputsConfig
-    flow: FlowOptions = Field(default_factory=FlowOptions)
-    cytokine: CytokineOptions = Field(default_factory=CytokineOptions)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    cytokine: CytokineConfig = Field(default_factory=CytokineConfig)
     design: DesignConfig | None = Field(None, description="The study design (required by "
                                        "immunoprofile run: there is no default protocol).")
     assemble: AssembleOptions = Field(default_factory=AssembleOptions)

@@ -218,10 +218,8 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
     # The controls' figures (seconds of matplotlib) are drawn while the workers gate.
     with _in_background(_draw_control_figures, figures):
         result = gate_files(
-            [p for _, p in pairs], config.inputs.strategy,
+            [p for _, p in pairs], config.inputs.strategy, config.flow,
             sample_ids={p.name: s for s, p in pairs}, compensation=compensation,
-            group=config.flow.group, statistics=config.flow.statistics,
-            time_qc=config.flow.time_qc.options(), membership=config.flow.membership,
             executor=spec, out_dir=out.dir, cache=_flow_cache(config, force), progress=progress,
             parameters=parameters, command=f"immunoprofile run {config.source}")
     summary.n_flow = len(result.samples)
@@ -329,8 +327,8 @@ def compensation_from_controls(config: PipelineConfig, out_dir: Path, *,
     for k, cset in enumerate(config.flow.compensation_controls, start=1):
         name = cset.name or (cset.date.isoformat() if cset.date else f"set{k}")
         files = expand_fcs_inputs(cset.controls)
-        estimate = estimate_spillover(files, unstained=cset.unstained, channels=cset.channels,
-                                      gate=cset.gate)
+        estimate = estimate_spillover(files, cset, unstained=cset.unstained,
+                                      channels=cset.channels, gate=cset.gate)
         written = write_spillover_outputs(
             out_dir / name, estimate, command=f"immunoprofile run {config.source}",
             inputs=[p for p in (cset.channels, cset.gate) if p is not None],
@@ -410,11 +408,9 @@ def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, f
     plates = _plate_files(config, manifest)
     if not plates:
         return StageResult("cytokines", "skipped", "no plate files")
-    options = config.cytokine.quantify_options()
     result = quantify_files(
-        plates, options, layout=config.inputs.layout, standards=config.inputs.standards,
-        repair=config.cytokine.repair, executor=spec,
-        out_dir=RunLayout(config.out_dir).cytokines.dir,
+        plates, config.cytokine, layout=config.inputs.layout, standards=config.inputs.standards,
+        executor=spec, out_dir=RunLayout(config.out_dir).cytokines.dir,
         cache=_plate_cache(config, force), progress=progress,
         command=f"immunoprofile run {config.source}")
     summary.n_plates = len(result.results)
