@@ -318,7 +318,7 @@ def test_run_and_validate_config_with_a_broken_manifest(ws: Path) -> None:
     config = ws / "bad_manifest_config.yaml"
     config.write_text("schema_version: 1\n"
                       "inputs:\n  manifest: bad_manifest.csv\n  strategy: strategy.yaml\n"
-                      "outputs:\n  dir: run_out\n")
+                      "design: {protocol: example-trial}\noutputs:\n  dir: run_out\n")
     for command in ("validate", "run"):
         res = ip(command, config, cwd=ws)
         assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
@@ -336,7 +336,8 @@ def test_run_with_a_corrupt_sample_completes_the_rest_exit_1(ws: Path) -> None:
         "AD01_week2_flow,AD01,week2,14,treatment,flow,good2.fcs\n")
     config = ws / "tiny.yaml"
     config.write_text("schema_version: 1\ninputs:\n  manifest: tiny_manifest.csv\n"
-                      "  strategy: strategy.yaml\noutputs:\n  dir: tiny_out\n"
+                      "  strategy: strategy.yaml\ndesign: {protocol: example-trial}\n"
+                      "outputs:\n  dir: tiny_out\n"
                       "report:\n  enabled: false\nexecutor:\n  kind: serial\n")
     res = ip("run", config, cwd=ws)
     assert res.returncode == 1, res.stderr

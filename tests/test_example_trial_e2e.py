@@ -37,7 +37,8 @@ def example_run(tmp_path_factory) -> Path:
 def test_run_writes_every_stage(example_run):
     for name in ("flow/populations.csv", "flow/flow.h5ad", "flow/provenance.json",
                  "cytokines/concentrations.csv", "cytokines/standard_curves.csv",
-                 "cytokines/cytokines.h5ad", "study.h5ad", "comparisons.csv", "report.html",
+                 "cytokines/cytokines.h5ad", "study/study.h5ad", "compare/comparisons.csv",
+                 "compare/analysis_plan.json", "compare/provenance.json", "report.html",
                  "run.log", "flow_qc_mqc.tsv", "cytokine_qc_mqc.tsv"):
         assert (example_run / name).is_file(), name
     populations = pd.read_csv(example_run / "flow" / "populations.csv")

@@ -5,6 +5,7 @@ bead-level export. Each must give its documented result or an InputError naming 
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import tempfile
@@ -85,7 +86,7 @@ def _check_plate(plate: PlateData) -> None:
 
 
 READERS = {
-    "clinical": (read_clinical, _check_clinical),
+    "clinical": (functools.partial(read_clinical, design="example-trial"), _check_clinical),
     "manifest": (read_manifest, _check_manifest),
     "standards": (read_standards, None),
     "layout": (read_layout, None),

@@ -41,6 +41,7 @@ def test_each_sample_gets_its_days_matrix(tmp_path: Path) -> None:
     (tmp_path / "config.yaml").write_text(f"""\
 schema_version: 1
 inputs: {{manifest: manifest.csv, strategy: {EXAMPLE / 'strategy.yaml'}}}
+design: {{protocol: example-trial}}
 flow:
   compensation: controls
   compensation_controls:

@@ -167,14 +167,56 @@ def test_fuzz_any_document_gives_a_config_or_one_config_error(tmp_path: Path, do
 
 def test_inconsistent_design_is_a_config_problem(tmp_path: Path) -> None:
     path = write(tmp_path, "schema_version: 1\ninputs: {manifest: m.csv}\ndesign:\n"
-                           "  baseline_visit: week00\n")
+                           "  baseline_visit: week00\n  protocol: example-trial\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     (problem,) = info.value.problems
     assert problem.where == "design" and problem.line == 3
     assert "week00" in problem.message and "Value error" not in problem.message
     good = load_config(write(tmp_path, "schema_version: 1\ninputs: {manifest: m.csv}\ndesign:\n"
+                                       "  protocol: example-trial\n"
                                        "  baseline_visit: week1\n  periods:\n"
                                        "    run-in: [-56, 0]\n    treatment: [1, 84]\n"))
     design = good.design.to_study_design()
     assert design.baseline_visit == "week1" and design.period_names == ["run-in", "treatment"]
+
+
+def test_no_silent_default_study_design(tmp_path: Path) -> None:
+    """A config without a design names none: run/validate say so (one problem, ``design``);
+    a design without a protocol to start from states every protocol fact."""
+    from immunoprofile.study.design import EXAMPLE_TRIAL_DESIGN
+
+    bare = load_config(write(tmp_path, "schema_version: 1\ninputs: {manifest: m.csv}\n"))
+    assert bare.design is None
+    with pytest.raises(ConfigError) as info:
+        bare.study_design()
+    (problem,) = info.value.problems
+    assert problem.where == "design" and "protocol: example-trial" in problem.message
+    named = load_config(write(tmp_path, "schema_version: 1\ninputs: {manifest: m.csv}\n"
+                                        "design: {protocol: example-trial}\n"))
+    assert named.study_design() == EXAMPLE_TRIAL_DESIGN
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, "schema_version: 1\ninputs: {manifest: m.csv}\ndesign:\n"
+                                    "  periods: {run-in: [-7, 0], treatment: [1, 28]}\n"))
+    (problem,) = info.value.problems
+    assert problem.where == "design" and "visits" in problem.message \
+        and "min_doses" in problem.message
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        load_config(write(tmp_path, "schema_version: 1\ninputs: {manifest: m.csv}\n"
+                                    "design: {protocol: my-trial}\n"))
+    own = load_config(write(tmp_path, """\
+schema_version: 1
+inputs: {manifest: m.csv}
+design:
+  periods: {run-in: [-7, 0], treatment: [1, 28], post-treatment: [29, 56]}
+  visits: {day0: {day: 0, before: 7, after: 0}, day28: {day: 28}, day56: {day: 56}}
+  baseline_visit: day0
+  end_of_treatment_visit: day28
+  planned_doses: 28
+  min_doses: 21
+  responder_reduction_pct: 50
+"""))
+    design = own.study_design()
+    assert design.visit_names == ["day0", "day28", "day56"] and design.min_doses == 21
+    assert design.period_for("day28", 30) == "treatment"  # inside its 3-day window
+    assert design.period_for("day28", 33) == "post-treatment"

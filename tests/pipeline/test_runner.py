@@ -110,6 +110,7 @@ inputs:
   plates: [{example_dir}/plates]
   standards: {example_dir}/standards.csv
   clinical: {example_dir}/clinical.csv
+design: {{protocol: example-trial}}
 flow: {{enabled: false}}
 compare: {{mixed: false}}
 report: {{enabled: false}}
@@ -130,9 +131,9 @@ executor: {{kind: serial}}
     mine = conc[conc["plate"] == direct["plate"].iloc[0]].reset_index(drop=True)
     np.testing.assert_allclose(mine["concentration"].to_numpy(float),
                                direct["concentration"].to_numpy(float), rtol=1e-12)
-    study = ad.read_h5ad(out / "study.h5ad")
+    study = ad.read_h5ad(out / "study" / "study.h5ad")
     assert study.n_obs > 0 and (study.var["feature_type"] == "concentration").any()
-    assert len(pd.read_csv(out / "comparisons.csv")) > 0
+    assert len(pd.read_csv(out / "compare" / "comparisons.csv")) > 0
 
     # a re-run takes both plates from the cache and writes the same bytes
     names = ["concentrations.csv", "standard_curves.csv", "summary.csv"]

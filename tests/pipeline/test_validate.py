@@ -92,6 +92,22 @@ def test_example_trial_validates_and_a_foreign_well_is_found(tmp_path: Path,
     config = tmp_path / "c.yaml"
     config.write_text(f"schema_version: 1\ninputs:\n  manifest: manifest.csv\n"
                       f"  plates: [{example_dir}/plates]\n"
-                      f"  standards: {example_dir}/standards.csv\nflow: {{enabled: false}}\n")
+                      f"  standards: {example_dir}/standards.csv\nflow: {{enabled: false}}\n"
+                      "design: {protocol: example-trial}\n")
     (problem,) = validate_config(config)
     assert problem.line == row + 1 and "well P24 is not on plate 'plate1'" in problem.message
+
+
+def test_a_config_without_a_design_runs_nothing(tiny_trial: Path) -> None:
+    """No silent default protocol: without ``design:`` validate and run say so in one line
+    naming the config and ``design`` (exit 2), and run creates no output folder."""
+    text = tiny_trial.read_text()
+    assert "design: {protocol: example-trial}\n" in text
+    tiny_trial.write_text(text.replace("design: {protocol: example-trial}\n", ""))
+    for command in ("validate", "run"):
+        proc = _cli(command, str(tiny_trial))
+        assert proc.returncode == 2, proc.stderr
+        first = proc.stderr.strip().splitlines()[0]
+        assert first.startswith(f"{tiny_trial}: design: no study design")
+        assert "protocol: example-trial" in first
+    assert not (tiny_trial.parent / "out").exists()

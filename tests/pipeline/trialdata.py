@@ -97,6 +97,7 @@ def make_trial(root: Path, *, n_subjects: int = 3, visits: tuple[str, ...] = ("w
         inputs:
           manifest: manifest.csv
           strategy: strategy.yaml
+        design: {{protocol: example-trial}}
         flow: {{time_qc: {{enabled: true}}{", membership: true" if membership else ""}}}
         cytokine: {{enabled: false}}
         compare: {{enabled: false}}

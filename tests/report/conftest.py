@@ -20,6 +20,7 @@ def synthetic_run(tmp_path):
     (run / "flow").mkdir(parents=True)
     (run / "cytokines").mkdir()
     (run / "study").mkdir()
+    (run / "compare").mkdir()
     pops = ["/Cells", "/Cells/Singlets", "/Cells/Singlets/Live", "/Cells/Singlets/Live/CD3+"]
     rows = []
     for s in range(10):
@@ -75,5 +76,5 @@ def synthetic_run(tmp_path):
                   for feat, fam in (("IL-13|pg/mL", "cytokine"),
                                     ("/Cells/Singlets/Live/CD3+|pct_parent", "flow"))
                   for c in ("run-in vs treatment", "treatment vs post-treatment")]
-                 ).to_csv(run / "study" / "comparisons.csv", index=False)
+                 ).to_csv(run / "compare" / "comparisons.csv", index=False)
     return run

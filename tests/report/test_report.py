@@ -84,3 +84,44 @@ def test_labels_read_as_people_speak_and_samples_sort_in_protocol_order():
     assert sorted(ids + ["unknown"], key=key) == ["AD01_screening", "AD01_week2", "AD01_week12",
                                                   "AD02_week0", "AD10_week0", "unknown"]
     assert not np.isnan(key("AD01_week2")[2])
+
+
+def test_stage_folders_are_read_where_the_layout_puts_them(synthetic_run, tmp_path):
+    """No search by file name: a comparisons table elsewhere is not found unless named
+    (``--compare DIR``); a named folder without its file is an error naming the path."""
+    from click.testing import CliRunner
+
+    from immunoprofile.cli import cli
+
+    moved = tmp_path / "elsewhere" / "deep"
+    moved.parent.mkdir()
+    (synthetic_run / "compare").rename(moved)
+    res = CliRunner().invoke(cli, ["report", str(synthetic_run), "--no-gating", "-q"])
+    assert res.exit_code == 0, res.output
+    assert not (synthetic_run / "plots" / "forest.png").exists()
+    res = CliRunner().invoke(cli, ["report", str(synthetic_run), "--compare", str(moved),
+                                   "--no-gating", "-q"])
+    assert res.exit_code == 0, res.output
+    assert (synthetic_run / "plots" / "forest.png").is_file()
+    res = CliRunner().invoke(cli, ["report", str(synthetic_run), "--compare",
+                                   str(tmp_path / "elsewhere"), "-q"])
+    assert res.exit_code == 2
+    assert str(tmp_path / "elsewhere" / "comparisons.csv") in res.output
+
+
+def test_missing_run_folder_names_every_expected_path(tmp_path):
+    with pytest.raises(InputError) as err:
+        build_report(tmp_path)
+    for rel in ("flow/populations.csv", "cytokines/concentrations.csv", "study/study.h5ad",
+                "compare/comparisons.csv"):
+        assert rel in str(err.value)
+
+
+def test_stage_outputs_written_into_the_run_folder_itself_still_read(synthetic_run):
+    """What users did before stage folders (``compare study.h5ad --out RUN``, runs with
+    study.h5ad at the root): a stage's main file directly in RUN marks RUN as its folder."""
+    (synthetic_run / "compare" / "comparisons.csv").rename(synthetic_run / "comparisons.csv")
+    (synthetic_run / "study" / "study.h5ad").rename(synthetic_run / "study.h5ad")
+    summary = build_report(synthetic_run, gating=False)
+    assert (synthetic_run / "plots" / "forest.png").is_file()
+    assert len(re.findall(r'<img [^>]*src="data:image/png;base64,', summary.path.read_text())) == 4

@@ -161,8 +161,8 @@ def test_spillover_is_applied_and_compensation_removes_it():
 def test_clinical_table(example_dir):
     from immunoprofile.study.clinical import clinical_summary, read_clinical
 
-    clinical = read_clinical(example_dir / "clinical.csv")
-    summary = clinical_summary(clinical)
+    clinical = read_clinical(example_dir / "clinical.csv", design="example-trial")
+    summary = clinical_summary(clinical, design="example-trial")
     assert summary.evaluable.sum() == 7 and not summary.loc["AD07", "evaluable"]
     assert summary.loc["AD07", "total_doses"] < 67
     responders = summary.responder.fillna(False).astype(bool)

@@ -7,8 +7,21 @@ import math
 import pandas as pd
 import pytest
 
-from immunoprofile.study.clinical import clinical_summary, read_clinical
+from immunoprofile.errors import InputError
+from immunoprofile.study.clinical import clinical_summary as _summary
+from immunoprofile.study.clinical import read_clinical as _read
+from immunoprofile.study.design import EXAMPLE_TRIAL_DESIGN
 from immunoprofile.study.manifest import ManifestError
+
+# the thresholds under test are the example trial's protocol, named (there is no default)
+
+
+def read_clinical(path, **kw):
+    return _read(path, design=EXAMPLE_TRIAL_DESIGN, **kw)
+
+
+def clinical_summary(clin, **kw):
+    return _summary(clin, design="example-trial", **kw)
 
 
 def table(rows):
@@ -52,3 +65,11 @@ def test_synthetic_trial_clinical(trial):
     assert len(s) == 8
     # doses at week 12 are 60 + 3k: subjects 1-3 fall short of 67
     assert list(s["evaluable"].astype(bool)) == [False] * 3 + [True] * 5
+
+
+def test_no_design_is_an_input_error_not_the_example_protocol():
+    clin = table([("S01", "week0", 60.0, 0, 20, "F")])
+    with pytest.raises(InputError, match="no study design given"):
+        _read(clin)
+    with pytest.raises(InputError, match="no study design given"):
+        _summary(read_clinical(clin))

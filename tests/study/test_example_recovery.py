@@ -50,7 +50,7 @@ def example_run(tmp_path_factory, example_dir):
         "report": config.report.model_copy(update={"enabled": False})})
     summary = run_pipeline(config, jobs=1)
     assert summary.exit_code == 0, summary.failures
-    adata = read_study(out / "study.h5ad")
+    adata = read_study(out / "study" / "study.h5ad")
     families = {k: v for k, v in DEFAULT_FAMILIES.items() if k != "flow_mfi"}  # MFIs: not in the truth
     table = compare_periods(adata, families=families, primary=PRIMARY,
                             primary_contrasts=[("run-in", "treatment"), ("treatment", "post-treatment")])

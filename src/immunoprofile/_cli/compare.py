@@ -1,12 +1,14 @@
 """``immunoprofile compare``: period comparisons of a study → ``DIR/comparisons.csv``.
 
-The command only parses options, calls :func:`immunoprofile.study.compare.compare_periods` and
-writes the table, ``analysis_plan.json`` (populations, estimands, primary hierarchy, multiplicity),
-``comparisons_notes.json`` (what n allows, methods) and ``provenance.json``.
+The command only parses options and calls :func:`immunoprofile.study.compare_stage.compare_study`
+(the function ``immunoprofile run`` calls), which writes the table, ``analysis_plan.json``
+(populations, estimands, primary hierarchy, multiplicity), ``comparisons_notes.json`` (what n
+allows, methods) and ``provenance.json``; then it prints a summary.
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -37,26 +39,17 @@ def command(study: Path, out_dir: Path, layer: str, min_subjects: int, no_mixed:
             mixed_ddf: str, primary: tuple[str, ...], populations: tuple[str, ...],
             verbosity: Verbosity) -> None:
     """Compare run-in, treatment and post-treatment periods feature by feature in STUDY (.h5ad/.zarr)."""
-    from .._io import write_csv_atomic, write_json_atomic
-    from ..provenance import build_provenance
-    from ..study.compare import compare_periods
-    from ..study.matrix import read_study
+    from ..study.compare_stage import compare_study
 
-    adata = read_study(study)
-    # only once the input reads: an exit-2 failure leaves no file in the output folder
+    # created at the first log record: an unreadable study (exit 2) leaves no file behind
     add_log_file(out_dir / "compare.log")
-    settings = {"layer": layer, "mixed": not no_mixed, "min_subjects": min_subjects,
-                "primary": list(primary), "mixed_ddf": mixed_ddf}
+    settings: dict = {"layer": layer, "mixed": not no_mixed, "min_subjects": min_subjects,
+                      "primary": list(primary), "mixed_ddf": mixed_ddf}
     if populations:
         settings["populations"] = list(populations)
-    table = compare_periods(adata, **settings)
-    notes = table.attrs.get("notes", {})
-    write_csv_atomic(out_dir / "comparisons.csv", table, float_format="%.6g")
-    write_json_atomic(out_dir / "analysis_plan.json", table.attrs.get("plan", {}))
-    write_json_atomic(out_dir / "comparisons_notes.json", notes)
-    write_json_atomic(out_dir / "provenance.json", build_provenance(
-        inputs=[study] if study.is_file() else [],
-        parameters=settings, extra={"notes": notes}))
+    result = compare_study(study, out_dir=out_dir,
+                           command=" ".join(["immunoprofile", *sys.argv[1:]]), **settings)
+    table, notes = result.table, result.notes
     contrasts = table[table["contrast"] != "friedman"]
     click.echo(f"compare: {table['feature'].nunique()} features, {len(contrasts)} paired contrasts → "
                f"{out_dir / 'comparisons.csv'}")

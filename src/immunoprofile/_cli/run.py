@@ -28,11 +28,13 @@ log = logging.getLogger("immunoprofile.run")
 def command(config: Path, force: bool, jobs: int | None, executor: str | None,
             scheduler: str | None, verbosity) -> None:
     """Run gate → cytokines → assemble → compare → report as CONFIG describes."""
+    from ..layout import RunLayout
     from ..pipeline.config import ConfigError, load_config
     from ..pipeline.runner import run_pipeline
 
     try:
         cfg = load_config(config)
+        cfg.study_design()  # no design is a config problem, reported before anything is made
     except ConfigError as exc:
         for problem in exc.problems:
             echo_err(str(problem))
@@ -41,7 +43,7 @@ def command(config: Path, force: bool, jobs: int | None, executor: str | None,
     if scheduler and executor not in (None, "dask"):
         raise click.UsageError("--scheduler needs --executor dask")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    log_path = cfg.out_dir / "run.log"
+    log_path = RunLayout(cfg.out_dir).log
     add_log_file(log_path)
     log.info("run %s -> %s", config, cfg.out_dir)
 
@@ -59,7 +61,7 @@ def command(config: Path, force: bool, jobs: int | None, executor: str | None,
     click.echo(f"outputs in {cfg.out_dir}/ (log: {log_path.name}"
                + (f"; {len(summary.failures)} failed, see failed.tsv" if summary.failures else "")
                + ")", err=verbosity.quiet)
-    report = cfg.out_dir / "report.html"
+    report = summary.layout.report.html
     if report.is_file():
         click.echo(f"report: {report}", err=verbosity.quiet)
     if summary.exit_code:

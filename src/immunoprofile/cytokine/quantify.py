@@ -899,6 +899,7 @@ def write_cytokine_outputs(out_dir: str | os.PathLike[str], results: Sequence[Pl
         export carries the software's own results, ``vendor_comparison``.
     """
     from .._io import write_csv_atomic, write_h5ad_atomic, write_json_atomic
+    from ..layout import CytokineOutputs
     from ..provenance import build_provenance
 
     out = Path(out_dir)
@@ -909,16 +910,10 @@ def write_cytokine_outputs(out_dir: str | os.PathLike[str], results: Sequence[Pl
         pd.DataFrame(columns=list(CURVE_COLUMNS))
     summary = pd.concat([r.summary for r in results], ignore_index=True) if results else \
         pd.DataFrame(columns=list(SUMMARY_COLUMNS))
-    paths = {
-        "concentrations": out / "concentrations.csv",
-        "standard_curves": out / "standard_curves.csv",
-        "summary": out / "summary.csv",
-        "standard_levels": out / "standard_levels.csv",
-        "plate_qc": out / "plate_qc.csv",
-        "h5ad": out / "cytokines.h5ad",
-        "provenance": out / "provenance.json",
-        "failed": out / "failed.tsv",
-    }
+    layout = CytokineOutputs(out)
+    paths = {name: getattr(layout, name) for name in (
+        "concentrations", "standard_curves", "summary", "standard_levels", "plate_qc", "h5ad",
+        "provenance", "failed")}
     write_csv_atomic(paths["concentrations"], conc.loc[:, list(CONCENTRATION_COLUMNS)])
     write_csv_atomic(paths["standard_curves"], curves.reindex(columns=list(CURVE_COLUMNS)))
     write_csv_atomic(paths["summary"], summary.reindex(columns=list(SUMMARY_COLUMNS)))
@@ -932,7 +927,7 @@ def write_cytokine_outputs(out_dir: str | os.PathLike[str], results: Sequence[Pl
         if name == "vendor_comparison":
             if not frames:
                 continue
-            paths["vendor_comparison"] = out / "vendor_comparison.csv"
+            paths["vendor_comparison"] = layout.vendor_comparison
         write_csv_atomic(paths[name], extra_tables[name])
     write_h5ad_atomic(paths["h5ad"], to_anndata(results, options=options))
     failed = pd.DataFrame(list(failures), columns=["input", "reason"])

@@ -593,14 +593,16 @@ def write_gate_outputs(
         Output name -> path written.
     """
     from .._io import write_csv_atomic, write_json_atomic, write_text_atomic
+    from ..layout import GateOutputs
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    paths = GateOutputs(out)
     written: dict[str, Path] = {}
     table = gate_outputs_frame(samples)
-    write_csv_atomic(out / "populations.csv", table)
-    written["populations"] = out / "populations.csv"
-    time_qc_path = out / "time_qc.csv"
+    write_csv_atomic(paths.populations, table)
+    written["populations"] = paths.populations
+    time_qc_path = paths.time_qc
     if any(s.time_qc is not None for s in samples):
         _write_time_qc(time_qc_path, samples)
         written["time_qc"] = time_qc_path
@@ -620,18 +622,18 @@ def write_gate_outputs(
                                   extra=json.loads(json.dumps(extra, default=str)),
                                   sha256=_known_digests(inputs, samples))
     positions = gate_positions_frame(samples)
-    positions_path = out / "gate_positions.csv"
+    positions_path = paths.gate_positions
     if positions is not None:
         write_csv_atomic(positions_path, positions)
         written["gate_positions"] = positions_path
     elif positions_path.exists():
         positions_path.unlink()  # a stale table from an earlier run would be a lie now
-    _write_flow_h5ad(out / "flow.h5ad", samples, strategy=strategy, provenance=provenance,
+    _write_flow_h5ad(paths.h5ad, samples, strategy=strategy, provenance=provenance,
                      failures=failures)
-    written["h5ad"] = out / "flow.h5ad"
-    write_json_atomic(out / "provenance.json", provenance)
-    written["provenance"] = out / "provenance.json"
-    failed_path = out / "failed.tsv"
+    written["h5ad"] = paths.h5ad
+    write_json_atomic(paths.provenance, provenance)
+    written["provenance"] = paths.provenance
+    failed_path = paths.failed
     if failures:
         lines = ["input\treason"] + [f"{_one_line(i)}\t{_one_line(r)}"
                                      for i, r in sorted(failures)]

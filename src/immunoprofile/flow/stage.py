@@ -165,6 +165,7 @@ def gate_files(
     GateFilesResult
     """
     from .._stage import run_stage_tasks
+    from ..layout import COMPENSATION_BY_FILE_KEY, COMPENSATION_KEY, STRATEGY_KEY, TIME_QC_KEY
     from .batch import expand_fcs_inputs, write_gate_outputs
     from .strategy import load_strategy
 
@@ -244,12 +245,12 @@ def gate_files(
     matrices = {Path(str(c)) for c in
                 ([fixed] if choose is None else matrix_of_file.values())
                 if isinstance(c, (str, os.PathLike)) and str(c) not in _BUILTIN}
-    params = {"strategy": None if strategy_path is None else str(strategy_path),
-              "compensation": (compensation if isinstance(compensation, str)
-                               else "per file" if choose is not None else str(compensation)),
+    params = {STRATEGY_KEY: None if strategy_path is None else str(strategy_path),
+              COMPENSATION_KEY: (compensation if isinstance(compensation, str)
+                                 else "per file" if choose is not None else str(compensation)),
               "group": group, "membership": membership, "statistics": list(wanted),
-              "time_qc": None if not time_qc else time_qc.to_dict(),
-              **({"compensation_by_file": dict(sorted(matrix_of_file.items()))}
+              TIME_QC_KEY: None if not time_qc else time_qc.to_dict(),
+              **({COMPENSATION_BY_FILE_KEY: dict(sorted(matrix_of_file.items()))}
                  if matrix_of_file else {}),
               **dict(parameters or {})}
     try:

@@ -168,39 +168,39 @@ class VisitWindow(_Model):
 
 
 class DesignConfig(_Model):
-    """Study design (the protocol); anything left out keeps the trial's default design."""
+    """Study design (the protocol): a named ``protocol`` to start from, changed by the other
+    keys, or — without one — every protocol fact (periods, visits, baseline and
+    end-of-treatment visits, planned and minimum doses, responder threshold). There is no
+    default protocol (:func:`immunoprofile.study.design.design_from_mapping`)."""
 
+    protocol: str | None = Field(None, description="A known protocol to start from "
+                                                   "(example-trial: the bundled example).")
     baseline_visit: str | None = Field(None, description="Each subject's pre-dose reference "
-                                                         "visit (default week0).")
+                                                         "visit.")
     end_of_treatment_visit: str | None = None
     periods: dict[Literal["run-in", "treatment", "post-treatment"], tuple[int, int]] | None = \
         Field(None, description="period -> [first study day, last study day], in order.")
     visits: dict[str, VisitWindow] | None = Field(None, description="visit -> window, in "
                                                                     "protocol order.")
+    planned_doses: int | None = Field(None, ge=1, description="Doses planned over treatment.")
+    min_doses: int | None = Field(None, ge=0, description="Doses that make a subject "
+                                                          "evaluable.")
+    responder_reduction_pct: float | None = Field(None, gt=0, le=100)
     tolerance_days: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
     def _consistent(self) -> DesignConfig:
         try:
             self.to_study_design()
-        except (ValueError, KeyError) as exc:  # overlapping periods, unknown baseline visit ...
-            raise ValueError(f"inconsistent design: {exc}") from None
+        except InputError as exc:  # overlapping periods, unknown baseline visit, missing facts
+            raise ValueError(exc.reason) from None
         return self
 
     def to_study_design(self) -> Any:
         """The :class:`immunoprofile.study.design.StudyDesign` this describes."""
-        from ..study.design import DEFAULT_DESIGN, Period, Visit
+        from ..study.design import design_from_mapping
 
-        changes: dict[str, Any] = {}
-        if self.periods:
-            changes["periods"] = tuple(Period(n, a, b) for n, (a, b) in self.periods.items())
-        if self.visits:
-            changes["visits"] = tuple(Visit(n, v.day, v.before, v.after)
-                                      for n, v in self.visits.items())
-        for key in ("baseline_visit", "end_of_treatment_visit", "tolerance_days"):
-            if getattr(self, key) is not None:
-                changes[key] = getattr(self, key)
-        return DEFAULT_DESIGN.with_changes(**changes) if changes else DEFAULT_DESIGN
+        return design_from_mapping(self.model_dump())
 
 
 class CompareOptions(_Model):
@@ -303,7 +303,8 @@ class PipelineConfig(_Model):
     inputs: InputsConfig
     flow: FlowConfig = Field(default_factory=FlowConfig)
     cytokine: CytokineConfig = Field(default_factory=CytokineConfig)
-    design: DesignConfig = Field(default_factory=DesignConfig)
+    design: DesignConfig | None = Field(None, description="The study design (required by "
+                                       "immunoprofile run: there is no default protocol).")
     assemble: AssembleOptions = Field(default_factory=AssembleOptions)
     compare: CompareOptions = Field(default_factory=CompareOptions)
     analysis: AnalysisOptions = Field(default_factory=AnalysisOptions)
@@ -317,10 +318,29 @@ class PipelineConfig(_Model):
         """The output folder."""
         return self.outputs.dir
 
+    def study_design(self) -> Any:
+        """The study design the config names
+        (:class:`~immunoprofile.study.design.StudyDesign`).
+
+        Raises
+        ------
+        ConfigError
+            When the config has no ``design:`` section (there is no default protocol).
+        """
+        if self.design is None:
+            raise ConfigError(self.source or "config", [Problem(
+                str(self.source or "config"), "no study design: add a design section naming "
+                "the protocol (design: {protocol: example-trial}) or giving periods, visits, "
+                "baseline_visit, end_of_treatment_visit, planned_doses, min_doses and "
+                "responder_reduction_pct", where="design")])
+        return self.design.to_study_design()
+
     @property
     def cache_dir(self) -> Path:
         """The cache folder (``<outputs.dir>/.cache`` unless set)."""
-        return self.outputs.cache_dir or self.outputs.dir / ".cache"
+        from ..layout import RunLayout
+
+        return self.outputs.cache_dir or RunLayout(self.outputs.dir).cache
 
 
 # ----- loading with all-errors-at-once reporting -------------------------------------------------

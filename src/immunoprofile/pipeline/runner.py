@@ -4,7 +4,10 @@ Contract: :func:`run_pipeline` runs gate → cytokines → assemble → compare 
 calling its library function (no science here): the gate and cytokine stages are
 :func:`immunoprofile.flow.gate_files` and :func:`immunoprofile.cytokine.quantify_files`, the
 very functions ``immunoprofile gate``/``cytokines`` call, given the config's executor and this
-module's content-addressed cache, so a re-run redoes only what changed. Failed samples are listed
+module's content-addressed cache, so a re-run redoes only what changed; compare and report are
+:func:`immunoprofile.study.compare_stage.compare_study` and
+:func:`immunoprofile.report.build_report`, as for ``immunoprofile compare``/``report``. Every
+stage writes into its folder of the run's :class:`~immunoprofile.layout.RunLayout`. Failed samples are listed
 (``failed.tsv``), the rest go on. A stage is skipped only when the config disables it or has no
 inputs for it; an option a stage function does not take is an error, never dropped. Same inputs
 give the same output bytes.
@@ -24,6 +27,7 @@ from typing import Any
 from .._stage import ProgressFactory, no_progress
 from ..errors import InputError
 from ..executors import ExecutorSpec
+from ..layout import COMPENSATION_KEY, RunLayout
 from ..provenance import sha256_file
 from .cache import ResultCache, cache_key
 from .config import PipelineConfig
@@ -70,6 +74,11 @@ class RunSummary:
     n_flow_cached: int = 0
     n_plates: int = 0
     n_plates_cached: int = 0
+
+    @property
+    def layout(self) -> RunLayout:
+        """Where each stage's outputs are (:class:`~immunoprofile.layout.RunLayout`)."""
+        return RunLayout(self.out_dir)
 
     @property
     def exit_code(self) -> int:
@@ -120,6 +129,7 @@ def run_pipeline(
     -------
     RunSummary
     """
+    design = config.study_design()  # before anything is written: there is no default protocol
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
     cleaned = clean_stale_temp_files(out)
@@ -130,7 +140,6 @@ def run_pipeline(
                         address=address if address is not None else config.executor.address)
     progress = progress or no_progress
     summary = RunSummary(out_dir=out)
-    design = config.design.to_study_design()
 
     from ..study.manifest import read_manifest
 
@@ -141,7 +150,7 @@ def run_pipeline(
         (_flow_stage, (config, manifest, spec, force, progress, summary)),
         (_cytokine_stage, (config, manifest, spec, force, progress, summary)),
         (_study_stage, (config, manifest, design, summary)),
-        (_compare_stage, (config, design, summary)),
+        (_compare_stage, (config, summary)),
         (_report_stage, (config, summary)),
     ]
     for stage, args in stages:
@@ -149,7 +158,7 @@ def run_pipeline(
         result = stage(*args)
         result.seconds = time.perf_counter() - started
         summary.stages.append(result)
-    _write_failed(out / "failed.tsv", summary.failures)
+    _write_failed(RunLayout(out).failed, summary.failures)
     return summary
 
 
@@ -196,14 +205,14 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
     pairs = flow_samples(config, manifest)
     if not pairs:
         return StageResult("gate", "skipped", "no flow samples in the manifest")
-    out = config.out_dir / "flow"
+    out = RunLayout(config.out_dir).flow
     compensation: Any = config.flow.compensation
     parameters: dict[str, Any] = {}
     figures: list[tuple[Any, Path]] = []
     if compensation == "controls":
-        control_sets = compensation_from_controls(config, out / "compensation", figures=figures)
+        control_sets = compensation_from_controls(config, out.compensation, figures=figures)
         compensation = functools.partial(matrix_for_sample, control_sets=control_sets)
-        parameters = {"compensation": "controls", "compensation_controls": [
+        parameters = {COMPENSATION_KEY: "controls", "compensation_controls": [
             {"set": p.parent.name, "date": None if s.date is None else s.date.isoformat(),
              "matrix": str(p)} for s, p in control_sets]}
     # The controls' figures (seconds of matplotlib) are drawn while the workers gate.
@@ -211,7 +220,7 @@ def _flow_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, force
         result = gate_files(
             [p for _, p in pairs], config.inputs.strategy, config.flow,
             sample_ids={p.name: s for s, p in pairs}, compensation=compensation,
-            executor=spec, out_dir=out, cache=_flow_cache(config, force), progress=progress,
+            executor=spec, out_dir=out.dir, cache=_flow_cache(config, force), progress=progress,
             parameters=parameters, command=f"immunoprofile run {config.source}")
     summary.n_flow = len(result.samples)
     summary.n_flow_cached = result.n_cached
@@ -412,7 +421,7 @@ def _cytokine_stage(config: PipelineConfig, manifest: Any, spec: ExecutorSpec, f
         return StageResult("cytokines", "skipped", "no plate files")
     result = quantify_files(
         plates, config.cytokine, layout=config.inputs.layout, standards=config.inputs.standards,
-        executor=spec, out_dir=config.out_dir / "cytokines",
+        executor=spec, out_dir=RunLayout(config.out_dir).cytokines.dir,
         cache=_plate_cache(config, force), progress=progress,
         command=f"immunoprofile run {config.source}")
     summary.n_plates = len(result.results)
@@ -445,44 +454,37 @@ def _study_stage(config: PipelineConfig, manifest: Any, design: Any,
         return StageResult("assemble", "skipped", "disabled in the config")
     from ..study.stage import assemble_study
 
-    flow_dir = config.out_dir / "flow"
-    cytokine_dir = config.out_dir / "cytokines"
+    layout = RunLayout(config.out_dir)
+    flow_dir, cytokine_dir = layout.flow.dir, layout.cytokines.dir
     kwargs = {
-        "flow_dir": flow_dir if (flow_dir / "populations.csv").is_file() else None,
-        "cytokine_dir": cytokine_dir if (cytokine_dir / "concentrations.csv").is_file() else None,
+        "flow_dir": flow_dir if layout.flow.populations.is_file() else None,
+        "cytokine_dir": cytokine_dir if layout.cytokines.concentrations.is_file() else None,
         "clinical": config.inputs.clinical,
         "design": design,
         "drug_readouts": tuple(config.cytokine.drug_readouts),
     }
     # the manifest's path, not the table read from it: relative plate files resolve against its
     # folder and it is recorded in the provenance, as `immunoprofile assemble` does
-    result = assemble_study(config.inputs.manifest, out=config.out_dir / "study.h5ad", **kwargs)
+    result = assemble_study(config.inputs.manifest, out=layout.study.h5ad, **kwargs)
     adata = result.adata
     summary_msg = f"{adata.n_obs} sample(s) × {adata.n_vars} feature(s)"
     return StageResult("assemble", "done", summary_msg, list(result.written.values()))
 
 
-def _compare_stage(config: PipelineConfig, design: Any, summary: RunSummary) -> StageResult:
+def _compare_stage(config: PipelineConfig, summary: RunSummary) -> StageResult:
     if not config.compare.enabled:
         return StageResult("compare", "skipped", "disabled in the config")
-    study_path = config.out_dir / "study.h5ad"
-    if not study_path.is_file():
-        log.warning("compare: skipped (no study.h5ad)")
-        return StageResult("compare", "skipped", "no study.h5ad")
-    import anndata as ad
+    layout = RunLayout(config.out_dir)
+    if not layout.study.h5ad.is_file():
+        log.warning("compare: skipped (no %s)", layout.study.h5ad)
+        return StageResult("compare", "skipped", f"no {layout.study.h5ad}")
+    from ..study.compare_stage import compare_study
 
-    from .._io import write_csv_atomic
-    from ..study import compare
-
-    adata = ad.read_h5ad(study_path)
-    table = compare.compare_periods(adata, **config.compare.kwargs(), **config.analysis.kwargs())
-    path = config.out_dir / "comparisons.csv"
-    write_csv_atomic(path, table)
-    if "plan" in table.attrs:
-        from .._io import write_json_atomic
-
-        write_json_atomic(config.out_dir / "analysis_plan.json", table.attrs["plan"])
-    return StageResult("compare", "done", f"{len(table)} comparison(s)", [path])
+    result = compare_study(layout.study.h5ad, out_dir=layout.compare.dir,
+                           command=f"immunoprofile run {config.source}",
+                           **config.compare.kwargs(), **config.analysis.kwargs())
+    return StageResult("compare", "done", f"{len(result.table)} comparison(s)",
+                       list(result.written.values()))
 
 
 def _report_stage(config: PipelineConfig, summary: RunSummary) -> StageResult:
@@ -490,6 +492,7 @@ def _report_stage(config: PipelineConfig, summary: RunSummary) -> StageResult:
         return StageResult("report", "skipped", "disabled in the config")
     from ..report import build_report
 
-    built = build_report(config.out_dir, config.out_dir / "report.html",
+    layout = RunLayout(config.out_dir)
+    built = build_report(layout, layout.report.html,
                          title=config.report.title or config.name or None)
     return StageResult("report", "done", f"report in {built.path.name}", [built.path])

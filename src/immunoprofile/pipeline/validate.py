@@ -51,7 +51,10 @@ def validate_loaded(config: PipelineConfig) -> list[Problem]:
     from ..study.manifest import ManifestError, read_manifest
 
     problems: list[Problem] = []
-    design = config.design.to_study_design()
+    try:
+        design = config.study_design()
+    except ConfigError as exc:  # without a design the manifest's visits cannot be checked
+        return exc.problems
     manifest = None
     try:
         manifest = read_manifest(config.inputs.manifest, design=design)
@@ -69,7 +72,7 @@ def validate_loaded(config: PipelineConfig) -> list[Problem]:
         if path is not None and not path.is_file():
             problems.append(Problem(str(path), "file not found", where=label))
     if config.inputs.clinical is not None and config.inputs.clinical.is_file():
-        problems += _check_clinical(config)
+        problems += _check_clinical(config, design)
     if manifest is not None:
         problems += _check_baselines(config, manifest, design)
         if config.flow.enabled:
@@ -79,11 +82,11 @@ def validate_loaded(config: PipelineConfig) -> list[Problem]:
     return problems
 
 
-def _check_clinical(config: PipelineConfig) -> list[Problem]:
+def _check_clinical(config: PipelineConfig, design: Any) -> list[Problem]:
     from ..study.clinical import read_clinical
 
     try:
-        read_clinical(config.inputs.clinical)
+        read_clinical(config.inputs.clinical, design=design)
     except InputError as exc:
         return [_problem(exc, config.inputs.clinical)]
     return []

@@ -17,6 +17,7 @@ import pandas as pd
 
 from .._io import atomic_path, write_csv_atomic, write_text_atomic
 from ..errors import InputError
+from ..layout import COMPENSATION_BY_FILE_KEY, TIME_QC_KEY, RunLayout
 from .collect import RunData, collect_run
 from .plots import curve_grid, figure_png, forest_plot, trajectory_grid
 from .qc import flow_sample_qc, plate_qc, robust_outliers
@@ -123,7 +124,7 @@ def _b64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")
 
 
-def build_report(run_dir: str | Path, out: str | Path | None = None, *,
+def build_report(run_dir: str | Path | RunLayout, out: str | Path | None = None, *,
                  max_gating_samples: int = 200, gating: bool = True,
                  jobs: int = 2, title: str | None = None) -> ReportSummary:
     """Build the self-contained HTML report of a run directory.
@@ -131,8 +132,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
     Parameters
     ----------
     run_dir
-        A directory holding the outputs of ``gate``, ``cytokines``, ``assemble`` and/or
-        ``compare`` (any subset; missing stages are left out of the report).
+        A run folder holding the outputs of ``gate``, ``cytokines``, ``assemble`` and/or
+        ``compare`` in its stage folders (any subset; missing stages are left out of the
+        report), the output folder of one stage command, or a
+        :class:`~immunoprofile.layout.RunLayout` naming each stage's folder; see
+        :func:`~immunoprofile.report.collect.collect_run`. The figures (``plots/``) and the
+        MultiQC tables go to its root.
     out
         Where to write the HTML (default ``RUN_DIR/report.html``).
     max_gating_samples
@@ -151,10 +156,11 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     started = time.perf_counter()
-    data = collect_run(run_dir)
-    run_root = Path(run_dir)
-    out_path = Path(out) if out is not None else run_root / "report.html"
-    plots_dir = run_root / "plots"
+    layout = run_dir if isinstance(run_dir, RunLayout) else RunLayout.of_folder(run_dir)
+    data = collect_run(layout)
+    outputs = layout.report
+    out_path = Path(out) if out is not None else outputs.html
+    plots_dir = outputs.plots
     written: list[Path] = []
 
     def save_png(name: str, png: bytes, table: pd.DataFrame | None = None) -> str:
@@ -175,13 +181,13 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
     outliers = pd.DataFrame(columns=["sample_id", "population"])
     if data.populations is not None and len(data.populations):
         outliers = robust_outliers(data.populations)
-        time_qc_params = (data.flow_provenance.get("parameters") or {}).get("time_qc") or {}
+        time_qc_params = (data.flow_provenance.get("parameters") or {}).get(TIME_QC_KEY) or {}
         qc = flow_sample_qc(data.populations, outliers, max_time_qc_removed=float(
             time_qc_params.get("max_removed_pct", 10.0)) if isinstance(time_qc_params, dict)
             else 10.0)
         qc = qc.iloc[sorted(range(len(qc)), key=lambda i: order(qc["sample_id"].iloc[i]))]
         qc = qc.reset_index(drop=True)
-        write_csv_atomic(run_root / "flow_qc_mqc.tsv", qc.drop(columns=["file"], errors="ignore"),
+        write_csv_atomic(outputs.flow_qc, qc.drop(columns=["file"], errors="ignore"),
                          sep="\t")
         context["sample_qc"] = {"html": _table_html(qc, flagged=list(qc["flag"] != "ok"),
                                                     link_col="sample_id", link_prefix="sample-"),
@@ -193,7 +199,7 @@ def build_report(run_dir: str | Path, out: str | Path | None = None, *,
         context["time_qc"], context["time_qc_note"] = _time_qc_figures(data, save_png)
     if data.curves is not None or data.concentrations is not None:
         pqc = plate_qc(data.curves, data.concentrations, data.plate_acceptance)
-        write_csv_atomic(run_root / "cytokine_qc_mqc.tsv", pqc, sep="\t")
+        write_csv_atomic(outputs.cytokine_qc, pqc, sep="\t")
         rejected = list(pqc["accepted"] == "no") if "accepted" in pqc else None
         context["plate_qc"] = {"html": _table_html(pqc, link_col="plate", link_prefix="plate-",
                                                    flagged=rejected),
@@ -281,7 +287,7 @@ def _gating_figures(data: RunData, outliers: pd.DataFrame, save_png, limit: int,
     if strategy_path is None or not strategy_path.is_file():
         return [], lambda: "(Gating figures left out: the strategy file named in the provenance is absent.)"
     # compensation computed from controls: each file's own matrix (flow.compensation: controls)
-    by_file = (data.flow_provenance.get("parameters") or {}).get("compensation_by_file") or {}
+    by_file = (data.flow_provenance.get("parameters") or {}).get(COMPENSATION_BY_FILE_KEY) or {}
     flagged = set(outliers["sample_id"])
     samples = data.populations[["sample_id", "file"]].drop_duplicates("sample_id")
     key = order or _protocol_order(None)

@@ -1,8 +1,11 @@
-"""Find and load the outputs of a run directory into one :class:`RunData` (no plotting here)."""
+"""Load the outputs of a run folder into one :class:`RunData` (no plotting here), reading each
+stage's files where :class:`immunoprofile.layout.RunLayout` puts them."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,8 +13,11 @@ from typing import Any
 import pandas as pd
 
 from ..errors import InputError
+from ..layout import RunLayout
 
 __all__ = ["RunData", "collect_run"]
+
+log = logging.getLogger("immunoprofile.report")
 
 
 @dataclass
@@ -31,13 +37,6 @@ class RunData:
     time_qc: pd.DataFrame | None = None
     analysis_plan: dict[str, Any] = field(default_factory=dict)
     other_failed: list[pd.DataFrame] = field(default_factory=list)
-
-
-def _find(run_dir: Path, name: str) -> Path | None:
-    """The shallowest file called ``name`` below ``run_dir`` (ties broken by path, for determinism)."""
-    hits = sorted(run_dir.rglob(name), key=lambda p: (len(p.relative_to(run_dir).parts), str(p)))
-    hits = [h for h in hits if "plots" not in h.relative_to(run_dir).parts]
-    return hits[0] if hits else None
 
 
 def _read_csv(path: Path | None, required: tuple[str, ...] = ()) -> pd.DataFrame | None:
@@ -66,50 +65,71 @@ def _read_failed(path: Path | None) -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=["input", "reason"])
 
 
-def collect_run(run_dir: str | Path) -> RunData:
-    """Load the tidy outputs found under ``run_dir``.
+def collect_run(run_dir: str | os.PathLike[str] | RunLayout) -> RunData:
+    """Load the tidy outputs of a run folder, read where its
+    :class:`~immunoprofile.layout.RunLayout` puts them.
+
+    Parameters
+    ----------
+    run_dir
+        A run folder (``immunoprofile run``, or stage commands given ``--out RUN/<stage>``), the
+        output folder of one stage command, or a :class:`~immunoprofile.layout.RunLayout`
+        naming each stage's folder (:meth:`~immunoprofile.layout.RunLayout.of_folder`).
 
     Raises
     ------
     InputError
-        If ``run_dir`` does not exist or holds none of the known outputs.
+        If the folder does not exist, or none of the stages' main files is where the layout
+        puts it (the message names the expected paths).
     """
-    root = Path(run_dir)
+    layout = run_dir if isinstance(run_dir, RunLayout) else RunLayout.of_folder(run_dir)
+    root = layout.root
     if not root.is_dir():
         raise InputError(root, "run directory not found")
     data = RunData(run_dir=root)
-    populations = _find(root, "populations.csv")
-    data.populations = _read_csv(populations, ("sample_id", "population", "pct_parent"))
-    if populations is not None:
-        prov = populations.parent / "provenance.json"
-        if prov.is_file():
-            try:
-                data.flow_provenance = json.loads(prov.read_text(encoding="utf-8"))
-            except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError
-                raise InputError(prov, f"not readable JSON ({exc})") from None
-        data.flow_failed = _read_failed(_maybe(populations.parent / "failed.tsv"))
-        data.time_qc = _read_csv(_maybe(populations.parent / "time_qc.csv"),
+    flow, cyto = layout.flow, layout.cytokines
+    data.populations = _read_csv(_maybe(flow.populations), ("sample_id", "population",
+                                                           "pct_parent"))
+    if data.populations is not None:
+        if flow.provenance.is_file():
+            data.flow_provenance = _read_json(flow.provenance)
+        data.flow_failed = _read_failed(_maybe(flow.failed))
+        data.time_qc = _read_csv(_maybe(flow.time_qc),
                                  ("sample_id", "kind", "t_start", "t_end", "removed"))
-    concentrations = _find(root, "concentrations.csv")
-    data.concentrations = _read_csv(concentrations, ("sample_id", "plate", "analyte"))
-    if concentrations is not None:
-        data.curves = _read_csv(_maybe(concentrations.parent / "standard_curves.csv"))
-        data.cytokine_failed = _read_failed(_maybe(concentrations.parent / "failed.tsv"))
-        data.plate_acceptance = _read_csv(_maybe(concentrations.parent / "plate_qc.csv"),
-                                          ("plate", "accepted"))
-    data.study_path = _find(root, "study.h5ad")
-    data.comparisons = _read_csv(_find(root, "comparisons.csv"))
-    plan = _find(root, "analysis_plan.json")
-    if plan is not None:
-        try:
-            data.analysis_plan = json.loads(plan.read_text(encoding="utf-8"))
-        except (ValueError, OSError) as exc:
-            raise InputError(plan, f"not readable JSON ({exc})") from None
-    if all(x is None for x in (data.populations, data.concentrations, data.study_path,
-                               data.comparisons)):
-        raise InputError(root, "no immunoprofile outputs found (populations.csv, "
-                               "concentrations.csv, study.h5ad or comparisons.csv)")
+    data.concentrations = _read_csv(_maybe(cyto.concentrations), ("sample_id", "plate",
+                                                                  "analyte"))
+    if data.concentrations is not None:
+        data.curves = _read_csv(_maybe(cyto.standard_curves))
+        data.cytokine_failed = _read_failed(_maybe(cyto.failed))
+        data.plate_acceptance = _read_csv(_maybe(cyto.plate_qc), ("plate", "accepted"))
+    data.study_path = _maybe(layout.study.h5ad)
+    data.comparisons = _read_csv(_maybe(layout.compare.comparisons))
+    if data.comparisons is not None and layout.compare.analysis_plan.is_file():
+        data.analysis_plan = _read_json(layout.compare.analysis_plan)
+    found = {"flow": data.populations, "cytokines": data.concentrations,
+             "study": data.study_path, "compare": data.comparisons}
+    expected = {stage: layout.main_output(stage) for stage in found}
+    if all(x is None for x in found.values()):
+        raise InputError(root, "no immunoprofile outputs: expected " + ", ".join(
+            _shown(p, root) for p in expected.values()))
+    for stage, value in found.items():
+        if value is None:
+            log.info("report: %s not found; its section is left out", expected[stage])
     return data
+
+
+def _shown(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:  # JSONDecodeError and UnicodeDecodeError
+        raise InputError(path, f"not readable JSON ({exc})") from None
 
 
 def _maybe(path: Path) -> Path | None:

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import InputError
 from ..flow import gates as G
 from ..flow.engine import dimension_values
+from ..layout import COMPENSATION_KEY, STRATEGY_KEY
 
 __all__ = ["gating_image", "locate_inputs", "render_gating_png"]
 
@@ -26,17 +27,15 @@ log = logging.getLogger(__name__)
 
 def locate_inputs(provenance: dict[str, Any]) -> tuple[Path | None, dict[str, Path], str]:
     """Strategy path, ``{file name: path}`` of FCS inputs and the compensation option recorded
-    in a flow stage's provenance."""
+    in a gate stage's provenance (the keys of :mod:`immunoprofile.layout`)."""
     params = provenance.get("parameters", {}) or {}
-    strategy = params.get("strategy") or params.get("strategy_path")
+    strategy = params.get(STRATEGY_KEY)
     files: dict[str, Path] = {}
     for record in provenance.get("inputs", []):
         path = Path(record.get("path", ""))
         if path.suffix.lower() in {".fcs", ".lmd"}:
             files[path.name] = path
-        elif strategy is None and path.suffix.lower() in {".yaml", ".yml", ".xml", ".wsp"}:
-            strategy = str(path)
-    compensation = str(params.get("compensation", params.get("comp", "fcs")))
+    compensation = str(params.get(COMPENSATION_KEY, "fcs"))
     return (Path(strategy) if strategy else None), files, compensation
 
 

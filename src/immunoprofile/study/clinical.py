@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from ..errors import InputError
-from .design import DEFAULT_DESIGN, StudyDesign
+from .design import DesignSpec, resolve_design
 from .manifest import ManifestError, ManifestProblem
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -28,7 +28,7 @@ SUBJECT_COLUMNS: tuple[str, ...] = (
 
 
 def read_clinical(path: str | os.PathLike[str] | pd.DataFrame, *,
-                  design: StudyDesign | None = None) -> pd.DataFrame:
+                  design: DesignSpec | None = None) -> pd.DataFrame:
     """Read and validate the clinical table (all problems reported at once).
 
     Parameters
@@ -37,7 +37,8 @@ def read_clinical(path: str | os.PathLike[str] | pd.DataFrame, *,
         CSV (or a DataFrame) with ``subject_id, visit, scorad`` and optionally
         ``doses_received`` (cumulative doses taken by that visit), ``age``, ``sex``.
     design
-        Protocol whose visit labels are allowed.
+        Protocol whose visit labels are allowed (required:
+        :func:`~immunoprofile.study.design.resolve_design`).
 
     Returns
     -------
@@ -52,7 +53,7 @@ def read_clinical(path: str | os.PathLike[str] | pd.DataFrame, *,
     """
     import pandas as pd
 
-    design = design or DEFAULT_DESIGN
+    design = resolve_design(design, what="the clinical table")
     if isinstance(path, pd.DataFrame):
         frame, where = path.copy().astype(object), None
     else:
@@ -126,7 +127,7 @@ def read_clinical(path: str | os.PathLike[str] | pd.DataFrame, *,
                .drop(columns="_v").reset_index(drop=True))
 
 
-def clinical_summary(clinical: pd.DataFrame, *, design: StudyDesign | None = None,
+def clinical_summary(clinical: pd.DataFrame, *, design: DesignSpec | None = None,
                      doses: Literal["cumulative", "per_visit"] = "cumulative") -> pd.DataFrame:
     """One row per subject: demographics, dosing, evaluability, SCORAD change and response.
 
@@ -135,7 +136,8 @@ def clinical_summary(clinical: pd.DataFrame, *, design: StudyDesign | None = Non
     clinical
         The table from :func:`read_clinical`.
     design
-        Supplies the baseline and end-of-treatment visits, ``min_doses`` and the responder threshold.
+        Supplies the baseline and end-of-treatment visits, ``min_doses`` and the responder
+        threshold (required: :func:`~immunoprofile.study.design.resolve_design`).
     doses
         ``"cumulative"``: ``doses_received`` counts all doses taken by that visit (total = the
         largest value); ``"per_visit"``: doses since the previous visit (total = the sum).
@@ -151,7 +153,7 @@ def clinical_summary(clinical: pd.DataFrame, *, design: StudyDesign | None = Non
     import numpy as np
     import pandas as pd
 
-    design = design or DEFAULT_DESIGN
+    design = resolve_design(design, what="the clinical summary")
     records = []
     for subject, g in clinical.groupby("subject_id", sort=True):
         by_visit = g.set_index("visit")

@@ -333,8 +333,10 @@ def _populations(adata: ad.AnnData, populations: Sequence[str], design: Any
     table = _subject_table(adata)
     out: dict[str, dict[str, Any]] = {}
     notes: list[str] = []
-    planned = getattr(design, "planned_doses", 84)
-    min_doses = getattr(design, "min_doses", 67)
+    # the dose rule is the study's own (uns["immunoprofile"]["design"]); a study that records no
+    # design is described by its obs["evaluable"] alone, never by another trial's numbers
+    planned = getattr(design, "planned_doses", None)
+    min_doses = getattr(design, "min_doses", None)
     for name in populations:
         if name == "all":
             out[name] = {"subjects": subjects, "excluded": {},
@@ -353,11 +355,14 @@ def _populations(adata: ad.AnnData, populations: Sequence[str], design: Any
                 if e == "yes":
                     continue
                 d = float(doses.get(s)) if doses is not None else float("nan")
-                excluded[s] = (f"{d:.0f} of {planned} doses (< {min_doses})" if e == "no" and d == d
+                excluded[s] = (f"{d:.0f} of {planned} doses (< {min_doses})"
+                               if e == "no" and d == d and design is not None
                                else "not evaluable" if e == "no" else "dosing unknown")
+            rule = (f"subjects with >= {min_doses} of {planned} planned doses (the protocol's "
+                    "evaluability rule" if design is not None else
+                    "subjects with obs['evaluable'] true (the study records no design")
             out[name] = {"subjects": keep, "excluded": excluded,
-                         "definition": f"subjects with >= {min_doses} of {planned} planned doses "
-                                       "(the protocol's evaluability rule; primary population)"}
+                         "definition": f"{rule}; primary population)"}
         else:
             from ..errors import InputError
             raise InputError(None, f"unknown population {name!r}; allowed: evaluable, all")
@@ -412,10 +417,10 @@ def analysis_plan(adata: ad.AnnData, **settings: Any) -> dict[str, Any]:
         period), the change definition, primary features / contrasts / hierarchy, the
         exploratory multiplicity rule, QC populations, censoring and model specifications.
     """
-    from .design import DEFAULT_DESIGN, StudyDesign
+    from .design import StudyDesign
 
     cfg = {**_settings_defaults(), **settings}
-    design = DEFAULT_DESIGN
+    design = None
     uns = adata.uns.get("immunoprofile", {})
     if isinstance(uns, Mapping) and "design" in uns:
         design = StudyDesign.from_dict(uns["design"])

@@ -1,18 +1,28 @@
 """The trial protocol as data: periods, visits and their windows, dosing and response thresholds.
 
 Contract: a :class:`StudyDesign` answers "which visit / period does this study day belong to?" and
-"in what order do visits and periods come?"; every other study function takes one (``design=None``
-means :data:`DEFAULT_DESIGN`, the anakinra-in-atopic-dermatitis protocol).
+"in what order do visits and periods come?"; every other study function takes one. There is no
+default protocol: a design is given explicitly — a :class:`StudyDesign`, the name of a known
+protocol (:data:`PROTOCOLS`: ``example-trial``, the bundled anakinra-in-atopic-dermatitis trial),
+or a design file / mapping with the keys of a pipeline config's ``design:`` section — and
+:func:`resolve_design` turns any of those into a :class:`StudyDesign` (``None`` is an
+:class:`~immunoprofile.errors.InputError` saying how to give one).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
-__all__ = ["Period", "Visit", "StudyDesign", "DEFAULT_DESIGN", "PERIOD_ALIASES"]
+from ..errors import InputError
+
+__all__ = ["Period", "Visit", "StudyDesign", "EXAMPLE_TRIAL_DESIGN", "DEFAULT_DESIGN",
+           "PROTOCOLS", "DesignSpec", "resolve_design", "design_from_mapping",
+           "PERIOD_ALIASES"]
 
 # Labels people write for a period that mean one of ours ("screening belongs to the run-in").
 PERIOD_ALIASES: dict[str, str] = {
@@ -241,4 +251,119 @@ class StudyDesign:
         return replace(self, **changes)
 
 
-DEFAULT_DESIGN = StudyDesign()
+#: The bundled example trial's protocol (anakinra in atopic dermatitis: screening to week 24,
+#: daily dosing for 84 days, evaluable with >= 67 doses, responder at >= 30 % SCORAD reduction).
+EXAMPLE_TRIAL_DESIGN = StudyDesign()
+#: Former name of :data:`EXAMPLE_TRIAL_DESIGN`; no function falls back to it any more.
+DEFAULT_DESIGN = EXAMPLE_TRIAL_DESIGN
+
+#: Protocols known by name (``design: {protocol: NAME}``, ``--design NAME``).
+PROTOCOLS: dict[str, StudyDesign] = {"example-trial": EXAMPLE_TRIAL_DESIGN}
+
+#: What :func:`resolve_design` takes.
+DesignSpec = StudyDesign | str | os.PathLike[str] | Mapping[str, Any]
+
+#: Without a named ``protocol`` to start from, a design states all of these (``tolerance_days``
+#: may be left out: 14).
+_REQUIRED = ("periods", "visits", "baseline_visit", "end_of_treatment_visit", "planned_doses",
+             "min_doses", "responder_reduction_pct")
+_KEYS = ("protocol", *_REQUIRED, "tolerance_days")
+
+_HOW = ("name the protocol (design: {protocol: example-trial} in a pipeline config, "
+        "--design example-trial, design='example-trial'), or give a design file with periods "
+        "and visits")
+
+
+def resolve_design(design: DesignSpec | None, *, what: str = "this step") -> StudyDesign:
+    """The :class:`StudyDesign` a user named.
+
+    Parameters
+    ----------
+    design
+        A :class:`StudyDesign`; the name of a protocol in :data:`PROTOCOLS`; a YAML/JSON design
+        file; or a mapping (:func:`design_from_mapping`).
+    what
+        What needs the design, for the message when none is given.
+
+    Raises
+    ------
+    InputError
+        When ``design`` is ``None`` (there is no default protocol), names no known protocol
+        or file, or describes an inconsistent design.
+    """
+    if isinstance(design, StudyDesign):
+        return design
+    if design is None:
+        raise InputError(None, f"no study design given for {what}: {_HOW}")
+    if isinstance(design, Mapping):
+        return design_from_mapping(design)
+    text = os.fspath(design)
+    if text in PROTOCOLS:
+        return PROTOCOLS[text]
+    path = Path(text)
+    if not path.is_file():
+        raise InputError(path, f"not a known protocol ({', '.join(PROTOCOLS)}) nor a design file")
+    import yaml  # JSON is YAML too
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read design file ({' '.join(str(exc).split())})") from None
+    if isinstance(data, Mapping) and isinstance(data.get("design"), Mapping):
+        data = data["design"]  # a pipeline config: its design section
+    if not isinstance(data, Mapping):
+        raise InputError(path, "a design file holds a mapping (periods, visits, ...)")
+    return design_from_mapping(data, source=path)
+
+
+def design_from_mapping(data: Mapping[str, Any], *,
+                        source: str | os.PathLike[str] | None = None) -> StudyDesign:
+    """A design from the keys of a pipeline config's ``design:`` section.
+
+    ``protocol`` (a name in :data:`PROTOCOLS`) is the starting point the other keys change;
+    without it the mapping states every protocol fact: ``periods`` (``{name: [first day, last
+    day]}``, in order), ``visits`` (``{name: {day, before, after}}``, in order),
+    ``baseline_visit``, ``end_of_treatment_visit``, ``planned_doses``, ``min_doses`` and
+    ``responder_reduction_pct`` (``tolerance_days`` may be left out).
+
+    Raises
+    ------
+    InputError
+        On an unknown key or protocol, a missing fact, or an inconsistent design.
+    """
+    given = {k: v for k, v in data.items() if v is not None}
+    unknown = sorted(set(given) - set(_KEYS))
+    if unknown:
+        raise InputError(source, f"unknown design key(s) {', '.join(map(str, unknown))}; "
+                                 f"allowed: {', '.join(_KEYS)}")
+    protocol = given.pop("protocol", None)
+    if protocol is not None and str(protocol) not in PROTOCOLS:
+        raise InputError(source, f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    missing = [k for k in _REQUIRED if k not in given]
+    if protocol is None and missing:
+        raise InputError(source, f"design lacks {', '.join(missing)} (or name a protocol to "
+                                 f"start from: {', '.join(PROTOCOLS)})")
+    changes: dict[str, Any] = {}
+    try:
+        if "periods" in given:
+            changes["periods"] = tuple(Period(str(n), int(a), int(b))
+                                       for n, (a, b) in dict(given.pop("periods")).items())
+        if "visits" in given:
+            changes["visits"] = tuple(
+                Visit(str(n), int(_get(w, "day")), int(_get(w, "before", 3)),
+                      int(_get(w, "after", 3)))
+                for n, w in dict(given.pop("visits")).items())
+        names = {f.name for f in fields(StudyDesign)}
+        changes.update({k: v for k, v in given.items() if k in names})
+        base = PROTOCOLS[str(protocol)] if protocol is not None else None
+        return base.with_changes(**changes) if base is not None else StudyDesign(**changes)
+    except (TypeError, ValueError, KeyError) as exc:  # overlapping periods, unknown visit ...
+        raise InputError(source, f"inconsistent design: {exc}") from None
+
+
+def _get(window: Any, key: str, default: int | None = None) -> Any:
+    value = window.get(key, default) if isinstance(window, Mapping) else getattr(window, key,
+                                                                                  default)
+    if value is None:
+        raise KeyError(f"visit window lacks {key!r}")
+    return value

@@ -24,7 +24,7 @@ PRIMARY = ["Th2|pct_parent", "Treg|pct_parent", "IL-13", "CCL17"]
 def main(run_dir: str) -> None:
     out = HERE.parent / "data" / "r_reference"
     out.mkdir(parents=True, exist_ok=True)
-    adata = ad.read_h5ad(Path(run_dir) / "study.h5ad")
+    adata = ad.read_h5ad(Path(run_dir) / "study" / "study.h5ad")  # RunLayout(run_dir).study.h5ad
     long_from_study(adata, PRIMARY).to_csv(out / "example_trial_long.csv", index=False,
                                            float_format="%.17g")
     clinical_from_study(adata).to_csv(out / "example_trial_clinical.csv", index=False,
