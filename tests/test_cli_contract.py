@@ -239,14 +239,14 @@ def test_cytokines_invalid_input_exit_2_no_outputs(ws: Path, args: list[str],
 # assemble, compare, report
 def test_assemble_broken_manifest_and_missing_folder(ws: Path) -> None:
     out = ws / "study_out" / "study.h5ad"
-    res = ip("assemble", "--manifest", "bad_manifest.csv", "--flow", "gate_good", "--out", out,
+    res = ip("assemble", "--design", "example-trial", "--manifest", "bad_manifest.csv", "--flow", "gate_good", "--out", out,
              cwd=ws)
     if res.stderr.startswith("Usage:"):
         assert_usage_error(res, "gate_good")
     else:
         assert_one_line_error(res, 2, "bad_manifest.csv", "missing")
     assert not out.parent.exists() or files_under(out.parent) == []
-    res = ip("assemble", "--manifest", "absent.csv", "--flow", ".", "--out", out, cwd=ws)
+    res = ip("assemble", "--design", "example-trial", "--manifest", "absent.csv", "--flow", ".", "--out", out, cwd=ws)
     assert res.returncode == 2 and "absent.csv" in res.stderr and "Traceback" not in res.stderr
     assert not out.parent.exists() or files_under(out.parent) == []
 

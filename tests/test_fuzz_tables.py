@@ -87,7 +87,7 @@ def _check_plate(plate: PlateData) -> None:
 
 READERS = {
     "clinical": (functools.partial(read_clinical, design="example-trial"), _check_clinical),
-    "manifest": (read_manifest, _check_manifest),
+    "manifest": (functools.partial(read_manifest, design="example-trial"), _check_manifest),
     "standards": (read_standards, None),
     "layout": (read_layout, None),
     "generic": (read_generic, _check_plate),

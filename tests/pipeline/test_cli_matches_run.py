@@ -151,7 +151,7 @@ ASSEMBLE_OUTPUTS = {"study.h5ad", "study.parquet", "period_means.h5ad", "unmatch
 def test_assemble_command_writes_what_run_writes(example_dir: Path, run_out: Path,
                                                  tmp_path: Path) -> None:
     out = tmp_path / "cli_study"
-    res = CliRunner().invoke(cli, ["assemble", "--manifest", str(example_dir / "manifest.csv"),
+    res = CliRunner().invoke(cli, ["assemble", "--design", "example-trial", "--manifest", str(example_dir / "manifest.csv"),
                                    "--flow", str(run_out / "flow"),
                                    "--cytokines", str(run_out / "cytokines"),
                                    "--clinical", str(example_dir / "clinical.csv"),

@@ -98,7 +98,7 @@ def test_command_line_entry_point(tmp_path, capsys):
 def test_manifest_matches_files_and_design(example_dir, manifest):
     from immunoprofile.study.manifest import read_manifest
 
-    checked = read_manifest(example_dir / "manifest.csv")  # the study module's own validation
+    checked = read_manifest(example_dir / "manifest.csv", design="example-trial")  # the study module's own validation
     assert len(checked) == len(manifest)
     flow = manifest[manifest.assay == "flow"]
     on_disk = sorted(p.relative_to(example_dir).as_posix()

@@ -133,5 +133,5 @@ def study(trial):
     """The synthetic trial assembled (session-wide; tests must not modify it)."""
     from immunoprofile.study.matrix import assemble
 
-    return assemble(trial["manifest"], flow_dir=trial["flow"], cytokine_dir=trial["cyto"],
+    return assemble(trial["manifest"], design="example-trial", flow_dir=trial["flow"], cytokine_dir=trial["cyto"],
                     clinical=trial["clinical"])

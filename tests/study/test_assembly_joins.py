@@ -60,7 +60,7 @@ def joined_everything(adata, manifest: pd.DataFrame) -> None:
 
 def test_one_row_per_sample_reference(example_dir, plates):
     man = cytokine_manifest(example_dir)
-    adata = assemble(example_dir / "manifest.csv", cytokine_dir=plates)
+    adata = assemble(example_dir / "manifest.csv", design="example-trial", cytokine_dir=plates)
     joined_everything(adata, man)
 
 
@@ -69,10 +69,10 @@ def test_one_row_per_well_manifest(example_dir, plates, tmp_path):
     per_well = man.assign(well=man["well"].str.split(";")).explode("well").reset_index(drop=True)
     assert len(per_well) == 2 * len(man)
     path = write(relocate(per_well, example_dir), tmp_path)
-    parsed = read_manifest(path)
+    parsed = read_manifest(path, design="example-trial")
     assert len(parsed) == len(man) and set(parsed["well"].str.count(";")) == {1}
-    reference = assemble(example_dir / "manifest.csv", cytokine_dir=plates)
-    adata = assemble(path, cytokine_dir=plates)
+    reference = assemble(example_dir / "manifest.csv", design="example-trial", cytokine_dir=plates)
+    adata = assemble(path, design="example-trial", cytokine_dir=plates)
     joined_everything(adata, man)
     cols = (adata.var["assay"] == "cytokine").to_numpy()
     assert np.array_equal(np.asarray(adata.layers["raw"])[:, cols],
@@ -85,7 +85,7 @@ def test_plate_label_manifest_joins_by_file_and_well(example_dir, plates, tmp_pa
     labelled = man.assign(plate=man["plate"].str.replace("plate", "Plate"),
                           sample_id=man["sample_id"] + "_lab")  # the export's names differ too
     path = write(relocate(labelled, example_dir), tmp_path)
-    adata = assemble(path, cytokine_dir=plates)
+    adata = assemble(path, design="example-trial", cytokine_dir=plates)
     joined_everything(adata, labelled)
     assert "carry another name in the export" in caplog.text
 
@@ -95,10 +95,10 @@ def test_nothing_joins_is_an_input_error_naming_both_sides(example_dir, plates, 
     wrong = man.assign(plate="PX", file="elsewhere/other.csv", sample_id=man["sample_id"] + "_x")
     path = write(wrong, tmp_path)
     with pytest.raises(InputError) as info:
-        assemble(path, cytokine_dir=plates)
+        assemble(path, design="example-trial", cytokine_dir=plates)
     text = str(info.value)
     assert "plate1" in text and "plate2" in text and "PX" in text and "other.csv" in text
-    run = CliRunner().invoke(cli, ["assemble", "--manifest", path, "--cytokines", str(plates),
+    run = CliRunner().invoke(cli, ["assemble", "--design", "example-trial", "--manifest", path, "--cytokines", str(plates),
                                    "--out", str(tmp_path / "s" / "study.h5ad")])
     assert run.exit_code == 2 and "joined a manifest row" in run.output
 
@@ -110,7 +110,7 @@ def test_unmatched_results_and_rows_are_listed(example_dir, plates, tmp_path):
                                  period="post-treatment", well="H11;H12")  # no such result
     path = write(relocate(pd.concat([dropped, extra]), example_dir), tmp_path)
     out = tmp_path / "study" / "study.h5ad"
-    run = CliRunner().invoke(cli, ["assemble", "--manifest", path, "--cytokines", str(plates),
+    run = CliRunner().invoke(cli, ["assemble", "--design", "example-trial", "--manifest", path, "--cytokines", str(plates),
                                    "--out", str(out)])
     assert run.exit_code == 0, run.output
     listed = pd.read_csv(out.parent / "unmatched.tsv", sep="\t")
@@ -124,10 +124,10 @@ def test_manifest_errors_one_line_per_problem(tmp_path):
     path = tmp_path / "manifest.csv"
     path.write_text("sample_id,subject_id,visit,study_day,period,assay,file,plate,well\n" + rows)
     with pytest.raises(ManifestError) as info:
-        read_manifest(path)
+        read_manifest(path, design="example-trial")
     assert len(info.value.problems) == 30
     assert "\n" not in str(info.value) and len(str(info.value)) < 400
-    run = CliRunner().invoke(cli, ["assemble", "--manifest", str(path), "--flow", str(tmp_path),
+    run = CliRunner().invoke(cli, ["assemble", "--design", "example-trial", "--manifest", str(path), "--flow", str(tmp_path),
                                    "--out", str(tmp_path / "o.h5ad")])
     assert run.exit_code == 2
     lines = [ln for ln in run.output.splitlines() if ln.strip()]
@@ -136,7 +136,7 @@ def test_manifest_errors_one_line_per_problem(tmp_path):
 
 
 def test_bridging_reaches_the_study(example_dir, plates):
-    adata = assemble(example_dir / "manifest.csv", cytokine_dir=plates)
+    adata = assemble(example_dir / "manifest.csv", design="example-trial", cytokine_dir=plates)
     norm = adata.uns["immunoprofile"]["cytokine_normalisation"]
     assert norm["value"] == "concentration_reported" and norm["bridging_applied"]
     factors = norm["bridging_factors"]
@@ -147,7 +147,7 @@ def test_bridging_reaches_the_study(example_dir, plates):
     raw, back = np.asarray(adata.layers["raw"])[:, j], np.asarray(adata.layers["back_calculated"])[:, j]
     ok = on2 & np.isfinite(raw) & np.isfinite(back)
     assert ok.sum() > 10 and np.allclose(raw[ok], back[ok] * f)
-    unbridged = assemble(example_dir / "manifest.csv", cytokine_dir=plates, cytokine_value="concentration")
+    unbridged = assemble(example_dir / "manifest.csv", design="example-trial", cytokine_dir=plates, cytokine_value="concentration")
     assert np.allclose(np.asarray(unbridged.layers["raw"])[ok, j], back[ok])
     assert not unbridged.uns["immunoprofile"]["cytokine_normalisation"]["bridging_applied"]
     # the censoring level is in the value's units: bridged LLOQs for bridged values

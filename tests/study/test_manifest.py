@@ -28,7 +28,7 @@ def test_good_manifest_derives_period_and_sorts(tmp_path):
         "a,S01,screening,-58,screening,flow,a.fcs,,\n"
         "c,S01,week12,86,,cytokine,p1.csv,P1,a1; A2\n"
         "d,S02,week16,113,post-treatment,flow,d.fcs,,\n"))
-    m = read_manifest(path)
+    m = read_manifest(path, design="example-trial")
     assert list(m["sample_id"]) == ["a", "b", "c", "d"]
     assert list(m["period"]) == ["run-in", "treatment", "treatment", "post-treatment"]
     assert m.loc[m["sample_id"] == "c", "well"].item() == "A1;A2"
@@ -46,7 +46,7 @@ def test_every_problem_reported_at_once(tmp_path):
         "e,S02,week4,28,,cytokine,p.csv,P1,B1\n"  # duplicate id
         "f,S03,week0,500,,flow,f.fcs,,\n"))       # outside every period
     with pytest.raises(ManifestError) as info:
-        read_manifest(path)
+        read_manifest(path, design="example-trial")
     err = info.value
     assert isinstance(err, InputError)
     where = {(p.line, p.column) for p in err.problems}
@@ -64,17 +64,17 @@ def test_every_problem_reported_at_once(tmp_path):
 def test_missing_columns_and_missing_file(tmp_path):
     path = write(tmp_path, "a,S01\n", header="sample_id,subject_id\n")
     with pytest.raises(ManifestError, match="visit") as info:
-        read_manifest(path)
+        read_manifest(path, design="example-trial")
     assert info.value.problems[0].line == 1
     with pytest.raises(InputError, match="not found"):
-        read_manifest(tmp_path / "nope.csv")
+        read_manifest(tmp_path / "nope.csv", design="example-trial")
 
 
 def test_out_of_window_visit_is_kept_and_measured(tmp_path, caplog, monkeypatch):
     # a CLI test earlier in the session may have stopped propagation to the root logger
     monkeypatch.setattr(logging.getLogger("immunoprofile"), "propagate", True)
     path = write(tmp_path, "a,S01,week4,40,,flow,a.fcs,,\n")
-    m = read_manifest(path)
+    m = read_manifest(path, design="example-trial")
     assert m["window_deviation_days"].item() == 8
     assert m["period"].item() == "treatment"
     assert "outside its window" in caplog.text
@@ -84,26 +84,26 @@ def test_check_files(tmp_path):
     (tmp_path / "a.fcs").write_bytes(b"")
     path = write(tmp_path, "a,S01,week0,0,,flow,a.fcs,,\nb,S01,week1,7,,flow,missing.fcs,,\n")
     with pytest.raises(ManifestError, match="file not found") as info:
-        read_manifest(path, check_files=True)
+        read_manifest(path, design="example-trial", check_files=True)
     assert [p.line for p in info.value.problems] == [3]
 
 
 def test_same_subject_visit_assay_twice_is_a_problem(tmp_path):
     path = write(tmp_path, "a,S01,week0,0,,flow,a.fcs,,\nb,S01,week0,-1,,flow,b.fcs,,\n")
     with pytest.raises(ManifestError, match="already has a flow sample"):
-        read_manifest(path)
+        read_manifest(path, design="example-trial")
 
 
 def test_extra_columns_survive(tmp_path):
     path = tmp_path / "m.csv"
     pd.DataFrame({"sample_id": ["a"], "subject_id": ["S01"], "visit": ["week0"], "study_day": [0],
                   "assay": ["flow"], "file": ["a.fcs"], "tube": ["T1"]}).to_csv(path, index=False)
-    m = read_manifest(path)
+    m = read_manifest(path, design="example-trial")
     assert m["tube"].item() == "T1" and m["period"].item() == "run-in"
 
 
 def test_synthetic_trial_manifest_reads(trial):
-    m = read_manifest(trial["manifest"])
+    m = read_manifest(trial["manifest"], design="example-trial")
     assert set(m["assay"]) == {"flow", "cytokine"}
     assert m.groupby("subject_id")["visit"].nunique().max() == 10
 
@@ -123,9 +123,20 @@ def test_fuzz_any_table_either_reads_or_raises_manifest_error(tmp_path, rows):
     path = tmp_path / "fuzz.csv"
     path.write_text(HEADER + "".join(",".join(r) + "\n" for r in rows), encoding="utf-8")
     try:
-        m = read_manifest(path)
+        m = read_manifest(path, design="example-trial")
     except InputError as exc:  # ManifestError or an unreadable CSV: one line, names the file
         assert "\n" not in str(exc) and str(path) in str(exc)
     else:
         assert set(m["period"]) <= {"run-in", "treatment", "post-treatment"}
         assert len(m) == len(rows)
+
+
+def test_no_design_is_an_input_error_not_the_example_protocol(trial):
+    """There is no default protocol (issue 13): the manifest and the assembly need a design."""
+    from immunoprofile.errors import InputError
+    from immunoprofile.study import assemble
+
+    with pytest.raises(InputError, match="no study design given for the manifest"):
+        read_manifest(trial["manifest"])
+    with pytest.raises(InputError, match="no study design given for the assembly"):
+        assemble(trial["manifest"], flow_dir=trial["flow"])

@@ -220,7 +220,7 @@ def test_sample_in_manifest_but_not_in_results(tmp_path, trial_factory):
     pops[pops["sample_id"] != "S02_week4"].to_csv(paths["flow"] / "populations.csv", index=False)
     clinical = pd.read_csv(paths["clinical"])
     clinical = clinical[clinical["subject_id"] != "S02"]  # a subject without clinical data
-    adata = assemble(paths["manifest"], flow_dir=paths["flow"], clinical=clinical)
+    adata = assemble(paths["manifest"], design="example-trial", flow_dir=paths["flow"], clinical=clinical)
     assert "flow: sample listed in the manifest" in str(adata.obs.loc["S02|week4", "missing_reason"])
     assert adata.uns["immunoprofile"]["assays"].tolist() == ["flow"]
     obs = adata.obs
@@ -233,7 +233,7 @@ def test_sample_in_manifest_but_not_in_results(tmp_path, trial_factory):
 def test_log_floor_without_standard_curves(tmp_path, trial_factory):
     paths = trial_factory(tmp_path / "t")
     (paths["cyto"] / "standard_curves.csv").unlink()
-    adata = assemble(paths["manifest"], cytokine_dir=paths["cyto"])
+    adata = assemble(paths["manifest"], design="example-trial", cytokine_dir=paths["cyto"])
     assert adata.var.loc["IL-4|pg/mL", "log_floor"] == pytest.approx(0.4 / 2)  # half the smallest value
     assert "standard_curves" not in adata.uns["immunoprofile"]
 
@@ -245,7 +245,7 @@ def test_well_mismatch_is_reported(tmp_path, trial_factory, caplog, monkeypatch)
     manifest = pd.read_csv(paths["manifest"], keep_default_na=False)
     manifest.loc[manifest["sample_id"] == "S01_week0_serum", "well"] = "H12"
     manifest.to_csv(paths["manifest"], index=False)
-    adata = assemble(paths["manifest"], cytokine_dir=paths["cyto"])
+    adata = assemble(paths["manifest"], design="example-trial", cytokine_dir=paths["cyto"])
     assert "S01_week0_serum" in caplog.text and "other wells" in caplog.text
     assert np.isfinite(cell(adata, "S01|week0", "IL-13|pg/mL"))  # joined by sample_id all the same
 
@@ -262,16 +262,16 @@ def test_read_study_refuses_other_files(tmp_path):
 
 def test_input_errors(trial, tmp_path):
     with pytest.raises(InputError, match="at least one"):
-        assemble(trial["manifest"])
+        assemble(trial["manifest"], design="example-trial")
     with pytest.raises(InputError, match="populations.csv"):
-        assemble(trial["manifest"], flow_dir=tmp_path)
+        assemble(trial["manifest"], design="example-trial", flow_dir=tmp_path)
 
 
 def test_assemble_cli_end_to_end(trial, tmp_path):
     from immunoprofile.cli import cli
 
     out = tmp_path / "run" / "study.h5ad"
-    result = CliRunner().invoke(cli, ["assemble", "--manifest", str(trial["manifest"]), "--flow",
+    result = CliRunner().invoke(cli, ["assemble", "--design", "example-trial", "--manifest", str(trial["manifest"]), "--flow",
                                       str(trial["flow"]), "--cytokines", str(trial["cyto"]), "--clinical",
                                       str(trial["clinical"]), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -280,7 +280,7 @@ def test_assemble_cli_end_to_end(trial, tmp_path):
     assert (run / "provenance.json").is_file()
     assert sorted(p.stem for p in (run / "study_by_visit").glob("*.h5ad")) == sorted(DEFAULT_DESIGN.visit_names)
     assert read_study(out).n_obs == 80
-    bad = CliRunner().invoke(cli, ["assemble", "--manifest", str(tmp_path / "none.csv"), "--flow",
+    bad = CliRunner().invoke(cli, ["assemble", "--design", "example-trial", "--manifest", str(tmp_path / "none.csv"), "--flow",
                                    str(trial["flow"]), "--out", str(out)])
     assert bad.exit_code == 2 and "not found" in bad.output
 
@@ -329,7 +329,7 @@ def test_plate_samples_absent_from_the_manifest_are_qc_not_a_crash(tmp_path):
                   "analyte": "IL-6", "mfi": 10.0, "net_mfi": 9.0, "concentration": 3.0,
                   "unit": "pg/mL", "dilution": 1, "flag": "ok", "sample_type": "unknown"}
                  ).to_csv(tmp_path / "cyto" / "concentrations.csv", index=False)
-    adata = assemble(tmp_path / "m.csv", flow_dir=tmp_path / "flow",
+    adata = assemble(tmp_path / "m.csv", design="example-trial", flow_dir=tmp_path / "flow",
                      cytokine_dir=tmp_path / "cyto")
     assert set(adata.var["assay"]) == {"flow"}
     assert adata.n_vars >= 1

@@ -30,7 +30,7 @@ def test_tables_in_memory_give_the_folder_study(trial, study):
     clinical = pd.read_csv(trial["clinical"])
     # the manifest's files are relative to its folder; with a DataFrame the join falls back
     # to plate + well, which this trial's manifest supports
-    mem = assemble(manifest, flow=pops, cytokines=conc, standard_curves=curves, clinical=clinical)
+    mem = assemble(manifest, design="example-trial", flow=pops, cytokines=conc, standard_curves=curves, clinical=clinical)
     _same_values(study, mem)
     assert mem.var.loc["IL-4|pg/mL", "log_floor"] == pytest.approx(2.0)  # curves reached it
     # the in-memory study records no input files: none were read
@@ -42,7 +42,7 @@ def test_loaders_are_what_the_folder_shorthand_uses(trial, study):
     assert isinstance(flow, FlowResults) and isinstance(cyto, CytokineResults)
     assert flow.source == trial["flow"] / "populations.csv"
     assert cyto.standard_curves is not None and len(cyto.standard_curves) == 8
-    again = assemble(trial["manifest"], flow=flow, cytokines=cyto, clinical=trial["clinical"])
+    again = assemble(trial["manifest"], design="example-trial", flow=flow, cytokines=cyto, clinical=trial["clinical"])
     _same_values(study, again)
     inputs = json.loads(again.uns["immunoprofile"]["provenance_json"])["inputs"]
     assert sorted(r["name"] for r in inputs) == ["clinical.csv", "concentrations.csv", "manifest.csv",
@@ -52,10 +52,10 @@ def test_loaders_are_what_the_folder_shorthand_uses(trial, study):
 def test_bad_in_memory_tables_are_input_errors(trial):
     manifest = pd.read_csv(trial["manifest"])
     with pytest.raises(InputError, match="flow table: missing column"):
-        assemble(manifest, flow=pd.DataFrame({"sample_id": ["x"]}))
+        assemble(manifest, design="example-trial", flow=pd.DataFrame({"sample_id": ["x"]}))
     with pytest.raises(InputError, match="cytokine table: missing column"):
-        assemble(manifest, cytokines=pd.DataFrame({"analyte": ["IL-6"]}))
+        assemble(manifest, design="example-trial", cytokines=pd.DataFrame({"analyte": ["IL-6"]}))
     with pytest.raises(InputError, match="at least one"):
-        assemble(manifest)
+        assemble(manifest, design="example-trial")
     with pytest.raises(TypeError, match="not both"):
-        assemble(manifest, flow=pd.DataFrame(), flow_dir=trial["flow"])
+        assemble(manifest, design="example-trial", flow=pd.DataFrame(), flow_dir=trial["flow"])

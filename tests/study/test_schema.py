@@ -117,7 +117,7 @@ def test_every_file_stamps_the_version_and_one_vocabulary(study, tmp_path):
 def _fresh_like_the_fixture(trial_factory, tmp_path):
     """The inputs behind study_schema1_censored.h5ad, assembled by today's code."""
     p = trial_factory(tmp_path / "trial")
-    return assemble(p["manifest"], flow_dir=p["flow"], cytokine_dir=p["cyto"],
+    return assemble(p["manifest"], design="example-trial", flow_dir=p["flow"], cytokine_dir=p["cyto"],
                     clinical=p["clinical"], flow_statistics=("pct_parent", "mfi"))
 
 

@@ -30,6 +30,9 @@ __all__ = ["command"]
               help="Clinical CSV: subject_id, visit, scorad, doses_received, age, sex.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Study file to write (e.g. study.h5ad); the other outputs go beside it.")
+@click.option("--design", "design", required=True, metavar="NAME|FILE",
+              help="The study design: a protocol name (example-trial, the bundled trial's) or a "
+                   "design file (YAML with the keys of a pipeline config's design section).")
 @click.option("--zarr", "zarr", is_flag=True, help="Also write the study as a .zarr store.")
 @click.option("--cytokine-value", default="concentration_reported", show_default=True,
               type=click.Choice(["concentration", "concentration_reported"]),
@@ -37,15 +40,18 @@ __all__ = ["command"]
                    "policy and bridging applied; the raw value stays as layer back_calculated).")
 @common_options
 def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, clinical: Path | None,
-            out: Path, zarr: bool, cytokine_value: str, verbosity: Verbosity) -> None:
+            out: Path, design: str, zarr: bool, cytokine_value: str,
+            verbosity: Verbosity) -> None:
     """Join flow and cytokine results with the manifest (and clinical table) into one AnnData."""
     from ..errors import InputError
+    from ..study.design import resolve_design
     from ..study.stage import assemble_study, write_assemble_outputs
 
     if flow_dir is None and cytokine_dir is None:
         raise InputError(None, "give --flow and/or --cytokines (nothing to assemble)")
     adata = assemble_study(manifest, flow_dir=flow_dir, cytokine_dir=cytokine_dir,
-                           clinical=clinical, cytokine_value=cytokine_value).adata
+                           clinical=clinical, cytokine_value=cytokine_value,
+                           design=resolve_design(design)).adata
     # only once the inputs assembled: an exit-2 failure leaves no file beside --out (the
     # assembly's warnings went to stderr)
     add_log_file(out.parent / "assemble.log")

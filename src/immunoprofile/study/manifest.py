@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
-from .design import DEFAULT_DESIGN, StudyDesign
+from .design import DesignSpec, resolve_design
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -83,7 +83,7 @@ class ManifestError(InputError):
         return (type(self), (self.path, self.problems))
 
 
-def read_manifest(path: str | os.PathLike[str], *, design: StudyDesign | None = None,
+def read_manifest(path: str | os.PathLike[str], *, design: DesignSpec | None = None,
                   check_files: bool = False) -> pd.DataFrame:
     """Read and validate a sample manifest CSV.
 
@@ -95,7 +95,8 @@ def read_manifest(path: str | os.PathLike[str], *, design: StudyDesign | None = 
         from the visit window / study day when missing or blank, checked when given
         (``screening`` is accepted as a run-in label).
     design
-        The protocol (visits, windows, periods); :data:`DEFAULT_DESIGN` when ``None``.
+        The protocol (visits, windows, periods): a StudyDesign, a protocol name or a design file;
+        required (``None`` is an InputError).
     check_files
         Also require each ``file`` to exist (relative paths are resolved against the manifest's
         folder).
@@ -125,7 +126,7 @@ def read_manifest(path: str | os.PathLike[str], *, design: StudyDesign | None = 
     return validate_manifest(frame, design=design, path=path, check_files=check_files)
 
 
-def validate_manifest(frame: pd.DataFrame, *, design: StudyDesign | None = None,
+def validate_manifest(frame: pd.DataFrame, *, design: DesignSpec | None = None,
                       path: str | os.PathLike[str] | None = None,
                       check_files: bool = False) -> pd.DataFrame:
     """Validate a manifest already in a DataFrame (all-string or typed); see :func:`read_manifest`.
@@ -134,7 +135,7 @@ def validate_manifest(frame: pd.DataFrame, *, design: StudyDesign | None = None,
     """
     import pandas as pd
 
-    design = design or DEFAULT_DESIGN
+    design = resolve_design(design, what="the manifest")
     problems: list[ManifestProblem] = []
     frame = frame.copy()
     frame.columns = [str(c).strip().lower() for c in frame.columns]

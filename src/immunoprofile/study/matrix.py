@@ -59,7 +59,7 @@ from ..schema import (
     is_drug_readout,
 )
 from .clinical import clinical_summary, read_clinical
-from .design import DEFAULT_DESIGN, StudyDesign
+from .design import DesignSpec, resolve_design
 from .inputs import (
     CytokineResults,
     FlowResults,
@@ -328,7 +328,7 @@ def assemble(
     cytokines: pd.DataFrame | CytokineResults | None = None,
     standard_curves: pd.DataFrame | None = None,
     clinical: str | os.PathLike[str] | pd.DataFrame | None = None,
-    design: StudyDesign | None = None,
+    design: DesignSpec | None = None,
     flow_statistics: tuple[str, ...] = ("pct_parent", "pct_total", "count", "mfi"),
     cytokine_value: str = "concentration_reported",
     drug_readouts: tuple[str, ...] = DEFAULT_DRUG_READOUTS,
@@ -367,7 +367,8 @@ def assemble(
     clinical
         Clinical CSV or DataFrame (``subject_id, visit, scorad, doses_received, age, sex``).
     design
-        Protocol; :data:`~immunoprofile.study.design.DEFAULT_DESIGN` when ``None``.
+        Protocol: a StudyDesign, a protocol name (``"example-trial"``) or a design file; required
+        (``None`` is an :class:`~immunoprofile.errors.InputError`, never a silent default).
     flow_statistics
         Which flow statistics become features: any of ``pct_parent``, ``pct_total``, ``count``,
         ``mfi`` (medians), ``gmean``, ``rcv``.
@@ -396,7 +397,7 @@ def assemble(
     import numpy as np
     import pandas as pd
 
-    design = design or DEFAULT_DESIGN
+    design = resolve_design(design, what="the assembly")
     inputs: list[Path] = []
     if isinstance(manifest, pd.DataFrame):
         man = manifest if "period" in manifest.columns and "line" in manifest.columns \
