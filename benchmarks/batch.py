@@ -95,6 +95,7 @@ def write_config(work: Path, name: str, n_files: int, *, plates: bool,
     config = work / f"{name}.yaml"
     config.write_text(
         "schema_version: 1\n"
+        "design: {protocol: example-trial}\n"  # the manifest's visits are the example protocol's
         "inputs:\n"
         f"  manifest: manifest_{name}.csv\n"
         "  strategy: strategy.xml\n"
