@@ -20,6 +20,7 @@ from immunoprofile.errors import InputError
 from immunoprofile.flow.options import CompensateOptions, GateOptions, TimeQCOptions
 from immunoprofile.pipeline import config as config_module
 from immunoprofile.pipeline.config import config_json_schema, load_config
+from immunoprofile.study.options import AssembleOptions
 
 
 def _gate_files():
@@ -45,6 +46,8 @@ STAGES = {
     "compensate": (CompensateOptions, None, config_module.ControlSet,
                    {"name", "date", "controls", "unstained", "channels", "gate"},
                    ("immunoprofile.flow.spillover_estimation", "estimate_spillover"), set()),
+    "assemble": (AssembleOptions, "assemble", config_module.AssembleConfig, {"enabled"},
+                 ("immunoprofile.study.stage", "assemble_study"), set()),
 }
 INVOKED = ["gate", "cytokines", "compensate"]
 
@@ -202,6 +205,47 @@ def test_cli_and_config_give_the_function_the_same_options(stage, tmp_path, monk
     assert from_cli == from_config
     for field in changed:
         assert getattr(from_cli, field) != _default(model, field), field
+
+
+def test_assemble_command_and_config_give_the_same_options(tmp_path, monkeypatch):
+    # the assemble command also writes the study itself (after its log file): both patched
+    import pandas as pd
+
+    from immunoprofile.study import stage
+
+    seen, written = [], []
+    adata = types.SimpleNamespace(
+        obs=pd.DataFrame({"missing_reason": [""], "subject_id": ["S1"]}), n_obs=1, n_vars=0,
+        uns={"immunoprofile": {"unmatched": []}})
+
+    def fake(manifest, options=None, **kw):
+        seen.append(options)
+        return types.SimpleNamespace(adata=adata)
+
+    monkeypatch.setattr(stage, "assemble_study", fake)
+    monkeypatch.setattr(stage, "write_assemble_outputs",
+                        lambda a, out, zarr: written.append(zarr) or {"unmatched.tsv": out})
+
+    def invoke(args):
+        res = CliRunner().invoke(cli, ["assemble", "--manifest", str(tmp_path / "m.csv"),
+                                       "--flow", str(tmp_path), "--design", "example-trial",
+                                       "--out", str(tmp_path / "study.h5ad"), "-q", *args])
+        assert res.exit_code == 0, res.output
+        return seen[-1]
+
+    assert AssembleOptions.merge(invoke([])) == AssembleOptions()
+    assert written[-1] is False
+    changed = {"cytokine_value": "concentration", "zarr": True}
+    from_cli = invoke(["--cytokine-value", "concentration", "--zarr"])
+    assert written[-1] is True  # the option the command writes by is the model's
+    config = load_config(_config(tmp_path, changed, "assemble"))
+    assert from_cli == AssembleOptions.merge(config.assemble)
+    for field, value in changed.items():
+        assert getattr(from_cli, field) == value != _default(AssembleOptions, field)
+    res = CliRunner().invoke(cli, ["assemble", "--manifest", "m.csv", "--flow", str(tmp_path),
+                                   "--design", "example-trial", "--out", "s.h5ad",
+                                   "--cytokine-value", "raw"])
+    assert res.exit_code == 2
 
 
 def test_keywords_are_validated_by_the_model():

@@ -161,6 +161,8 @@ def takes_options(model: type[StageOptions]) -> Callable[[F], F]:
                                    annotation=_type_name(model.model_fields[n].annotation))
                  for n in fields]
         params = list(sig.parameters.values())
+        if params and params[-1].kind is inspect.Parameter.VAR_KEYWORD:  # ``**rest`` stays last
+            extra.append(params.pop())
         wrapper.__signature__ = sig.replace(parameters=[*params, *extra])  # type: ignore[attr-defined]
         doc, extra_doc = fn.__doc__ or "", _fields_doc(model, fields)
         # numpydoc order: Other Parameters right after Parameters

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from .._options import click_options
+from ..study.options import AssembleOptions
 from .common import Verbosity, add_log_file, common_options
 
 __all__ = ["command"]
@@ -33,15 +35,10 @@ __all__ = ["command"]
 @click.option("--design", "design", required=True, metavar="NAME|FILE",
               help="The study design: a protocol name (example-trial, the bundled trial's) or a "
                    "design file (YAML with the keys of a pipeline config's design section).")
-@click.option("--zarr", "zarr", is_flag=True, help="Also write the study as a .zarr store.")
-@click.option("--cytokine-value", default="concentration_reported", show_default=True,
-              type=click.Choice(["concentration", "concentration_reported"]),
-              help="Which concentrations.csv column is the value (concentration_reported: LLOQ "
-                   "policy and bridging applied; the raw value stays as layer back_calculated).")
+@click_options(AssembleOptions)
 @common_options
 def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, clinical: Path | None,
-            out: Path, design: str, zarr: bool, cytokine_value: str,
-            verbosity: Verbosity) -> None:
+            out: Path, design: str, options: AssembleOptions, verbosity: Verbosity) -> None:
     """Join flow and cytokine results with the manifest (and clinical table) into one AnnData."""
     from ..errors import InputError
     from ..study.design import resolve_design
@@ -50,13 +47,13 @@ def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, cl
     if flow_dir is None and cytokine_dir is None:
         raise InputError(None, "give --flow and/or --cytokines (nothing to assemble)")
     adata = assemble_study(manifest, flow_dir=flow_dir, cytokine_dir=cytokine_dir,
-                           clinical=clinical, cytokine_value=cytokine_value,
+                           clinical=clinical, options=options,
                            design=resolve_design(design)).adata
     # only once the inputs assembled: an exit-2 failure leaves no file beside --out (the
     # assembly's warnings went to stderr)
     add_log_file(out.parent / "assemble.log")
     out = out if out.suffix else out.with_suffix(".h5ad")
-    unmatched_path = write_assemble_outputs(adata, out, zarr=zarr)["unmatched.tsv"]
+    unmatched_path = write_assemble_outputs(adata, out, zarr=options.zarr)["unmatched.tsv"]
     n_missing = int((adata.obs["missing_reason"].astype(str) != "").sum())
     n_unmatched = len(adata.uns["immunoprofile"]["unmatched"])
     if n_unmatched:

@@ -23,10 +23,11 @@ from .._options import resolve_path
 from ..cytokine.options import CytokineOptions
 from ..errors import InputError
 from ..flow.options import CompensateOptions, GateOptions, TimeQCSetting
+from ..study.options import AssembleOptions
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "Problem", "ConfigError", "PipelineConfig", "InputsConfig",
-    "FlowConfig", "TimeQCConfig", "ControlSet", "CytokineConfig", "VisitWindow", "DesignConfig", "AssembleOptions", "CompareOptions", "ReportOptions",
+    "FlowConfig", "TimeQCConfig", "ControlSet", "CytokineConfig", "VisitWindow", "DesignConfig", "AssembleConfig", "CompareOptions", "ReportOptions",
     "OutputsConfig", "ExecutorConfig", "load_config", "parse_config", "config_json_schema",
 ]
 
@@ -258,7 +259,7 @@ class AnalysisOptions(_Model):
         return out
 
 
-class AssembleOptions(_Model):
+class AssembleConfig(AssembleOptions):
     """The study matrix (``study.h5ad``: samples × features, joined with the manifest)."""
 
     enabled: bool = True
@@ -305,7 +306,7 @@ class PipelineConfig(_Model):
     cytokine: CytokineConfig = Field(default_factory=CytokineConfig)
     design: DesignConfig | None = Field(None, description="The study design (required by "
                                        "immunoprofile run: there is no default protocol).")
-    assemble: AssembleOptions = Field(default_factory=AssembleOptions)
+    assemble: AssembleConfig = Field(default_factory=AssembleConfig)
     compare: CompareOptions = Field(default_factory=CompareOptions)
     analysis: AnalysisOptions = Field(default_factory=AnalysisOptions)
     report: ReportOptions = Field(default_factory=ReportOptions)

@@ -465,7 +465,8 @@ def _study_stage(config: PipelineConfig, manifest: Any, design: Any,
     }
     # the manifest's path, not the table read from it: relative plate files resolve against its
     # folder and it is recorded in the provenance, as `immunoprofile assemble` does
-    result = assemble_study(config.inputs.manifest, out=layout.study.h5ad, **kwargs)
+    result = assemble_study(config.inputs.manifest, config.assemble, out=layout.study.h5ad,
+                            **kwargs)
     adata = result.adata
     summary_msg = f"{adata.n_obs} sample(s) × {adata.n_vars} feature(s)"
     return StageResult("assemble", "done", summary_msg, list(result.written.values()))

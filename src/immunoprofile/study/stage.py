@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._options import takes_options
 from .._stage import StageOutcome
+from .options import AssembleOptions
 
 if TYPE_CHECKING:  # pragma: no cover
     import anndata
@@ -44,22 +46,24 @@ class AssembleResult(StageOutcome):
         return len(self.adata.uns["immunoprofile"]["unmatched"])
 
 
-def assemble_study(manifest: Any, *, out: str | os.PathLike[str] | None = None, zarr: bool = False,
-                   **options: Any) -> AssembleResult:
+@takes_options(AssembleOptions)
+def assemble_study(manifest: Any, options: AssembleOptions | None = None, *,
+                   out: str | os.PathLike[str] | None = None, **inputs: Any) -> AssembleResult:
     """Assemble a study and, given ``out``, write all assemble outputs.
 
     Parameters
     ----------
     manifest
         Manifest CSV path or validated DataFrame.
+    options
+        The stage's options (:class:`~immunoprofile.study.options.AssembleOptions`; its fields
+        may also be given as keywords, below).
     out
         The study file to write (``study.h5ad``; a name without suffix gets ``.h5ad``); the other
         outputs go beside it. ``None``: write nothing.
-    zarr
-        Also write the study as a ``.zarr`` store beside ``out``.
-    **options
+    **inputs
         Passed to :func:`~immunoprofile.study.matrix.assemble` (``flow``/``flow_dir``,
-        ``cytokines``/``cytokine_dir``, ``clinical``, ``design``, ``cytokine_value`` ...).
+        ``cytokines``/``cytokine_dir``, ``clinical``, ``design``, ``drug_readouts`` ...).
 
     Returns
     -------
@@ -68,10 +72,11 @@ def assemble_study(manifest: Any, *, out: str | os.PathLike[str] | None = None, 
     """
     from .matrix import assemble
 
-    adata = assemble(manifest, **options)
+    assert options is not None  # takes_options merged it
+    adata = assemble(manifest, cytokine_value=options.cytokine_value, **inputs)
     result = AssembleResult(adata=adata)
     if out is not None:
-        result.written = write_assemble_outputs(adata, out, zarr=zarr)
+        result.written = write_assemble_outputs(adata, out, zarr=options.zarr)
     return result
 
 
