@@ -20,7 +20,8 @@ from immunoprofile.errors import InputError
 from immunoprofile.flow.options import CompensateOptions, GateOptions, TimeQCOptions
 from immunoprofile.pipeline import config as config_module
 from immunoprofile.pipeline.config import config_json_schema, load_config
-from immunoprofile.study.options import AssembleOptions
+from immunoprofile.study.options import (AnalysisPlanOptions, AssembleOptions, CompareOptions,
+                                         ComparisonOptions)
 
 
 def _gate_files():
@@ -48,6 +49,10 @@ STAGES = {
                    ("immunoprofile.flow.spillover_estimation", "estimate_spillover"), set()),
     "assemble": (AssembleOptions, "assemble", config_module.AssembleConfig, {"enabled"},
                  ("immunoprofile.study.stage", "assemble_study"), set()),
+    # the config's compare: and analysis: sections are its two parts (see the test below)
+    "compare": (CompareOptions, None, None, None,
+                ("immunoprofile.study.compare_stage", "compare_study"),
+                {"contrasts", "estimands", "primary_contrasts"}),
 }
 INVOKED = ["gate", "cytokines", "compensate"]
 
@@ -102,9 +107,26 @@ def test_function_keywords_and_defaults_are_the_models(stage):
         assert f"    {field}\n" in fn.__doc__, field  # listed under Other Parameters
 
 
-@pytest.mark.parametrize("stage", STAGES)
+#: model, config attribute, section class, pipeline-only fields of each config section
+SECTIONS = {
+    **{stage: spec[:4] for stage, spec in STAGES.items() if spec[2] is not None},
+    # compare's two parts: together they are CompareOptions
+    "compare": (ComparisonOptions, "compare", config_module.CompareConfig, {"enabled"}),
+    "analysis": (AnalysisPlanOptions, "analysis", config_module.AnalysisConfig, set()),
+}
+
+
+def test_compare_options_are_its_two_config_sections(tmp_path):
+    assert set(CompareOptions.model_fields) == \
+        set(ComparisonOptions.model_fields) | set(AnalysisPlanOptions.model_fields)
+    assert not set(ComparisonOptions.model_fields) & set(AnalysisPlanOptions.model_fields)
+    config = load_config(_config(tmp_path, {}))
+    assert CompareOptions.from_sections(config.compare, config.analysis) == CompareOptions()
+
+
+@pytest.mark.parametrize("stage", SECTIONS)
 def test_config_section_is_the_model_plus_pipeline_fields(stage, tmp_path):
-    model, attr, section, extras, *_ = STAGES[stage]
+    model, attr, section, extras = SECTIONS[stage]
     assert issubclass(section, model)
     assert set(section.model_fields) - set(model.model_fields) == extras
     schema = config_json_schema()
@@ -246,6 +268,67 @@ def test_assemble_command_and_config_give_the_same_options(tmp_path, monkeypatch
                                    "--design", "example-trial", "--out", "s.h5ad",
                                    "--cytokine-value", "raw"])
     assert res.exit_code == 2
+
+
+COMPARE_CHANGED: dict[str, tuple[Any, list[str]]] = {
+    "layer": ("raw", ["--layer", "raw"]),
+    "mixed": (False, ["--no-mixed"]),
+    "mixed_ddf": ("kenward-roger", ["--ddf", "kenward-roger"]),
+    "min_subjects": (2, ["--min-subjects", "2"]),
+    "alpha": (0.1, ["--alpha", "0.1"]),
+    "populations": (["all"], ["--population", "all"]),
+    "primary": (["IL-13", "Th2|pct_parent"], ["--primary", "IL-13", "--primary", "Th2|pct_parent"]),
+    "hierarchy": ("fixed-sequence", ["--hierarchy", "fixed-sequence"]),
+    "primary_test": ("wilcoxon", ["--primary-test", "wilcoxon"]),
+    "qc_populations": (["Cells"], ["--qc-population", "Cells"]),
+    "test_qc": (True, ["--test-qc"]),
+    "censored_max_fraction": (0.25, ["--censored-max-fraction", "0.25"]),
+}
+
+
+def test_compare_command_and_config_give_the_same_options(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from immunoprofile.study import compare_stage
+
+    seen = []
+    table = pd.DataFrame(columns=["feature", "contrast", "population", "family", "q",
+                                  "p_wilcoxon", "role", "significant"])
+
+    def fake(study, options=None, **kw):
+        seen.append(options)
+        return types.SimpleNamespace(table=table, notes={})
+
+    real = compare_stage.compare_study
+    monkeypatch.setattr(compare_stage, "compare_study", fake)
+
+    def invoke(args):
+        res = CliRunner().invoke(cli, ["compare", str(tmp_path / "study.h5ad"), "--out",
+                                       str(tmp_path / "cmp"), "-q", *args])
+        assert res.exit_code == 0, res.output
+        return seen[-1]
+
+    assert invoke([]) == CompareOptions()
+    assert set(COMPARE_CHANGED) == set(cli_fields(CompareOptions))
+    from_cli = invoke([a for _, flag_args in COMPARE_CHANGED.values() for a in flag_args])
+    values = {k: v for k, (v, _) in COMPARE_CHANGED.items()}
+    path = tmp_path / "config.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({
+        "schema_version": 1, "inputs": {"manifest": "m.csv"},
+        "compare": {k: v for k, v in values.items() if k in ComparisonOptions.model_fields},
+        "analysis": {k: v for k, v in values.items() if k in AnalysisPlanOptions.model_fields}}))
+    config = load_config(path)
+    assert from_cli == CompareOptions.from_sections(config.compare, config.analysis)
+    for field in COMPARE_CHANGED:
+        assert getattr(from_cli, field) != _default(CompareOptions, field), field
+    # the period pairs are a config's only; as keywords they are the model's
+    opts = CompareOptions.merge(None, contrasts=[["run-in", "treatment"]])
+    assert opts.contrasts == (("run-in", "treatment"),)
+    assert "contrasts" not in CompareOptions().settings()  # compare_periods' default applies
+    with pytest.raises(TypeError, match="unknown setting"):
+        real(table, layr="raw")  # a typo is not silently dropped
 
 
 def test_keywords_are_validated_by_the_model():

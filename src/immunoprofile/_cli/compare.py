@@ -13,6 +13,8 @@ from pathlib import Path
 
 import click
 
+from .._options import click_options
+from ..study.options import CompareOptions
 from .common import Verbosity, add_log_file, common_options
 
 __all__ = ["command"]
@@ -22,33 +24,16 @@ __all__ = ["command"]
 @click.argument("study", type=click.Path(path_type=Path))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder (comparisons.csv, comparisons_notes.json, provenance.json).")
-@click.option("--layer", default="transformed", show_default=True, help="Layer the tests run on.")
-@click.option("--min-subjects", default=3, show_default=True, type=click.IntRange(min=2),
-              help="Fewest complete pairs for a test (fewer: reported in note).")
-@click.option("--no-mixed", is_flag=True, help="Skip the mixed-model sensitivity analysis.")
-@click.option("--primary", "primary", multiple=True,
-              help="Pre-specified primary feature (repeatable): a var name, a gate-path tail such "
-                   "as 'Th2|pct_parent', or a cytokine analyte such as 'IL-13'.")
-@click.option("--ddf", "mixed_ddf", default="satterthwaite", show_default=True,
-              type=click.Choice(["satterthwaite", "kenward-roger"]),
-              help="Denominator df of the mixed-model contrasts.")
-@click.option("--population", "populations", multiple=True, type=click.Choice(["evaluable", "all"]),
-              help="Analysis population(s) to report (default: evaluable and all).")
+@click_options(CompareOptions)
 @common_options
-def command(study: Path, out_dir: Path, layer: str, min_subjects: int, no_mixed: bool,
-            mixed_ddf: str, primary: tuple[str, ...], populations: tuple[str, ...],
-            verbosity: Verbosity) -> None:
+def command(study: Path, out_dir: Path, options: CompareOptions, verbosity: Verbosity) -> None:
     """Compare run-in, treatment and post-treatment periods feature by feature in STUDY (.h5ad/.zarr)."""
     from ..study.compare_stage import compare_study
 
     # created at the first log record: an unreadable study (exit 2) leaves no file behind
     add_log_file(out_dir / "compare.log")
-    settings: dict = {"layer": layer, "mixed": not no_mixed, "min_subjects": min_subjects,
-                      "primary": list(primary), "mixed_ddf": mixed_ddf}
-    if populations:
-        settings["populations"] = list(populations)
-    result = compare_study(study, out_dir=out_dir,
-                           command=" ".join(["immunoprofile", *sys.argv[1:]]), **settings)
+    result = compare_study(study, options, out_dir=out_dir,
+                           command=" ".join(["immunoprofile", *sys.argv[1:]]))
     table, notes = result.table, result.notes
     contrasts = table[table["contrast"] != "friedman"]
     click.echo(f"compare: {table['feature'].nunique()} features, {len(contrasts)} paired contrasts → "

@@ -23,11 +23,11 @@ from .._options import resolve_path
 from ..cytokine.options import CytokineOptions
 from ..errors import InputError
 from ..flow.options import CompensateOptions, GateOptions, TimeQCSetting
-from ..study.options import AssembleOptions
+from ..study.options import AnalysisPlanOptions, AssembleOptions, ComparisonOptions
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "Problem", "ConfigError", "PipelineConfig", "InputsConfig",
-    "FlowConfig", "TimeQCConfig", "ControlSet", "CytokineConfig", "VisitWindow", "DesignConfig", "AssembleConfig", "CompareOptions", "ReportOptions",
+    "FlowConfig", "TimeQCConfig", "ControlSet", "CytokineConfig", "VisitWindow", "DesignConfig", "AssembleConfig", "CompareConfig", "AnalysisConfig", "ReportOptions",
     "OutputsConfig", "ExecutorConfig", "load_config", "parse_config", "config_json_schema",
 ]
 
@@ -204,59 +204,17 @@ class DesignConfig(_Model):
         return design_from_mapping(self.model_dump())
 
 
-class CompareOptions(_Model):
+class CompareConfig(ComparisonOptions):
     """Options of the period comparison (``study.compare.compare_periods``)."""
 
     enabled: bool = True
-    layer: str = Field("transformed", description="Scale the tests run on.")
-    contrasts: list[tuple[str, str]] | None = Field(
-        None, description="[first, second] period pairs; default: the protocol's contrasts.")
-    mixed: bool = Field(True, description="Also fit the mixed model (sensitivity).")
-    mixed_ddf: Literal["satterthwaite", "kenward-roger"] = Field(
-        "satterthwaite", description="Mixed-model contrast df: Satterthwaite or Kenward-Roger.")
-    min_subjects: int = Field(3, ge=1)
-    alpha: float = Field(0.05, gt=0, lt=1)
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``compare_periods``."""
-        out = self.model_dump(exclude={"enabled", "contrasts"})
-        if self.contrasts is not None:
-            out["contrasts"] = [tuple(c) for c in self.contrasts]
-        return out
 
 
-class AnalysisOptions(_Model):
+class AnalysisConfig(AnalysisPlanOptions):
     """The analysis plan of the period comparison (populations, estimands, primary endpoints).
 
     Written with the results as ``analysis_plan.json``; see ``study.compare`` for the methods.
     """
-
-    populations: list[Literal["evaluable", "all"]] = Field(
-        ["evaluable", "all"], description="Analysis populations reported; evaluable (>= min doses) "
-                                          "is primary, all the sensitivity analysis.")
-    estimands: dict[str, list[str]] | None = Field(
-        None, description="period -> visits whose mean is the subject's period value; default "
-                          "every visit of the period (e.g. treatment: [week4, week8, week12]).")
-    primary: list[str] = Field([], description="Pre-specified primary features (var name, gate-path "
-                                               "tail such as 'Th2|pct_parent', or analyte).")
-    primary_contrasts: list[tuple[str, str]] | None = Field(
-        None, description="Contrasts of the primary hierarchy (default: the first contrast).")
-    hierarchy: Literal["gate", "fixed-sequence"] = Field(
-        "gate", description="gate: Holm over primary Friedman p, then Holm over the primary "
-                            "contrasts of the features that passed; fixed-sequence: in order.")
-    primary_test: Literal["ttest", "wilcoxon", "mixed"] = "ttest"
-    qc_populations: list[str] = Field(["TimeQC", "Cells", "Singlets", "Live"],
-                                      description="Gating-QC gates: reported, not tested.")
-    test_qc: bool = False
-    censored_max_fraction: float = Field(0.5, ge=0, le=1, description="Above this fraction of "
-                                         "censored values parametric estimates are not estimable.")
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``compare_periods``."""
-        out = self.model_dump()
-        if self.primary_contrasts is not None:
-            out["primary_contrasts"] = [tuple(c) for c in self.primary_contrasts]
-        return out
 
 
 class AssembleConfig(AssembleOptions):
@@ -307,8 +265,8 @@ class PipelineConfig(_Model):
     design: DesignConfig | None = Field(None, description="The study design (required by "
                                        "immunoprofile run: there is no default protocol).")
     assemble: AssembleConfig = Field(default_factory=AssembleConfig)
-    compare: CompareOptions = Field(default_factory=CompareOptions)
-    analysis: AnalysisOptions = Field(default_factory=AnalysisOptions)
+    compare: CompareConfig = Field(default_factory=CompareConfig)
+    analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
     report: ReportOptions = Field(default_factory=ReportOptions)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)

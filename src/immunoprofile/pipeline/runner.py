@@ -481,9 +481,12 @@ def _compare_stage(config: PipelineConfig, summary: RunSummary) -> StageResult:
         return StageResult("compare", "skipped", f"no {layout.study.h5ad}")
     from ..study.compare_stage import compare_study
 
-    result = compare_study(layout.study.h5ad, out_dir=layout.compare.dir,
-                           command=f"immunoprofile run {config.source}",
-                           **config.compare.kwargs(), **config.analysis.kwargs())
+    from ..study.options import CompareOptions
+
+    result = compare_study(layout.study.h5ad,
+                           CompareOptions.from_sections(config.compare, config.analysis),
+                           out_dir=layout.compare.dir,
+                           command=f"immunoprofile run {config.source}")
     return StageResult("compare", "done", f"{len(result.table)} comparison(s)",
                        list(result.written.values()))
 

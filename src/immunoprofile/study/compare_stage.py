@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._options import takes_options
+from .options import CompareOptions
+
 if TYPE_CHECKING:
     import anndata as ad
     import pandas as pd
@@ -49,7 +52,9 @@ class CompareResult:
     written: dict[str, Path] = field(default_factory=dict)
 
 
-def compare_study(study: ad.AnnData | str | os.PathLike[str], *,
+@takes_options(CompareOptions)
+def compare_study(study: ad.AnnData | str | os.PathLike[str],
+                  options: CompareOptions | None = None, *,
                   out_dir: str | os.PathLike[str] | None = None, command: str | None = None,
                   **settings: Any) -> CompareResult:
     """Compare the protocol periods of a study and (with ``out_dir``) write the stage's files.
@@ -59,14 +64,17 @@ def compare_study(study: ad.AnnData | str | os.PathLike[str], *,
     study
         A study AnnData, or its ``.h5ad`` file / ``.zarr`` folder
         (:func:`~immunoprofile.study.matrix.read_study`).
+    options
+        The tests and the analysis plan (:class:`~immunoprofile.study.options.CompareOptions`;
+        its fields may also be given as keywords, below).
     out_dir
         When given, write ``comparisons.csv``, ``analysis_plan.json``,
         ``comparisons_notes.json`` and ``provenance.json`` there (created).
     command
         The command line, for provenance.
     **settings
-        Keyword arguments of :func:`~immunoprofile.study.compare.compare_periods` (``layer``,
-        ``primary``, ``populations`` …).
+        Only ``families`` (``{family: var query}``) of
+        :func:`~immunoprofile.study.compare.compare_periods`, which no config or flag sets.
 
     Returns
     -------
@@ -79,15 +87,17 @@ def compare_study(study: ad.AnnData | str | os.PathLike[str], *,
     """
     from .compare import _settings_defaults, compare_periods
 
+    assert options is not None  # takes_options merged it
     source: Path | None = None
     if isinstance(study, (str, os.PathLike)):
         from .matrix import read_study
 
         source = Path(study)
         study = read_study(source)
-    unknown = sorted(set(settings) - set(_settings_defaults()))
+    unknown = sorted(set(settings) - {"families"})
     if unknown:  # a typo must not fall back silently to a default
         raise TypeError(f"compare_study: unknown setting(s) {', '.join(unknown)}")
+    settings = {**options.settings(), **settings}
     table = compare_periods(study, **settings)
     effective = json.loads(json.dumps({**_settings_defaults(), **settings}, default=str))
     result = CompareResult(table=table, plan=table.attrs.get("plan", {}),
