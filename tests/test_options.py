@@ -20,6 +20,7 @@ from immunoprofile.errors import InputError
 from immunoprofile.flow.options import CompensateOptions, GateOptions, TimeQCOptions
 from immunoprofile.pipeline import config as config_module
 from immunoprofile.pipeline.config import config_json_schema, load_config
+from immunoprofile.report.options import ReportOptions
 from immunoprofile.study.options import (AnalysisPlanOptions, AssembleOptions, CompareOptions,
                                          ComparisonOptions)
 
@@ -49,6 +50,8 @@ STAGES = {
                    ("immunoprofile.flow.spillover_estimation", "estimate_spillover"), set()),
     "assemble": (AssembleOptions, "assemble", config_module.AssembleConfig, {"enabled"},
                  ("immunoprofile.study.stage", "assemble_study"), set()),
+    "report": (ReportOptions, "report", config_module.ReportConfig, {"enabled"},
+               ("immunoprofile.report.build", "build_report"), set()),
     # the config's compare: and analysis: sections are its two parts (see the test below)
     "compare": (CompareOptions, None, None, None,
                 ("immunoprofile.study.compare_stage", "compare_study"),
@@ -329,6 +332,37 @@ def test_compare_command_and_config_give_the_same_options(tmp_path, monkeypatch)
     assert "contrasts" not in CompareOptions().settings()  # compare_periods' default applies
     with pytest.raises(TypeError, match="unknown setting"):
         real(table, layr="raw")  # a typo is not silently dropped
+
+
+def test_report_command_and_config_give_the_same_options(tmp_path, monkeypatch):
+    import immunoprofile.report
+
+    seen = []
+
+    def fake(layout, out, options=None):
+        seen.append(options)
+        return types.SimpleNamespace(path=tmp_path / "r.html", size_bytes=0, seconds=0.0,
+                                     plots=[])
+
+    monkeypatch.setattr(immunoprofile.report, "build_report", fake)
+
+    def invoke(args):
+        res = CliRunner().invoke(cli, ["report", str(tmp_path), "-q", *args])
+        assert res.exit_code == 0, res.output
+        return seen[-1]
+
+    assert invoke([]) == ReportOptions()
+    changed = {"title": ("T", ["--title", "T"]),
+               "max_gating_samples": (5, ["--max-gating-samples", "5"]),
+               "gating": (False, ["--no-gating"]), "jobs": (1, ["--jobs", "1"])}
+    assert set(changed) == set(cli_fields(ReportOptions))
+    from_cli = invoke([a for _, flag_args in changed.values() for a in flag_args])
+    config = load_config(_config(tmp_path, {k: v for k, (v, _) in changed.items()}, "report"))
+    assert from_cli == ReportOptions.merge(config.report)
+    for field in changed:
+        assert getattr(from_cli, field) != _default(ReportOptions, field), field
+    res = CliRunner().invoke(cli, ["report", str(tmp_path), "--jobs", "0"])
+    assert res.exit_code == 2 and "--jobs" in res.output
 
 
 def test_keywords_are_validated_by_the_model():

@@ -25,7 +25,7 @@ def _with_report(config: Path) -> Path:
 def test_report_title_reaches_build_report(tiny_trial: Path, monkeypatch) -> None:
     calls = []
 
-    def build_report(run_dir, out=None, *, title=None):
+    def build_report(run_dir, out=None, *, title=None, options=None):
         calls.append(title)
         Path(out).write_text("<html></html>")
         return SimpleNamespace(path=Path(out))

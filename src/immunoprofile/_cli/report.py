@@ -8,7 +8,9 @@ from pathlib import Path
 
 import click
 
+from .._options import click_options
 from ..layout import MAIN_FILES
+from ..report.options import ReportOptions
 from .common import Verbosity, common_options
 
 _FOLDER = click.Path(file_okay=False, path_type=Path)
@@ -30,15 +32,11 @@ def _stage_folders(fn):  # type: ignore[no-untyped-def]
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="HTML file to write (default RUN_DIR/report.html).")
 @_stage_folders
-@click.option("--title", default=None, help="The report's title.")
-@click.option("--max-gating-samples", default=200, show_default=True,
-              help="At most this many per-sample gating figures.")
-@click.option("--no-gating", is_flag=True, help="Leave out the per-sample gating figures.")
-@click.option("--jobs", default=2, show_default=True, help="Processes drawing gating figures.")
+@click_options(ReportOptions)
 @common_options
 def command(run_dir: Path, out: Path | None, flow_dir: Path | None, cytokines_dir: Path | None,
-            study_dir: Path | None, compare_dir: Path | None, title: str | None,
-            max_gating_samples: int, no_gating: bool, jobs: int, verbosity: Verbosity) -> None:
+            study_dir: Path | None, compare_dir: Path | None, options: ReportOptions,
+            verbosity: Verbosity) -> None:
     """Build one self-contained HTML QC and results report from RUN_DIR."""
     from ..errors import InputError
     from ..layout import RunLayout
@@ -52,7 +50,6 @@ def command(run_dir: Path, out: Path | None, flow_dir: Path | None, cytokines_di
         if folder is not None and not layout.main_output(stage).is_file():
             raise InputError(layout.main_output(stage),
                              f"not found (--{stage} names the folder holding it)")
-    summary = build_report(layout, out, max_gating_samples=max_gating_samples,
-                           gating=not no_gating, jobs=jobs, title=title)
+    summary = build_report(layout, out, options)
     click.echo(f"report: {summary.path} ({summary.size_bytes / 1e6:.1f} MB, "
                f"{summary.seconds:.1f} s, {len(summary.plots)} PNGs in {layout.report.plots})")

@@ -23,11 +23,12 @@ from .._options import resolve_path
 from ..cytokine.options import CytokineOptions
 from ..errors import InputError
 from ..flow.options import CompensateOptions, GateOptions, TimeQCSetting
+from ..report.options import ReportOptions
 from ..study.options import AnalysisPlanOptions, AssembleOptions, ComparisonOptions
 
 __all__ = [
     "CONFIG_SCHEMA_VERSION", "Problem", "ConfigError", "PipelineConfig", "InputsConfig",
-    "FlowConfig", "TimeQCConfig", "ControlSet", "CytokineConfig", "VisitWindow", "DesignConfig", "AssembleConfig", "CompareConfig", "AnalysisConfig", "ReportOptions",
+    "FlowConfig", "TimeQCConfig", "ControlSet", "CytokineConfig", "VisitWindow", "DesignConfig", "AssembleConfig", "CompareConfig", "AnalysisConfig", "ReportConfig",
     "OutputsConfig", "ExecutorConfig", "load_config", "parse_config", "config_json_schema",
 ]
 
@@ -223,11 +224,10 @@ class AssembleConfig(AssembleOptions):
     enabled: bool = True
 
 
-class ReportOptions(_Model):
+class ReportConfig(ReportOptions):
     """The HTML report."""
 
     enabled: bool = True
-    title: str | None = None
 
 
 class OutputsConfig(_Model):
@@ -267,7 +267,7 @@ class PipelineConfig(_Model):
     assemble: AssembleConfig = Field(default_factory=AssembleConfig)
     compare: CompareConfig = Field(default_factory=CompareConfig)
     analysis: AnalysisConfig = Field(default_factory=AnalysisConfig)
-    report: ReportOptions = Field(default_factory=ReportOptions)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     source: str | None = Field(None, exclude=True, description="(set by load_config)")

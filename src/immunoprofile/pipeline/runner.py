@@ -498,5 +498,5 @@ def _report_stage(config: PipelineConfig, summary: RunSummary) -> StageResult:
 
     layout = RunLayout(config.out_dir)
     built = build_report(layout, layout.report.html,
-                         title=config.report.title or config.name or None)
+                         title=config.report.title or config.name or None, options=config.report)
     return StageResult("report", "done", f"report in {built.path.name}", [built.path])

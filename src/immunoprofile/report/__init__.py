@@ -6,6 +6,9 @@ Contract: ``build_report(run_dir) -> Path`` reads only the tidy outputs of earli
 them as PNG, writes the same PNGs to ``RUN_DIR/plots/`` and MultiQC ``*_mqc.tsv`` tables beside.
 """
 
-from .build import build_report
+from .._lazy import lazy_exports
 
-__all__ = ["build_report"]
+_EXPORTS = {"build_report": "build", "ReportOptions": "options"}
+__all__ = sorted(_EXPORTS)
+# loaded on first use: the config and the command line read .options without numpy
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._options import takes_options
 from .._io import atomic_path, write_csv_atomic, write_text_atomic
 from ..errors import InputError
 from ..layout import COMPENSATION_BY_FILE_KEY, TIME_QC_KEY, RunLayout
 from .collect import RunData, collect_run
 from .plots import curve_grid, figure_png, forest_plot, trajectory_grid
+from .options import ReportOptions
 from .qc import flow_sample_qc, plate_qc, robust_outliers
 from .._frames import is_text_column
 from ..schema import feature_labels  # noqa: F401 - public here too (report.build.feature_labels)
@@ -124,9 +126,9 @@ def _b64(png: bytes) -> str:
     return base64.b64encode(png).decode("ascii")
 
 
-def build_report(run_dir: str | Path | RunLayout, out: str | Path | None = None, *,
-                 max_gating_samples: int = 200, gating: bool = True,
-                 jobs: int = 2, title: str | None = None) -> ReportSummary:
+@takes_options(ReportOptions)
+def build_report(run_dir: str | Path | RunLayout, out: str | Path | None = None,
+                 options: ReportOptions | None = None) -> ReportSummary:
     """Build the self-contained HTML report of a run directory.
 
     Parameters
@@ -140,14 +142,9 @@ def build_report(run_dir: str | Path | RunLayout, out: str | Path | None = None,
         MultiQC tables go to its root.
     out
         Where to write the HTML (default ``RUN_DIR/report.html``).
-    max_gating_samples
-        At most this many samples get a gating figure (outliers first, then file order).
-    gating
-        Draw per-sample gating figures (re-reads the FCS files named in the provenance).
-    jobs
-        Worker processes drawing the gating figures (1 = in this process).
-    title
-        The report's title (default "immunoprofile report").
+    options
+        :class:`~immunoprofile.report.options.ReportOptions` (its fields may also be given as
+        keywords, below).
 
     Returns
     -------
@@ -155,6 +152,9 @@ def build_report(run_dir: str | Path | RunLayout, out: str | Path | None = None,
     """
     from jinja2 import Environment, PackageLoader, select_autoescape
 
+    assert options is not None  # takes_options merged it
+    max_gating_samples, gating = options.max_gating_samples, options.gating
+    jobs, title = options.jobs, options.title
     started = time.perf_counter()
     layout = run_dir if isinstance(run_dir, RunLayout) else RunLayout.of_folder(run_dir)
     data = collect_run(layout)
