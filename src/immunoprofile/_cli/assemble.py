@@ -42,6 +42,7 @@ def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, cl
     """Join flow and cytokine results with the manifest (and clinical table) into one AnnData."""
     from ..errors import InputError
     from ..study.design import resolve_design
+    from ..layout import StudyOutputs
     from ..study.stage import assemble_study, write_assemble_outputs
 
     if flow_dir is None and cytokine_dir is None:
@@ -53,7 +54,8 @@ def command(manifest: Path, flow_dir: Path | None, cytokine_dir: Path | None, cl
     # assembly's warnings went to stderr)
     add_log_file(out.parent / "assemble.log")
     out = out if out.suffix else out.with_suffix(".h5ad")
-    unmatched_path = write_assemble_outputs(adata, out, zarr=options.zarr)["unmatched.tsv"]
+    unmatched_path = StudyOutputs(out.parent).unmatched
+    write_assemble_outputs(adata, out, zarr=options.zarr)
     n_missing = int((adata.obs["missing_reason"].astype(str) != "").sum())
     n_unmatched = len(adata.uns["immunoprofile"]["unmatched"])
     if n_unmatched:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError
+from ..layout import CytokineOutputs, GateOutputs
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -94,10 +95,11 @@ def load_flow_results(folder: str | os.PathLike[str]) -> FlowResults:
     InputError
         When there is no ``populations.csv`` or it lacks ``sample_id``/``population``.
     """
-    path = _find(folder, "populations.csv")
+    path = _find(folder, GateOutputs.populations.name)
     table = read_table(path, ("sample_id", "population"))
-    return FlowResults(table=table, provenance_json=_text(path.parent / "provenance.json"),
-                       strategy_json=_flow_strategy_json(path.parent / "flow.h5ad"),
+    beside = GateOutputs(path.parent)  # the gate stage's folder, named as the stage writes it
+    return FlowResults(table=table, provenance_json=_text(beside.provenance),
+                       strategy_json=_flow_strategy_json(beside.h5ad),
                        source=path, inputs=(path,))
 
 
@@ -109,15 +111,16 @@ def load_cytokine_results(folder: str | os.PathLike[str]) -> CytokineResults:
     InputError
         When there is no ``concentrations.csv`` or it lacks ``sample_id``/``analyte``.
     """
-    path = _find(folder, "concentrations.csv")
+    path = _find(folder, CytokineOutputs.concentrations.name)
     conc = read_table(path, ("sample_id", "analyte"))
+    beside = CytokineOutputs(path.parent)  # the cytokine stage's folder, as the stage writes it
     inputs = [path]
     curves = None
-    curves_path = path.parent / "standard_curves.csv"
+    curves_path = beside.standard_curves
     if curves_path.is_file():
         inputs.append(curves_path)
         curves = read_table(curves_path, ())
-    prov_text = _text(path.parent / "provenance.json")
+    prov_text = _text(beside.provenance)
     try:
         prov = json.loads(prov_text) if prov_text else {}
     except ValueError:

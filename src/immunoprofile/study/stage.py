@@ -90,6 +90,7 @@ def write_assemble_outputs(adata: anndata.AnnData, out: str | os.PathLike[str], 
         Output name (path relative to ``out``'s folder) -> path.
     """
     from .._io import write_csv_atomic, write_json_atomic, write_parquet_atomic
+    from ..layout import StudyOutputs
     from ..provenance import build_provenance
     from .io import write_study
     from .views import period_means, split_by_visit, to_tidy
@@ -97,13 +98,14 @@ def write_assemble_outputs(adata: anndata.AnnData, out: str | os.PathLike[str], 
     out = Path(out)
     out = out if out.suffix else out.with_suffix(".h5ad")
     folder = out.parent
+    beside = StudyOutputs(folder)  # the views' names, as the report and the runner know them
     written = [write_study(adata, out)]
     if zarr:
         written.append(write_study(adata, out.with_suffix(".zarr"), zarr=True))
     for visit, sub in split_by_visit(adata).items():
-        written.append(write_study(sub, folder / "study_by_visit" / f"{visit}.h5ad"))
-    written.append(write_study(period_means(adata), folder / "period_means.h5ad"))
-    unmatched_path = folder / "unmatched.tsv"
+        written.append(write_study(sub, beside.by_visit / f"{visit}.h5ad"))
+    written.append(write_study(period_means(adata), beside.period_means))
+    unmatched_path = beside.unmatched
     write_csv_atomic(unmatched_path, adata.uns["immunoprofile"]["unmatched"], sep="\t")
     written.append(unmatched_path)
     tidy_path = out.with_suffix(".parquet")
@@ -111,10 +113,10 @@ def write_assemble_outputs(adata: anndata.AnnData, out: str | os.PathLike[str], 
     written.append(tidy_path)
     names = {p.relative_to(folder).as_posix(): p for p in written}
     inner = json.loads(adata.uns["immunoprofile"]["provenance_json"])
-    prov_path = folder / "provenance.json"
+    prov_path = beside.provenance
     write_json_atomic(prov_path, build_provenance(
         inputs=[p["path"] for p in inner.get("inputs", [])],
         parameters={**inner.get("parameters", {}), "zarr": zarr},
         extra={"outputs": sorted(names)}))
-    names["provenance.json"] = prov_path
+    names[prov_path.name] = prov_path
     return names
