@@ -4,8 +4,8 @@ own counts (reference flow/flowjo_versions, see its README row).
 Oracle: ``counts/<workspace>.tsv`` holds the count each FlowJo version stored for every sample ×
 population. Tolerance max(15 events, 1 %) for every population (the issue's criterion), with
 the FlowJo-compatibility rules of each version (``flowjo.flowjo_compat_rules``: 7.2's binned
-display, FlowJo's effective ellipse as an 11-gon). One population stays outside, listed in
-KNOWN_MISSES with its bound and reason; every miss is printed.
+display and edge-diameter ellipse, 7.6's and the Mac's effective ellipse as an 11-gon). Every
+population of 7.2.5-9.7.2 is within it; every miss (10.x against 7.6.5) is printed.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from immunoprofile.flow.engine import evaluate
 from immunoprofile.flow.fcs import FCSData, read_fcs
 from immunoprofile.flow.flowjo import (
     FlowJoStrategy,
+    _ellipse_from_edges,
     _ellipse_polygon,
     flowjo_compat_rules,
     read_flowjo_workspace,
@@ -40,7 +41,7 @@ from immunoprofile.flow.strategy import load_strategy
 
 # workspace -> (its own counts file, populations within tolerance of 164/168 measured)
 OWN_COUNTS = {
-    "advanced-v7.2.5.wsp": ("advanced-v7.2.5", 167),
+    "advanced-v7.2.5.wsp": ("advanced-v7.2.5", 168),
     "advanced-v7.6.3.wsp": ("advanced-v7.6.3", 168),
     "advanced-v7.6.5.wsp": ("advanced-v7.6.5", 168),
     # 8.5.3 rounds coordinates to 4 decimals; snapped back onto the display grid it gives
@@ -53,12 +54,6 @@ OWN_COUNTS = {
 }
 TEN = ["advanced-v10.0.5.wsp", "advanced-v10.0.6.wsp", "advanced-v10.0.7.wsp",
        "advanced-v10.0.8.wsp", "advanced-v10.2.wsp", "advanced-v10.4.wsp", "advanced-v10.8.wsp"]
-# (workspace, file, population) -> largest relative difference allowed. 7.2.5's inverted
-# ellipse on D02: ours 7,774 vs 7,854 (1.02 %); 7.2.5 and 7.6.5 store the same ellipse and
-# count 7,854 vs 7,782 here, so no rule of the stored gate fits both; unexplained.
-KNOWN_MISSES = {
-    ("advanced-v7.2.5.wsp", "931115-D02- Sample 03.fcs", "/inverted ellipse"): 0.0125,
-}
 # 10.x stored counts are stale and FlowJo 10's ellipse rule is unmeasured (no compatibility
 # rule: exact ellipses): against 7.6.5's counts, ellipse populations are held to 5 %.
 TEN_ELLIPSE_LIMIT = 0.05
@@ -136,7 +131,7 @@ def _compare(ours: dict, expected: dict[str, dict[str, int]], label: str,
             if label in TEN:
                 limit = TEN_ELLIPSE_LIMIT if path in ellipse else 0.0
             else:
-                limit = KNOWN_MISSES.get((label, fil, path), 0.0)
+                limit = 0.0
             assert rel <= limit, f"{label}: {misses[-1]} outside max(15, 1 %)"
     print(f"{label}: {within}/{n} within max(15, 1 %)" + "".join(f"\n  {m}" for m in misses))
     return n, within, misses
@@ -229,8 +224,8 @@ def test_inverted_and_boolean_semantics(versions_dir: Path) -> None:
 def test_compat_rules_by_version() -> None:
     """Rules only for the versions whose counts were reproduced; exact shapes otherwise."""
     r72 = flowjo_compat_rules("Version 7.2.5")
-    assert r72 is not None and r72.display_bins == 256
-    assert (r72.ellipse_vertices, r72.ellipse_circumscribed) == (11, True)
+    assert r72 is not None and r72.display_bins == 256 and r72.ellipse_vertices is None
+    assert r72.ellipse_from_edges and r72.ellipse_shift_bins == (0.5, 0.0)
     r76 = flowjo_compat_rules("7.6.5")
     assert r76 is not None and r76.display_bins is None and r76.ellipse_circumscribed
     for mac in ("8.5.3", "9.6.4", "9.7.2"):
@@ -258,6 +253,58 @@ def test_ellipse_polygon_geometry() -> None:
     outer = np.asarray(_ellipse_polygon(mean, cov, 11, True))
     mids = (outer + np.roll(outer, -1, axis=0)) / 2
     assert all(math.isclose(q(p), 1.0) for p in mids)
+
+
+def test_ellipse_from_edge_diameters_geometry() -> None:
+    """7.2's ellipse: through the major-axis edge points, centred between them, with the
+    minor axis' stored length perpendicular to it (7.2.5's "inverted ellipse")."""
+    edge = ((150.0, 75.0), (159.0, 17.0), (140.0, 44.0), (168.0, 48.0))
+    mean, cov = _ellipse_from_edges(None, "/x", edge)  # type: ignore[arg-type]
+    assert np.allclose(mean, (154.5 / 256, 46.0 / 256))
+    inv = np.linalg.inv(np.asarray(cov))
+    for p in edge[:2]:
+        d = np.asarray(p) / 256 - np.asarray(mean)
+        assert math.isclose(float(d @ inv @ d), 1.0)
+    semi = np.sqrt(np.linalg.eigvalsh(np.asarray(cov))) * 256
+    assert np.allclose(semi, (math.dist(edge[2], edge[3]) / 2, math.dist(edge[0], edge[1]) / 2))
+
+
+def test_72_ellipse_rule_against_the_alternatives(versions_dir: Path) -> None:
+    """7.2.5's 8 ellipse counts (2 ellipses x 4 files): the 7.2 rule holds every one within
+    15 events; without the edge diameters, without the half-bin shift, or as the 11-gon of the
+    7.6 rule, some count falls outside max(15, 1 %)."""
+    expected = _counts(versions_dir, "advanced-v7.2.5")
+    rules = flowjo_compat_rules("7.2.5")
+    assert rules is not None
+    variants = {
+        "rule": rules,
+        "foci": dataclasses.replace(rules, ellipse_from_edges=False),
+        "unshifted": dataclasses.replace(rules, ellipse_shift_bins=(0.0, 0.0)),
+        "11-gon": dataclasses.replace(rules, ellipse_from_edges=False,
+                                      ellipse_shift_bins=(0.0, 0.0), ellipse_vertices=11,
+                                      ellipse_circumscribed=True),
+    }
+    outside: dict[str, list[str]] = {}
+    for label, variant in variants.items():
+        ws = read_flowjo_workspace(versions_dir / "workspaces" / "advanced-v7.2.5.wsp",
+                                   flowjo_compat=variant)
+        n = 0
+        outside[label] = []
+        for fil, pops in expected.items():
+            if "/inverted ellipse" not in pops:
+                continue
+            res = evaluate(ws.strategy(sample=fil), _fcs(str(versions_dir / "fcs" / fil)))
+            got = {res.paths[p]: res.counts[p] for p in res.paths}
+            for path in ("/inverted ellipse", "/CD4, CD8 ellipse"):
+                n += 1
+                diff = got[path] - pops[path]
+                limit = 15 if label == "rule" else max(15, 0.01 * pops[path])
+                if abs(diff) > limit:
+                    outside[label].append(f"{fil} {path} {diff:+d}")
+        assert n == 8
+    assert outside["rule"] == []
+    for label in ("foci", "unshifted", "11-gon"):
+        assert outside[label], label
 
 
 def test_72_binned_display_rule(versions_dir: Path) -> None:
