@@ -458,6 +458,9 @@ def _edited(wsp_dir: Path, tmp_path: Path, old: str, new: str, name: str = "x.ws
      r"/ellipse1: eventsInside='2' is neither 0 nor 1"),
     ("gating:EllipsoidGate", "gating:CurlyQuadGate",
      r"/ellipse1: gate element <CurlyQuadGate> is not supported"),
+    ("gating:EllipsoidGate", "gating:CurlyQuad",
+     r"/ellipse1: gate element <CurlyQuad> \(FlowJo's curved quadrant\) is not supported: "
+     r"FlowJo does not publish its curve"),
     ("transforms:linear", "transforms:miltenyi",
      r"FlowJo transform <transforms:miltenyi> is not supported"),
     ('<gating:coordinate data-type:value="96" />', '<gating:coordinate data-type:value="x" />',

@@ -307,6 +307,50 @@ def test_72_ellipse_rule_against_the_alternatives(versions_dir: Path) -> None:
         assert outside[label], label
 
 
+def test_ellipse_on_a_linear_axis_uses_flowjos_display_scale(versions_dir: Path,
+                                                              tmp_path: Path) -> None:
+    """Pre-10 workspaces store ellipses in the 256-bin display and no transform: on a linear
+    axis ($PnE 0,0) the display runs 0 .. $PnR/$PnG. 7.6.5's two ellipses moved onto Cy5PE
+    (log, 3.84 decades from 0.2) x ForSc (linear) keep exactly the events whose display point
+    has a focal sum within the ellipse's, computed here from the keywords alone."""
+    import re
+
+    text = (versions_dir / "workspaces" / "advanced-v7.6.5.wsp").read_text(encoding="utf-8")
+
+    def moved(block: re.Match[str]) -> str:
+        return block.group(0).replace('data-type:name="PhyEry"', 'data-type:name="ForSc"')
+
+    edited, n = re.subn(r"<gating:EllipsoidGate.*?</gating:EllipsoidGate >", moved, text,
+                        flags=re.S)
+    assert n > 0
+    wsp = tmp_path / "linear-ellipse.wsp"
+    wsp.write_text(edited, encoding="utf-8")
+    fil = "931115-E02- Sample 04.fcs"
+    fcs = _fcs(str(versions_dir / "fcs" / fil))
+    assert (fcs.text["$P1E"], fcs.text["$P1R"], fcs.text["$P5E"]) == ("0, 0", "512", "3.84, 0.2")
+    gain = float(fcs.text["$P1G"])  # events are gain-applied: the display ends at $PnR/$PnG
+    ws = read_flowjo_workspace(wsp, flowjo_compat=False)
+    strategy = ws.strategy(sample=fil)
+    res = evaluate(strategy, fcs)
+    by_path = {res.paths[p]: p for p in res.paths}
+    x = 256 * np.log10(fcs.events[:, fcs.channel_index("Cy5PE")] / 0.2) / 3.84
+    y = fcs.events[:, fcs.channel_index("ForSc")] * 256 / (512 / gain)
+    point = np.column_stack([x, y])
+    shapes = {"/CD4, CD8 ellipse": ((47, 47), (52, 54), ((26, 15), (74, 87)), False),
+              "/inverted ellipse": ((150, 71), (158, 20), ((150, 75), (159, 17)), True)}
+    for path, (f1, f2, major, inverted) in shapes.items():
+        gate = strategy.gates[by_path[path]]
+        assert [d.channel for d in gate.dims] == ["Cy5PE", "ForSc"]
+        width = np.mean([math.dist(p, f1) + math.dist(p, f2) for p in major])
+        focal = (np.linalg.norm(point - f1, axis=1) + np.linalg.norm(point - f2, axis=1))
+        expected = (focal <= width) != inverted
+        mask = res.masks[by_path[path]]
+        # events within 1e-9 display units of the boundary may go either way
+        undecided = np.abs(focal - width) < 1e-9
+        np.testing.assert_array_equal(mask[~undecided], expected[~undecided])
+        assert 50 < int(expected.sum()) < fcs.n_events - 50, path  # the gate cuts the data
+
+
 def test_72_binned_display_rule(versions_dir: Path) -> None:
     """The 7.2 rule's derivation: B01 Monocytes is 2,389 in FlowJo 7.2.5 (2,402 in 7.6.5);
     the polygon on the binned display gives 2,385 (events on its edges decide the rest), on

@@ -346,3 +346,36 @@ def test_flowjo_export_comp_prefix_is_the_compensated_channel(reference_dir, tmp
     np.testing.assert_array_equal(masks["flowjo"], masks["fcs"])
     np.testing.assert_array_equal(masks["flowjo-ref"], masks["fcs"])
     assert (masks["raw"] != masks["fcs"]).sum() > 50  # compensation matters on this channel (98)
+
+
+def test_comp_prefix_on_a_file_flowjo_exported_compensated(reference_dir, tmp_path):
+    """A file FlowJo exported with compensation applied names its columns ``Comp-<channel>``
+    and carries no spillover: the export's ``Comp-B515-A`` gate uses that column as written
+    and keeps the events the original file keeps under its own spillover; a file with
+    neither column is still refused."""
+    from immunoprofile.errors import InputError
+    from immunoprofile.flow.compensation import compensate
+    from immunoprofile.flow.engine import evaluate
+    from immunoprofile.flow.fcs import read_fcs
+    from immunoprofile.flow.fcs_write import write_fcs
+
+    original = read_fcs(reference_dir / "flow" / "fcs_edge_cases" / "flowkit" / "100715.fcs")
+    spill = original.spillover
+    assert spill is not None and "B515-A" in spill.channels
+    exported_names = [f"Comp-{c}" if c in spill.channels else c for c in original.channels]
+    values = compensate(original.events, original.channels, spill)
+    exported = read_fcs(write_fcs(tmp_path / "exported.fcs", values, exported_names))
+    assert exported.spillover is None
+    rect = ('<gating:RectangleGate gating:id="R"><gating:dimension gating:min="1000" '
+            'gating:max="5000"><data-type:fcs-dimension data-type:name="Comp-B515-A"/>'
+            '</gating:dimension></gating:RectangleGate>')
+    strategy = read_gatingml(_write(tmp_path, rect))
+    want = evaluate(strategy, original).masks["R"]
+    got = evaluate(strategy, exported)
+    # float32 storage of the compensated values moves at most the events on the bounds
+    assert (got.masks["R"] != want).sum() <= 2 and got.counts["R"] > 1000
+    assert any("'Comp-B515-A'" in w and "as written" in w for w in got.warnings)
+    neither = read_fcs(write_fcs(tmp_path / "neither.fcs", values,
+                                 [c.replace("B515-A", "X") for c in original.channels]))
+    with pytest.raises(InputError, match="spillover"):
+        evaluate(strategy, neither)

@@ -42,6 +42,7 @@ from .gates import (
     AnyDimension,
     BooleanGate,
     DensityGate,
+    Dimension,
     EllipseGate,
     Gate,
     PolygonGate,
@@ -49,6 +50,7 @@ from .gates import (
     RatioDimension,
     RectangleGate,
     Strategy,
+    map_dimensions,
 )
 
 from .transforms import (
@@ -648,6 +650,41 @@ def _row_local(strategy: Strategy) -> bool:
     return not strategy.fits and all(type(g) in local for g in strategy.iter_gates())
 
 
+#: Prefix FlowJo gives a compensated channel, in its workspaces, its Gating-ML export and the
+#: FCS files it exports with compensation applied.
+_FLOWJO_COMP_PREFIX = "Comp-"
+
+
+def _literal_compensated(dim: AnyDimension, fcs: FCSData) -> AnyDimension:
+    """``dim`` on the file's own ``Comp-<channel>`` column when the file has that column and
+    not ``<channel>``: FlowJo exported it already compensated, so it is used as written."""
+    if not isinstance(dim, Dimension) or dim.compensation == UNCOMPENSATED:
+        return dim
+    literal = _FLOWJO_COMP_PREFIX + dim.channel
+    if dim.channel in fcs.channels or dim.channel in fcs.markers or \
+            literal not in fcs.channels:
+        return dim
+    return Dimension(literal, UNCOMPENSATED, dim.transform)
+
+
+def _on_literal_channels(strategy: Strategy, fcs: FCSData) -> tuple[Strategy, list[str]]:
+    """``strategy`` with every compensated dimension whose channel the file holds only as an
+    exported ``Comp-<channel>`` moved onto that column, and one warning per such channel.
+    The same strategy object when nothing moves (the common case: no copy is made)."""
+    moved: dict[str, str] = {}
+    for gate in strategy.iter_gates():
+        for dim in gate.dimensions:
+            new = _literal_compensated(dim, fcs)
+            if new is not dim:
+                assert isinstance(dim, Dimension) and isinstance(new, Dimension)
+                moved[dim.channel] = new.channel
+    if not moved:
+        return strategy, []
+    warnings = [f"channel {channel!r} is not in the file; its exported compensated column "
+                f"{literal!r} is used as written" for channel, literal in moved.items()]
+    return map_dimensions(strategy, lambda dim: _literal_compensated(dim, fcs)), warnings
+
+
 def _matrices(strategy: Strategy, fcs: FCSData, spillover: CompensationSpec | None,
               missing_spillover: str) -> tuple[Compensation, dict[str, Spillover | None],
                                                list[str]]:
@@ -679,6 +716,10 @@ def evaluate(strategy: Strategy, fcs: FCSData, *,
     booleans) are evaluated block by block of rows, so every intermediate stays in cache and
     no full-length float64 copy is kept; data-driven gates see the whole file at once.
 
+    A compensated dimension on a channel the file lacks, where the file has a
+    ``Comp-<channel>`` column instead (FlowJo's export of compensated data), uses that column
+    as written, with a warning on the result.
+
     Parameters
     ----------
     strategy
@@ -707,7 +748,9 @@ def evaluate(strategy: Strategy, fcs: FCSData, *,
         A gate names a channel the file lacks, a matrix does not fit the file, or compensation
         is required but absent.
     """
+    strategy, moved = _on_literal_channels(strategy, fcs)
     comp, matrices, warnings = _matrices(strategy, fcs, spillover, missing_spillover)
+    warnings = moved + warnings
     plan = _Plan(strategy, fcs, matrices)
     order = strategy.population_ids()
     n = fcs.n_events
@@ -772,6 +815,8 @@ def dimension_values(strategy: Strategy, fcs: FCSData, dims: Sequence[AnyDimensi
     list of numpy.ndarray
         One float64 array of ``fcs.n_events`` values per dimension, in ``dims`` order.
     """
+    strategy, _ = _on_literal_channels(strategy, fcs)
+    dims = [_literal_compensated(dim, fcs) for dim in dims]
     _, matrices, _ = _matrices(strategy, fcs, spillover, missing_spillover)
     run = _Evaluation(strategy, fcs, slice(0, fcs.n_events), _Plan(strategy, fcs, matrices))
     return [run.values(dim, None) for dim in dims]

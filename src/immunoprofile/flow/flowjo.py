@@ -801,6 +801,12 @@ def _parse_gating_ns_gate(ctx: _Ctx, where: str, gate_el: ET.Element) -> _Parsed
         raise ctx.fail(where, f"<Gate> must hold exactly one gate element, found {len(shapes)}")
     shape = shapes[0]
     tag = local_name(shape.tag)
+    if tag == "CurlyQuad":
+        # CytoML approximates the curve with its own constants; FlowJo does not publish it,
+        # and no reference workspace with FlowJo's counts has one to check a model against
+        raise ctx.fail(where, "gate element <CurlyQuad> (FlowJo's curved quadrant) is not "
+                              "supported: FlowJo does not publish its curve, so its counts "
+                              "cannot be reproduced; redraw it as a quadrant or polygon gate")
     if tag not in _SHAPE_TAGS:
         raise ctx.fail(where, f"gate element <{tag}> is not supported (supported: "
                               "RectangleGate, PolygonGate, EllipsoidGate, boolean nodes)")

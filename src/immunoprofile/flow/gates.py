@@ -18,14 +18,15 @@ Vocabulary
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
     "UNCOMPENSATED", "FCS_SPILLOVER", "Dimension", "RatioDimension", "Gate", "RectangleGate",
     "PolygonGate", "EllipseGate", "QuadrantDivider", "Quadrant", "QuadrantGate", "BooleanGate",
-    "DensityGate", "CutFit", "GateFit", "Strategy",
+    "DensityGate", "CutFit", "GateFit", "Strategy", "map_dimensions",
 ]
 
 #: ``Dimension.compensation`` value: use the raw channel.
@@ -394,3 +395,33 @@ def validate_strategy(strategy: Strategy) -> None:
         known.add(gate.id)
         if isinstance(gate, QuadrantGate):
             known.update(q.id for q in gate.quadrants)
+
+
+def map_dimensions(strategy: Strategy,
+                   fn: Callable[[AnyDimension], AnyDimension]) -> Strategy:
+    """``strategy`` with every gate dimension (quadrant dividers included) replaced by
+    ``fn(dimension)``; gates without dimensions (booleans) are kept as they are.
+
+    Parameters
+    ----------
+    strategy
+        The strategy to rewrite (not modified).
+    fn
+        Maps one dimension to its replacement (return it unchanged to keep it).
+
+    Returns
+    -------
+    Strategy
+        A copy with the new gates; transforms, compensations, fits and meta are shared.
+    """
+    gates: dict[str, Gate] = {}
+    for gid, gate in strategy.gates.items():
+        if isinstance(gate, QuadrantGate):
+            dividers = tuple(dataclasses.replace(d, dimension=fn(d.dimension))
+                             for d in gate.dividers)
+            gates[gid] = dataclasses.replace(gate, dividers=dividers)
+        elif hasattr(gate, "dims"):
+            gates[gid] = dataclasses.replace(gate, dims=tuple(fn(d) for d in gate.dims))
+        else:
+            gates[gid] = gate
+    return dataclasses.replace(strategy, gates=gates)

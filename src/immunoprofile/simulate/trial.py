@@ -718,7 +718,7 @@ def resolve_markers(strategy: Any, fcs_path: str | os.PathLike[str]) -> Any:
     Gating-ML names detectors, not markers; the mapping is read from one FCS file of the panel.
     """
     from immunoprofile.flow.fcs import read_fcs_metadata
-    from immunoprofile.flow.gates import Dimension, QuadrantGate
+    from immunoprofile.flow.gates import Dimension, map_dimensions
 
     meta = read_fcs_metadata(fcs_path)
 
@@ -727,17 +727,7 @@ def resolve_markers(strategy: Any, fcs_path: str | os.PathLike[str]) -> Any:
             return dataclasses.replace(dim, channel=meta.channels[meta.channel_index(dim.channel)])
         return dim
 
-    gates = {}
-    for gid, gate in strategy.gates.items():
-        if isinstance(gate, QuadrantGate):
-            dividers = tuple(dataclasses.replace(d, dimension=fix(d.dimension))
-                             for d in gate.dividers)
-            gates[gid] = dataclasses.replace(gate, dividers=dividers)
-        elif hasattr(gate, "dims"):
-            gates[gid] = dataclasses.replace(gate, dims=tuple(fix(d) for d in gate.dims))
-        else:
-            gates[gid] = gate
-    return dataclasses.replace(strategy, gates=gates)
+    return map_dimensions(strategy, fix)
 
 
 def _write_gatingml(out: Path, fcs_path: Path) -> None:
