@@ -38,6 +38,7 @@ from .compensation import (
 )
 from .gates import (
     FCS_SPILLOVER,
+    FLOWJO_COMP_PREFIX,
     UNCOMPENSATED,
     AnyDimension,
     BooleanGate,
@@ -650,17 +651,12 @@ def _row_local(strategy: Strategy) -> bool:
     return not strategy.fits and all(type(g) in local for g in strategy.iter_gates())
 
 
-#: Prefix FlowJo gives a compensated channel, in its workspaces, its Gating-ML export and the
-#: FCS files it exports with compensation applied.
-_FLOWJO_COMP_PREFIX = "Comp-"
-
-
 def _literal_compensated(dim: AnyDimension, fcs: FCSData) -> AnyDimension:
     """``dim`` on the file's own ``Comp-<channel>`` column when the file has that column and
     not ``<channel>``: FlowJo exported it already compensated, so it is used as written."""
     if not isinstance(dim, Dimension) or dim.compensation == UNCOMPENSATED:
         return dim
-    literal = _FLOWJO_COMP_PREFIX + dim.channel
+    literal = FLOWJO_COMP_PREFIX + dim.channel
     if dim.channel in fcs.channels or dim.channel in fcs.markers or \
             literal not in fcs.channels:
         return dim

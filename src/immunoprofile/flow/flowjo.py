@@ -70,6 +70,7 @@ from .._xml import local_name, parse_xml
 from ..errors import InputError
 from .gates import (
     FCS_SPILLOVER,
+    FLOWJO_COMP_PREFIX,
     UNCOMPENSATED,
     BooleanGate,
     Dimension,
@@ -1065,12 +1066,12 @@ class _Converter:
                 if stripped in matrix.channels and (pre or suf or dim_name in matrix.channels):
                     return stripped, self.matrix_id(matrix, where)
             return dim_name, UNCOMPENSATED
-        if dim_name.startswith("Comp-"):
+        if dim_name.startswith(FLOWJO_COMP_PREFIX):
             # FlowJo names compensated parameters "Comp-<channel>"; without a stored matrix
             # the only one it can mean is the file's own.
             self.notes.append(f"{dim_name!r}: no spilloverMatrix stored; using the FCS file's "
                               "spillover")
-            return dim_name[len("Comp-"):], FCS_SPILLOVER
+            return dim_name[len(FLOWJO_COMP_PREFIX):], FCS_SPILLOVER
         return dim_name, UNCOMPENSATED
 
     def matrix_id(self, matrix: FlowJoMatrix, where: str) -> str:

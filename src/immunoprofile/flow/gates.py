@@ -26,8 +26,12 @@ from typing import Any, Literal
 __all__ = [
     "UNCOMPENSATED", "FCS_SPILLOVER", "Dimension", "RatioDimension", "Gate", "RectangleGate",
     "PolygonGate", "EllipseGate", "QuadrantDivider", "Quadrant", "QuadrantGate", "BooleanGate",
-    "DensityGate", "CutFit", "GateFit", "Strategy", "map_dimensions",
+    "DensityGate", "CutFit", "GateFit", "Strategy", "map_dimensions", "FLOWJO_COMP_PREFIX",
 ]
+
+#: Prefix FlowJo gives a compensated channel (``Comp-FITC-A``): in its workspaces, its
+#: Gating-ML export and the FCS files it exports with compensation applied.
+FLOWJO_COMP_PREFIX = "Comp-"
 
 #: ``Dimension.compensation`` value: use the raw channel.
 UNCOMPENSATED = "uncompensated"

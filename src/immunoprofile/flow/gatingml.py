@@ -25,6 +25,7 @@ from ..errors import InputError
 from .compensation import Spillover
 from .gates import (
     FCS_SPILLOVER,
+    FLOWJO_COMP_PREFIX,
     UNCOMPENSATED,
     AnyDimension,
     BooleanGate,
@@ -50,8 +51,6 @@ from .transforms import (
 
 __all__ = ["read_gatingml", "write_gatingml", "GATING_NS", "TRANSFORMS_NS", "DATATYPE_NS"]
 
-#: Prefix of compensated parameters in FlowJo's Gating-ML export (``Comp-FITC-A``).
-FLOWJO_COMP_PREFIX = "Comp-"
 
 #: deepest parent/operand chain accepted (as in YAML strategies); real strategies are < 20 deep
 _MAX_DEPTH = 64
